@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// ExitCode is the process exit status of a command. The values are a contract with the shell
+// runbooks that call us; docs/exit-codes.md is generated from ExitCodes.
+type ExitCode int
+
+const (
+	ExitOK           ExitCode = 0  // success
+	ExitError        ExitCode = 1  // unexpected or API error
+	ExitUsage        ExitCode = 64 // bad flags or arguments
+	ExitBadInput     ExitCode = 65 // unknown revision, tag, namespace, …
+	ExitGateFailed   ExitCode = 75 // a gate failed or timed out: the step halted (and rolled back when asked)
+	ExitNotPermitted ExitCode = 77 // RBAC denied an operation
+	ExitPrecheck     ExitCode = 79 // precheck found blocking issues
+)
+
+// ExitCodes lists every code with its meaning, in order; docs and tests read it.
+var ExitCodes = []struct {
+	Code    ExitCode
+	Name    string
+	Meaning string
+}{
+	{ExitOK, "OK", "success"},
+	{ExitError, "Error", "unexpected or API error (cluster unreachable, unknown context, …)"},
+	{ExitUsage, "Usage", "bad flags or arguments"},
+	{ExitBadInput, "BadInput", "bad input: unknown revision, tag, namespace or object; nothing was changed"},
+	{ExitGateFailed, "GateFailed", "a gate failed or timed out: the step halted (and rolled back when asked)"},
+	{ExitNotPermitted, "NotPermitted", "not permitted: RBAC denied an operation"},
+	{ExitPrecheck, "PrecheckFailed", "precheck found issues at or above --fail-on"},
+}
+
+// Error carries an exit code with the error message that explains it.
+type Error struct {
+	Code ExitCode
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with the given code.
+func Errorf(code ExitCode, format string, args ...any) error {
+	return &Error{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// UsageErrorf is a usage error (exit 64).
+func UsageErrorf(format string, args ...any) error { return Errorf(ExitUsage, format, args...) }
+
+// BadInputf is a bad-input error (exit 65).
+func BadInputf(format string, args ...any) error { return Errorf(ExitBadInput, format, args...) }
+
+// CodeOf maps an error to its exit code: an explicit *Error wins, RBAC denials are 77,
+// everything else is 1.
+func CodeOf(err error) ExitCode {
+	if err == nil {
+		return ExitOK
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if apierrors.IsForbidden(err) {
+		return ExitNotPermitted
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ExitGateFailed
+	}
+	return ExitError
+}

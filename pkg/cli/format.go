@@ -1,0 +1,8 @@
+package cli
+
+import "strconv"
+
+func formatInt(i int) string { return strconv.Itoa(i) }
+
+// Ready renders ready/desired counts.
+func Ready(ready, desired int32) string { return itoaReady(ready, desired) }

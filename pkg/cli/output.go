@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+	"sigs.k8s.io/yaml"
+)
+
+// APIVersion is the apiVersion of every document we print with -o json|yaml.
+const APIVersion = "istio-upgrade.io/v1alpha1"
+
+// Output formats accepted by -o.
+const (
+	OutputTable = "table"
+	OutputJSON  = "json"
+	OutputYAML  = "yaml"
+)
+
+// ValidateOutput checks the -o value.
+func ValidateOutput(o string) error {
+	switch o {
+	case OutputTable, OutputJSON, OutputYAML:
+		return nil
+	}
+	return UsageErrorf("unknown output format %q: use one of table, json, yaml", o)
+}
+
+// TypeMeta is embedded first in every printed document so it is self-describing and versioned.
+type TypeMeta struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+}
+
+// NewTypeMeta returns the TypeMeta of a document kind.
+func NewTypeMeta(kind string) TypeMeta { return TypeMeta{APIVersion: APIVersion, Kind: kind} }
+
+// WriteDocument prints doc as JSON or YAML. Under -o json nothing else may reach stdout.
+func WriteDocument(w io.Writer, format string, doc any) error {
+	switch format {
+	case OutputJSON:
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	case OutputYAML:
+		b, err := yaml.Marshal(doc)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	return fmt.Errorf("WriteDocument: format %q is not a document format", format)
+}
+
+// None is the placeholder for an empty cell.
+const None = "<none>"
+
+// Cell returns s, or <none> when s is empty, with inner spaces removed so columns stay parseable.
+func Cell(s string) string {
+	if s == "" {
+		return None
+	}
+	return strings.ReplaceAll(s, " ", "_")
+}
+
+// WriteTable prints rows under UPPERCASE headers, kubectl style: no borders, left aligned.
+func WriteTable(w io.Writer, header []string, rows [][]string) error {
+	t := tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders: tw.BorderNone,
+			Symbols: tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{
+				Separators: tw.Separators{BetweenRows: tw.Off, BetweenColumns: tw.Off},
+				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
+			},
+		})),
+		tablewriter.WithConfig(tablewriter.Config{
+			Header: tw.CellConfig{
+				Formatting: tw.CellFormatting{AutoFormat: tw.Off, AutoWrap: tw.WrapNone},
+				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
+				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
+			},
+			Row: tw.CellConfig{
+				Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone},
+				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
+				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
+			},
+		}),
+	)
+	upper := make([]any, len(header))
+	for i, h := range header {
+		upper[i] = strings.ToUpper(h)
+	}
+	t.Header(upper...)
+	for _, r := range rows {
+		cells := make([]any, len(r))
+		for i, c := range r {
+			cells[i] = Cell(c)
+		}
+		if err := t.Append(cells...); err != nil {
+			return err
+		}
+	}
+	return t.Render()
+}

@@ -1,0 +1,92 @@
+// Package istio is the only importer of istio.io/istio: the xDS debug (syncz) client, Istio's label and
+// annotation names, and tag webhook knowledge. istio.io/istio has no Go API promise, so everything
+// else in this project talks to these small functions and plain types instead.
+package istio
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// Label and annotation names Istio uses to select and record revisions.
+const (
+	LabelRev             = "istio.io/rev"
+	LabelTag             = "istio.io/tag"
+	LabelInjection       = "istio-injection"
+	LabelSidecarInject   = "sidecar.istio.io/inject"
+	LabelApp             = "app"
+	LabelIstio           = "istio"
+	AnnotationStatus     = "sidecar.istio.io/status"
+	AnnotationTemplates  = "inject.istio.io/templates"
+	LabelManagedGateway  = "gateway.istio.io/managed"
+	IstiodApp            = "istiod"
+	DefaultRevision      = "default"
+	TagWebhookPrefix     = "istio-revision-tag-"
+	InjectorPrefix       = "istio-sidecar-injector"
+	DefaultValidatorName = "istiod-default-validator"
+	ProxyContainer       = "istio-proxy"
+)
+
+// InjectedRevision returns the revision that injected a pod's sidecar, read from the
+// sidecar.istio.io/status annotation (falling back to istio.io/rev), and whether it was injected.
+func InjectedRevision(labels, annotations map[string]string) (string, bool) {
+	raw, ok := annotations[AnnotationStatus]
+	if !ok {
+		return "", false
+	}
+	var st struct {
+		Revision string `json:"revision"`
+	}
+	if err := json.Unmarshal([]byte(raw), &st); err == nil && st.Revision != "" {
+		return st.Revision, true
+	}
+	if r := annotations[LabelRev]; r != "" {
+		return r, true
+	}
+	if r := labels[LabelRev]; r != "" {
+		return r, true
+	}
+	return DefaultRevision, true
+}
+
+// RevisionOf returns the revision named by an object's istio.io/rev label; an istiod without one is
+// the "default" revision.
+func RevisionOf(labels map[string]string) string {
+	if r := labels[LabelRev]; r != "" {
+		return r
+	}
+	return DefaultRevision
+}
+
+// VersionFromImage returns the tag of an image reference ("docker.io/istio/pilot:1.30.0" → "1.30.0"),
+// without digest or variant suffix ("-distroless").
+func VersionFromImage(image string) string {
+	if i := strings.Index(image, "@"); i >= 0 {
+		image = image[:i]
+	}
+	slash := strings.LastIndex(image, "/")
+	colon := strings.LastIndex(image, ":")
+	if colon <= slash {
+		return ""
+	}
+	tag := image[colon+1:]
+	for _, v := range []string{"-distroless", "-debug"} {
+		tag = strings.TrimSuffix(tag, v)
+	}
+	return tag
+}
+
+// IsGatewayTemplate reports whether a pod template describes an Istio gateway proxy.
+func IsGatewayTemplate(labels, annotations map[string]string) bool {
+	if strings.Contains(annotations[AnnotationTemplates], "gateway") {
+		return true
+	}
+	if labels[LabelManagedGateway] != "" {
+		return true
+	}
+	switch labels[LabelIstio] {
+	case "ingressgateway", "egressgateway":
+		return true
+	}
+	return false
+}

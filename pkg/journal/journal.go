@@ -1,0 +1,299 @@
+// Package journal records, before a step acts, the prior state of every object the step will touch,
+// so that `undo` can put it back. Each entry is one ConfigMap in the Istio namespace holding gzipped
+// JSON (whole deleted objects, like injector templates, can be large).
+package journal
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Labels and keys of journal ConfigMaps.
+const (
+	NamePrefix   = "istio-upgrade-journal-"
+	LabelJournal = "istio-upgrade.io/journal"
+	LabelStep    = "istio-upgrade.io/step"
+	ManagedBy    = "kubectl-istio-upgrade"
+	dataKey      = "entry.json.gz"
+)
+
+// ObjectRef names an object by resource.
+type ObjectRef struct {
+	Group     string `json:"group"`
+	Version   string `json:"version"`
+	Resource  string `json:"resource"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// GVR returns the object's GroupVersionResource.
+func (r ObjectRef) GVR() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: r.Group, Version: r.Version, Resource: r.Resource}
+}
+
+func (r ObjectRef) String() string {
+	k := strings.ToLower(r.Kind)
+	if r.Namespace != "" {
+		return r.Namespace + "/" + k + "/" + r.Name
+	}
+	return k + "/" + r.Name
+}
+
+// Object is the state of one object before the step acted on it.
+type Object struct {
+	Ref ObjectRef `json:"ref"`
+	// Existed is false for an object the step created: undo deletes it.
+	Existed bool `json:"existed"`
+	// State is the object as it was (server-managed fields removed).
+	State *unstructured.Unstructured `json:"state,omitempty"`
+}
+
+// Entry is one step's record.
+type Entry struct {
+	ID       string    `json:"id"`
+	Step     string    `json:"step"`
+	Args     []string  `json:"args"`
+	User     string    `json:"user"`
+	Time     time.Time `json:"time"`
+	Objects  []Object  `json:"objects"`
+	UndoOf   string    `json:"undoOf,omitempty"`
+	UndoneBy string    `json:"undoneBy,omitempty"`
+	// Notes are facts a later step needs (e.g. when the last proxy left a revision).
+	Notes map[string]string `json:"notes,omitempty"`
+}
+
+// Journal reads and writes entries in one namespace.
+type Journal struct {
+	Kube      kubernetes.Interface
+	Dynamic   dynamic.Interface
+	Namespace string
+	Now       func() time.Time
+}
+
+// New returns a journal in the Istio namespace.
+func New(k kubernetes.Interface, d dynamic.Interface, istioNamespace string) *Journal {
+	return &Journal{Kube: k, Dynamic: d, Namespace: istioNamespace, Now: time.Now}
+}
+
+// Recorder collects the prior state of the objects one step will touch.
+type Recorder struct {
+	j     *Journal
+	entry *Entry
+	saved bool
+	seen  map[ObjectRef]bool
+}
+
+// Begin starts an entry for a step with its command-line arguments.
+func (j *Journal) Begin(step string, args []string) *Recorder {
+	return &Recorder{j: j, entry: &Entry{Step: step, Args: args, Time: j.Now().UTC().Truncate(time.Second), Objects: []Object{}}, seen: map[ObjectRef]bool{}}
+}
+
+// Entry returns the entry being recorded.
+func (r *Recorder) Entry() *Entry { return r.entry }
+
+// Capture records the current state of ref (or that it does not exist yet). The first capture of an
+// object wins: its state before the step is what undo restores.
+func (r *Recorder) Capture(ctx context.Context, refs ...ObjectRef) error {
+	for _, ref := range refs {
+		if r.seen[ref] {
+			continue
+		}
+		obj, err := r.j.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref})
+		case err != nil:
+			return fmt.Errorf("journal: read %s: %w", ref, err)
+		default:
+			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Existed: true, State: Sanitize(obj)})
+		}
+		r.seen[ref] = true
+	}
+	return nil
+}
+
+// CaptureObject records an object already read (saves a GET).
+func (r *Recorder) CaptureObject(ref ObjectRef, obj *unstructured.Unstructured) {
+	if r.seen[ref] {
+		return
+	}
+	r.seen[ref] = true
+	if obj == nil {
+		r.entry.Objects = append(r.entry.Objects, Object{Ref: ref})
+		return
+	}
+	r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Existed: true, State: Sanitize(obj)})
+}
+
+// Note attaches a fact to the entry.
+func (r *Recorder) Note(key, value string) {
+	if r.entry.Notes == nil {
+		r.entry.Notes = map[string]string{}
+	}
+	r.entry.Notes[key] = value
+}
+
+// Save writes the entry (creating it on the first call, updating it after). Call it before acting.
+func (r *Recorder) Save(ctx context.Context) error {
+	if r.entry.User == "" {
+		r.entry.User = r.j.user(ctx)
+	}
+	if !r.saved {
+		for attempt := 0; attempt < 5; attempt++ {
+			id, err := r.j.nextID(ctx)
+			if err != nil {
+				return err
+			}
+			r.entry.ID = id
+			err = r.j.write(ctx, r.entry, true)
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			r.saved = true
+			return nil
+		}
+		return fmt.Errorf("journal: could not allocate an entry id")
+	}
+	return r.j.write(ctx, r.entry, false)
+}
+
+// Sanitize strips what the server owns so the object can be re-created or written back.
+func Sanitize(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	o := obj.DeepCopy()
+	unstructured.RemoveNestedField(o.Object, "status")
+	for _, f := range []string{"resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink"} {
+		unstructured.RemoveNestedField(o.Object, "metadata", f)
+	}
+	return o
+}
+
+func (j *Journal) nextID(ctx context.Context) (string, error) {
+	entries, err := j.List(ctx)
+	if err != nil {
+		return "", err
+	}
+	max := 0
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.ID); err == nil && n > max {
+			max = n
+		}
+	}
+	return fmt.Sprintf("%04d", max+1), nil
+}
+
+func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(e); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: NamePrefix + e.ID, Namespace: j.Namespace,
+			Labels: map[string]string{LabelJournal: "entry", LabelStep: e.Step, "app.kubernetes.io/managed-by": ManagedBy},
+		},
+		BinaryData: map[string][]byte{dataKey: buf.Bytes()},
+	}
+	cms := j.Kube.CoreV1().ConfigMaps(j.Namespace)
+	if create {
+		_, err := cms.Create(ctx, cm, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("journal: create %s/%s: %w", j.Namespace, cm.Name, err)
+		}
+		return err
+	}
+	cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("journal: read %s/%s: %w", j.Namespace, cm.Name, err)
+	}
+	cur.BinaryData = cm.BinaryData
+	cur.Labels = cm.Labels
+	_, err = cms.Update(ctx, cur, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
+	}
+	return nil
+}
+
+// List returns every entry, oldest first.
+func (j *Journal) List(ctx context.Context) ([]*Entry, error) {
+	l, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelJournal + "=entry"})
+	if err != nil {
+		return nil, fmt.Errorf("journal: list in %s: %w", j.Namespace, err)
+	}
+	out := make([]*Entry, 0, len(l.Items))
+	for i := range l.Items {
+		e, err := decode(&l.Items[i])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out, nil
+}
+
+// Get returns one entry by ID.
+func (j *Journal) Get(ctx context.Context, id string) (*Entry, error) {
+	cm, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).Get(ctx, NamePrefix+id, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return decode(cm)
+}
+
+// Update rewrites an existing entry (used to mark it undone).
+func (j *Journal) Update(ctx context.Context, e *Entry) error { return j.write(ctx, e, false) }
+
+func decode(cm *corev1.ConfigMap) (*Entry, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(cm.BinaryData[dataKey]))
+	if err != nil {
+		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
+	}
+	e := &Entry{}
+	if err := json.Unmarshal(b, e); err != nil {
+		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
+	}
+	return e, nil
+}
+
+// user names who runs the step: the apiserver's answer to SelfSubjectReview, else $USER.
+func (j *Journal) user(ctx context.Context) string {
+	r, err := j.Kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err == nil && r.Status.UserInfo.Username != "" {
+		return r.Status.UserInfo.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
+}

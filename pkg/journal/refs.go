@@ -1,0 +1,43 @@
+package journal
+
+// Refs of the kinds the runbook steps touch.
+
+func NamespaceRef(name string) ObjectRef {
+	return ObjectRef{Version: "v1", Resource: "namespaces", Kind: "Namespace", Name: name}
+}
+
+func DeploymentRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "apps", Version: "v1", Resource: "deployments", Kind: "Deployment", Namespace: ns, Name: name}
+}
+
+func StatefulSetRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "apps", Version: "v1", Resource: "statefulsets", Kind: "StatefulSet", Namespace: ns, Name: name}
+}
+
+func DaemonSetRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "apps", Version: "v1", Resource: "daemonsets", Kind: "DaemonSet", Namespace: ns, Name: name}
+}
+
+func ServiceRef(ns, name string) ObjectRef {
+	return ObjectRef{Version: "v1", Resource: "services", Kind: "Service", Namespace: ns, Name: name}
+}
+
+func ConfigMapRef(ns, name string) ObjectRef {
+	return ObjectRef{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: ns, Name: name}
+}
+
+func MutatingWebhookRef(name string) ObjectRef {
+	return ObjectRef{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations", Kind: "MutatingWebhookConfiguration", Name: name}
+}
+
+func ValidatingWebhookRef(name string) ObjectRef {
+	return ObjectRef{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations", Kind: "ValidatingWebhookConfiguration", Name: name}
+}
+
+func HPARef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers", Kind: "HorizontalPodAutoscaler", Namespace: ns, Name: name}
+}
+
+func PDBRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets", Kind: "PodDisruptionBudget", Namespace: ns, Name: name}
+}

@@ -1,0 +1,84 @@
+// Package kube builds Kubernetes clients from kubectl's flags and holds the cluster helpers every
+// step shares: port-forwarding, rollouts and waits.
+package kube
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Clients are the clients one command uses, built once from kubectl's connection flags.
+type Clients struct {
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+	Mapper  meta.RESTMapper
+	Config  *rest.Config
+	// Namespace is the namespace of -n or the kubeconfig context; Explicit says -n was given.
+	Namespace string
+	Explicit  bool
+
+	mapperFn func() (meta.RESTMapper, error)
+}
+
+// NewClients builds clients from a RESTClientGetter (kubectl's ConfigFlags).
+func NewClients(getter genericclioptions.RESTClientGetter) (*Clients, error) {
+	cfg, err := getter.ToRESTConfig()
+	if err != nil {
+		return nil, explainConfigError(err)
+	}
+	// kubectl's defaults (5 QPS) would throttle a fleet-wide migration; watches carry most reads anyway.
+	if cfg.QPS == 0 {
+		cfg.QPS = 50
+		cfg.Burst = 100
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ns, explicit, err := getter.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return nil, explainConfigError(err)
+	}
+	c := &Clients{Kube: kc, Dynamic: dc, Config: cfg, Namespace: ns, Explicit: explicit}
+	// The REST mapper is only needed by undo; build it lazily there.
+	c.mapperFn = getter.ToRESTMapper
+	return c, nil
+}
+
+// RESTMapper returns the (lazily built) REST mapper.
+func (c *Clients) RESTMapper() (meta.RESTMapper, error) {
+	if c.Mapper != nil {
+		return c.Mapper, nil
+	}
+	if c.mapperFn == nil {
+		return nil, fmt.Errorf("no REST mapper available")
+	}
+	m, err := c.mapperFn()
+	if err != nil {
+		return nil, err
+	}
+	c.Mapper = m
+	return m, nil
+}
+
+// explainConfigError turns kubeconfig loader errors into one clear sentence.
+func explainConfigError(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "context was not found"):
+		return fmt.Errorf("kubeconfig: %v (see `kubectl config get-contexts`)", err)
+	case strings.Contains(msg, "invalid configuration"):
+		return fmt.Errorf("kubeconfig: %v", err)
+	}
+	return err
+}

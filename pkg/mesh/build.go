@@ -1,0 +1,438 @@
+package mesh
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	admregv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+)
+
+// Inputs are the objects a Snapshot is built from: the result of a few LIST calls and of syncz.
+type Inputs struct {
+	IstioNamespace     string
+	Namespace          string // "" = all namespaces
+	IstiodDeployments  []appsv1.Deployment
+	IstiodPods         []corev1.Pod
+	MutatingWebhooks   []admregv1.MutatingWebhookConfiguration
+	ValidatingWebhooks []admregv1.ValidatingWebhookConfiguration
+	ConfigMaps         []corev1.ConfigMap
+	Namespaces         []corev1.Namespace
+	Deployments        []appsv1.Deployment
+	StatefulSets       []appsv1.StatefulSet
+	DaemonSets         []appsv1.DaemonSet
+	Pods               []corev1.Pod
+	Services           []corev1.Service
+	// Syncz holds one answer per istiod asked; nil when proxies were not read.
+	Syncz []IstiodSyncz
+}
+
+// IstiodSyncz is one istiod's syncz answer (or why there is none).
+type IstiodSyncz struct {
+	Pod      string
+	Revision string
+	Version  string
+	Proxies  []istio.ProxySync
+	Err      error
+}
+
+// Resolver resolves injection labels to revisions through tags.
+type Resolver struct {
+	revisions map[string]bool
+	tags      map[string]string
+}
+
+// Resolve returns the revision a label value names, and the tag it went through, if any.
+func (r Resolver) Resolve(name string) (rev, via string, ok bool) {
+	if r.revisions[name] {
+		return name, "", true
+	}
+	if t, found := r.tags[name]; found {
+		return t, name, true
+	}
+	return "", "", false
+}
+
+// Default returns the revision istio-injection=enabled selects: the default tag's, else the
+// revision named "default".
+func (r Resolver) Default() (rev, via string, ok bool) {
+	if t, found := r.tags[istio.DefaultRevision]; found {
+		return t, istio.DefaultRevision, true
+	}
+	if r.revisions[istio.DefaultRevision] {
+		return istio.DefaultRevision, "", true
+	}
+	return "", "", false
+}
+
+// Resolver returns the resolver of this snapshot's revisions and tags.
+func (s *Snapshot) Resolver() Resolver {
+	r := Resolver{revisions: map[string]bool{}, tags: map[string]string{}}
+	for _, rv := range s.Revisions {
+		r.revisions[rv.Name] = true
+	}
+	for _, t := range s.Tags {
+		r.tags[t.Name] = t.Revision
+	}
+	return r
+}
+
+// Build assembles a Snapshot from listed objects. It does no I/O.
+func Build(in Inputs) *Snapshot {
+	s := &Snapshot{IstioNamespace: in.IstioNamespace, Namespace: in.Namespace, ProxiesRead: in.Syncz != nil,
+		Revisions: []Revision{}, Tags: []Tag{}, Namespaces: []Namespace{}, Workloads: []Workload{},
+		Gateways: []Gateway{}, Proxies: []Proxy{}, Warnings: []string{}}
+	buildRevisions(s, in)
+	r := s.Resolver()
+	nsIndex := buildNamespaces(s, in, r)
+	podOwner := buildWorkloads(s, in, r, nsIndex)
+	buildGateways(s, in)
+	buildProxies(s, in, podOwner)
+	for i := range s.Namespaces {
+		n := &s.Namespaces[i]
+		for _, w := range s.Workloads {
+			if w.Namespace == n.Name {
+				n.Workloads++
+				n.Pods += w.Pods
+				if w.NeedsRestart {
+					n.NeedsRestart++
+				}
+			}
+		}
+	}
+	return s
+}
+
+func buildRevisions(s *Snapshot, in Inputs) {
+	byName := map[string]*Revision{}
+	get := func(name string) *Revision {
+		if rv, ok := byName[name]; ok {
+			return rv
+		}
+		rv := &Revision{Name: name, Pods: []string{}, ConfigMaps: []string{}, Tags: []string{}}
+		byName[name] = rv
+		return rv
+	}
+	for _, d := range in.IstiodDeployments {
+		rv := get(istio.RevisionOf(d.Labels))
+		rv.Installed = true
+		rv.Deployment = d.Name
+		rv.Desired = ptrOr(d.Spec.Replicas, 1)
+		rv.Ready = d.Status.ReadyReplicas
+		rv.Helm = isHelm(d.Labels)
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == "discovery" || len(d.Spec.Template.Spec.Containers) == 1 {
+				rv.Image = c.Image
+				rv.Version = istio.VersionFromImage(c.Image)
+			}
+		}
+	}
+	for _, p := range in.IstiodPods {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		rv := get(istio.RevisionOf(p.Labels))
+		rv.Pods = append(rv.Pods, p.Name)
+	}
+	for _, sz := range in.Syncz {
+		if rv, ok := byName[sz.Revision]; ok && rv.Version == "" {
+			rv.Version = sz.Version
+		}
+	}
+	for _, w := range in.MutatingWebhooks {
+		rev := w.Labels[istio.LabelRev]
+		if tag, ok := w.Labels[istio.LabelTag]; ok {
+			s.Tags = append(s.Tags, Tag{Name: tag, Revision: rev, Webhook: w.Name})
+			continue
+		}
+		if rev == "" && !strings.HasPrefix(w.Name, istio.InjectorPrefix) {
+			continue
+		}
+		if rev == "" {
+			rev = istio.DefaultRevision
+		}
+		get(rev).InjectorWebhook = w.Name
+	}
+	for _, v := range in.ValidatingWebhooks {
+		if v.Name == istio.DefaultValidatorName {
+			if rv, ok := byName[istio.RevisionOf(v.Labels)]; ok {
+				rv.DefaultValidator = true
+			}
+		}
+	}
+	for _, cm := range in.ConfigMaps {
+		if rev, ok := cm.Labels[istio.LabelRev]; ok {
+			rv := get(rev)
+			rv.ConfigMaps = append(rv.ConfigMaps, cm.Name)
+		}
+	}
+	sort.Slice(s.Tags, func(i, j int) bool { return s.Tags[i].Name < s.Tags[j].Name })
+	for _, t := range s.Tags {
+		if rv, ok := byName[t.Revision]; ok {
+			rv.Tags = append(rv.Tags, t.Name)
+		}
+	}
+	for _, rv := range byName {
+		sort.Strings(rv.Pods)
+		sort.Strings(rv.ConfigMaps)
+		s.Revisions = append(s.Revisions, *rv)
+	}
+	sort.Slice(s.Revisions, func(i, j int) bool { return s.Revisions[i].Name < s.Revisions[j].Name })
+	def, _, ok := s.Resolver().Default()
+	for i := range s.Revisions {
+		s.Revisions[i].Default = ok && s.Revisions[i].Name == def
+	}
+}
+
+func buildNamespaces(s *Snapshot, in Inputs, r Resolver) map[string]*Namespace {
+	for _, ns := range in.Namespaces {
+		if in.Namespace != "" && ns.Name != in.Namespace {
+			continue
+		}
+		n := Namespace{Name: ns.Name, InjectionLabel: ns.Labels[istio.LabelInjection], RevLabel: ns.Labels[istio.LabelRev], Conflicts: []string{}}
+		n.Revision, n.Via, n.Conflicts = resolveNamespace(n.InjectionLabel, n.RevLabel, r)
+		s.Namespaces = append(s.Namespaces, n)
+	}
+	sort.Slice(s.Namespaces, func(i, j int) bool { return s.Namespaces[i].Name < s.Namespaces[j].Name })
+	idx := map[string]*Namespace{}
+	for i := range s.Namespaces {
+		idx[s.Namespaces[i].Name] = &s.Namespaces[i]
+	}
+	return idx
+}
+
+// resolveNamespace applies Istio's label precedence: istio-injection wins over istio.io/rev (IST0123),
+// "enabled" means the default revision, and istio.io/rev names a revision or a tag.
+func resolveNamespace(injection, rev string, r Resolver) (revision, via string, conflicts []string) {
+	conflicts = []string{}
+	if injection != "" && rev != "" {
+		conflicts = append(conflicts, fmt.Sprintf("both istio-injection=%s and istio.io/rev=%s are set; istio-injection wins (IST0123)", injection, rev))
+	}
+	switch {
+	case injection == "enabled":
+		rv, v, ok := r.Default()
+		if !ok {
+			conflicts = append(conflicts, "istio-injection=enabled but there is no default revision or default tag")
+			return "", "", conflicts
+		}
+		return rv, v, conflicts
+	case injection != "":
+		return "", "", conflicts
+	case rev != "":
+		rv, v, ok := r.Resolve(rev)
+		if !ok {
+			conflicts = append(conflicts, fmt.Sprintf("istio.io/rev=%s names no installed revision or tag", rev))
+			return "", "", conflicts
+		}
+		return rv, v, conflicts
+	}
+	return "", "", conflicts
+}
+
+// desiredRevision is the revision a new pod from this template would be injected with.
+func desiredRevision(nsRev string, ns *Namespace, tmplLabels map[string]string, r Resolver) (rev string, optOut bool) {
+	if tmplLabels[istio.LabelSidecarInject] == "false" {
+		return "", true
+	}
+	if ns != nil && ns.InjectionLabel != "" {
+		return nsRev, false
+	}
+	if pr := tmplLabels[istio.LabelRev]; pr != "" {
+		rv, _, ok := r.Resolve(pr)
+		if ok {
+			return rv, false
+		}
+		return "", false
+	}
+	if nsRev == "" && tmplLabels[istio.LabelSidecarInject] == "true" {
+		rv, _, _ := r.Default()
+		return rv, false
+	}
+	return nsRev, false
+}
+
+type ownerKey struct{ ns, kind, name string }
+
+func podOwnerOf(p *corev1.Pod) (kind, name string) {
+	for _, o := range p.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		switch o.Kind {
+		case "ReplicaSet":
+			if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
+				return "Deployment", strings.TrimSuffix(o.Name, "-"+h)
+			}
+			return "ReplicaSet", o.Name
+		case "StatefulSet", "DaemonSet":
+			return o.Kind, o.Name
+		}
+	}
+	return "", ""
+}
+
+type podTemplate struct {
+	kind, ns, name  string
+	replicas, ready int32
+	tmplLabels      map[string]string
+	tmplAnnotations map[string]string
+}
+
+func buildWorkloads(s *Snapshot, in Inputs, r Resolver, nsIndex map[string]*Namespace) map[string]string {
+	var tmpls []podTemplate
+	for _, d := range in.Deployments {
+		tmpls = append(tmpls, podTemplate{"Deployment", d.Namespace, d.Name, ptrOr(d.Spec.Replicas, 1), d.Status.ReadyReplicas, d.Spec.Template.Labels, d.Spec.Template.Annotations})
+	}
+	for _, st := range in.StatefulSets {
+		tmpls = append(tmpls, podTemplate{"StatefulSet", st.Namespace, st.Name, ptrOr(st.Spec.Replicas, 1), st.Status.ReadyReplicas, st.Spec.Template.Labels, st.Spec.Template.Annotations})
+	}
+	for _, ds := range in.DaemonSets {
+		tmpls = append(tmpls, podTemplate{"DaemonSet", ds.Namespace, ds.Name, ds.Status.DesiredNumberScheduled, ds.Status.NumberReady, ds.Spec.Template.Labels, ds.Spec.Template.Annotations})
+	}
+	pods := map[ownerKey][]*corev1.Pod{}
+	podOwner := map[string]string{} // ns/pod → kind/name
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		kind, name := podOwnerOf(p)
+		if kind == "" {
+			continue
+		}
+		k := ownerKey{p.Namespace, kind, name}
+		pods[k] = append(pods[k], p)
+		podOwner[p.Namespace+"/"+p.Name] = lowerKind(kind) + "/" + name
+	}
+	for _, t := range tmpls {
+		if t.ns == in.IstioNamespace && t.tmplLabels[istio.LabelApp] == istio.IstiodApp {
+			continue // istiod itself is a control plane, not a workload
+		}
+		ns := nsIndex[t.ns]
+		nsRev := ""
+		if ns != nil {
+			nsRev = ns.Revision
+		}
+		w := Workload{Kind: t.kind, Namespace: t.ns, Name: t.name, Replicas: t.replicas, Ready: t.ready, InjectedRevisions: []string{},
+			Gateway: istio.IsGatewayTemplate(t.tmplLabels, t.tmplAnnotations)}
+		w.DesiredRevision, w.OptOut = desiredRevision(nsRev, ns, t.tmplLabels, r)
+		seen := map[string]bool{}
+		for _, p := range pods[ownerKey{t.ns, t.kind, t.name}] {
+			w.Pods++
+			rev, injected := istio.InjectedRevision(p.Labels, p.Annotations)
+			if !injected {
+				rev = ""
+			}
+			if !seen[rev] {
+				seen[rev] = true
+				w.InjectedRevisions = append(w.InjectedRevisions, rev)
+			}
+			if w.DesiredRevision != "" && rev != w.DesiredRevision {
+				w.NeedsRestart = true
+			}
+		}
+		sort.Strings(w.InjectedRevisions)
+		s.Workloads = append(s.Workloads, w)
+	}
+	sort.Slice(s.Workloads, func(i, j int) bool { return s.Workloads[i].Key() < s.Workloads[j].Key() })
+	return podOwner
+}
+
+func buildGateways(s *Snapshot, in Inputs) {
+	versions := map[string]map[string]bool{} // ns/deployment → proxy image versions
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		kind, name := podOwnerOf(p)
+		if kind != "Deployment" || p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Spec.Containers {
+			if c.Name == istio.ProxyContainer {
+				k := p.Namespace + "/" + name
+				if versions[k] == nil {
+					versions[k] = map[string]bool{}
+				}
+				if v := istio.VersionFromImage(c.Image); v != "" {
+					versions[k][v] = true
+				}
+			}
+		}
+	}
+	for _, d := range in.Deployments {
+		if !istio.IsGatewayTemplate(d.Spec.Template.Labels, d.Spec.Template.Annotations) {
+			continue
+		}
+		var rev string
+		for _, w := range s.Workloads {
+			if w.Kind == "Deployment" && w.Namespace == d.Namespace && w.Name == d.Name {
+				rev = w.DesiredRevision
+			}
+		}
+		g := Gateway{Namespace: d.Namespace, Name: d.Name, Revision: rev, Replicas: ptrOr(d.Spec.Replicas, 1), Ready: d.Status.ReadyReplicas,
+			Services: []string{}, Versions: sortedKeys(versions[d.Namespace+"/"+d.Name]), Helm: isHelm(d.Labels)}
+		for _, svc := range in.Services {
+			if svc.Namespace == d.Namespace && len(svc.Spec.Selector) > 0 &&
+				labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+				g.Services = append(g.Services, svc.Name)
+			}
+		}
+		sort.Strings(g.Services)
+		s.Gateways = append(s.Gateways, g)
+	}
+	sort.Slice(s.Gateways, func(i, j int) bool {
+		return s.Gateways[i].Namespace+"/"+s.Gateways[i].Name < s.Gateways[j].Namespace+"/"+s.Gateways[j].Name
+	})
+}
+
+func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
+	for _, sz := range in.Syncz {
+		if sz.Err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("istiod %s (revision %s): syncz: %v", sz.Pod, sz.Revision, sz.Err))
+			continue
+		}
+		for _, ps := range sz.Proxies {
+			if in.Namespace != "" && ps.Namespace != in.Namespace {
+				continue
+			}
+			s.Proxies = append(s.Proxies, Proxy{
+				ID: ps.ID, Pod: ps.Pod, Namespace: ps.Namespace, Workload: podOwner[ps.Namespace+"/"+ps.Pod], Type: ps.Type,
+				Istiod: sz.Pod, Revision: sz.Revision, Version: ps.Version, State: ps.State(), Types: ps.Types,
+			})
+		}
+	}
+	sort.Slice(s.Proxies, func(i, j int) bool {
+		a, b := s.Proxies[i], s.Proxies[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Pod != b.Pod {
+			return a.Pod < b.Pod
+		}
+		return a.Istiod < b.Istiod
+	})
+}
+
+func isHelm(l map[string]string) bool {
+	return l["app.kubernetes.io/managed-by"] == "Helm" || l["helm.sh/chart"] != ""
+}
+
+func ptrOr(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

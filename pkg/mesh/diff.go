@@ -1,0 +1,298 @@
+package mesh
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Diff is what changed between two snapshots: the proxy-status diff every mutating step prints.
+type Diff struct {
+	Proxies    []ProxyChange     `json:"proxies"`
+	Groups     []GroupChange     `json:"groups"`
+	Namespaces []NamespaceChange `json:"namespaces"`
+	Tags       []TagChange       `json:"tags"`
+	Revisions  []RevisionChange  `json:"revisions"`
+	Workloads  []WorkloadChange  `json:"workloads"`
+}
+
+// Change kinds.
+const (
+	Added   = "added"
+	Removed = "removed"
+	Changed = "changed"
+)
+
+// ProxyRef is where one proxy stood.
+type ProxyRef struct {
+	Istiod   string `json:"istiod"`
+	Revision string `json:"revision"`
+	Version  string `json:"version"`
+	State    string `json:"state"`
+}
+
+// ProxyChange is one proxy added, removed, or moved to another istiod/revision/version/state.
+type ProxyChange struct {
+	Namespace string    `json:"namespace"`
+	Pod       string    `json:"pod"`
+	Workload  string    `json:"workload,omitempty"`
+	Change    string    `json:"change"`
+	Before    *ProxyRef `json:"before,omitempty"`
+	After     *ProxyRef `json:"after,omitempty"`
+}
+
+// GroupChange sums a workload's proxies before and after: restarts replace pods, so the per-proxy
+// view is all adds and removes; this is the view a person reads ("3 on 1-30 → 3 on 1-31").
+type GroupChange struct {
+	Namespace string `json:"namespace"`
+	Workload  string `json:"workload"`
+	Before    string `json:"before"`
+	After     string `json:"after"`
+}
+
+// NamespaceChange is a namespace relabelled (or resolving elsewhere because a tag moved).
+type NamespaceChange struct {
+	Name           string `json:"name"`
+	BeforeLabel    string `json:"beforeLabel"`
+	AfterLabel     string `json:"afterLabel"`
+	BeforeRevision string `json:"beforeRevision"`
+	AfterRevision  string `json:"afterRevision"`
+}
+
+// TagChange is a tag created, removed or moved.
+type TagChange struct {
+	Name           string `json:"name"`
+	BeforeRevision string `json:"beforeRevision"`
+	AfterRevision  string `json:"afterRevision"`
+}
+
+// RevisionChange is a revision installed, removed or changed in readiness/version.
+type RevisionChange struct {
+	Name   string `json:"name"`
+	Change string `json:"change"`
+	Before string `json:"before"`
+	After  string `json:"after"`
+}
+
+// WorkloadChange is a workload whose replicas, readiness or proxy revisions changed.
+type WorkloadChange struct {
+	Namespace string `json:"namespace"`
+	Workload  string `json:"workload"`
+	Before    string `json:"before"`
+	After     string `json:"after"`
+}
+
+// Empty reports whether nothing changed.
+func (d *Diff) Empty() bool {
+	return len(d.Proxies)+len(d.Namespaces)+len(d.Tags)+len(d.Revisions)+len(d.Workloads) == 0
+}
+
+// Compare returns the Diff from a to b. Proxies are compared only when both snapshots read them.
+func Compare(a, b *Snapshot) *Diff {
+	d := &Diff{Proxies: []ProxyChange{}, Groups: []GroupChange{}, Namespaces: []NamespaceChange{}, Tags: []TagChange{},
+		Revisions: []RevisionChange{}, Workloads: []WorkloadChange{}}
+	if a.ProxiesRead && b.ProxiesRead {
+		diffProxies(d, a.Proxies, b.Proxies)
+	}
+	diffNamespaces(d, a.Namespaces, b.Namespaces)
+	diffTags(d, a.Tags, b.Tags)
+	diffRevisions(d, a.Revisions, b.Revisions)
+	diffWorkloads(d, a.Workloads, b.Workloads)
+	return d
+}
+
+func proxyRef(p Proxy) *ProxyRef {
+	return &ProxyRef{Istiod: p.Istiod, Revision: p.Revision, Version: p.Version, State: p.State}
+}
+
+func diffProxies(d *Diff, before, after []Proxy) {
+	key := func(p Proxy) string { return p.Namespace + "/" + p.Pod }
+	bm := make(map[string]Proxy, len(before))
+	for _, p := range before {
+		bm[key(p)] = p
+	}
+	am := make(map[string]Proxy, len(after))
+	for _, p := range after {
+		am[key(p)] = p
+	}
+	type group struct{ ns, wl string }
+	groupOf := func(p Proxy) group {
+		if p.Workload != "" {
+			return group{p.Namespace, p.Workload}
+		}
+		return group{p.Namespace, "pod/" + p.Pod}
+	}
+	touched := map[group]bool{}
+	for _, p := range before {
+		q, ok := am[key(p)]
+		switch {
+		case !ok:
+			d.Proxies = append(d.Proxies, ProxyChange{Namespace: p.Namespace, Pod: p.Pod, Workload: p.Workload, Change: Removed, Before: proxyRef(p)})
+			touched[groupOf(p)] = true
+		case *proxyRef(p) != *proxyRef(q):
+			d.Proxies = append(d.Proxies, ProxyChange{Namespace: p.Namespace, Pod: p.Pod, Workload: p.Workload, Change: Changed, Before: proxyRef(p), After: proxyRef(q)})
+			touched[groupOf(p)] = true
+		}
+	}
+	for _, q := range after {
+		if _, ok := bm[key(q)]; !ok {
+			d.Proxies = append(d.Proxies, ProxyChange{Namespace: q.Namespace, Pod: q.Pod, Workload: q.Workload, Change: Added, After: proxyRef(q)})
+			touched[groupOf(q)] = true
+		}
+	}
+	sort.Slice(d.Proxies, func(i, j int) bool {
+		a, b := d.Proxies[i], d.Proxies[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Pod < b.Pod
+	})
+	for g := range touched {
+		summary := func(ps []Proxy) string {
+			counts := map[string]int{}
+			for _, p := range ps {
+				if groupOf(p) == g {
+					counts[p.Revision+"@"+p.Version+" "+p.State]++
+				}
+			}
+			return summarize(counts)
+		}
+		d.Groups = append(d.Groups, GroupChange{Namespace: g.ns, Workload: g.wl, Before: summary(before), After: summary(after)})
+	}
+	sort.Slice(d.Groups, func(i, j int) bool {
+		if d.Groups[i].Namespace != d.Groups[j].Namespace {
+			return d.Groups[i].Namespace < d.Groups[j].Namespace
+		}
+		return d.Groups[i].Workload < d.Groups[j].Workload
+	})
+}
+
+// summarize renders {"1-30@1.30.0 SYNCED": 3} as "3×1-30@1.30.0/SYNCED".
+func summarize(counts map[string]int) string {
+	if len(counts) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, itoa(counts[k])+"×"+strings.ReplaceAll(k, " ", "/"))
+	}
+	return strings.Join(parts, ",")
+}
+
+func diffNamespaces(d *Diff, before, after []Namespace) {
+	bm := map[string]Namespace{}
+	for _, n := range before {
+		bm[n.Name] = n
+	}
+	for _, n := range after {
+		o, ok := bm[n.Name]
+		if !ok {
+			continue
+		}
+		if o.Selector() != n.Selector() || o.Revision != n.Revision {
+			d.Namespaces = append(d.Namespaces, NamespaceChange{Name: n.Name, BeforeLabel: o.Selector(), AfterLabel: n.Selector(),
+				BeforeRevision: o.Revision, AfterRevision: n.Revision})
+		}
+	}
+}
+
+func diffTags(d *Diff, before, after []Tag) {
+	bm, am := map[string]string{}, map[string]string{}
+	for _, t := range before {
+		bm[t.Name] = t.Revision
+	}
+	for _, t := range after {
+		am[t.Name] = t.Revision
+	}
+	for _, name := range unionKeys(bm, am) {
+		if bm[name] != am[name] {
+			d.Tags = append(d.Tags, TagChange{Name: name, BeforeRevision: bm[name], AfterRevision: am[name]})
+		}
+	}
+}
+
+func revisionState(r Revision) string {
+	if !r.Installed {
+		return "not-installed"
+	}
+	return r.Version + " " + itoa(int(r.Ready)) + "/" + itoa(int(r.Desired))
+}
+
+func diffRevisions(d *Diff, before, after []Revision) {
+	bm, am := map[string]string{}, map[string]string{}
+	for _, r := range before {
+		bm[r.Name] = revisionState(r)
+	}
+	for _, r := range after {
+		am[r.Name] = revisionState(r)
+	}
+	for _, name := range unionKeys(bm, am) {
+		b, inB := bm[name]
+		a, inA := am[name]
+		switch {
+		case !inB:
+			d.Revisions = append(d.Revisions, RevisionChange{Name: name, Change: Added, After: a})
+		case !inA:
+			d.Revisions = append(d.Revisions, RevisionChange{Name: name, Change: Removed, Before: b})
+		case a != b:
+			d.Revisions = append(d.Revisions, RevisionChange{Name: name, Change: Changed, Before: b, After: a})
+		}
+	}
+}
+
+func workloadState(w Workload) string {
+	revs := make([]string, len(w.InjectedRevisions))
+	for i, r := range w.InjectedRevisions {
+		if r == "" {
+			r = "none"
+		}
+		revs[i] = r
+	}
+	return itoa(int(w.Ready)) + "/" + itoa(int(w.Replicas)) + " " + strings.Join(revs, ",")
+}
+
+func diffWorkloads(d *Diff, before, after []Workload) {
+	bm, am := map[string]string{}, map[string]string{}
+	for _, w := range before {
+		bm[w.Key()] = workloadState(w)
+	}
+	for _, w := range after {
+		am[w.Key()] = workloadState(w)
+	}
+	for _, k := range unionKeys(bm, am) {
+		if bm[k] == am[k] {
+			continue
+		}
+		ns, ref, _ := strings.Cut(k, "/")
+		b, a := bm[k], am[k]
+		if b == "" {
+			b = "-"
+		}
+		if a == "" {
+			a = "-"
+		}
+		d.Workloads = append(d.Workloads, WorkloadChange{Namespace: ns, Workload: ref, Before: b, After: a})
+	}
+}
+
+func unionKeys(a, b map[string]string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range []map[string]string{a, b} {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,240 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+)
+
+// XDSOptions say how to reach istiod's xDS debug endpoint.
+type XDSOptions struct {
+	// Address, when set, is asked instead of port-forwarding to every istiod pod.
+	Address   string
+	Plaintext bool
+	// Port is the istiod pod port to port-forward to (15012).
+	Port    int
+	Timeout time.Duration
+}
+
+// ReadOptions choose what a snapshot reads.
+type ReadOptions struct {
+	IstioNamespace string
+	Namespace      string // "" = all namespaces
+	Proxies        bool   // ask every istiod for syncz
+	XDS            XDSOptions
+}
+
+// Read takes a Snapshot of the cluster: a handful of parallel LIST calls, plus syncz from every istiod
+// of every revision when opts.Proxies is set.
+func Read(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Snapshot, error) {
+	in, err := List(ctx, c, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := Build(*in)
+	s.ReadAt = time.Now().UTC().Truncate(time.Second)
+	return s, nil
+}
+
+// List gathers the Inputs of a snapshot.
+func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, error) {
+	in := &Inputs{IstioNamespace: opts.IstioNamespace, Namespace: opts.Namespace}
+	k := c.Kube
+	scope := opts.Namespace // "" lists all namespaces
+	istiod := metav1.ListOptions{LabelSelector: istio.LabelApp + "=" + istio.IstiodApp}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		l, err := k.AppsV1().Deployments(opts.IstioNamespace).List(gctx, istiod)
+		if err == nil {
+			in.IstiodDeployments = l.Items
+		}
+		return wrap("list istiod deployments", err)
+	})
+	g.Go(func() error {
+		l, err := k.CoreV1().Pods(opts.IstioNamespace).List(gctx, istiod)
+		if err == nil {
+			in.IstiodPods = l.Items
+		}
+		return wrap("list istiod pods", err)
+	})
+	g.Go(func() error {
+		l, err := k.CoreV1().ConfigMaps(opts.IstioNamespace).List(gctx, metav1.ListOptions{LabelSelector: istio.LabelRev})
+		if err == nil {
+			in.ConfigMaps = l.Items
+		}
+		return wrap("list istio configmaps", err)
+	})
+	g.Go(func() error {
+		l, err := k.AdmissionregistrationV1().MutatingWebhookConfigurations().List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.MutatingWebhooks = l.Items
+		}
+		return wrap("list mutating webhooks", err)
+	})
+	g.Go(func() error {
+		l, err := k.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.ValidatingWebhooks = l.Items
+		}
+		return wrap("list validating webhooks", err)
+	})
+	g.Go(func() error {
+		if scope != "" {
+			ns, err := k.CoreV1().Namespaces().Get(gctx, scope, metav1.GetOptions{})
+			if err == nil {
+				in.Namespaces = []corev1.Namespace{*ns}
+			}
+			return wrap("get namespace "+scope, err)
+		}
+		l, err := k.CoreV1().Namespaces().List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.Namespaces = l.Items
+		}
+		return wrap("list namespaces", err)
+	})
+	g.Go(func() error {
+		l, err := k.AppsV1().Deployments(scope).List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.Deployments = l.Items
+		}
+		return wrap("list deployments", err)
+	})
+	g.Go(func() error {
+		l, err := k.AppsV1().StatefulSets(scope).List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.StatefulSets = l.Items
+		}
+		return wrap("list statefulsets", err)
+	})
+	g.Go(func() error {
+		l, err := k.AppsV1().DaemonSets(scope).List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.DaemonSets = l.Items
+		}
+		return wrap("list daemonsets", err)
+	})
+	g.Go(func() error {
+		l, err := k.CoreV1().Pods(scope).List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.Pods = l.Items
+		}
+		return wrap("list pods", err)
+	})
+	g.Go(func() error {
+		l, err := k.CoreV1().Services(scope).List(gctx, metav1.ListOptions{})
+		if err == nil {
+			in.Services = l.Items
+		}
+		return wrap("list services", err)
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if opts.Proxies {
+		in.Syncz = GatherSyncz(ctx, c, in.IstiodPods, opts)
+	}
+	return in, nil
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// GatherSyncz asks every running istiod pod of every revision for syncz, in parallel, through a
+// port-forward to its xDS port with a token (as istioctl does), or asks opts.XDS.Address once.
+func GatherSyncz(ctx context.Context, c *kube.Clients, istiodPods []corev1.Pod, opts ReadOptions) []IstiodSyncz {
+	timeout := opts.XDS.Timeout
+	if timeout == 0 {
+		timeout = istio.DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	revOfPod := map[string]string{}
+	for _, p := range istiodPods {
+		revOfPod[p.Name] = istio.RevisionOf(p.Labels)
+	}
+	if opts.XDS.Address != "" {
+		token := ""
+		if !opts.XDS.Plaintext {
+			t, err := Token(ctx, c, opts.IstioNamespace)
+			if err != nil {
+				return []IstiodSyncz{{Pod: opts.XDS.Address, Err: err}}
+			}
+			token = t
+		}
+		sz := fetchOne(ctx, opts.XDS.Address, token, opts.XDS.Plaintext, opts.IstioNamespace)
+		if sz.Pod == "" {
+			sz.Pod = opts.XDS.Address
+		}
+		sz.Revision = revOfPod[sz.Pod]
+		return []IstiodSyncz{sz}
+	}
+	var running []corev1.Pod
+	for _, p := range istiodPods {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			running = append(running, p)
+		}
+	}
+	out := make([]IstiodSyncz, len(running))
+	if len(running) == 0 {
+		return out
+	}
+	token, terr := Token(ctx, c, opts.IstioNamespace)
+	var wg sync.WaitGroup
+	for i, p := range running {
+		out[i] = IstiodSyncz{Pod: p.Name, Revision: istio.RevisionOf(p.Labels)}
+		if terr != nil {
+			out[i].Err = terr
+			continue
+		}
+		wg.Add(1)
+		go func(i int, p corev1.Pod) {
+			defer wg.Done()
+			addr, stop, err := kube.PortForward(ctx, c.Config, p.Namespace, p.Name, opts.XDS.Port)
+			if err != nil {
+				out[i].Err = err
+				return
+			}
+			defer stop()
+			sz := fetchOne(ctx, addr, token, false, opts.IstioNamespace)
+			out[i].Version, out[i].Proxies, out[i].Err = sz.Version, sz.Proxies, sz.Err
+		}(i, p)
+	}
+	wg.Wait()
+	return out
+}
+
+func fetchOne(ctx context.Context, addr, token string, plaintext bool, ns string) IstiodSyncz {
+	conn, err := istio.Dial(ctx, addr, token, plaintext)
+	if err != nil {
+		return IstiodSyncz{Err: err}
+	}
+	defer conn.Close()
+	info, proxies, err := istio.FetchSyncz(ctx, conn, ns)
+	return IstiodSyncz{Pod: info.ID, Version: info.Version, Proxies: proxies, Err: err}
+}
+
+// Token asks the apiserver for a short-lived token of istio-system/default with audience istio-ca,
+// the identity istiod accepts for debug requests.
+func Token(ctx context.Context, c *kube.Clients, istioNamespace string) (string, error) {
+	exp := int64(600)
+	tr, err := c.Kube.CoreV1().ServiceAccounts(istioNamespace).CreateToken(ctx, "default", &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{Audiences: []string{"istio-ca"}, ExpirationSeconds: &exp},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s/default (needed to ask istiod for proxy status): %w", istioNamespace, err)
+	}
+	return tr.Status.Token, nil
+}

@@ -1,0 +1,24 @@
+// Package plugins lists the runbook steps, in the order an upgrade runs them.
+package plugins
+
+import (
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/history"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/status"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
+)
+
+// Commands are the subcommands of kubectl istio-upgrade.
+func Commands() []cli.CommandFactory {
+	return []cli.CommandFactory{
+		status.NewCommand,
+		cli.NotBuilt("precheck", "Check everything that would make the upgrade unsafe"),
+		cli.NotBuilt("canary-gw", "Start a canary ingress gateway on the new revision"),
+		cli.NotBuilt("shift", "Move ingress traffic between the old and the canary gateway in gated steps"),
+		cli.NotBuilt("migrate-ns", "Move namespaces to a revision or tag and restart workloads in verified batches"),
+		cli.NotBuilt("tag-move", "Point a revision tag at another revision"),
+		cli.NotBuilt("cleanup", "Remove the old revision once nothing depends on it"),
+		history.NewCommand,
+		undo.NewCommand,
+	}
+}

@@ -1,0 +1,290 @@
+// Package status is `kubectl istio-upgrade status`: one truth table of where every part of the mesh
+// stands during an upgrade, across all revisions.
+package status
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// Options is `status`.
+type Options struct {
+	genericiooptions.IOStreams
+	g *cli.Global
+
+	Proxies       bool
+	Workloads     bool
+	AllNamespaces bool
+
+	namespace string
+}
+
+// Document is the versioned status document (-o json|yaml, and precheck --save-snapshot).
+type Document struct {
+	cli.TypeMeta  `json:",inline"`
+	mesh.Snapshot `json:",inline"`
+	Summary       string `json:"summary"`
+}
+
+// NewDocument wraps a snapshot.
+func NewDocument(s *mesh.Snapshot) Document {
+	return Document{TypeMeta: cli.NewTypeMeta("MeshStatus"), Snapshot: *s, Summary: Summary(s)}
+}
+
+// NewCommand builds `status`.
+func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{IOStreams: streams, g: g}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show revisions, tags, namespaces, gateways and proxies across all revisions",
+		Long: `Show where every part of the mesh stands during an upgrade: each istiod revision (readiness,
+version, tags, default), each revision tag, each namespace's injection label and the revision it
+resolves to, the ingress/egress gateways, and with --proxies every proxy's istiod, revision, version
+and xDS sync state, gathered from ALL istiod pods of ALL revisions (istioctl proxy-status asks one).
+
+Without -n, all namespaces are shown.`,
+		Example: `  # The whole mesh
+  kubectl istio-upgrade status
+
+  # Every proxy, with its istiod and sync state
+  kubectl istio-upgrade status --proxies
+
+  # One namespace, as JSON for a script
+  kubectl istio-upgrade status -n bookinfo --proxies -o json
+
+  # Reach one istiod directly instead of port-forwarding
+  kubectl istio-upgrade status --proxies --xds-address localhost:15010 --plaintext`,
+		Args: cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().BoolVar(&o.Proxies, "proxies", false, "Ask every istiod for the sync state of its proxies and list them")
+	cmd.Flags().BoolVar(&o.Workloads, "workloads", false, "List every workload with the revision it asks for and the revisions its pods run")
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "All namespaces (the default unless -n is given)")
+	return cmd
+}
+
+// Complete reads the namespace from -n.
+func (o *Options) Complete() error {
+	if o.AllNamespaces {
+		return nil
+	}
+	if o.g.ConfigFlags.Namespace != nil && *o.g.ConfigFlags.Namespace != "" {
+		o.namespace = *o.g.ConfigFlags.Namespace
+	}
+	return nil
+}
+
+// Validate checks flags.
+func (o *Options) Validate() error {
+	if err := o.g.Validate(); err != nil {
+		return err
+	}
+	if o.AllNamespaces && o.g.ConfigFlags.Namespace != nil && *o.g.ConfigFlags.Namespace != "" {
+		return cli.UsageErrorf("-A and -n cannot be used together")
+	}
+	return nil
+}
+
+// Run reads the snapshot and prints it.
+func (o *Options) Run(ctx context.Context) error {
+	c, err := o.g.Clients()
+	if err != nil {
+		return err
+	}
+	s, err := mesh.Read(ctx, c, o.g.ReadOptions(o.namespace, o.Proxies))
+	if err != nil {
+		return err
+	}
+	if o.namespace != "" && len(s.Namespaces) == 0 {
+		return cli.BadInputf("namespace %q not found", o.namespace)
+	}
+	for _, w := range s.Warnings {
+		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
+	}
+	if o.g.Output != cli.OutputTable {
+		return cli.WriteDocument(o.Out, o.g.Output, NewDocument(s))
+	}
+	return WriteTables(o.Out, s, o.Proxies, o.Workloads)
+}
+
+// Summary is the one-line summary: "12 proxies: 7 on 1-30, 5 on 1-31, 1 not synced".
+func Summary(s *mesh.Snapshot) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d revisions, %d tags, %d namespaces injected, %d workloads need restart",
+		countInstalled(s), len(s.Tags), countInjected(s), countNeedsRestart(s))
+	if !s.ProxiesRead {
+		return b.String()
+	}
+	perRev := map[string]int{}
+	notSynced := 0
+	for _, p := range s.Proxies {
+		perRev[p.Revision]++
+		if p.State != "SYNCED" {
+			notSynced++
+		}
+	}
+	revs := make([]string, 0, len(perRev))
+	for r := range perRev {
+		revs = append(revs, r)
+	}
+	sort.Strings(revs)
+	parts := make([]string, 0, len(revs)+1)
+	for _, r := range revs {
+		parts = append(parts, fmt.Sprintf("%d on %s", perRev[r], r))
+	}
+	parts = append(parts, fmt.Sprintf("%d not synced", notSynced))
+	fmt.Fprintf(&b, "; %d proxies: %s", len(s.Proxies), strings.Join(parts, ", "))
+	return b.String()
+}
+
+func countInstalled(s *mesh.Snapshot) int {
+	n := 0
+	for _, r := range s.Revisions {
+		if r.Installed {
+			n++
+		}
+	}
+	return n
+}
+
+func countInjected(s *mesh.Snapshot) int {
+	n := 0
+	for _, ns := range s.Namespaces {
+		if ns.Revision != "" {
+			n++
+		}
+	}
+	return n
+}
+
+func countNeedsRestart(s *mesh.Snapshot) int {
+	n := 0
+	for _, w := range s.Workloads {
+		if w.NeedsRestart {
+			n++
+		}
+	}
+	return n
+}
+
+// WriteTables prints the snapshot as sections of tables.
+func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
+	proxiesPerRev := map[string]int{}
+	for _, p := range s.Proxies {
+		proxiesPerRev[p.Revision]++
+	}
+	nsPerRev := map[string]int{}
+	for _, n := range s.Namespaces {
+		if n.Revision != "" {
+			nsPerRev[n.Revision]++
+		}
+	}
+	var rows [][]string
+	for _, r := range s.Revisions {
+		ready := cli.Ready(r.Ready, r.Desired)
+		if !r.Installed {
+			ready = "not-installed"
+		}
+		px := "-"
+		if s.ProxiesRead {
+			px = fmt.Sprint(proxiesPerRev[r.Name])
+		}
+		rows = append(rows, []string{r.Name, r.Version, ready, strings.Join(r.Tags, ","), yesNo(r.Default), fmt.Sprint(nsPerRev[r.Name]), px, r.InjectorWebhook})
+	}
+	if err := section(w, "REVISIONS", []string{"revision", "version", "ready", "tags", "default", "namespaces", "proxies", "injector"}, rows); err != nil {
+		return err
+	}
+	rows = rows[:0]
+	for _, t := range s.Tags {
+		rows = append(rows, []string{t.Name, t.Revision, t.Webhook})
+	}
+	if err := section(w, "TAGS", []string{"tag", "revision", "webhook"}, rows); err != nil {
+		return err
+	}
+	rows = rows[:0]
+	for _, n := range s.Namespaces {
+		if n.Selector() == "" && n.Revision == "" && len(n.Conflicts) == 0 {
+			continue // not part of the mesh
+		}
+		rev := n.Revision
+		if n.Via != "" {
+			rev += "(tag:" + n.Via + ")"
+		}
+		conflict := ""
+		if len(n.Conflicts) > 0 {
+			conflict = "yes"
+		}
+		rows = append(rows, []string{n.Name, n.Selector(), rev, fmt.Sprint(n.Workloads), fmt.Sprint(n.Pods), fmt.Sprint(n.NeedsRestart), conflict})
+	}
+	if err := section(w, "NAMESPACES", []string{"namespace", "label", "revision", "workloads", "pods", "needs-restart", "conflict"}, rows); err != nil {
+		return err
+	}
+	rows = rows[:0]
+	for _, g := range s.Gateways {
+		rows = append(rows, []string{g.Namespace + "/" + g.Name, g.Revision, strings.Join(g.Versions, ","), cli.Ready(g.Ready, g.Replicas), strings.Join(g.Services, ",")})
+	}
+	if err := section(w, "GATEWAYS", []string{"gateway", "revision", "version", "ready", "services"}, rows); err != nil {
+		return err
+	}
+	if workloads {
+		rows = rows[:0]
+		for _, wl := range s.Workloads {
+			if wl.DesiredRevision == "" && len(wl.InjectedRevisions) == 1 && wl.InjectedRevisions[0] == "" {
+				continue
+			}
+			rows = append(rows, []string{wl.Namespace + "/" + wl.Ref(), cli.Ready(wl.Ready, wl.Replicas), wl.DesiredRevision, strings.Join(wl.InjectedRevisions, ","), yesNo(wl.NeedsRestart)})
+		}
+		if err := section(w, "WORKLOADS", []string{"workload", "ready", "wants", "runs", "needs-restart"}, rows); err != nil {
+			return err
+		}
+	}
+	if proxies {
+		rows = rows[:0]
+		for _, p := range s.Proxies {
+			rows = append(rows, []string{p.Pod + "." + p.Namespace, p.Type, p.Istiod, p.Revision, p.Version,
+				p.Types["CDS"], p.Types["LDS"], p.Types["EDS"], p.Types["RDS"], p.State})
+		}
+		if err := section(w, "PROXIES", []string{"name", "type", "istiod", "revision", "version", "cds", "lds", "eds", "rds", "state"}, rows); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "\n%s\n", Summary(s))
+	return err
+}
+
+func section(w io.Writer, title string, header []string, rows [][]string) error {
+	fmt.Fprintf(w, "%s\n", title)
+	if len(rows) == 0 {
+		_, err := fmt.Fprintf(w, "  %s\n\n", cli.None)
+		return err
+	}
+	if err := cli.WriteTable(w, header, rows); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
