@@ -21,8 +21,8 @@ KWOK_VERSION := v0.8.0
 # Development builds of istio.io/istio, stamped as an "old" and a "new" release for the test bed.
 ISTIO_OLD_VERSION := 1.30.0
 ISTIO_NEW_VERSION := 1.31.0
-ISTIO_OLD_PSEUDO  := $(shell awk '/^require istio.io\/istio/{print $$3}' test/testbed/tools/istio-old/go.mod)
-ISTIO_NEW_PSEUDO  := $(shell awk '/^require istio.io\/istio/{print $$3}' test/testbed/tools/istio-new/go.mod)
+ISTIO_OLD_PSEUDO  := $(shell awk '$$1=="istio.io/istio"{print $$2}' test/testbed/tools/istio-old/go.mod)
+ISTIO_NEW_PSEUDO  := $(shell awk '$$1=="istio.io/istio"{print $$2}' test/testbed/tools/istio-new/go.mod)
 
 K8S_BIN       := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 KWOK_BIN      := $(CACHE_DIR)/kwok-$(KWOK_VERSION)
@@ -71,3 +71,25 @@ $(ISTIO_NEW_BIN)/.done:
 .PHONY: testbed-tools
 testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
 	@command -v etcd >/dev/null || { echo ">> installing etcd-server"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+
+# ---- the test bed ----
+TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
+	ISTIO_OLD_VERSION=$(ISTIO_OLD_VERSION) ISTIO_NEW_VERSION=$(ISTIO_NEW_VERSION)
+REV ?= 1-31
+export REV
+
+$(AGENT): $(shell find test/testbed/agent -name '*.go' -o -name 'go.*')
+	cd test/testbed/agent && CGO_ENABLED=0 $(GO) build -trimpath -o $(AGENT) .
+
+.PHONY: testbed-up testbed-down testbed-env testbed-new-revision
+testbed-up: testbed-tools build $(AGENT) ## Start the simulated cluster with the old revision and the fixtures
+	$(TESTBED_ENV) test/testbed/testbed.sh up
+
+testbed-down: ## Stop the simulated cluster; leaves no process or port behind
+	@$(TESTBED_ENV) test/testbed/testbed.sh down
+
+testbed-env: ## Print export lines for KUBECONFIG and PATH (kubectl, istioctl-old, istioctl-new, the plugin)
+	@$(TESTBED_ENV) test/testbed/testbed.sh env
+
+testbed-new-revision: ## Install the new revision (REV, default 1-31) with the new istioctl
+	$(TESTBED_ENV) test/testbed/testbed.sh new-revision

@@ -77,7 +77,9 @@ func NewResult(step string, dry DryRun) *Result {
 }
 
 // Add records an action.
-func (r *Result) Add(object, verb string) { r.Actions = append(r.Actions, Action{Object: object, Verb: verb}) }
+func (r *Result) Add(object, verb string) {
+	r.Actions = append(r.Actions, Action{Object: object, Verb: verb})
+}
 
 // Write prints the result: the document under -o json|yaml, otherwise the action lines, the
 // proxy-status diff and the summary.

@@ -106,11 +106,20 @@ func (bearer) RequireTransportSecurity() bool { return true }
 
 // FetchSyncz asks one istiod for the sync state of every proxy connected to it.
 func FetchSyncz(ctx context.Context, conn grpc.ClientConnInterface, namespace string) (IstiodInfo, []ProxySync, error) {
+	resp, err := RequestSyncz(ctx, conn, namespace)
+	if err != nil {
+		return IstiodInfo{}, nil, err
+	}
+	return ParseSyncz(resp)
+}
+
+// RequestSyncz sends one syncz request over an ADS stream and returns istiod's raw answer.
+func RequestSyncz(ctx context.Context, conn grpc.ClientConnInterface, namespace string) (*discovery.DiscoveryResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
-		return IstiodInfo{}, nil, err
+		return nil, err
 	}
 	req := &discovery.DiscoveryRequest{
 		Node: &core.Node{
@@ -122,13 +131,9 @@ func FetchSyncz(ctx context.Context, conn grpc.ClientConnInterface, namespace st
 		TypeUrl: SynczType,
 	}
 	if err := stream.Send(req); err != nil {
-		return IstiodInfo{}, nil, err
+		return nil, err
 	}
-	resp, err := stream.Recv()
-	if err != nil {
-		return IstiodInfo{}, nil, err
-	}
-	return ParseSyncz(resp)
+	return stream.Recv()
 }
 
 // ParseSyncz decodes a syncz DiscoveryResponse.
@@ -205,14 +210,13 @@ func ShortType(typeURL string) string {
 	return typeURL
 }
 
-// ParseNodeID splits an xDS node ID "type~ip~pod.namespace~namespace.svc.domain".
+// ParseNodeID splits a proxy ID: syncz reports istiod's parsed form "pod.namespace"; a full xDS node
+// ID "type~ip~pod.namespace~namespace.svc.domain" is accepted too.
 func ParseNodeID(id string) (typ, ip, pod, namespace string) {
-	parts := strings.Split(id, "~")
-	if len(parts) != 4 {
-		return "", "", id, ""
+	pod = id
+	if parts := strings.Split(id, "~"); len(parts) == 4 {
+		typ, ip, pod = parts[0], parts[1], parts[2]
 	}
-	typ, ip = parts[0], parts[1]
-	pod = parts[2]
 	if i := strings.LastIndex(pod, "."); i >= 0 {
 		pod, namespace = pod[:i], pod[i+1:]
 	}

@@ -390,6 +390,12 @@ func buildGateways(s *Snapshot, in Inputs) {
 }
 
 func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
+	gateways := map[string]bool{}
+	for _, w := range s.Workloads {
+		if w.Gateway {
+			gateways[w.Namespace+"/"+w.Ref()] = true
+		}
+	}
 	for _, sz := range in.Syncz {
 		if sz.Err != nil {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("istiod %s (revision %s): syncz: %v", sz.Pod, sz.Revision, sz.Err))
@@ -399,8 +405,16 @@ func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
 			if in.Namespace != "" && ps.Namespace != in.Namespace {
 				continue
 			}
+			owner := podOwner[ps.Namespace+"/"+ps.Pod]
+			typ := ps.Type
+			if typ == "" { // syncz does not say; a gateway's proxy is a router
+				typ = "sidecar"
+				if gateways[ps.Namespace+"/"+owner] {
+					typ = "router"
+				}
+			}
 			s.Proxies = append(s.Proxies, Proxy{
-				ID: ps.ID, Pod: ps.Pod, Namespace: ps.Namespace, Workload: podOwner[ps.Namespace+"/"+ps.Pod], Type: ps.Type,
+				ID: ps.ID, Pod: ps.Pod, Namespace: ps.Namespace, Workload: owner, Type: typ,
 				Istiod: sz.Pod, Revision: sz.Revision, Version: ps.Version, State: ps.State(), Types: ps.Types,
 			})
 		}

@@ -7,8 +7,8 @@ import "time"
 
 // Snapshot is where every part of the mesh stands at one moment.
 type Snapshot struct {
-	ReadAt         time.Time   `json:"readAt"`
-	IstioNamespace string      `json:"istioNamespace"`
+	ReadAt         time.Time `json:"readAt"`
+	IstioNamespace string    `json:"istioNamespace"`
 	// Namespace is set when the snapshot was limited to one namespace (-n).
 	Namespace  string      `json:"namespace,omitempty"`
 	Revisions  []Revision  `json:"revisions"`
@@ -25,18 +25,18 @@ type Snapshot struct {
 
 // Revision is one istiod control plane.
 type Revision struct {
-	Name            string   `json:"name"`
-	Deployment      string   `json:"deployment"`
-	Version         string   `json:"version"`
-	Image           string   `json:"image"`
-	Ready           int32    `json:"ready"`
-	Desired         int32    `json:"desired"`
-	Pods            []string `json:"pods"`
-	InjectorWebhook string   `json:"injectorWebhook,omitempty"`
-	ConfigMaps      []string `json:"configMaps"`
-	Tags            []string `json:"tags"`
-	Default         bool     `json:"default"`
-	DefaultValidator bool    `json:"defaultValidator"`
+	Name             string   `json:"name"`
+	Deployment       string   `json:"deployment"`
+	Version          string   `json:"version"`
+	Image            string   `json:"image"`
+	Ready            int32    `json:"ready"`
+	Desired          int32    `json:"desired"`
+	Pods             []string `json:"pods"`
+	InjectorWebhook  string   `json:"injectorWebhook,omitempty"`
+	ConfigMaps       []string `json:"configMaps"`
+	Tags             []string `json:"tags"`
+	Default          bool     `json:"default"`
+	DefaultValidator bool     `json:"defaultValidator"`
 	// Installed is false for a revision known only from labels or webhooks (no istiod Deployment).
 	Installed bool `json:"installed"`
 	Helm      bool `json:"helm"`

@@ -1,0 +1,79 @@
+// Command testbed-agent plays, for the simulated cluster, the parts a real cluster's nodes would:
+//   - runs one real pilot-discovery process per istiod revision, named like its simulated pod;
+//   - keeps KWOK PortForward rules so `kubectl port-forward` to an istiod pod reaches that process;
+//   - repoints Istio's webhooks from their Service to the local istiod of their revision (kube-proxy's
+//     part), so the apiserver really calls the injector;
+//   - simulates the sidecar of every running injected pod with a real xDS client connected to the
+//     istiod of the revision that injected it.
+//
+// It talks only to the local apiserver and to local istiod processes on loopback.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	istiolog "istio.io/istio/pkg/log"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+type pilotFlag map[string]string
+
+func (p pilotFlag) String() string { return fmt.Sprint(map[string]string(p)) }
+func (p pilotFlag) Set(v string) error {
+	k, path, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("want VERSION=PATH, got %q", v)
+	}
+	p[k] = path
+	return nil
+}
+
+func main() {
+	pilots := pilotFlag{}
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the simulated cluster")
+	dir := flag.String("dir", ".testbed", "state directory (ports, pids, logs)")
+	istioNS := flag.String("istio-namespace", "istio-system", "Istio namespace")
+	flag.Var(pilots, "pilot-discovery", "VERSION=PATH of a pilot-discovery build; an istiod pod runs the build matching its image tag (repeatable)")
+	flag.Parse()
+	// adsc logs every xDS response; a test bed with thousands of sidecars only wants errors.
+	if sc := istiolog.FindScope("adsc"); sc != nil {
+		sc.SetOutputLevel(istiolog.WarnLevel)
+	}
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	kc := kubernetes.NewForConfigOrDie(cfg)
+	dc := dynamic.NewForConfigOrDie(cfg)
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+
+	ports, err := loadPorts(*dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	sup := newSupervisor(*dir, *kubeconfig, *istioNS, pilots, ports, kc, dc)
+	factory := informers.NewSharedInformerFactory(kc, 0)
+	sup.register(ctx, factory)
+	newRepointer(kc, *istioNS, ports).register(ctx, factory)
+	newSimulator(ports).register(ctx, factory)
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	log.Printf("testbed-agent running (pid %d)", os.Getpid())
+	<-ctx.Done()
+	sup.stopAll()
+	log.Printf("testbed-agent stopped")
+}

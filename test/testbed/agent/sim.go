@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log"
+	"strings"
+	"sync"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"istio.io/istio/pkg/adsc"
+	"istio.io/istio/pkg/backoff"
+	"istio.io/istio/pkg/config/mesh"
+	"istio.io/istio/pkg/model"
+)
+
+const (
+	clusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	listenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+)
+
+// simulator keeps one xDS client per running injected pod, connected to the istiod of the revision
+// that injected it, with the node metadata a real istio-proxy sends.
+type simulator struct {
+	ports *portBook
+	mu    sync.Mutex
+	sims  map[types.UID]*sidecar
+}
+
+type sidecar struct {
+	cancel context.CancelFunc
+	rev    string
+}
+
+func newSimulator(ports *portBook) *simulator {
+	return &simulator{ports: ports, sims: map[types.UID]*sidecar{}}
+}
+
+func (s *simulator) register(ctx context.Context, f informers.SharedInformerFactory) {
+	_, _ = f.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.sync(ctx, o.(*corev1.Pod)) },
+		UpdateFunc: func(_, o any) { s.sync(ctx, o.(*corev1.Pod)) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if p, ok := o.(*corev1.Pod); ok {
+				s.drop(p.UID)
+			}
+		},
+	})
+}
+
+// injectedRevision reads sidecar.istio.io/status.revision.
+func injectedRevision(p *corev1.Pod) (string, bool) {
+	raw, ok := p.Annotations["sidecar.istio.io/status"]
+	if !ok {
+		return "", false
+	}
+	var st struct {
+		Revision string `json:"revision"`
+	}
+	if json.Unmarshal([]byte(raw), &st) != nil || st.Revision == "" {
+		return "default", true
+	}
+	return st.Revision, true
+}
+
+func (s *simulator) sync(ctx context.Context, p *corev1.Pod) {
+	rev, injected := injectedRevision(p)
+	running := p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && p.Status.PodIP != ""
+	if !injected || !running {
+		s.drop(p.UID)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sims[p.UID]; ok {
+		return
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	s.sims[p.UID] = &sidecar{cancel: cancel, rev: rev}
+	go s.run(cctx, p.DeepCopy(), rev)
+}
+
+func (s *simulator) drop(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sc, ok := s.sims[uid]; ok {
+		sc.cancel()
+		delete(s.sims, uid)
+	}
+}
+
+func (s *simulator) run(ctx context.Context, p *corev1.Pod, rev string) {
+	version, nodeType := "", model.SidecarProxy
+	for _, c := range p.Spec.Containers {
+		if c.Name != "istio-proxy" {
+			continue
+		}
+		if i := strings.LastIndex(c.Image, ":"); i > 0 {
+			version = c.Image[i+1:]
+		}
+		for _, a := range c.Args {
+			if a == "router" {
+				nodeType = model.Router
+			}
+		}
+	}
+	meta := model.NodeMetadata{
+		Namespace: p.Namespace, ClusterID: "Kubernetes", IstioVersion: version, Labels: p.Labels,
+		WorkloadName: p.Labels["app"], ServiceAccount: p.Spec.ServiceAccountName,
+		ProxyConfig: (*model.NodeMetaProxyConfig)(mesh.DefaultProxyConfig()),
+	}.ToStruct()
+	addr := addr(s.ports.get(rev).GRPC)
+	for {
+		c, err := adsc.New(addr, &adsc.ADSConfig{
+			Config: adsc.Config{
+				Namespace: p.Namespace, Workload: p.Name, IP: p.Status.PodIP, NodeType: nodeType, Meta: meta,
+				BackoffPolicy: backoff.NewExponentialBackOff(backoff.Option{InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second}),
+			},
+			InitialDiscoveryRequests: []*discovery.DiscoveryRequest{{TypeUrl: clusterType}, {TypeUrl: listenerType}},
+		})
+		if err == nil {
+			if err = c.Run(); err == nil {
+				<-ctx.Done()
+				c.Close()
+				return
+			}
+			c.Close()
+		}
+		log.Printf("sidecar %s/%s → istiod %s: %v (retrying)", p.Namespace, p.Name, rev, err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

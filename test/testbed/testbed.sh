@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The simulated cluster: a real Kubernetes control plane (KWOK binary runtime), real istiod processes
+# of two Istio versions, and the agent that connects them. Everything listens on loopback only.
+#
+#   testbed.sh up             cluster + old revision (1-30) + fixtures, all proxies SYNCED
+#   testbed.sh down           stop everything, remove state
+#   testbed.sh env            print export lines for KUBECONFIG and PATH
+#   testbed.sh new-revision   install the new revision ($REV, default 1-31) with the new istioctl
+#   testbed.sh wait-synced    wait until every injected running pod shows SYNCED in proxy-status
+#
+# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TESTBED_DIR=${TESTBED_DIR:-$ROOT/.testbed}
+CLUSTER=${TESTBED_CLUSTER:-istio-upgrade-testbed}
+OLD_REV=${OLD_REV:-1-30}
+REV=${REV:-1-31}
+ISTIO_NS=istio-system
+KCFG=$TESTBED_DIR/kubeconfig
+BIN=$TESTBED_DIR/bin
+export KWOK_WORKDIR=$TESTBED_DIR/kwok
+
+log() { printf '%s testbed: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+need() { [ -n "${!1:-}" ] || die "$1 is not set (run through make)"; }
+
+kc() { "$BIN/kubectl" --kubeconfig "$KCFG" "$@"; }
+
+# wait_for DESC TIMEOUT_SECONDS COMMAND...: retry COMMAND every second.
+wait_for() {
+  local desc=$1 timeout=$2; shift 2
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS - start < timeout )) || die "timed out after ${timeout}s waiting for $desc"
+    sleep 1
+  done
+  log "$desc ($((SECONDS - start))s)"
+}
+
+link_tools() {
+  mkdir -p "$BIN" "$TESTBED_DIR/logs" "$TESTBED_DIR/istiod"
+  ln -sf "$K8S_BIN/kubectl" "$BIN/kubectl"
+  ln -sf "$ISTIO_OLD_BIN/istioctl" "$BIN/istioctl-old"
+  ln -sf "$ISTIO_NEW_BIN/istioctl" "$BIN/istioctl-new"
+  ln -sf "$KWOK_BIN/kwokctl" "$BIN/kwokctl"
+  [ -x "$ROOT/bin/kubectl-istio_upgrade" ] && ln -sf "$ROOT/bin/kubectl-istio_upgrade" "$BIN/kubectl-istio_upgrade"
+  return 0
+}
+
+# pod_stages writes KWOK's fast pod stages with a readiness delay read from a pod annotation.
+pod_stages() {
+  local src out=$TESTBED_DIR/stages
+  src=$(cd "$ROOT/test/testbed/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage
+  mkdir -p "$out"
+  awk '{print} /^spec:$/ && !done {print "  delay:\n    durationMilliseconds: 0\n    durationFrom:\n      expressionFrom: \x27.metadata.annotations[\"testbed.istio-upgrade.io/ready-delay\"]\x27"; done=1}' \
+    "$src/pod/fast/pod-ready.yaml" > "$out/pod-ready.yaml"
+  cp "$src/pod/fast/pod-complete.yaml" "$src/pod/fast/pod-delete.yaml" "$out/"
+  chmod u+w "$out"/*.yaml
+  STAGE_ARGS=(--config "$src/node/fast/node-initialize.yaml" --config "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
+    --config "$out/pod-ready.yaml" --config "$out/pod-complete.yaml" --config "$out/pod-delete.yaml")
+}
+
+start_agent() {
+  [ -f "$TESTBED_DIR/agent.pid" ] && kill -0 "$(cat "$TESTBED_DIR/agent.pid")" 2>/dev/null && return 0
+  "$TESTBED_DIR/bin/testbed-agent" --kubeconfig "$KCFG" --dir "$TESTBED_DIR" --istio-namespace "$ISTIO_NS" \
+    --pilot-discovery "$ISTIO_OLD_VERSION=$ISTIO_OLD_BIN/pilot-discovery" \
+    --pilot-discovery "$ISTIO_NEW_VERSION=$ISTIO_NEW_BIN/pilot-discovery" \
+    >>"$TESTBED_DIR/logs/agent.log" 2>&1 &
+  echo $! > "$TESTBED_DIR/agent.pid"
+  log "agent started (pid $!, log $TESTBED_DIR/logs/agent.log)"
+}
+
+istiod_ready() { # REV: the local istiod of REV answers /ready
+  local port
+  port=$(python3 -c "import json,sys; print(json.load(open('$TESTBED_DIR/istiod-ports.json'))['$1']['http'])" 2>/dev/null) || return 1
+  curl -sf "http://127.0.0.1:$port/ready"
+}
+
+injector_repointed() { # REV
+  kc get mutatingwebhookconfiguration "istio-sidecar-injector-$1" -o jsonpath='{.webhooks[0].clientConfig.url}' | grep -q localhost &&
+  [ -n "$(kc get mutatingwebhookconfiguration "istio-sidecar-injector-$1" -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]
+}
+
+install_revision() { # ISTIOCTL REV
+  local istioctl=$1 rev=$2
+  log "installing revision $rev with $(basename "$istioctl")"
+  "$istioctl" --kubeconfig "$KCFG" install -y --set profile=minimal --set revision="$rev" \
+    --set values.pilot.autoscaleEnabled=false --set components.pilot.k8s.replicaCount=1 \
+    >"$TESTBED_DIR/logs/istioctl-install-$rev.log" 2>&1 || { tail -20 "$TESTBED_DIR/logs/istioctl-install-$rev.log" >&2; die "istioctl install $rev failed"; }
+  wait_for "istiod $rev ready" 120 istiod_ready "$rev"
+  wait_for "injector webhook $rev pointed at the local istiod" 60 injector_repointed "$rev"
+}
+
+all_pods_ready() {
+  local notready
+  notready=$(kc get pods -A --no-headers 2>/dev/null | awk '$4!="Running" || split($3,a,"/") && a[1]!=a[2]' | wc -l)
+  [ "$notready" -eq 0 ]
+}
+
+# synced: every running injected pod is listed SYNCED by the real istioctl of its revision.
+synced() {
+  local want got
+  want=$(kc get pods -A -o json | python3 -c '
+import json,sys
+n=0
+for p in json.load(sys.stdin)["items"]:
+    a=p["metadata"].get("annotations",{})
+    if "sidecar.istio.io/status" in a and p["status"].get("phase")=="Running" and not p["metadata"].get("deletionTimestamp"): n+=1
+print(n)')
+  got=$("$TESTBED_DIR/bin/kubectl-istio_upgrade" --kubeconfig "$KCFG" status --proxies -o json 2>/dev/null | python3 -c '
+import json,sys
+d=json.load(sys.stdin); print(sum(1 for p in d["proxies"] if p["state"]=="SYNCED"))')
+  [ "$want" -gt 0 ] && [ "$got" -ge "$want" ]
+}
+
+cmd_up() {
+  need K8S_BIN; need KWOK_BIN; need ISTIO_OLD_BIN; need ISTIO_NEW_BIN
+  local t0=$SECONDS
+  link_tools
+  if [ -f "$KCFG" ] && kc get --raw /readyz >/dev/null 2>&1; then
+    log "cluster already up"
+  else
+    pod_stages
+    log "creating KWOK cluster $CLUSTER"
+    PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" create cluster --name "$CLUSTER" --runtime binary \
+      --kube-apiserver-binary "$K8S_BIN/kube-apiserver" --kube-controller-manager-binary "$K8S_BIN/kube-controller-manager" \
+      --kube-scheduler-binary "$K8S_BIN/kube-scheduler" --kwok-controller-binary "$KWOK_BIN/kwok" \
+      --etcd-binary "$(command -v etcd)" --kubeconfig "" \
+      --config "$ROOT/test/testbed/config/kwok.yaml" "${STAGE_ARGS[@]}" --wait 2m >"$TESTBED_DIR/logs/kwokctl.log" 2>&1 \
+      || { tail -20 "$TESTBED_DIR/logs/kwokctl.log" >&2; die "kwokctl create cluster failed"; }
+    "$KWOK_BIN/kwokctl" get kubeconfig --name "$CLUSTER" > "$KCFG"
+    log "cluster up ($((SECONDS - t0))s)"
+  fi
+  kc apply -f "$ROOT/test/testbed/config/nodes.yaml" >/dev/null
+  wait_for "3 nodes Ready" 60 bash -c "[ \$('$BIN/kubectl' --kubeconfig '$KCFG' get nodes --no-headers | grep -c ' Ready') -eq 3 ]"
+  wait_for "default service account" 60 kc -n default get serviceaccount default
+  start_agent
+  if ! kc -n "$ISTIO_NS" get deploy "istiod-$OLD_REV" >/dev/null 2>&1; then
+    install_revision "$BIN/istioctl-old" "$OLD_REV"
+  fi
+  "$BIN/istioctl-old" --kubeconfig "$KCFG" tag set prod-stable --revision "$OLD_REV" --overwrite -y >/dev/null 2>&1 ||
+    "$BIN/istioctl-old" --kubeconfig "$KCFG" tag set prod-stable --revision "$OLD_REV" --overwrite >/dev/null
+  wait_for "tag prod-stable pointed at the local istiod" 60 bash -c \
+    "'$BIN/kubectl' --kubeconfig '$KCFG' get mutatingwebhookconfiguration istio-revision-tag-prod-stable -o jsonpath='{.webhooks[0].clientConfig.url}' | grep -q localhost"
+  log "applying fixtures"
+  kc apply -f "$ROOT/test/fixtures/" >/dev/null
+  wait_for "all pods Running and Ready" 180 all_pods_ready
+  wait_for "all sidecars SYNCED on their istiod" 120 synced
+  log "test bed up in $((SECONDS - t0))s; kubeconfig: $KCFG"
+}
+
+cmd_new_revision() {
+  need ISTIO_NEW_BIN
+  link_tools
+  install_revision "$BIN/istioctl-new" "$REV"
+}
+
+cmd_down() {
+  if [ -f "$TESTBED_DIR/agent.pid" ]; then
+    local pid; pid=$(cat "$TESTBED_DIR/agent.pid")
+    kill "$pid" 2>/dev/null && for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$TESTBED_DIR/agent.pid"
+  fi
+  for f in "$TESTBED_DIR"/istiod/*.pid; do [ -f "$f" ] && kill -9 "-$(cat "$f")" 2>/dev/null; kill -9 "$(cat "$f" 2>/dev/null)" 2>/dev/null; rm -f "$f"; done 2>/dev/null || true
+  if [ -n "${KWOK_BIN:-}" ] && [ -x "$KWOK_BIN/kwokctl" ]; then
+    PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$TESTBED_DIR/kwok" "$TESTBED_DIR/istiod" "$TESTBED_DIR/istiod-ports.json" "$KCFG" "$TESTBED_DIR/stages"
+  log "test bed down"
+}
+
+cmd_env() {
+  echo "export KUBECONFIG=$KCFG"
+  echo "export PATH=$BIN:\$PATH"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  env) cmd_env ;;
+  new-revision) cmd_new_revision ;;
+  wait-synced) link_tools; wait_for "all sidecars SYNCED" "${2:-120}" synced ;;
+  *) echo "usage: $0 up|down|env|new-revision|wait-synced" >&2; exit 64 ;;
+esac
