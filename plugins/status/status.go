@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -109,11 +110,11 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	s, err := mesh.Read(ctx, c, o.g.ReadOptions(o.namespace, o.Proxies))
+	if apierrors.IsNotFound(err) && o.namespace != "" {
+		return cli.BadInputf("namespace %q not found", o.namespace)
+	}
 	if err != nil {
 		return err
-	}
-	if o.namespace != "" && len(s.Namespaces) == 0 {
-		return cli.BadInputf("namespace %q not found", o.namespace)
 	}
 	for _, w := range s.Warnings {
 		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
@@ -265,7 +266,7 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintf(w, "\n%s\n", Summary(s))
+	_, err := fmt.Fprintln(w, Summary(s))
 	return err
 }
 

@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+func TestExitCodeTable(t *testing.T) {
+	want := map[ExitCode]int{ExitOK: 0, ExitError: 1, ExitUsage: 64, ExitBadInput: 65, ExitGateFailed: 75, ExitNotPermitted: 77, ExitPrecheck: 79}
+	if len(ExitCodes) != len(want) {
+		t.Fatalf("ExitCodes has %d rows, want %d", len(ExitCodes), len(want))
+	}
+	seen := map[ExitCode]bool{}
+	for _, row := range ExitCodes {
+		if int(row.Code) != want[row.Code] || seen[row.Code] || row.Meaning == "" {
+			t.Errorf("row %+v: duplicate, missing meaning, or unexpected value", row)
+		}
+		seen[row.Code] = true
+	}
+}
+
+func TestCodeOf(t *testing.T) {
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "x", errors.New("no"))
+	cases := []struct {
+		err  error
+		want ExitCode
+	}{
+		{nil, ExitOK},
+		{errors.New("boom"), ExitError},
+		{UsageErrorf("bad"), ExitUsage},
+		{BadInputf("no such revision"), ExitBadInput},
+		{Errorf(ExitGateFailed, "gate"), ExitGateFailed},
+		{fmt.Errorf("wrapped: %w", Errorf(ExitPrecheck, "blocked")), ExitPrecheck},
+		{forbidden, ExitNotPermitted},
+		{fmt.Errorf("list: %w", forbidden), ExitNotPermitted},
+		{context.DeadlineExceeded, ExitGateFailed},
+	}
+	for _, c := range cases {
+		if got := CodeOf(c.err); got != c.want {
+			t.Errorf("CodeOf(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}
+
+func testRoot() (*cobra.Command, *bytes.Buffer, *bytes.Buffer) {
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	ok := func(name string) CommandFactory {
+		return func(*Global, genericiooptions.IOStreams) *cobra.Command {
+			return &cobra.Command{Use: name, Short: name, Args: NoArgs, RunE: func(*cobra.Command, []string) error { return nil }}
+		}
+	}
+	root := NewRootCommand(streams, ok("status"), NotBuilt("precheck", "Check"))
+	return root, out, errOut
+}
+
+func run(args ...string) (int, string, string) {
+	root, out, errOut := testRoot()
+	root.SetArgs(args)
+	code := Execute(root)
+	return code, out.String(), errOut.String()
+}
+
+func TestRootExitCodes(t *testing.T) {
+	cases := []struct {
+		args []string
+		want int
+	}{
+		{[]string{"status"}, 0},
+		{[]string{"status", "--bogus"}, 64},
+		{[]string{"status", "extra-arg"}, 64},
+		{[]string{"no-such-command"}, 64},
+		{[]string{"precheck"}, 1},
+		{[]string{"version", "--client", "-o", "json"}, 0},
+		{[]string{"version", "--client", "-o", "xml"}, 64},
+		{[]string{"status", "--dry-run"}, 64},
+	}
+	for _, c := range cases {
+		code, _, errOut := run(c.args...)
+		if code != c.want {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", c.args, code, c.want, errOut)
+		}
+		if code != 0 && strings.Count(errOut, "error: ") != 1 {
+			t.Errorf("%v: stderr should hold exactly one error line: %q", c.args, errOut)
+		}
+	}
+}
+
+func TestVersionClientJSONOnly(t *testing.T) {
+	code, out, _ := run("version", "--client", "-o", "json")
+	if code != 0 || !strings.HasPrefix(out, "{") || !strings.Contains(out, `"kind": "Version"`) || strings.Contains(out, "controlPlanes") {
+		t.Errorf("version --client -o json: exit %d, %q", code, out)
+	}
+}
+
+func TestGlobalValidate(t *testing.T) {
+	cases := []struct {
+		g    Global
+		want bool
+	}{
+		{Global{Output: "table", IstioNamespace: "istio-system"}, true},
+		{Global{Output: "json", IstioNamespace: "istio-system"}, true},
+		{Global{Output: "wide", IstioNamespace: "istio-system"}, false},
+		{Global{Output: "table", IstioNamespace: ""}, false},
+		{Global{Output: "table", IstioNamespace: "x", Plaintext: true}, false},
+		{Global{Output: "table", IstioNamespace: "x", Plaintext: true, XDSAddress: "localhost:15010"}, true},
+	}
+	for _, c := range cases {
+		err := c.g.Validate()
+		if (err == nil) != c.want || (err != nil && CodeOf(err) != ExitUsage) {
+			t.Errorf("%+v: err %v, want ok=%v and usage errors", c.g, err, c.want)
+		}
+	}
+}
+
+func TestParseDryRun(t *testing.T) {
+	for _, s := range []string{"none", "client", "server"} {
+		if _, err := ParseDryRun(s); err != nil {
+			t.Errorf("%s: %v", s, err)
+		}
+	}
+	if _, err := ParseDryRun("true"); CodeOf(err) != ExitUsage {
+		t.Errorf("dry-run=true should be a usage error, got %v", err)
+	}
+	if DryRunServer.APIDryRun()[0] != "All" || DryRunClient.APIDryRun() != nil {
+		t.Error("APIDryRun")
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, []string{"name", "revision"}, [][]string{{"a b", ""}, {"c", "1-30"}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "NAME") || !strings.Contains(lines[1], "a_b") || !strings.Contains(lines[1], "<none>") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	if strings.ContainsAny(b.String(), "|+") {
+		t.Errorf("table has borders:\n%s", b.String())
+	}
+}

@@ -1,0 +1,170 @@
+package journal
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func obj(apiVersion, kind, ns, name string, labels map[string]any, extra map[string]any) *unstructured.Unstructured {
+	md := map[string]any{"name": name}
+	if ns != "" {
+		md["namespace"] = ns
+	}
+	if labels != nil {
+		md["labels"] = labels
+	}
+	o := map[string]any{"apiVersion": apiVersion, "kind": kind, "metadata": md}
+	for k, v := range extra {
+		o[k] = v
+	}
+	return &unstructured.Unstructured{Object: o}
+}
+
+func newFakes(objs ...runtime.Object) (*Journal, *dynfake.FakeDynamicClient) {
+	scheme := runtime.NewScheme()
+	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{
+		NamespaceRef("").GVR():       "NamespaceList",
+		ConfigMapRef("", "").GVR():   "ConfigMapList",
+		MutatingWebhookRef("").GVR(): "MutatingWebhookConfigurationList",
+		DeploymentRef("", "").GVR():  "DeploymentList",
+	}, objs...)
+	j := New(fake.NewClientset(), dc, "istio-system")
+	j.Now = func() time.Time { return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) }
+	return j, dc
+}
+
+func get(t *testing.T, dc *dynfake.FakeDynamicClient, ref ObjectRef) *unstructured.Unstructured {
+	t.Helper()
+	o, err := dc.Resource(ref.GVR()).Namespace(ref.Namespace).Get(context.Background(), ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	return o
+}
+
+func TestRecordAndRestoreExactly(t *testing.T) {
+	ctx := context.Background()
+	ns := obj("v1", "Namespace", "", "shop", map[string]any{"istio-injection": "enabled", "team": "a"}, nil)
+	wh := obj("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", "istio-revision-tag-prod", map[string]any{"istio.io/rev": "1-30", "istio.io/tag": "prod"},
+		map[string]any{"webhooks": []any{map[string]any{"name": "rev.namespace.sidecar-injector.istio.io", "clientConfig": map[string]any{"url": "https://istiod-1-30/inject"}}}})
+	cm := obj("v1", "ConfigMap", "istio-system", "istio-1-30", map[string]any{"istio.io/rev": "1-30"}, map[string]any{"data": map[string]any{"mesh": "defaultConfig: {}"}})
+	j, dc := newFakes(ns, wh, cm)
+	nsRef, whRef, cmRef := NamespaceRef("shop"), MutatingWebhookRef("istio-revision-tag-prod"), ConfigMapRef("istio-system", "istio-1-30")
+	newRef := DeploymentRef("istio-ingress", "gw-canary")
+
+	before := map[ObjectRef]*unstructured.Unstructured{nsRef: get(t, dc, nsRef), whRef: get(t, dc, whRef), cmRef: get(t, dc, cmRef)}
+
+	rec := j.Begin("migrate-ns", []string{"shop", "--to", "1-31"})
+	if err := rec.Capture(ctx, nsRef, whRef, cmRef, newRef, nsRef); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Entry().ID != "0001" || len(rec.Entry().Objects) != 4 {
+		t.Fatalf("entry %s with %d objects, want 0001 with 4 (a repeated capture is ignored)", rec.Entry().ID, len(rec.Entry().Objects))
+	}
+
+	// The step acts: relabel, move the tag, delete the ConfigMap, create a Deployment.
+	n := get(t, dc, nsRef)
+	n.SetLabels(map[string]string{"istio.io/rev": "1-31", "team": "a"})
+	if _, err := dc.Resource(nsRef.GVR()).Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := get(t, dc, whRef)
+	w.SetLabels(map[string]string{"istio.io/rev": "1-31", "istio.io/tag": "prod"})
+	_ = unstructured.SetNestedSlice(w.Object, []any{map[string]any{"name": "x", "clientConfig": map[string]any{"url": "https://istiod-1-31/inject"}}}, "webhooks")
+	if _, err := dc.Resource(whRef.GVR()).Update(ctx, w, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.Resource(cmRef.GVR()).Namespace("istio-system").Delete(ctx, cmRef.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := obj("apps/v1", "Deployment", "istio-ingress", "gw-canary", nil, map[string]any{"spec": map[string]any{"replicas": int64(1)}})
+	if _, err := dc.Resource(newRef.GVR()).Namespace("istio-ingress").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Undo, from the stored entry (round trip through the ConfigMap).
+	entries, err := j.List(ctx)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("list: %v %d", err, len(entries))
+	}
+	if entries[0].Step != "migrate-ns" || entries[0].User == "" || !entries[0].Time.Equal(j.Now()) {
+		t.Errorf("entry header: %+v", entries[0])
+	}
+	actions, err := j.Restore(ctx, entries[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verbs := map[string]string{}
+	for _, a := range actions {
+		verbs[a.Ref.Name] = a.Verb
+	}
+	want := map[string]string{"shop": "restored", "istio-revision-tag-prod": "restored", "istio-1-30": "recreated", "gw-canary": "deleted"}
+	if !equality.Semantic.DeepEqual(verbs, want) {
+		t.Errorf("actions %v, want %v", verbs, want)
+	}
+	for ref, b := range before {
+		after := get(t, dc, ref)
+		if after == nil {
+			t.Errorf("%s missing after undo", ref)
+			continue
+		}
+		if !equality.Semantic.DeepEqual(Sanitize(after).Object, Sanitize(b).Object) {
+			t.Errorf("%s not restored exactly:\n got %v\nwant %v", ref, Sanitize(after).Object, Sanitize(b).Object)
+		}
+	}
+	if get(t, dc, newRef) != nil {
+		t.Error("the Deployment the step created should be deleted by undo")
+	}
+	// A second restore changes nothing.
+	actions, err = j.Restore(ctx, entries[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range actions {
+		if a.Verb != "unchanged" {
+			t.Errorf("second undo: %s %s, want unchanged", a.Ref, a.Verb)
+		}
+	}
+}
+
+func TestIDsIncrementAndUpdate(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	for i, want := range []string{"0001", "0002", "0003"} {
+		r := j.Begin("tag-move", []string{"prod"})
+		if err := r.Save(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r.Entry().ID != want {
+			t.Errorf("entry %d: id %s, want %s", i, r.Entry().ID, want)
+		}
+	}
+	e, err := j.Get(ctx, "0002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.UndoneBy = "0003"
+	if err := j.Update(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	e2, _ := j.Get(ctx, "0002")
+	if e2.UndoneBy != "0003" {
+		t.Errorf("update not stored: %+v", e2)
+	}
+	cm, _ := j.Kube.CoreV1().ConfigMaps("istio-system").Get(ctx, NamePrefix+"0002", metav1.GetOptions{})
+	if cm.Labels[LabelJournal] != "entry" || cm.Labels[LabelStep] != "tag-move" || len(cm.BinaryData[dataKey]) == 0 {
+		t.Errorf("journal ConfigMap: %+v", cm.ObjectMeta)
+	}
+}

@@ -1,0 +1,160 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/golden"
+)
+
+func findNS(t *testing.T, s *Snapshot, name string) Namespace {
+	t.Helper()
+	for _, n := range s.Namespaces {
+		if n.Name == name {
+			return n
+		}
+	}
+	t.Fatalf("namespace %s not in snapshot", name)
+	return Namespace{}
+}
+
+func findWL(t *testing.T, s *Snapshot, key string) Workload {
+	t.Helper()
+	for _, w := range s.Workloads {
+		if w.Key() == key {
+			return w
+		}
+	}
+	t.Fatalf("workload %s not in snapshot", key)
+	return Workload{}
+}
+
+func TestNamespaceResolution(t *testing.T) {
+	s := Build(midUpgrade())
+	cases := []struct {
+		ns, rev, via string
+		conflicts    int
+	}{
+		{"legacy", "1-30", "default", 0},
+		{"moved", "1-31", "", 0},
+		{"tagged", "1-31", "canary", 0},
+		{"both", "1-30", "default", 1}, // istio-injection wins, flagged
+		{"dangling", "", "", 1},
+		{"plain", "", "", 0},
+	}
+	for _, c := range cases {
+		n := findNS(t, s, c.ns)
+		if n.Revision != c.rev || n.Via != c.via || len(n.Conflicts) != c.conflicts {
+			t.Errorf("%s: revision %q via %q conflicts %v; want %q via %q with %d conflicts", c.ns, n.Revision, n.Via, n.Conflicts, c.rev, c.via, c.conflicts)
+		}
+	}
+	if c := findNS(t, s, "both").Conflicts[0]; !strings.Contains(c, "IST0123") {
+		t.Errorf("both-labels conflict should name IST0123: %q", c)
+	}
+}
+
+func TestNoDefaultRevision(t *testing.T) {
+	in := midUpgrade()
+	in.MutatingWebhooks = in.MutatingWebhooks[:2] // no tags at all
+	s := Build(in)
+	n := findNS(t, s, "legacy")
+	if n.Revision != "" || len(n.Conflicts) != 1 || !strings.Contains(n.Conflicts[0], "no default revision") {
+		t.Errorf("istio-injection=enabled without a default: %+v", n)
+	}
+	for _, r := range s.Revisions {
+		if r.Default {
+			t.Errorf("revision %s marked default without a default tag", r.Name)
+		}
+	}
+}
+
+func TestDesiredVsInjected(t *testing.T) {
+	s := Build(midUpgrade())
+	cases := []struct {
+		key, desired string
+		injected     []string
+		restart      bool
+	}{
+		{"legacy/deployment/web", "1-30", []string{"1-30"}, false},
+		{"moved/deployment/api", "1-31", []string{"1-30", "1-31"}, true},
+		{"moved/deployment/batch", "", []string{""}, false}, // opts out
+		{"tagged/deployment/db", "1-31", []string{"1-30"}, true},
+		{"plain/deployment/gw", "1-30", []string{"1-30"}, false}, // pod label selects the revision
+	}
+	for _, c := range cases {
+		w := findWL(t, s, c.key)
+		if w.DesiredRevision != c.desired || strings.Join(w.InjectedRevisions, ",") != strings.Join(c.injected, ",") || w.NeedsRestart != c.restart {
+			t.Errorf("%s: desired %q injected %v restart %v; want %q %v %v", c.key, w.DesiredRevision, w.InjectedRevisions, w.NeedsRestart, c.desired, c.injected, c.restart)
+		}
+	}
+	if !findWL(t, s, "moved/deployment/batch").OptOut {
+		t.Error("batch should be marked as opting out of injection")
+	}
+	if n := findNS(t, s, "moved"); n.NeedsRestart != 1 || n.Workloads != 2 || n.Pods != 3 {
+		t.Errorf("moved namespace counts: %+v", n)
+	}
+}
+
+func TestRevisionsAndTags(t *testing.T) {
+	s := Build(midUpgrade())
+	if len(s.Revisions) != 2 {
+		t.Fatalf("revisions: %+v", s.Revisions)
+	}
+	r30, r31 := s.Revisions[0], s.Revisions[1]
+	if r30.Name != "1-30" || r30.Version != "1.30.0" || !r30.Default || !r30.DefaultValidator || strings.Join(r30.Tags, ",") != "default" {
+		t.Errorf("1-30: %+v", r30)
+	}
+	if r31.Name != "1-31" || r31.Version != "1.31.0" || r31.Default || strings.Join(r31.Tags, ",") != "canary" || r31.InjectorWebhook != "istio-sidecar-injector-1-31" {
+		t.Errorf("1-31: %+v", r31)
+	}
+	if len(s.Gateways) != 1 || s.Gateways[0].Revision != "1-30" || strings.Join(s.Gateways[0].Services, ",") != "gw" || strings.Join(s.Gateways[0].Versions, ",") != "1.30.0" {
+		t.Errorf("gateways: %+v", s.Gateways)
+	}
+}
+
+func TestMultiRevisionSynczMerge(t *testing.T) {
+	in := midUpgrade()
+	in.Syncz = append(in.Syncz, IstiodSyncz{Pod: "istiod-1-31-def", Revision: "1-31", Err: errors.New("connection refused")})
+	s := Build(in)
+	if len(s.Proxies) != 7 {
+		t.Fatalf("want the 7 proxies of both istiods merged, got %d", len(s.Proxies))
+	}
+	per := map[string]int{}
+	for _, p := range s.Proxies {
+		per[p.Revision+"/"+p.Istiod]++
+	}
+	if per["1-30/istiod-1-30-abc"] != 6 || per["1-31/istiod-1-31-abc"] != 1 {
+		t.Errorf("proxies per revision/istiod: %v", per)
+	}
+	for _, p := range s.Proxies {
+		if p.Pod == "api-hash1-a" && (p.Workload != "deployment/api" || p.Revision != "1-31" || p.Type != "sidecar") {
+			t.Errorf("api-hash1-a: %+v", p)
+		}
+		if p.Pod == "gw-hash1-a" && p.Type != "router" {
+			t.Errorf("a gateway's proxy is a router: %+v", p)
+		}
+		if p.Pod == "db-hash1-a" && p.State != "STALE" {
+			t.Errorf("db proxy state %s, want STALE", p.State)
+		}
+	}
+	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "istiod-1-31-def") {
+		t.Errorf("an istiod that failed syncz must be a warning: %v", s.Warnings)
+	}
+	// -n limits proxies and namespaces, not revisions.
+	in.Namespace = "moved"
+	s = Build(in)
+	if len(s.Proxies) != 2 || len(s.Namespaces) != 1 || len(s.Revisions) != 2 {
+		t.Errorf("-n moved: %d proxies, %d namespaces, %d revisions", len(s.Proxies), len(s.Namespaces), len(s.Revisions))
+	}
+}
+
+func TestSnapshotGolden(t *testing.T) {
+	s := Build(midUpgrade())
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.Assert(t, "snapshot.json", append(b, '\n'))
+}
