@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 MODULE      := github.com/istio-upgrade/kubectl-istio-upgrade
-VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+VERSION     ?= v0.1.0
 GIT_COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -s -w -X $(MODULE)/pkg/cli.version=$(VERSION) -X $(MODULE)/pkg/cli.gitCommit=$(GIT_COMMIT)
 GO          ?= go
@@ -40,6 +40,52 @@ istio_ldflags = -X istio.io/istio/pkg/version.buildVersion=$(1) -X istio.io/isti
 .PHONY: build
 build: ## Build the plugin into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/kubectl-istio_upgrade
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+.PHONY: test unit e2e lint golden
+test: lint unit docs-check e2e ## Everything CI runs: lint, unit tests, docs check, e2e on the test bed
+
+unit: ## Unit tests (fake clientsets, golden files, recorded syncz)
+	$(GO) test -count=1 ./...
+
+golden: ## Rewrite golden files after an intended output change
+	UPDATE_GOLDEN=1 $(GO) test ./...
+
+lint: ## go vet (plugin, e2e, agent) and gofmt
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e
+	cd test/testbed/agent && $(GO) vet ./...
+	@out=$$(gofmt -l cmd pkg plugins test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+e2e: testbed-tools build $(AGENT) ## Start the test bed, run the e2e suite through the real kubectl, stop the test bed
+	@$(TESTBED_ENV) test/testbed/testbed.sh down >/dev/null 2>&1 || true
+	@set -e; trap '$(TESTBED_ENV) test/testbed/testbed.sh down' EXIT; \
+	$(TESTBED_ENV) test/testbed/testbed.sh up; \
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(TESTBED_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; \
+	test $${PIPESTATUS[0]} -eq 0
+
+.PHONY: docs docs-check
+docs: ## Generate docs/cli from the cobra commands
+	$(GO) run ./hack/gendocs docs/cli
+
+docs-check: ## Fail when docs/cli is stale
+	@tmp=$$(mktemp -d); $(GO) run ./hack/gendocs $$tmp; \
+	if ! diff -r $$tmp docs/cli >/dev/null; then echo "docs/cli is stale: run make docs"; diff -r $$tmp docs/cli | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+.PHONY: dist
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+dist: ## Build release archives for every platform and render krew/istio-upgrade.yaml with their sha256
+	rm -rf dist && mkdir -p dist
+	@for p in $(PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+	  d=dist/kubectl-istio_upgrade_$${os}_$${arch}; mkdir -p $$d; \
+	  echo ">> $$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-istio_upgrade$$ext ./cmd/kubectl-istio_upgrade || exit 1; \
+	  cp LICENSE $$d/; tar -C $$d -czf $$d.tar.gz kubectl-istio_upgrade$$ext LICENSE; rm -rf $$d; \
+	done
+	$(GO) run ./hack/krewmanifest -version $(VERSION) -template krew/istio-upgrade.yaml.tmpl -dist dist -out krew/istio-upgrade.yaml
 
 # ---- test-bed tools (each from its own helper module under test/testbed/tools) ----
 $(K8S_BIN)/.done:
@@ -93,3 +139,7 @@ testbed-env: ## Print export lines for KUBECONFIG and PATH (kubectl, istioctl-ol
 
 testbed-new-revision: ## Install the new revision (REV, default 1-31) with the new istioctl
 	$(TESTBED_ENV) test/testbed/testbed.sh new-revision
+
+.PHONY: demo
+demo: testbed-up ## The whole runbook on the simulated cluster (test bed left running; make testbed-down stops it)
+	TESTBED_DIR=$(TESTBED_DIR) REV=$(REV) test/demo.sh

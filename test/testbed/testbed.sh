@@ -71,10 +71,14 @@ start_agent() {
   log "agent started (pid $!, log $TESTBED_DIR/logs/agent.log)"
 }
 
-istiod_ready() { # REV: the local istiod of REV answers /ready
-  local port
-  port=$(python3 -c "import json,sys; print(json.load(open('$TESTBED_DIR/istiod-ports.json'))['$1']['http'])" 2>/dev/null) || return 1
-  curl -sf "http://127.0.0.1:$port/ready"
+istiod_ready() { # REV: the local istiod of REV answers /ready with 200 (bash's /dev/tcp: no curl needed)
+  local port status
+  port=$(cat "$TESTBED_DIR/istiod/$1.http-port" 2>/dev/null) || return 1
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+  printf 'GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+  read -r _ status _ <&3 || true
+  exec 3>&- 3<&-
+  [ "$status" = 200 ]
 }
 
 injector_repointed() { # REV
@@ -98,19 +102,12 @@ all_pods_ready() {
   [ "$notready" -eq 0 ]
 }
 
-# synced: every running injected pod is listed SYNCED by the real istioctl of its revision.
+# synced: every running injected pod is listed SYNCED by kubectl istio-upgrade status --proxies.
 synced() {
   local want got
-  want=$(kc get pods -A -o json | python3 -c '
-import json,sys
-n=0
-for p in json.load(sys.stdin)["items"]:
-    a=p["metadata"].get("annotations",{})
-    if "sidecar.istio.io/status" in a and p["status"].get("phase")=="Running" and not p["metadata"].get("deletionTimestamp"): n+=1
-print(n)')
-  got=$("$TESTBED_DIR/bin/kubectl-istio_upgrade" --kubeconfig "$KCFG" status --proxies -o json 2>/dev/null | python3 -c '
-import json,sys
-d=json.load(sys.stdin); print(sum(1 for p in d["proxies"] if p["state"]=="SYNCED"))')
+  want=$(kc get pods -A --field-selector=status.phase=Running \
+    -o jsonpath='{range .items[*]}{.metadata.deletionTimestamp}{"|"}{.metadata.annotations.sidecar\.istio\.io/status}{"\n"}{end}' | grep -c '^|.*revision')
+  got=$("$TESTBED_DIR/bin/kubectl-istio_upgrade" --kubeconfig "$KCFG" status --proxies -o json 2>/dev/null | grep -c '"state": "SYNCED"')
   [ "$want" -gt 0 ] && [ "$got" -ge "$want" ]
 }
 

@@ -199,6 +199,7 @@ func (s *supervisor) start(rev string, pod *corev1.Pod) error {
 	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	s.procs[rev] = &istiodProc{pod: pod.Name, cmd: cmd, done: done}
 	_ = os.WriteFile(filepath.Join(s.dir, "istiod", rev+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	_ = os.WriteFile(filepath.Join(s.dir, "istiod", rev+".http-port"), []byte(strconv.Itoa(p.HTTP)), 0o644)
 	log.Printf("istiod %s: started pilot-discovery %s as pod %s (pid %d, xds %d)", rev, tag, pod.Name, cmd.Process.Pid, p.GRPC)
 	return nil
 }
