@@ -8,10 +8,14 @@ import (
 	_ "k8s.io/client-go/plugin/pkg/client/auth" // cloud auth providers, as kubectl has them
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins"
 )
 
 func main() {
+	if err := istio.ConfigureLogging(); err != nil {
+		os.Stderr.WriteString("warning: " + err.Error() + "\n")
+	}
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 	root := cli.NewRootCommand(streams, plugins.Commands()...)
 	os.Exit(cli.Execute(root))

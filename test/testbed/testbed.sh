@@ -165,7 +165,26 @@ cmd_down() {
     PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
   fi
   rm -rf "$TESTBED_DIR/kwok" "$TESTBED_DIR/istiod" "$TESTBED_DIR/istiod-ports.json" "$KCFG" "$TESTBED_DIR/stages"
+  check_clean
   log "test bed down"
+}
+
+# check_clean fails when a test-bed process or an istiod port outlived `down`.
+check_clean() {
+  local left="" f pid port
+  for f in /proc/[0-9]*/cmdline; do
+    pid=${f#/proc/}; pid=${pid%/cmdline}
+    [ "$pid" = "$$" ] && continue
+    if tr '\0' ' ' < "$f" 2>/dev/null | grep -Eq -- "$CLUSTER|testbed-agent|pilot-discovery discovery"; then
+      left="$left $pid:$(tr '\0' ' ' < "$f" | cut -c1-60)"
+    fi
+  done
+  # LISTEN sockets (state 0A) on the agent's istiod port range 21000-21999.
+  for port in $(awk 'FNR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+    port=$((16#$port))
+    if [ "$port" -ge 21000 ] && [ "$port" -lt 22000 ]; then left="$left port:$port"; fi
+  done
+  [ -z "$left" ] || die "left behind after down:$left"
 }
 
 cmd_env() {
