@@ -72,29 +72,35 @@ func Cell(s string) string {
 	return strings.ReplaceAll(s, " ", "_")
 }
 
-// WriteTable prints rows under UPPERCASE headers, kubectl style: no borders, left aligned.
+// WriteTable prints rows under UPPERCASE headers, kubectl style: no borders, left aligned, one word per
+// cell (spaces become _) so columns stay parseable with awk.
 func WriteTable(w io.Writer, header []string, rows [][]string) error {
+	return writeTable(w, header, rows, Cell)
+}
+
+// WriteTableWrapped is WriteTable for prose in the last column (findings, messages): spaces are kept.
+func WriteTableWrapped(w io.Writer, header []string, rows [][]string) error {
+	return writeTable(w, header, rows, func(s string) string {
+		if s == "" {
+			return None
+		}
+		return s
+	})
+}
+
+func writeTable(w io.Writer, header []string, rows [][]string, cell func(string) string) error {
+	cfg := tw.CellConfig{
+		Formatting: tw.CellFormatting{AutoFormat: tw.Off, AutoWrap: tw.WrapNone},
+		Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
+		Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
+	}
 	t := tablewriter.NewTable(w,
 		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders: tw.BorderNone,
-			Symbols: tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{
-				Separators: tw.Separators{BetweenRows: tw.Off, BetweenColumns: tw.Off},
-				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
-			},
+			Borders:  tw.BorderNone,
+			Symbols:  tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{Separators: tw.Separators{BetweenRows: tw.Off, BetweenColumns: tw.Off}, Lines: tw.Lines{ShowHeaderLine: tw.Off}},
 		})),
-		tablewriter.WithConfig(tablewriter.Config{
-			Header: tw.CellConfig{
-				Formatting: tw.CellFormatting{AutoFormat: tw.Off, AutoWrap: tw.WrapNone},
-				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
-				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
-			},
-			Row: tw.CellConfig{
-				Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone},
-				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
-				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
-			},
-		}),
+		tablewriter.WithConfig(tablewriter.Config{Header: cfg, Row: cfg}),
 	)
 	upper := make([]any, len(header))
 	for i, h := range header {
@@ -104,7 +110,7 @@ func WriteTable(w io.Writer, header []string, rows [][]string) error {
 	for _, r := range rows {
 		cells := make([]any, len(r))
 		for i, c := range r {
-			cells[i] = Cell(c)
+			cells[i] = cell(c)
 		}
 		if err := t.Append(cells...); err != nil {
 			return err

@@ -431,7 +431,12 @@ func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
 	})
 }
 
+// isHelm: istioctl renders Istio's Helm charts too, so chart labels alone do not mean a Helm release;
+// istioctl marks its objects with operator.istio.io labels.
 func isHelm(l map[string]string) bool {
+	if l["operator.istio.io/component"] != "" || l["install.operator.istio.io/owning-resource"] != "" {
+		return false
+	}
 	return l["app.kubernetes.io/managed-by"] == "Helm" || l["helm.sh/chart"] != ""
 }
 

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -27,18 +26,6 @@ type Options struct {
 	AllNamespaces bool
 
 	namespace string
-}
-
-// Document is the versioned status document (-o json|yaml, and precheck --save-snapshot).
-type Document struct {
-	cli.TypeMeta  `json:",inline"`
-	mesh.Snapshot `json:",inline"`
-	Summary       string `json:"summary"`
-}
-
-// NewDocument wraps a snapshot.
-func NewDocument(s *mesh.Snapshot) Document {
-	return Document{TypeMeta: cli.NewTypeMeta("MeshStatus"), Snapshot: *s, Summary: Summary(s)}
 }
 
 // NewCommand builds `status`.
@@ -120,69 +107,9 @@ func (o *Options) Run(ctx context.Context) error {
 		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
 	}
 	if o.g.Output != cli.OutputTable {
-		return cli.WriteDocument(o.Out, o.g.Output, NewDocument(s))
+		return cli.WriteDocument(o.Out, o.g.Output, cli.NewStatusDocument(s))
 	}
 	return WriteTables(o.Out, s, o.Proxies, o.Workloads)
-}
-
-// Summary is the one-line summary: "12 proxies: 7 on 1-30, 5 on 1-31, 1 not synced".
-func Summary(s *mesh.Snapshot) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d revisions, %d tags, %d namespaces injected, %d workloads need restart",
-		countInstalled(s), len(s.Tags), countInjected(s), countNeedsRestart(s))
-	if !s.ProxiesRead {
-		return b.String()
-	}
-	perRev := map[string]int{}
-	notSynced := 0
-	for _, p := range s.Proxies {
-		perRev[p.Revision]++
-		if p.State != "SYNCED" {
-			notSynced++
-		}
-	}
-	revs := make([]string, 0, len(perRev))
-	for r := range perRev {
-		revs = append(revs, r)
-	}
-	sort.Strings(revs)
-	parts := make([]string, 0, len(revs)+1)
-	for _, r := range revs {
-		parts = append(parts, fmt.Sprintf("%d on %s", perRev[r], r))
-	}
-	parts = append(parts, fmt.Sprintf("%d not synced", notSynced))
-	fmt.Fprintf(&b, "; %d proxies: %s", len(s.Proxies), strings.Join(parts, ", "))
-	return b.String()
-}
-
-func countInstalled(s *mesh.Snapshot) int {
-	n := 0
-	for _, r := range s.Revisions {
-		if r.Installed {
-			n++
-		}
-	}
-	return n
-}
-
-func countInjected(s *mesh.Snapshot) int {
-	n := 0
-	for _, ns := range s.Namespaces {
-		if ns.Revision != "" {
-			n++
-		}
-	}
-	return n
-}
-
-func countNeedsRestart(s *mesh.Snapshot) int {
-	n := 0
-	for _, w := range s.Workloads {
-		if w.NeedsRestart {
-			n++
-		}
-	}
-	return n
 }
 
 // WriteTables prints the snapshot as sections of tables.
@@ -266,7 +193,7 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintln(w, Summary(s))
+	_, err := fmt.Fprintln(w, mesh.Summary(s))
 	return err
 }
 

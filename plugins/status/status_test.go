@@ -35,7 +35,7 @@ func TestStatusTableGolden(t *testing.T) {
 
 func TestStatusDocument(t *testing.T) {
 	var b bytes.Buffer
-	if err := cli.WriteDocument(&b, cli.OutputJSON, NewDocument(snapshot(t))); err != nil {
+	if err := cli.WriteDocument(&b, cli.OutputJSON, cli.NewStatusDocument(snapshot(t))); err != nil {
 		t.Fatal(err)
 	}
 	var doc map[string]any
@@ -50,7 +50,7 @@ func TestStatusDocument(t *testing.T) {
 
 func TestSummary(t *testing.T) {
 	want := "2 revisions, 2 tags, 4 namespaces injected, 2 workloads need restart; 7 proxies: 6 on 1-30, 1 on 1-31, 1 not synced"
-	if got := Summary(snapshot(t)); got != want {
+	if got := mesh.Summary(snapshot(t)); got != want {
 		t.Errorf("Summary = %q\nwant      %q", got, want)
 	}
 }

@@ -12,13 +12,20 @@ import (
 // TestNewRevisionInjects installs the new revision exactly as an operator would (the new istioctl),
 // then restarts a Deployment in a namespace labelled for it: the apiserver calls the NEW istiod's
 // webhook, and the new pods' proxies show up on the new istiod.
-func TestNewRevisionInjects(t *testing.T) {
-	if !revisionInstalled(status(t), "1-31") {
-		cmd := exec.Command("make", "-C", "../..", "-s", "testbed-new-revision")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("make testbed-new-revision: %v\n%s", err, out)
-		}
+// ensureNewRevision installs revision 1-31 with the new istioctl (make testbed-new-revision) once.
+func ensureNewRevision(t *testing.T) {
+	t.Helper()
+	if revisionInstalled(status(t), "1-31") {
+		return
 	}
+	cmd := exec.Command("make", "-C", "../..", "-s", "testbed-new-revision")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make testbed-new-revision: %v\n%s", err, out)
+	}
+}
+
+func TestNewRevisionInjects(t *testing.T) {
+	ensureNewRevision(t)
 	kubectl(t, "create", "namespace", "e2e-newrev")
 	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", "e2e-newrev", "--wait=false") })
 	kubectl(t, "label", "namespace", "e2e-newrev", "istio.io/rev=1-30")

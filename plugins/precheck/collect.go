@@ -1,0 +1,171 @@
+package precheck
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// permission is one verb on one resource the runbook needs.
+type permission struct {
+	verb, group, resource, subresource string
+	istioNS                            bool // namespaced to the Istio namespace (else cluster-wide)
+	read                               bool // needed to read the mesh at all
+}
+
+func (p permission) String() string {
+	r := p.resource
+	if p.subresource != "" {
+		r += "/" + p.subresource
+	}
+	if p.group != "" {
+		r += "." + p.group
+	}
+	return p.verb + " " + r
+}
+
+// runbookPermissions is what the whole runbook (status … cleanup, undo) does.
+var runbookPermissions = func() []permission {
+	var ps []permission
+	add := func(group, resource string, istioNS, read bool, verbs ...string) {
+		for _, v := range verbs {
+			ps = append(ps, permission{verb: v, group: group, resource: resource, istioNS: istioNS, read: read})
+		}
+	}
+	add("", "namespaces", false, true, "get", "list")
+	add("", "namespaces", false, false, "patch", "update")
+	add("", "pods", false, true, "list")
+	add("", "services", false, true, "list")
+	add("", "services", true, false, "create", "delete")
+	add("", "configmaps", true, true, "list")
+	add("", "configmaps", true, false, "create", "update", "delete")
+	add("apps", "deployments", false, true, "list")
+	add("apps", "deployments", false, false, "patch", "update", "create", "delete")
+	add("apps", "statefulsets", false, true, "list")
+	add("apps", "statefulsets", false, false, "patch")
+	add("apps", "daemonsets", false, true, "list")
+	add("apps", "daemonsets", false, false, "patch")
+	add("admissionregistration.k8s.io", "mutatingwebhookconfigurations", false, true, "list")
+	add("admissionregistration.k8s.io", "mutatingwebhookconfigurations", false, false, "create", "update", "delete")
+	add("admissionregistration.k8s.io", "validatingwebhookconfigurations", false, true, "list")
+	add("admissionregistration.k8s.io", "validatingwebhookconfigurations", false, false, "update", "delete")
+	add("autoscaling", "horizontalpodautoscalers", false, false, "list", "create", "update", "delete")
+	add("policy", "poddisruptionbudgets", false, false, "list", "create", "delete")
+	ps = append(ps,
+		permission{verb: "create", resource: "pods", subresource: "portforward", istioNS: true, read: true},
+		permission{verb: "create", resource: "serviceaccounts", subresource: "token", istioNS: true, read: true})
+	return ps
+}()
+
+// missingPermissions asks the apiserver (SelfSubjectAccessReview) for every permission, in parallel.
+// It returns the missing ones and whether any of them is needed just to read the mesh.
+func missingPermissions(ctx context.Context, c *kube.Clients, istioNS string) (missing []string, readBlocked bool, err error) {
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, p := range runbookPermissions {
+		wg.Add(1)
+		go func(p permission) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			attrs := &authzv1.ResourceAttributes{Verb: p.verb, Group: p.group, Resource: p.resource, Subresource: p.subresource}
+			if p.istioNS {
+				attrs.Namespace = istioNS
+			}
+			r, err := c.Kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
+				&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: attrs}}, metav1.CreateOptions{})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			if !r.Status.Allowed {
+				missing = append(missing, p.String())
+				readBlocked = readBlocked || p.read
+			}
+		}(p)
+	}
+	wg.Wait()
+	sort.Strings(missing)
+	return missing, readBlocked, firstErr
+}
+
+var (
+	crdGVR     = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	gatewayGVR = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}
+)
+
+// collect reads everything the checks need besides the snapshot. Optional parts that are forbidden or
+// absent (Helm secrets, Gateway CRD) are skipped rather than failing the whole precheck.
+func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.ReadOptions) error {
+	v, err := c.Kube.Discovery().ServerVersion()
+	if err != nil {
+		return fmt.Errorf("server version: %w", err)
+	}
+	in.ServerVersion = v.GitVersion
+	scope := opts.Namespace
+	pdbs, err := c.Kube.PolicyV1().PodDisruptionBudgets(scope).List(ctx, metav1.ListOptions{})
+	if err != nil && !apierrors.IsForbidden(err) {
+		return fmt.Errorf("list poddisruptionbudgets: %w", err)
+	} else if err == nil {
+		in.PDBs = pdbs.Items
+	}
+	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(scope).List(ctx, metav1.ListOptions{})
+	if err != nil && !apierrors.IsForbidden(err) {
+		return fmt.Errorf("list horizontalpodautoscalers: %w", err)
+	} else if err == nil {
+		in.HPAs = hpas.Items
+	}
+	crds, err := c.Dynamic.Resource(crdGVR).List(ctx, metav1.ListOptions{})
+	if err == nil {
+		for _, crd := range crds.Items {
+			in.CRDs = append(in.CRDs, crd.GetName())
+		}
+	} else if !apierrors.IsForbidden(err) {
+		return fmt.Errorf("list customresourcedefinitions: %w", err)
+	} else {
+		in.CRDs = nil
+	}
+	in.Gateways = map[string]map[string]string{}
+	gws, err := c.Dynamic.Resource(gatewayGVR).Namespace(scope).List(ctx, metav1.ListOptions{})
+	if err == nil {
+		for _, g := range gws.Items {
+			sel, _, _ := unstructured.NestedStringMap(g.Object, "spec", "selector")
+			in.Gateways[g.GetNamespace()+"/"+g.GetName()] = sel
+		}
+	}
+	secrets, err := c.Kube.CoreV1().Secrets(opts.IstioNamespace).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm"})
+	if err == nil {
+		seen := map[string]bool{}
+		for _, s := range secrets.Items {
+			if s.Type == "helm.sh/release.v1" && !seen[s.Labels["name"]] {
+				seen[s.Labels["name"]] = true
+				in.HelmReleases = append(in.HelmReleases, s.Labels["name"])
+			}
+		}
+		sort.Strings(in.HelmReleases)
+	}
+	for _, p := range in.Raw.Pods {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			in.RunningPods = append(in.RunningPods, p)
+		}
+	}
+	return nil
+}

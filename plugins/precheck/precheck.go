@@ -1,0 +1,216 @@
+// Package precheck is `kubectl istio-upgrade precheck`: everything the runbooks check before and
+// during an upgrade, as findings with severity, a stable code and the fix, and an exit code.
+package precheck
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// Options is `precheck`.
+type Options struct {
+	genericiooptions.IOStreams
+	g *cli.Global
+
+	Revision      string
+	FailOn        string
+	AllNamespaces bool
+	SaveSnapshot  string
+
+	namespace string
+	failOn    checks.Severity
+}
+
+// Report is the document printed with -o json|yaml.
+type Report struct {
+	cli.TypeMeta `json:",inline"`
+	Revision     string           `json:"revision,omitempty"`
+	FailOn       string           `json:"failOn"`
+	Blocking     bool             `json:"blocking"`
+	Counts       map[string]int   `json:"counts"`
+	Findings     []checks.Finding `json:"findings"`
+	// Skipped names the checks that could not run (e.g. without read permissions).
+	Skipped []string `json:"skipped"`
+}
+
+// NewCommand builds `precheck`.
+func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{IOStreams: streams, g: g}
+	cmd := &cobra.Command{
+		Use:   "precheck",
+		Short: "Check everything that would make the upgrade unsafe",
+		Long: `Run every check the upgrade runbooks ask for before (and during) a canary upgrade, and report each
+problem as a finding: severity, a stable code, the object, what is wrong and how to fix it.
+
+Checks: Kubernetes version against each Istio version's supported range; the permissions the whole
+runbook needs; each istiod ready and not single-replica; the target revision (--revision) installed with
+its injector and ConfigMaps; version skew between revisions; Istio CRDs; one root of trust across
+revisions; injector webhooks that overlap (IST0139) and tags or the default validator pointing at a
+missing revision; namespace labels (both labels IST0123, unknown revision, legacy istio-injection, pods
+on another revision); proxies not SYNCED, disconnected or too far behind; zero-downtime guardrails
+(single replica, Recreate, maxUnavailable, readiness probes, PDBs, HPA minReplicas); gateways (one
+replica, Services pinning a revision, Gateway selectors matching nothing); and Helm vs istioctl.
+
+Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
+		Example: `  # Before installing anything: is the mesh healthy?
+  kubectl istio-upgrade precheck
+
+  # After installing the new revision 1-31: is it ready to take workloads?
+  kubectl istio-upgrade precheck --revision 1-31
+
+  # Stricter gate for CI, and keep the pre-upgrade record the runbooks ask for
+  kubectl istio-upgrade precheck --revision 1-31 --fail-on warning --save-snapshot pre-upgrade.json
+
+  # Only one namespace's workloads
+  kubectl istio-upgrade precheck -n payments -o json`,
+		Args: cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Complete()
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.Revision, "revision", "", "The revision being upgraded to; checks that it is installed and ready")
+	cmd.Flags().StringVar(&o.FailOn, "fail-on", "error", "Exit 79 when a finding of this severity or worse exists: error or warning")
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "All namespaces (the default unless -n is given)")
+	cmd.Flags().StringVar(&o.SaveSnapshot, "save-snapshot", "", "Write the mesh snapshot (the status document) to this file")
+	return cmd
+}
+
+// Complete reads -n.
+func (o *Options) Complete() {
+	if !o.AllNamespaces && o.g.ConfigFlags.Namespace != nil {
+		o.namespace = *o.g.ConfigFlags.Namespace
+	}
+}
+
+// Validate checks flags (no I/O).
+func (o *Options) Validate() error {
+	if err := o.g.Validate(); err != nil {
+		return err
+	}
+	switch o.FailOn {
+	case "error", "warning":
+		o.failOn = checks.Severity(o.FailOn)
+	default:
+		return cli.UsageErrorf("--fail-on must be error or warning, not %q", o.FailOn)
+	}
+	if o.AllNamespaces && o.g.ConfigFlags.Namespace != nil && *o.g.ConfigFlags.Namespace != "" {
+		return cli.UsageErrorf("-A and -n cannot be used together")
+	}
+	return nil
+}
+
+// Run collects, checks, prints and sets the exit code.
+func (o *Options) Run(ctx context.Context) error {
+	c, err := o.g.Clients()
+	if err != nil {
+		return err
+	}
+	report := Report{TypeMeta: cli.NewTypeMeta("PrecheckReport"), Revision: o.Revision, FailOn: o.FailOn,
+		Findings: []checks.Finding{}, Skipped: []string{}, Counts: map[string]int{}}
+	in := &checks.Input{Target: o.Revision}
+	missing, readBlocked, err := missingPermissions(ctx, c, o.g.IstioNamespace)
+	if err != nil {
+		return fmt.Errorf("checking permissions: %w", err)
+	}
+	in.MissingPermissions = missing
+	if readBlocked {
+		// Without read access every other check would be a stack of API errors: report what is missing.
+		report.Findings = checks.Permissions(in)
+		for _, ch := range checks.All[1:] {
+			report.Skipped = append(report.Skipped, ch.Name)
+		}
+	} else {
+		opts := o.g.ReadOptions(o.namespace, true)
+		raw, err := mesh.List(ctx, c, opts)
+		if err != nil {
+			return err
+		}
+		in.Raw = raw
+		in.Snapshot = mesh.Build(*raw)
+		if o.namespace != "" && len(in.Snapshot.Namespaces) == 0 {
+			return cli.BadInputf("namespace %q not found", o.namespace)
+		}
+		if err := collect(ctx, c, in, opts); err != nil {
+			return err
+		}
+		report.Findings = checks.Run(in, checks.All)
+		if o.SaveSnapshot != "" {
+			if err := saveSnapshot(o.SaveSnapshot, in.Snapshot); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.ErrOut, "Saved the mesh snapshot to %s\n", o.SaveSnapshot)
+		}
+	}
+	for _, f := range report.Findings {
+		report.Counts[string(f.Severity)]++
+		if f.Severity.Rank() >= o.failOn.Rank() {
+			report.Blocking = true
+		}
+	}
+	if o.g.Output != cli.OutputTable {
+		if err := cli.WriteDocument(o.Out, o.g.Output, report); err != nil {
+			return err
+		}
+	} else if err := writeTable(o.Out, report); err != nil {
+		return err
+	}
+	if report.Blocking {
+		return cli.Errorf(cli.ExitPrecheck, "precheck found %d error(s) and %d warning(s); blocking at --fail-on=%s",
+			report.Counts["error"], report.Counts["warning"], o.FailOn)
+	}
+	return nil
+}
+
+func saveSnapshot(path string, s *mesh.Snapshot) error {
+	b, err := json.MarshalIndent(cli.NewStatusDocument(s), "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return cli.Errorf(cli.ExitError, "--save-snapshot: %v", err)
+	}
+	return nil
+}
+
+func writeTable(w io.Writer, r Report) error {
+	if len(r.Findings) == 0 {
+		_, err := fmt.Fprintln(w, "No findings: nothing blocks the upgrade.")
+		return err
+	}
+	rows := make([][]string, 0, len(r.Findings))
+	for _, f := range r.Findings {
+		rows = append(rows, []string{string(f.Severity), f.Code, f.Object, f.Message})
+	}
+	if err := cli.WriteTableWrapped(w, []string{"severity", "code", "object", "message"}, rows); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nHOW TO FIX")
+	seen := map[string]bool{}
+	for _, f := range r.Findings {
+		key := f.Code + f.Fix
+		if f.Fix == "" || seen[key] {
+			continue
+		}
+		seen[key] = true
+		fmt.Fprintf(w, "  %-28s %s\n", f.Code, f.Fix)
+	}
+	if len(r.Skipped) > 0 {
+		fmt.Fprintf(w, "\nSkipped (no read access): %v\n", r.Skipped)
+	}
+	_, err := fmt.Fprintf(w, "\n%d errors, %d warnings, %d info\n", r.Counts["error"], r.Counts["warning"], r.Counts["info"])
+	return err
+}

@@ -1,0 +1,133 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type precheckReport struct {
+	Kind     string
+	Blocking bool
+	Findings []struct{ Severity, Code, Object, Message, Fix string }
+}
+
+func precheck(t *testing.T, args ...string) (precheckReport, int) {
+	t.Helper()
+	r := plugin(t, append([]string{"precheck", "-o", "json"}, args...)...)
+	var rep precheckReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("precheck -o json: exit %d, not JSON: %v\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	return rep, r.code
+}
+
+func has(rep precheckReport, code, object string) bool {
+	for _, f := range rep.Findings {
+		if f.Code == code && (object == "" || f.Object == object) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPrecheckFixtures: the fixtures' single-replica Deployment and the namespace still on
+// istio-injection are reported; a --revision that is not installed is an error with exit 79.
+func TestPrecheckFixtures(t *testing.T) {
+	rep, code := precheck(t)
+	if rep.Kind != "PrecheckReport" {
+		t.Errorf("kind %q", rep.Kind)
+	}
+	if !has(rep, "SINGLE_REPLICA", "deployment/bookinfo/ratings-v1") || !has(rep, "NS_LEGACY_INJECTION_LABEL", "namespace/bookinfo") {
+		t.Errorf("precheck missed the fixtures' single replica or legacy label: %+v", rep.Findings)
+	}
+	if has(rep, "PROXY_DISCONNECTED", "") || has(rep, "PROXY_NOT_SYNCED", "") || has(rep, "CRDS_MISSING", "") {
+		t.Errorf("healthy fixtures reported as broken: %+v", rep.Findings)
+	}
+	if code != 0 || rep.Blocking {
+		t.Errorf("no errors on the fixtures, want exit 0, got %d", code)
+	}
+	rep, code = precheck(t, "--revision", "9-99")
+	if code != 79 || !rep.Blocking || !has(rep, "TARGET_NOT_INSTALLED", "revision/9-99") {
+		t.Errorf("--revision 9-99: exit %d, %+v", code, rep.Findings)
+	}
+	if _, code := precheck(t, "--fail-on", "warning"); code != 79 {
+		t.Errorf("--fail-on warning with warnings present: exit %d, want 79", code)
+	}
+	snap := filepath.Join(t.TempDir(), "pre.json")
+	if _, code := precheck(t, "--save-snapshot", snap); code != 0 {
+		t.Fatalf("--save-snapshot: exit %d", code)
+	}
+	b, err := os.ReadFile(snap)
+	if err != nil || !strings.Contains(string(b), `"kind": "MeshStatus"`) {
+		t.Errorf("saved snapshot: %v %.80s", err, b)
+	}
+	if r := plugin(t, "precheck", "--fail-on", "sometimes"); r.code != 64 {
+		t.Errorf("bad --fail-on: exit %d", r.code)
+	}
+}
+
+// TestPrecheckAfterNewRevision: once the new revision is installed, the same precheck reports no
+// error about it.
+func TestPrecheckAfterNewRevision(t *testing.T) {
+	ensureNewRevision(t)
+	rep, code := precheck(t, "--revision", "1-31")
+	for _, f := range rep.Findings {
+		if f.Severity == "error" {
+			t.Errorf("error after installing 1-31: %+v", f)
+		}
+	}
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+}
+
+// TestPrecheckMissingPermissions runs as a ServiceAccount that may read but not patch namespaces,
+// nor port-forward: precheck reports exactly those verbs in one finding and exits 79.
+func TestPrecheckMissingPermissions(t *testing.T) {
+	kubectl(t, "create", "namespace", "e2e-rbac")
+	t.Cleanup(func() {
+		run(t, binDir+"/kubectl", "delete", "namespace", "e2e-rbac", "--wait=false")
+		run(t, binDir+"/kubectl", "delete", "clusterrolebinding", "e2e-limited")
+		run(t, binDir+"/kubectl", "delete", "clusterrole", "e2e-limited")
+	})
+	kubectl(t, "-n", "e2e-rbac", "create", "serviceaccount", "limited")
+	// Everything the runbook needs except: patch/update namespaces and pods/portforward.
+	kubectl(t, "create", "clusterrole", "e2e-limited",
+		"--verb=get,list,watch", "--resource=namespaces,pods,services,configmaps,deployments,statefulsets,daemonsets,mutatingwebhookconfigurations,validatingwebhookconfigurations,horizontalpodautoscalers,poddisruptionbudgets,customresourcedefinitions")
+	kubectl(t, "create", "clusterrolebinding", "e2e-limited", "--clusterrole=e2e-limited", "--serviceaccount=e2e-rbac:limited")
+	token := strings.TrimSpace(kubectl(t, "-n", "e2e-rbac", "create", "token", "limited"))
+	// A kubeconfig whose only credential is the ServiceAccount's token (the admin client cert would win).
+	limited := filepath.Join(t.TempDir(), "limited.kubeconfig")
+	if err := os.WriteFile(limited, []byte(kubectl(t, "config", "view", "--raw", "--minify", "--flatten")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "--kubeconfig", limited, "config", "set-credentials", "limited", "--token="+token)
+	kubectl(t, "--kubeconfig", limited, "config", "set-context", "--current", "--user=limited")
+	r := plugin(t, "precheck", "-o", "json", "--kubeconfig", limited)
+	var rep precheckReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("not JSON (exit %d): %s / %s", r.code, r.stdout, r.stderr)
+	}
+	if r.code != 79 || len(rep.Findings) != 1 || rep.Findings[0].Code != "PERMISSIONS_MISSING" {
+		t.Fatalf("exit %d findings %+v; want exit 79 and one PERMISSIONS_MISSING", r.code, rep.Findings)
+	}
+	msg := rep.Findings[0].Message
+	for _, want := range []string{"patch namespaces", "create pods/portforward", "create serviceaccounts/token", "delete mutatingwebhookconfigurations"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in %q", want, msg)
+		}
+	}
+	for _, granted := range []string{"list namespaces", "list pods,", "list deployments"} {
+		if strings.Contains(msg, granted) {
+			t.Errorf("granted permission %q reported missing: %q", granted, msg)
+		}
+	}
+	if strings.Contains(r.stderr, "forbidden") {
+		t.Errorf("API errors leaked: %s", r.stderr)
+	}
+}
