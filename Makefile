@@ -18,6 +18,7 @@ export TESTBED_DIR
 
 K8S_VERSION  := v1.36.3
 KWOK_VERSION := v0.8.0
+ETCD_VERSION := v3.6.8
 # Development builds of istio.io/istio, stamped as an "old" and a "new" release for the test bed.
 ISTIO_OLD_VERSION := 1.30.0
 ISTIO_NEW_VERSION := 1.31.0
@@ -26,6 +27,7 @@ ISTIO_NEW_PSEUDO  := $(shell awk '$$1=="istio.io/istio"{print $$2}' test/testbed
 
 K8S_BIN       := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 KWOK_BIN      := $(CACHE_DIR)/kwok-$(KWOK_VERSION)
+ETCD_BIN      := $(CACHE_DIR)/etcd-$(ETCD_VERSION)
 ISTIO_OLD_BIN := $(CACHE_DIR)/istio-$(ISTIO_OLD_VERSION)-$(lastword $(subst -, ,$(ISTIO_OLD_PSEUDO)))
 ISTIO_NEW_BIN := $(CACHE_DIR)/istio-$(ISTIO_NEW_VERSION)-$(lastword $(subst -, ,$(ISTIO_NEW_PSEUDO)))
 AGENT         := $(TESTBED_DIR)/bin/testbed-agent
@@ -100,6 +102,12 @@ $(KWOK_BIN)/.done:
 	cd test/testbed/tools/kwok && CGO_ENABLED=0 $(GO) build -trimpath -o $(KWOK_BIN)/ sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 	touch $@
 
+# etcd 3.6: kube-apiserver 1.36's streaming lists need etcd's watch-progress support, which Debian's 3.4 lacks.
+$(ETCD_BIN)/.done:
+	@echo ">> building etcd $(ETCD_VERSION) into $(ETCD_BIN)"
+	cd test/testbed/tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o $(ETCD_BIN)/etcd go.etcd.io/etcd/server/v3
+	touch $@
+
 $(ISTIO_OLD_BIN)/.done:
 	@echo ">> building istio $(ISTIO_OLD_VERSION) (dev build $(ISTIO_OLD_PSEUDO)) into $(ISTIO_OLD_BIN)"
 	cd test/testbed/tools/istio-old && CGO_ENABLED=0 $(GO) build -trimpath \
@@ -115,11 +123,10 @@ $(ISTIO_NEW_BIN)/.done:
 	touch $@
 
 .PHONY: testbed-tools
-testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
-	@command -v etcd >/dev/null || { echo ">> installing etcd-server"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ETCD_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
 
 # ---- the test bed ----
-TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
+TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ETCD_BIN=$(ETCD_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
 	ISTIO_OLD_VERSION=$(ISTIO_OLD_VERSION) ISTIO_NEW_VERSION=$(ISTIO_NEW_VERSION)
 REV ?= 1-31
 export REV

@@ -4,6 +4,7 @@ package plugins
 import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/history"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/status"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
@@ -16,7 +17,7 @@ func Commands() []cli.CommandFactory {
 		precheck.NewCommand,
 		cli.NotBuilt("canary-gw", "Start a canary ingress gateway on the new revision"),
 		cli.NotBuilt("shift", "Move ingress traffic between the old and the canary gateway in gated steps"),
-		cli.NotBuilt("migrate-ns", "Move namespaces to a revision or tag and restart workloads in verified batches"),
+		migratens.NewCommand,
 		cli.NotBuilt("tag-move", "Point a revision tag at another revision"),
 		cli.NotBuilt("cleanup", "Remove the old revision once nothing depends on it"),
 		history.NewCommand,

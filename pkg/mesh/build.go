@@ -258,6 +258,10 @@ func desiredRevision(nsRev string, ns *Namespace, tmplLabels map[string]string, 
 
 type ownerKey struct{ ns, kind, name string }
 
+// PodOwner returns the workload that controls a pod: Deployment (through its ReplicaSet's
+// pod-template-hash, without reading ReplicaSets), StatefulSet or DaemonSet.
+func PodOwner(p *corev1.Pod) (kind, name string) { return podOwnerOf(p) }
+
 func podOwnerOf(p *corev1.Pod) (kind, name string) {
 	for _, o := range p.OwnerReferences {
 		if o.Controller == nil || !*o.Controller {
@@ -321,6 +325,7 @@ func buildWorkloads(s *Snapshot, in Inputs, r Resolver, nsIndex map[string]*Name
 		w := Workload{Kind: t.kind, Namespace: t.ns, Name: t.name, Replicas: t.replicas, Ready: t.ready, InjectedRevisions: []string{},
 			Gateway: istio.IsGatewayTemplate(t.tmplLabels, t.tmplAnnotations)}
 		w.DesiredRevision, w.OptOut = desiredRevision(nsRev, ns, t.tmplLabels, r)
+		w.PinnedRevision = t.tmplLabels[istio.LabelRev]
 		seen := map[string]bool{}
 		for _, p := range pods[ownerKey{t.ns, t.kind, t.name}] {
 			w.Pods++

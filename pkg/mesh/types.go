@@ -93,6 +93,9 @@ type Workload struct {
 	Pods              int      `json:"pods"`
 	NeedsRestart      bool     `json:"needsRestart"`
 	OptOut            bool     `json:"optOut,omitempty"`
+	// PinnedRevision is the pod template's own istio.io/rev label, which wins over the namespace's
+	// istio.io/rev: relabelling the namespace does not move such a workload.
+	PinnedRevision string `json:"pinnedRevision,omitempty"`
 	Gateway           bool     `json:"gateway,omitempty"`
 }
 

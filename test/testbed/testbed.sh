@@ -8,7 +8,7 @@
 #   testbed.sh new-revision   install the new revision ($REV, default 1-31) with the new istioctl
 #   testbed.sh wait-synced    wait until every injected running pod shows SYNCED in proxy-status
 #
-# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN.
+# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ETCD_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -112,7 +112,7 @@ synced() {
 }
 
 cmd_up() {
-  need K8S_BIN; need KWOK_BIN; need ISTIO_OLD_BIN; need ISTIO_NEW_BIN
+  need K8S_BIN; need KWOK_BIN; need ETCD_BIN; need ISTIO_OLD_BIN; need ISTIO_NEW_BIN
   local t0=$SECONDS
   link_tools
   if [ -f "$KCFG" ] && kc get --raw /readyz >/dev/null 2>&1; then
@@ -123,7 +123,7 @@ cmd_up() {
     PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" create cluster --name "$CLUSTER" --runtime binary \
       --kube-apiserver-binary "$K8S_BIN/kube-apiserver" --kube-controller-manager-binary "$K8S_BIN/kube-controller-manager" \
       --kube-scheduler-binary "$K8S_BIN/kube-scheduler" --kwok-controller-binary "$KWOK_BIN/kwok" \
-      --etcd-binary "$(command -v etcd)" --kubeconfig "" \
+      --etcd-binary "$ETCD_BIN/etcd" --kubeconfig "" \
       --config "$ROOT/test/testbed/config/kwok.yaml" "${STAGE_ARGS[@]}" --wait 2m >"$TESTBED_DIR/logs/kwokctl.log" 2>&1 \
       || { tail -20 "$TESTBED_DIR/logs/kwokctl.log" >&2; die "kwokctl create cluster failed"; }
     "$KWOK_BIN/kwokctl" get kubeconfig --name "$CLUSTER" > "$KCFG"

@@ -1,0 +1,53 @@
+package istio
+
+import (
+	"bufio"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// GateMetrics are the istiod counters seed 001 tells engineers to watch during a migration: configs
+// proxies rejected, and pushes istiod failed to make. A rise during a batch fails the batch's gate.
+var GateMetrics = []string{
+	"pilot_total_xds_rejects",
+	"pilot_total_xds_internal_errors",
+	"pilot_xds_write_timeout",
+	"pilot_xds_push_context_errors",
+}
+
+// ParseMetrics sums each GateMetrics counter over its label sets in a Prometheus text exposition.
+func ParseMetrics(r io.Reader) (map[string]float64, error) {
+	want := map[string]bool{}
+	for _, m := range GateMetrics {
+		want[m] = true
+	}
+	out := map[string]float64{}
+	for _, m := range GateMetrics {
+		out[m] = 0
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		if !want[name] {
+			continue
+		}
+		fields := strings.Fields(line[strings.LastIndex(line, "}")+1:])
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err == nil {
+			out[name] += v
+		}
+	}
+	return out, sc.Err()
+}

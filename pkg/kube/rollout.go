@@ -1,0 +1,177 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+)
+
+// RestartedAtAnnotation is the pod-template annotation `kubectl rollout restart` sets.
+const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+
+// WorkloadRef names a Deployment, StatefulSet or DaemonSet.
+type WorkloadRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+func (w WorkloadRef) String() string { return w.Namespace + "/" + strings.ToLower(w.Kind) + "/" + w.Name }
+
+// Restart restarts a workload the way `kubectl rollout restart` does: it stamps the pod template with
+// the restart time, so the controller rolls out new pods under the workload's own strategy.
+func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time.Time, dryRun []string) error {
+	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, at.Format(time.RFC3339)))
+	opts := metav1.PatchOptions{DryRun: dryRun}
+	var err error
+	switch w.Kind {
+	case "Deployment":
+		_, err = k.AppsV1().Deployments(w.Namespace).Patch(ctx, w.Name, types.StrategicMergePatchType, patch, opts)
+	case "StatefulSet":
+		_, err = k.AppsV1().StatefulSets(w.Namespace).Patch(ctx, w.Name, types.StrategicMergePatchType, patch, opts)
+	case "DaemonSet":
+		_, err = k.AppsV1().DaemonSets(w.Namespace).Patch(ctx, w.Name, types.StrategicMergePatchType, patch, opts)
+	default:
+		return fmt.Errorf("restart %s: unsupported kind %s", w, w.Kind)
+	}
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", w, err)
+	}
+	return nil
+}
+
+// RolloutStatus says whether a workload's rollout is complete, as `kubectl rollout status` judges it,
+// and a short progress text.
+func RolloutStatus(obj runtime.Object) (done bool, progress string) {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		want := int32(1)
+		if o.Spec.Replicas != nil {
+			want = *o.Spec.Replicas
+		}
+		s := o.Status
+		progress = fmt.Sprintf("%d/%d updated, %d available", s.UpdatedReplicas, want, s.AvailableReplicas)
+		for _, c := range s.Conditions {
+			if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+				return false, progress + " (progress deadline exceeded)"
+			}
+		}
+		return s.ObservedGeneration >= o.Generation && s.UpdatedReplicas == want && s.Replicas == want && s.AvailableReplicas == want, progress
+	case *appsv1.StatefulSet:
+		want := int32(1)
+		if o.Spec.Replicas != nil {
+			want = *o.Spec.Replicas
+		}
+		s := o.Status
+		progress = fmt.Sprintf("%d/%d updated, %d ready", s.UpdatedReplicas, want, s.ReadyReplicas)
+		return s.ObservedGeneration >= o.Generation && s.UpdatedReplicas == want && s.ReadyReplicas == want &&
+			(s.UpdateRevision == "" || s.CurrentRevision == s.UpdateRevision), progress
+	case *appsv1.DaemonSet:
+		s := o.Status
+		progress = fmt.Sprintf("%d/%d updated, %d available", s.UpdatedNumberScheduled, s.DesiredNumberScheduled, s.NumberAvailable)
+		return s.ObservedGeneration >= o.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled &&
+			s.NumberAvailable == s.DesiredNumberScheduled, progress
+	}
+	return false, "unknown kind"
+}
+
+// WaitRollouts watches (never polls) every workload until its rollout is complete or ctx ends. It calls
+// report with a one-line summary whenever something changes.
+func WaitRollouts(ctx context.Context, k kubernetes.Interface, refs []WorkloadRef, report func(string)) error {
+	var mu sync.Mutex
+	state := map[string]string{}
+	done := map[string]bool{}
+	summary := func() {
+		var pending []string
+		for _, r := range refs {
+			if !done[r.String()] {
+				pending = append(pending, r.String()+" "+state[r.String()])
+			}
+		}
+		sort.Strings(pending)
+		if report != nil && len(pending) > 0 {
+			report(fmt.Sprintf("waiting for %d/%d rollouts: %s", len(pending), len(refs), strings.Join(pending, "; ")))
+		}
+	}
+	errs := make(chan error, len(refs))
+	for _, r := range refs {
+		go func(r WorkloadRef) {
+			lw := listWatch(k, r)
+			_, err := watchtools.UntilWithSync(ctx, lw, newObject(r.Kind), nil, func(ev watch.Event) (bool, error) {
+				if ev.Type == watch.Deleted {
+					return false, fmt.Errorf("%s was deleted during its rollout", r)
+				}
+				ok, p := RolloutStatus(ev.Object)
+				mu.Lock()
+				state[r.String()] = p
+				done[r.String()] = ok
+				summary()
+				mu.Unlock()
+				return ok, nil
+			})
+			if err != nil {
+				mu.Lock()
+				err = fmt.Errorf("rollout of %s not complete (%s): %w", r, state[r.String()], err)
+				mu.Unlock()
+			}
+			errs <- err
+		}(r)
+	}
+	var first error
+	for range refs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func newObject(kind string) runtime.Object {
+	switch kind {
+	case "StatefulSet":
+		return &appsv1.StatefulSet{}
+	case "DaemonSet":
+		return &appsv1.DaemonSet{}
+	}
+	return &appsv1.Deployment{}
+}
+
+// listWatch watches one workload by name.
+func listWatch(k kubernetes.Interface, r WorkloadRef) *cache.ListWatch {
+	sel := fields.OneTermEqualSelector("metadata.name", r.Name).String()
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			switch r.Kind {
+			case "StatefulSet":
+				return k.AppsV1().StatefulSets(r.Namespace).List(ctx, o)
+			case "DaemonSet":
+				return k.AppsV1().DaemonSets(r.Namespace).List(ctx, o)
+			}
+			return k.AppsV1().Deployments(r.Namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			switch r.Kind {
+			case "StatefulSet":
+				return k.AppsV1().StatefulSets(r.Namespace).Watch(ctx, o)
+			case "DaemonSet":
+				return k.AppsV1().DaemonSets(r.Namespace).Watch(ctx, o)
+			}
+			return k.AppsV1().Deployments(r.Namespace).Watch(ctx, o)
+		},
+	}
+}
