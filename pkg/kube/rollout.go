@@ -29,7 +29,9 @@ type WorkloadRef struct {
 	Name      string `json:"name"`
 }
 
-func (w WorkloadRef) String() string { return w.Namespace + "/" + strings.ToLower(w.Kind) + "/" + w.Name }
+func (w WorkloadRef) String() string {
+	return w.Namespace + "/" + strings.ToLower(w.Kind) + "/" + w.Name
+}
 
 // Restart restarts a workload the way `kubectl rollout restart` does: it stamps the pod template with
 // the restart time, so the controller rolls out new pods under the workload's own strategy.

@@ -194,7 +194,8 @@ func buildNamespaces(s *Snapshot, in Inputs, r Resolver) map[string]*Namespace {
 		if in.Namespace != "" && ns.Name != in.Namespace {
 			continue
 		}
-		n := Namespace{Name: ns.Name, InjectionLabel: ns.Labels[istio.LabelInjection], RevLabel: ns.Labels[istio.LabelRev], Conflicts: []string{}}
+		n := Namespace{Name: ns.Name, InjectionLabel: ns.Labels[istio.LabelInjection], RevLabel: ns.Labels[istio.LabelRev], Conflicts: []string{},
+			Terminating: ns.DeletionTimestamp != nil}
 		n.Revision, n.Via, n.Conflicts = resolveNamespace(n.InjectionLabel, n.RevLabel, r)
 		s.Namespaces = append(s.Namespaces, n)
 	}

@@ -60,8 +60,10 @@ type Namespace struct {
 	// Via is the tag the revision was resolved through, if any.
 	Via       string   `json:"via,omitempty"`
 	Conflicts []string `json:"conflicts"`
-	Workloads int      `json:"workloads"`
-	Pods      int      `json:"pods"`
+	// Terminating is set while the namespace is being deleted.
+	Terminating bool `json:"terminating,omitempty"`
+	Workloads   int  `json:"workloads"`
+	Pods        int  `json:"pods"`
 	// NeedsRestart counts workloads whose pods run another revision's proxy than they ask for.
 	NeedsRestart int `json:"needsRestart"`
 }
@@ -96,7 +98,7 @@ type Workload struct {
 	// PinnedRevision is the pod template's own istio.io/rev label, which wins over the namespace's
 	// istio.io/rev: relabelling the namespace does not move such a workload.
 	PinnedRevision string `json:"pinnedRevision,omitempty"`
-	Gateway           bool     `json:"gateway,omitempty"`
+	Gateway        bool   `json:"gateway,omitempty"`
 }
 
 // Ref is "kind/name", as kubectl prints it.

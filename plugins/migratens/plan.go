@@ -13,10 +13,12 @@ import (
 // Plan is what migrate-ns will do, decided from a snapshot before anything changes.
 type Plan struct {
 	// Target is what namespaces will be labelled with (a revision or a tag); Revision what it resolves to.
-	Target     string            `json:"target"`
-	Revision   string            `json:"revision"`
-	Canary     *kube.WorkloadRef `json:"canary,omitempty"`
-	Namespaces []NamespacePlan   `json:"namespaces"`
+	Target   string            `json:"target"`
+	Revision string            `json:"revision"`
+	Canary   *kube.WorkloadRef `json:"canary,omitempty"`
+	// CanaryDone: the --canary workload already runs the target revision (an earlier run verified it).
+	CanaryDone bool            `json:"canaryDone,omitempty"`
+	Namespaces []NamespacePlan `json:"namespaces"`
 	// Batches are the restart batches, in order; the canary, when given, is alone in the first.
 	Batches [][]kube.WorkloadRef `json:"batches"`
 	Skipped []Skip               `json:"skipped"`
@@ -70,6 +72,9 @@ func BuildPlan(s *mesh.Snapshot, namespaces []string, target, revision string, c
 		if !ok {
 			return nil, fmt.Errorf("namespace %q not found", name)
 		}
+		if n.Terminating {
+			return nil, fmt.Errorf("namespace %q is being deleted", name)
+		}
 		nsp := NamespacePlan{Name: name, BeforeLabel: n.Selector(), AfterLabel: istio.LabelRev + "=" + target,
 			Relabel: n.InjectionLabel != "" || n.RevLabel != target, Restart: []kube.WorkloadRef{}}
 		var singles []kube.WorkloadRef
@@ -111,6 +116,11 @@ func BuildPlan(s *mesh.Snapshot, namespaces []string, target, revision string, c
 			return nil, fmt.Errorf("--canary %s is not in the namespaces being migrated", canary)
 		}
 		for _, sk := range p.Skipped {
+			if sk.Workload == *canary && sk.Reason == SkipOnTarget {
+				// Verified by an earlier run: resume with the rest.
+				p.Canary, p.CanaryDone = nil, true
+				return p, nil
+			}
 			if sk.Workload == *canary {
 				return nil, fmt.Errorf("--canary %s: %s", canary, sk.Reason)
 			}
@@ -192,7 +202,7 @@ func ParseWorkloadRef(s, defaultNS string) (kube.WorkloadRef, error) {
 func SelectNamespaces(s *mesh.Snapshot) []string {
 	var out []string
 	for _, n := range s.Namespaces {
-		if n.Name == s.IstioNamespace {
+		if n.Name == s.IstioNamespace || n.Terminating {
 			continue
 		}
 		if n.Selector() != "" && n.InjectionLabel != "disabled" {

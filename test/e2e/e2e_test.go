@@ -165,11 +165,11 @@ func injectedPods(t *testing.T, namespace string) map[string]string {
 }
 
 // istioctlProxies parses the real `istioctl proxy-status` table: pod.ns → istiod.
-func istioctlProxies(t *testing.T, istioctl, revision string) map[string]string {
+func istioctlProxies(t *testing.T, istioctl, revision string) (map[string]string, error) {
 	t.Helper()
 	r := run(t, filepath.Join(binDir, istioctl), "proxy-status", "--revision", revision)
 	if r.code != 0 {
-		t.Fatalf("%s proxy-status: exit %d: %s", istioctl, r.code, r.stderr)
+		return nil, fmt.Errorf("%s proxy-status: exit %d: %s", istioctl, r.code, r.stderr)
 	}
 	out := map[string]string{}
 	for _, line := range strings.Split(r.stdout, "\n")[1:] {
@@ -178,7 +178,7 @@ func istioctlProxies(t *testing.T, istioctl, revision string) map[string]string 
 			out[f[0]] = f[2]
 		}
 	}
-	return out
+	return out, nil
 }
 
 // checkProxiesOnInjectedRevision: every injected running pod is SYNCED on an istiod of the revision
@@ -195,11 +195,20 @@ func checkProxiesOnInjectedRevision(t *testing.T, namespace string) error {
 			ours[p.Namespace+"/"+p.Pod] = p.Revision
 		}
 	}
-	real := map[string]map[string]string{
-		"1-30": istioctlProxies(t, "istioctl-old", "1-30"),
-	}
-	if revisionInstalled(d, "1-31") {
-		real["1-31"] = istioctlProxies(t, "istioctl-new", "1-31")
+	real := map[string]map[string]string{}
+	for _, rev := range pods {
+		if real[rev] != nil {
+			continue
+		}
+		istioctl := map[string]string{"1-30": "istioctl-old", "1-31": "istioctl-new"}[rev]
+		if istioctl == "" {
+			return fmt.Errorf("unexpected revision %q", rev)
+		}
+		m, err := istioctlProxies(t, istioctl, rev)
+		if err != nil {
+			return err
+		}
+		real[rev] = m
 	}
 	for pod, rev := range pods {
 		if ours[pod] != rev {

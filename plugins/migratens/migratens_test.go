@@ -1,0 +1,327 @@
+package migratens
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+func wl(kind, ns, name string, replicas int32, injected ...string) mesh.Workload {
+	return mesh.Workload{Kind: kind, Namespace: ns, Name: name, Replicas: replicas, Pods: int(replicas), InjectedRevisions: injected, DesiredRevision: "1-30"}
+}
+
+func snapshot() *mesh.Snapshot {
+	return &mesh.Snapshot{
+		IstioNamespace: "istio-system",
+		Namespaces: []mesh.Namespace{
+			{Name: "bookinfo", InjectionLabel: "enabled", Revision: "1-30"},
+			{Name: "shop", RevLabel: "1-30", Revision: "1-30"},
+			{Name: "done", RevLabel: "1-31", Revision: "1-31"},
+			{Name: "plain"},
+			{Name: "istio-system"},
+			{Name: "leaving", RevLabel: "1-30", Revision: "1-30", Terminating: true},
+		},
+		Workloads: []mesh.Workload{
+			wl("Deployment", "bookinfo", "details", 2, "1-30"),
+			wl("Deployment", "bookinfo", "ratings", 1, "1-30"), // single replica: last
+			wl("Deployment", "bookinfo", "reviews", 3, "1-30", "1-31"),
+			wl("Deployment", "bookinfo", "productpage", 2, "1-31"), // already on target: skipped (resume)
+			{Kind: "Deployment", Namespace: "bookinfo", Name: "batch", Replicas: 1, Pods: 1, OptOut: true, InjectedRevisions: []string{""}},
+			wl("StatefulSet", "shop", "cache", 2, "1-30"),
+			wl("DaemonSet", "shop", "agent", 3, "1-30"),
+			{Kind: "Deployment", Namespace: "shop", Name: "gw", Replicas: 2, Pods: 2, Gateway: true, InjectedRevisions: []string{"1-30"}},
+			{Kind: "Deployment", Namespace: "shop", Name: "pinned", Replicas: 2, Pods: 2, PinnedRevision: "1-30", InjectedRevisions: []string{"1-30"}},
+			{Kind: "Deployment", Namespace: "shop", Name: "empty", Replicas: 0, InjectedRevisions: []string{}},
+			wl("Deployment", "done", "api", 2, "1-31"),
+		},
+	}
+}
+
+func refs(rs []kube.WorkloadRef) string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Namespace+"/"+r.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+func TestBuildPlan(t *testing.T) {
+	p, err := BuildPlan(snapshot(), []string{"bookinfo", "shop", "done"}, "1-31", "1-31", nil, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := refs(p.Namespaces[0].Restart); got != "bookinfo/details,bookinfo/reviews,bookinfo/ratings" {
+		t.Errorf("bookinfo restarts %s (single replica last, on-target skipped)", got)
+	}
+	if got := refs(p.Namespaces[1].Restart); got != "shop/cache,shop/agent" {
+		t.Errorf("shop restarts %s", got)
+	}
+	if !p.Namespaces[0].Relabel || !p.Namespaces[1].Relabel || p.Namespaces[2].Relabel {
+		t.Errorf("relabel flags: %+v", p.Namespaces)
+	}
+	if p.Namespaces[0].BeforeLabel != "istio-injection=enabled" || p.Namespaces[0].AfterLabel != "istio.io/rev=1-31" {
+		t.Errorf("labels: %+v", p.Namespaces[0])
+	}
+	reasons := map[string]string{}
+	for _, s := range p.Skipped {
+		reasons[s.Workload.Name] = s.Reason
+	}
+	want := map[string]string{"productpage": SkipOnTarget, "batch": SkipOptOut, "gw": SkipGateway, "pinned": SkipPinned, "empty": SkipNoPods, "api": SkipOnTarget}
+	for k, v := range want {
+		if reasons[k] != v {
+			t.Errorf("%s skipped for %q, want %q", k, reasons[k], v)
+		}
+	}
+	if p.Restarts() != 5 {
+		t.Errorf("restarts %d, want 5", p.Restarts())
+	}
+	waves := p.Waves(1, 2)
+	if len(waves) != 3 || len(waves[0].Batches) != 2 || refs(waves[0].Batches[1]) != "bookinfo/ratings" || len(waves[2].Batches) != 0 {
+		t.Errorf("waves(1,2): %+v", waves)
+	}
+	waves = p.Waves(2, 10)
+	if len(waves) != 2 || strings.Join(waves[0].Namespaces, ",") != "bookinfo,shop" || len(waves[0].Batches) != 1 || len(waves[0].Batches[0]) != 5 {
+		t.Errorf("waves(2,10): %+v", waves)
+	}
+}
+
+// A rerun after everything moved restarts nothing: the plan resumes, never restarting twice.
+func TestPlanResumes(t *testing.T) {
+	s := snapshot()
+	for i := range s.Workloads {
+		if s.Workloads[i].Namespace == "bookinfo" && !s.Workloads[i].OptOut {
+			s.Workloads[i].InjectedRevisions = []string{"1-31"}
+		}
+	}
+	p, err := BuildPlan(s, []string{"bookinfo"}, "1-31", "1-31", nil, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Restarts() != 0 {
+		t.Errorf("rerun restarts %v", p.Namespaces[0].Restart)
+	}
+}
+
+func TestPlanCanary(t *testing.T) {
+	c := &kube.WorkloadRef{Kind: "Deployment", Namespace: "bookinfo", Name: "details"}
+	p, err := BuildPlan(snapshot(), []string{"bookinfo"}, "1-31", "1-31", c, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := p.Waves(1, 5)
+	if len(w) != 2 || refs(w[0].Batches[0]) != "bookinfo/details" || strings.Contains(refs(w[1].Batches[0]), "details") {
+		t.Errorf("canary must be alone first and not restarted again: %+v", w)
+	}
+	if p.Restarts() != 3 {
+		t.Errorf("restarts %d, want 3", p.Restarts())
+	}
+	for _, bad := range []kube.WorkloadRef{
+		{Kind: "Deployment", Namespace: "bookinfo", Name: "nope"},  // not found
+		{Kind: "Deployment", Namespace: "shop", Name: "cache"},     // other namespace
+		{Kind: "Deployment", Namespace: "bookinfo", Name: "batch"}, // opts out
+	} {
+		if _, err := BuildPlan(snapshot(), []string{"bookinfo"}, "1-31", "1-31", &bad, 5); err == nil {
+			t.Errorf("canary %v accepted", bad)
+		}
+	}
+	done := &kube.WorkloadRef{Kind: "Deployment", Namespace: "bookinfo", Name: "productpage"}
+	if p, err := BuildPlan(snapshot(), []string{"bookinfo"}, "1-31", "1-31", done, 5); err != nil || p.Canary != nil || !p.CanaryDone {
+		t.Errorf("a canary already on target resumes: %v %+v", err, p)
+	}
+	if _, err := BuildPlan(snapshot(), []string{"missing"}, "1-31", "1-31", nil, 5); err == nil {
+		t.Error("missing namespace accepted")
+	}
+	if _, err := BuildPlan(snapshot(), []string{"leaving"}, "1-31", "1-31", nil, 5); err == nil {
+		t.Error("terminating namespace accepted")
+	}
+}
+
+func TestSelectNamespaces(t *testing.T) {
+	if got := strings.Join(SelectNamespaces(snapshot()), ","); got != "bookinfo,done,shop" {
+		t.Errorf("--all selects %s", got)
+	}
+}
+
+func TestParseWorkloadRef(t *testing.T) {
+	cases := []struct {
+		in, ns, want string
+		ok           bool
+	}{
+		{"deploy/x", "a", "a/deployment/x", true},
+		{"sts/db", "a", "a/statefulset/db", true},
+		{"b/ds/agent", "a", "b/daemonset/agent", true},
+		{"deploy/x", "", "", false},
+		{"pod/x", "a", "", false},
+		{"x", "a", "", false},
+	}
+	for _, c := range cases {
+		r, err := ParseWorkloadRef(c.in, c.ns)
+		if (err == nil) != c.ok || (c.ok && r.String() != c.want) {
+			t.Errorf("%q: %v %v", c.in, r, err)
+		}
+	}
+}
+
+func pod(ns, deploy, suffix, rev string) corev1.Pod {
+	p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: deploy + "-h-" + suffix, Namespace: ns,
+		Labels:          map[string]string{"pod-template-hash": "h"},
+		Annotations:     map[string]string{},
+		OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: deploy + "-h", Controller: ptr(true)}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	if rev != "" {
+		p.Annotations[istio.AnnotationStatus] = `{"revision":"` + rev + `"}`
+	}
+	return p
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestEvaluatePods(t *testing.T) {
+	batch := []kube.WorkloadRef{{Kind: "Deployment", Namespace: "a", Name: "web"}}
+	pods := []corev1.Pod{pod("a", "web", "1", "1-31"), pod("a", "web", "2", "1-31"), pod("a", "other", "1", "1-30")}
+	synced := map[string]string{"a/web-h-1": istio.StateSynced, "a/web-h-2": istio.StateSynced}
+	if n, why := EvaluatePods(batch, pods, synced, "1-31"); n != 2 || why != "" {
+		t.Errorf("all good: %d %q", n, why)
+	}
+	cases := []struct {
+		name    string
+		pods    []corev1.Pod
+		proxies map[string]string
+		want    string
+	}{
+		{"old revision", []corev1.Pod{pod("a", "web", "1", "1-30")}, synced, "injected by 1-30"},
+		{"no sidecar", []corev1.Pod{pod("a", "web", "1", "")}, synced, "no sidecar"},
+		{"not connected", []corev1.Pod{pod("a", "web", "3", "1-31")}, synced, "not connected"},
+		{"stale", []corev1.Pod{pod("a", "web", "1", "1-31")}, map[string]string{"a/web-h-1": istio.StateStale}, "STALE"},
+		{"no pods", []corev1.Pod{pod("a", "other", "1", "1-31")}, synced, "no running pods"},
+	}
+	for _, c := range cases {
+		if _, why := EvaluatePods(batch, c.pods, c.proxies, "1-31"); !strings.Contains(why, c.want) {
+			t.Errorf("%s: reason %q, want %q", c.name, why, c.want)
+		}
+	}
+	terminating := pod("a", "web", "9", "1-30")
+	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	if _, why := EvaluatePods(batch, append(pods, terminating), synced, "1-31"); why != "" {
+		t.Errorf("terminating old pods are ignored: %q", why)
+	}
+}
+
+func TestCompareMetrics(t *testing.T) {
+	before := map[string]float64{"pilot_total_xds_rejects": 2}
+	if r := CompareMetrics(before, map[string]float64{"pilot_total_xds_rejects": 2}); len(r) != 0 {
+		t.Errorf("no rise: %v", r)
+	}
+	if r := CompareMetrics(before, map[string]float64{"pilot_total_xds_rejects": 3, "pilot_xds_write_timeout": 1}); len(r) != 2 {
+		t.Errorf("two rises: %v", r)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	newOpts := func(mut func(o *Options)) *Options {
+		o := &Options{IOStreams: genericiooptions.NewTestIOStreamsDiscard(),
+			g:  &cli.Global{ConfigFlags: genericclioptions.NewConfigFlags(true), Output: "table", IstioNamespace: "istio-system"},
+			To: "1-31", BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: time.Minute, DryRunStr: "none", Namespaces: []string{"shop"}}
+		mut(o)
+		return o
+	}
+	cases := []struct {
+		name string
+		mut  func(o *Options)
+		code cli.ExitCode
+	}{
+		{"ok", func(o *Options) {}, 0},
+		{"no selection", func(o *Options) { o.Namespaces = nil }, cli.ExitUsage},
+		{"two selections", func(o *Options) { o.All = true }, cli.ExitUsage},
+		{"no --to", func(o *Options) { o.To = "" }, cli.ExitUsage},
+		{"batch 0", func(o *Options) { o.BatchSize = 0 }, cli.ExitUsage},
+		{"timeout 0", func(o *Options) { o.Timeout = 0 }, cli.ExitUsage},
+		{"bad dry-run", func(o *Options) { o.DryRunStr = "maybe" }, cli.ExitUsage},
+		{"canary ok", func(o *Options) { o.CanaryStr = "deploy/web" }, 0},
+		{"canary without namespace", func(o *Options) { o.Namespaces = []string{"a", "b"}; o.CanaryStr = "deploy/web" }, cli.ExitUsage},
+		{"canary with namespace", func(o *Options) { o.Namespaces = nil; o.All = true; o.CanaryStr = "a/deploy/web" }, 0},
+	}
+	for _, c := range cases {
+		if got := cli.CodeOf(newOpts(c.mut).Validate()); got != c.code {
+			t.Errorf("%s: code %d, want %d", c.name, got, c.code)
+		}
+	}
+}
+
+func TestDropsToZero(t *testing.T) {
+	d := func(replicas int32, strategy appsv1.DeploymentStrategyType, unav intstr.IntOrString) *appsv1.Deployment {
+		x := &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: ptr(replicas), Strategy: appsv1.DeploymentStrategy{Type: strategy}}}
+		if strategy == appsv1.RollingUpdateDeploymentStrategyType {
+			x.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: &unav, MaxSurge: ptr(intstr.FromInt32(1))}
+		}
+		return x
+	}
+	if dropsToZero(d(1, appsv1.RollingUpdateDeploymentStrategyType, intstr.FromInt32(0))) != "" {
+		t.Error("1 replica surging first keeps a ready pod")
+	}
+	if dropsToZero(d(1, appsv1.RollingUpdateDeploymentStrategyType, intstr.FromInt32(1))) == "" {
+		t.Error("1 replica with maxUnavailable 1 drops to zero")
+	}
+	if dropsToZero(d(3, appsv1.RecreateDeploymentStrategyType, intstr.IntOrString{})) == "" {
+		t.Error("Recreate drops to zero")
+	}
+	if dropsToZero(d(2, appsv1.RollingUpdateDeploymentStrategyType, intstr.FromString("100%"))) == "" {
+		t.Error("maxUnavailable 100% drops to zero")
+	}
+}
+
+// TestRestartAndLabelPatches checks the requests sent (fakes ignore DryRun, so we assert it is passed).
+func TestRestartAndLabelPatches(t *testing.T) {
+	k := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio-injection": "enabled", "team": "x"}}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}},
+	)
+	r := &runner{c: &kube.Clients{Kube: k}}
+	ctx := context.Background()
+	if err := r.label(ctx, "shop", "1-31", []string{"All"}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 23, 1, 2, 3, 0, time.UTC)
+	if err := kube.Restart(ctx, k, kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: "web"}, at, []string{"All"}); err != nil {
+		t.Fatal(err)
+	}
+	var patches []k8stesting.PatchActionImpl
+	for _, a := range k.Actions() {
+		if p, ok := a.(k8stesting.PatchActionImpl); ok {
+			patches = append(patches, p)
+		}
+	}
+	if len(patches) != 2 {
+		t.Fatalf("want 2 patches, got %d", len(patches))
+	}
+	if string(patches[0].Patch) != `{"metadata":{"labels":{"istio.io/rev":"1-31","istio-injection":null}}}` {
+		t.Errorf("label patch %s", patches[0].Patch)
+	}
+	if !strings.Contains(string(patches[1].Patch), `"kubectl.kubernetes.io/restartedAt":"2026-11-23T01:02:03Z"`) {
+		t.Errorf("restart patch %s", patches[1].Patch)
+	}
+	for _, p := range patches {
+		if len(p.PatchOptions.DryRun) != 1 || p.PatchOptions.DryRun[0] != "All" {
+			t.Errorf("dry run not passed: %+v", p.PatchOptions)
+		}
+	}
+	ns, _ := k.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{})
+	if ns.Labels["istio.io/rev"] != "1-31" || ns.Labels["team"] != "x" || ns.Labels["istio-injection"] != "" {
+		t.Errorf("labels after patch (fake applies it): %v", ns.Labels)
+	}
+}

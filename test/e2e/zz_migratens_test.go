@@ -1,0 +1,320 @@
+//go:build e2e
+
+package e2e
+
+// These tests move the fixtures to the new revision, so they run last (files run in name order).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+)
+
+func clients(t *testing.T) *kube.Clients {
+	t.Helper()
+	cf := genericclioptions.NewConfigFlags(true)
+	cf.KubeConfig = &kubeconfig
+	c, err := kube.NewClients(cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// readyWatcher records, for every Deployment in the namespaces, the lowest readyReplicas seen while
+// its spec asks for maxUnavailable 0 with more than one replica.
+type readyWatcher struct {
+	mu     sync.Mutex
+	low    map[string]int32
+	want   map[string]int32
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+func watchReady(t *testing.T, namespaces ...string) *readyWatcher {
+	c := clients(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &readyWatcher{low: map[string]int32{}, want: map[string]int32{}, cancel: cancel}
+	for _, ns := range namespaces {
+		wi, err := c.Kube.AppsV1().Deployments(ns).Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.done.Add(1)
+		go func() {
+			defer w.done.Done()
+			for ev := range wi.ResultChan() {
+				d, ok := ev.Object.(*appsv1.Deployment)
+				if !ok || ev.Type == watch.Deleted || d.Spec.Replicas == nil || *d.Spec.Replicas < 2 ||
+					d.Spec.Strategy.RollingUpdate == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable == nil ||
+					d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+					continue
+				}
+				key := d.Namespace + "/" + d.Name
+				w.mu.Lock()
+				w.want[key] = *d.Spec.Replicas
+				if low, seen := w.low[key]; !seen || d.Status.ReadyReplicas < low {
+					w.low[key] = d.Status.ReadyReplicas
+				}
+				w.mu.Unlock()
+			}
+		}()
+		go func() { <-ctx.Done(); wi.Stop() }()
+	}
+	return w
+}
+
+func (w *readyWatcher) check(t *testing.T) {
+	w.cancel()
+	w.done.Wait()
+	if len(w.want) == 0 {
+		t.Error("the watcher saw no Deployment events")
+	}
+	for k, want := range w.want {
+		if w.low[k] < want {
+			t.Errorf("%s dropped to %d ready replicas (wants %d, maxUnavailable 0)", k, w.low[k], want)
+		}
+	}
+}
+
+func generations(t *testing.T, namespaces ...string) map[string]int64 {
+	c := clients(t)
+	out := map[string]int64{}
+	for _, ns := range namespaces {
+		l, err := c.Kube.AppsV1().Deployments(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range l.Items {
+			out[ns+"/"+d.Name] = d.Generation
+		}
+	}
+	return out
+}
+
+func resourceVersions(t *testing.T, namespaces ...string) map[string]string {
+	out := map[string]string{}
+	for _, ns := range namespaces {
+		out["ns/"+ns] = kubectl(t, "get", "namespace", ns, "-o", "jsonpath={.metadata.resourceVersion}")
+		for _, line := range strings.Fields(kubectl(t, "-n", ns, "get", "deploy,sts,ds", "-o", `jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{" "}{end}`)) {
+			k, v, _ := strings.Cut(line, "=")
+			out[ns+"/"+k] = v
+		}
+	}
+	return out
+}
+
+type stepResult struct {
+	DryRun  string
+	Journal string `json:"journalEntry"`
+	Actions []struct{ Object, Verb string }
+	Summary string
+	Details struct {
+		Restarted  []string
+		RolledBack bool
+		Halted     string
+		Gates      []struct {
+			Passed bool
+			Reason string
+		}
+	}
+}
+
+func migrate(t *testing.T, args ...string) (stepResult, result) {
+	t.Helper()
+	r := plugin(t, append([]string{"migrate-ns", "-o", "json"}, args...)...)
+	var res stepResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("migrate-ns %v: exit %d, stdout not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
+	}
+	return res, r
+}
+
+func TestMigrateNsBadInputChangesNothing(t *testing.T) {
+	ensureNewRevision(t)
+	before := resourceVersions(t, "shop")
+	for _, args := range [][]string{
+		{"shop", "--to", "9-99"},
+		{"shop", "no-such-ns", "--to", "1-31"},
+		{"shop", "--to", "1-31", "--canary", "deploy/nope"},
+		{"istio-system", "--to", "1-31"},
+	} {
+		r := plugin(t, append([]string{"migrate-ns"}, args...)...)
+		if r.code != 65 || r.stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 65 and nothing on stdout", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := plugin(t, "migrate-ns", "shop"); r.code != 64 {
+		t.Errorf("missing --to: exit %d", r.code)
+	}
+	if after := resourceVersions(t, "shop"); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("bad input changed objects:\n%v\n%v", before, after)
+	}
+}
+
+func TestMigrateNsServerDryRun(t *testing.T) {
+	ensureNewRevision(t)
+	before := resourceVersions(t, "shop", "payments")
+	res, r := migrate(t, "shop", "payments", "--to", "1-31", "--dry-run=server")
+	if r.code != 0 || res.DryRun != "server" || len(res.Actions) < 5 {
+		t.Fatalf("exit %d, %+v, %s", r.code, res, r.stderr)
+	}
+	if after := resourceVersions(t, "shop", "payments"); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("--dry-run=server changed resourceVersions:\n%v\n%v", before, after)
+	}
+	res, r = migrate(t, "shop", "--to", "1-31", "--dry-run=client")
+	if r.code != 0 || res.DryRun != "client" || len(res.Actions) == 0 {
+		t.Errorf("client dry run: exit %d %+v", r.code, res)
+	}
+}
+
+// TestMigrateNsFailureRollsBack stops the new istiod in the middle of a migration: the gate fails
+// (exit 75), the namespace after it is never touched, and with --rollback-on-failure the touched
+// namespaces are back on the old revision with their proxies SYNCED.
+func TestMigrateNsFailureRollsBack(t *testing.T) {
+	ensureNewRevision(t)
+	hold := filepath.Join(testbedDir, "istiod", "1-31.hold")
+	t.Cleanup(func() {
+		os.Remove(hold)
+		for _, ns := range []string{"e2e-fail-a", "e2e-fail-b", "e2e-fail-c"} {
+			run(t, binDir+"/kubectl", "delete", "namespace", ns, "--wait=false")
+		}
+	})
+	for i, ns := range []string{"e2e-fail-a", "e2e-fail-b", "e2e-fail-c"} {
+		kubectl(t, "create", "namespace", ns)
+		kubectl(t, "label", "namespace", ns, "istio.io/rev=1-30")
+		kubectl(t, "-n", ns, "create", "deployment", "web", "--image=registry.example/web:1", "--replicas=2")
+		delay := "1s"
+		if i == 1 {
+			delay = "8s" // slow enough to stop istiod while b's new pods come up
+		}
+		kubectl(t, "-n", ns, "patch", "deployment", "web", "--type=merge", "-p",
+			`{"spec":{"template":{"metadata":{"annotations":{"testbed.istio-upgrade.io/ready-delay":"`+delay+`"}}}}}`)
+		kubectl(t, "-n", ns, "rollout", "status", "deployment/web", "--timeout=60s")
+	}
+	eventually(t, 60*time.Second, "fail namespaces on 1-30", func() error { return checkProxiesOnInjectedRevision(t, "e2e-fail-a") })
+	before := resourceVersions(t, "e2e-fail-c")
+
+	cmd := exec.Command(filepath.Join(binDir, "kubectl"), "istio-upgrade", "migrate-ns", "e2e-fail-a", "e2e-fail-b", "e2e-fail-c",
+		"--to", "1-31", "--batch-size", "1", "--timeout", "25s", "--rollback-on-failure", "-y", "-o", "json")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+binDir+":"+os.Getenv("PATH"))
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Stop the new istiod once namespace b has been relabelled (a passed its gate).
+	eventually(t, 90*time.Second, "e2e-fail-b relabelled", func() error {
+		if l := kubectl(t, "get", "namespace", "e2e-fail-b", "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-31" {
+			return fmt.Errorf("label %q", l)
+		}
+		return nil
+	})
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	var res stepResult
+	if jerr := json.Unmarshal([]byte(out.String()), &res); jerr != nil {
+		t.Fatalf("not JSON: %v\n%s\n%s", jerr, out.String(), errOut.String())
+	}
+	if code != 75 || !res.Details.RolledBack || res.Details.Halted == "" {
+		t.Fatalf("exit %d, rolledBack %v, halted %q; stderr:\n%s", code, res.Details.RolledBack, res.Details.Halted, errOut.String())
+	}
+	if after := resourceVersions(t, "e2e-fail-c"); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("namespace c was touched after the failed gate:\n%v\n%v", before, after)
+	}
+	for _, ns := range []string{"e2e-fail-a", "e2e-fail-b"} {
+		if l := kubectl(t, "get", "namespace", ns, "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-30" {
+			t.Errorf("%s label after rollback: %q", ns, l)
+		}
+	}
+	os.Remove(hold)
+	for _, ns := range []string{"e2e-fail-a", "e2e-fail-b"} {
+		eventually(t, 90*time.Second, ns+" back on 1-30 and SYNCED", func() error {
+			for p, rev := range injectedPods(t, ns) {
+				if rev != "1-30" {
+					return fmt.Errorf("%s on %s", p, rev)
+				}
+			}
+			return checkProxiesOnInjectedRevision(t, ns)
+		})
+	}
+	// The new istiod comes back once the hold is gone.
+	eventually(t, 90*time.Second, "istiod 1-31 back", func() error {
+		for _, r := range status(t).Revisions {
+			if r.Name == "1-31" && r.Ready > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("not ready")
+	})
+}
+
+// TestMigrateNsCanaryThenAll is the runbook: canary first, then the rest, then everything.
+func TestMigrateNsCanaryThenAll(t *testing.T) {
+	ensureNewRevision(t)
+	fixtures := []string{"bookinfo", "shop", "payments"}
+	gens := generations(t, fixtures...)
+	w := watchReady(t, fixtures...)
+
+	res, r := migrate(t, "bookinfo", "--to", "1-31", "--canary", "deploy/details-v1")
+	if r.code != 0 || len(res.Details.Restarted) != 1 || !strings.Contains(res.Details.Halted, "confirmation") {
+		t.Fatalf("canary run: exit %d restarted %v halted %q\n%s", r.code, res.Details.Restarted, res.Details.Halted, r.stderr)
+	}
+	if res.Journal == "" {
+		t.Error("canary run not journaled")
+	}
+	res, r = migrate(t, "--all", "--to", "1-31", "--batch-size", "3", "-y")
+	if r.code != 0 {
+		t.Fatalf("--all: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, g := range res.Details.Gates {
+		if !g.Passed {
+			t.Errorf("gate failed: %+v", g)
+		}
+	}
+	w.check(t)
+	after := generations(t, fixtures...)
+	for k, g := range after {
+		if k == "istio-ingress/istio-ingressgateway" {
+			continue
+		}
+		if g-gens[k] != 1 {
+			t.Errorf("%s restarted %d times, want exactly once", k, g-gens[k])
+		}
+	}
+	for _, ns := range fixtures {
+		eventually(t, 60*time.Second, ns+" on 1-31", func() error {
+			for p, rev := range injectedPods(t, ns) {
+				if rev != "1-31" {
+					return fmt.Errorf("%s still on %s", p, rev)
+				}
+			}
+			return checkProxiesOnInjectedRevision(t, ns)
+		})
+	}
+	// A rerun restarts nothing.
+	res, r = migrate(t, "--all", "--to", "1-31", "-y")
+	if r.code != 0 || len(res.Details.Restarted) != 0 {
+		t.Errorf("rerun: exit %d restarted %v", r.code, res.Details.Restarted)
+	}
+}
