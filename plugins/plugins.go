@@ -7,6 +7,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/status"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/tagmove"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
 )
 
@@ -18,7 +19,7 @@ func Commands() []cli.CommandFactory {
 		cli.NotBuilt("canary-gw", "Start a canary ingress gateway on the new revision"),
 		cli.NotBuilt("shift", "Move ingress traffic between the old and the canary gateway in gated steps"),
 		migratens.NewCommand,
-		cli.NotBuilt("tag-move", "Point a revision tag at another revision"),
+		tagmove.NewCommand,
 		cli.NotBuilt("cleanup", "Remove the old revision once nothing depends on it"),
 		history.NewCommand,
 		undo.NewCommand,

@@ -5,28 +5,46 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TESTBED_DIR=${TESTBED_DIR:-$ROOT/.testbed}
 export KUBECONFIG=$TESTBED_DIR/kubeconfig PATH=$TESTBED_DIR/bin:$PATH
+OLD=${OLD_REV:-1-30}
 NEW=${REV:-1-31}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-show() { printf '$ %s\n' "$*"; "$@"; }
+show() { printf '\n$ %s\n' "$*"; "$@"; }
 built() { ! kubectl istio-upgrade "$1" --help 2>/dev/null | grep -q "not built yet"; }
 
-step "1. Where does the mesh stand? (every revision, tag, namespace, gateway and proxy)"
+step "1. Where does the mesh stand? Every revision, tag, namespace, gateway and proxy"
 show kubectl istio-upgrade status --proxies
 
-step "2. Precheck"
-if built precheck; then show kubectl istio-upgrade precheck || true; else echo "(precheck is not built yet)"; fi
+step "2. Precheck, and keep the pre-upgrade record"
+show kubectl istio-upgrade precheck --save-snapshot "$TESTBED_DIR/pre-upgrade.json" || true
 
 step "3. Install the new control plane beside the old one, with the new istioctl"
 show istioctl-new install -y --set profile=minimal --set revision="$NEW" --set values.pilot.autoscaleEnabled=false >/dev/null
 "$ROOT/test/testbed/testbed.sh" wait-synced 60 >/dev/null 2>&1 || true
 show kubectl istio-upgrade version
-show kubectl istio-upgrade status
+show kubectl istio-upgrade precheck --revision "$NEW" || true
 
-for s in canary-gw shift migrate-ns tag-move cleanup; do
+for s in canary-gw shift; do
   step "$s"
-  if built "$s"; then echo "(see docs/runbook.md for the arguments)"; else echo "($s is not built yet)"; fi
+  echo "($s is not built yet: the ingress gateway stays on $OLD in this demo)"
 done
 
-step "What the steps recorded"
+step "4. Migrate one namespace with a canary workload first (stops after the canary without -y)"
+show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1
+show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1 -y
+
+step "5. Move the revision tag prod-stable (payments follows it), restarting its workloads in gated batches"
+show kubectl istio-upgrade tag-move prod-stable --to "$NEW" --overwrite --restart -y
+
+step "6. Migrate the rest"
+show kubectl istio-upgrade migrate-ns --all --to "$NEW" -y
+
+step "7. Make $NEW the default revision"
+show kubectl istio-upgrade tag-move default --to "$NEW" --overwrite -y
+
+step "cleanup"
+if built cleanup; then show kubectl istio-upgrade cleanup --revision "$OLD" --dry-run || true; else echo "(cleanup is not built yet)"; fi
+
+step "Where the mesh stands now, and what each step recorded"
+show kubectl istio-upgrade status --proxies
 show kubectl istio-upgrade history

@@ -215,7 +215,7 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: NamePrefix + e.ID, Namespace: j.Namespace,
-			Labels: map[string]string{LabelJournal: "entry", LabelStep: e.Step, "app.kubernetes.io/managed-by": ManagedBy},
+			Labels: map[string]string{LabelJournal: "entry", LabelStep: labelValue(e.Step), "app.kubernetes.io/managed-by": ManagedBy},
 		},
 		BinaryData: map[string][]byte{dataKey: buf.Bytes()},
 	}
@@ -238,6 +238,28 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 		return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
 	}
 	return nil
+}
+
+// labelValue makes a step name ("tag-move --restart") a valid label value ("tag-move-restart"); the entry
+// itself keeps the full name.
+func labelValue(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	out := strings.Trim(b.String(), "-_.")
+	for strings.Contains(out, "--") {
+		out = strings.ReplaceAll(out, "--", "-")
+	}
+	if len(out) > 63 {
+		out = strings.Trim(out[:63], "-_.")
+	}
+	return out
 }
 
 // List returns every entry, oldest first.

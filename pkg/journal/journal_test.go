@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +167,16 @@ func TestIDsIncrementAndUpdate(t *testing.T) {
 	cm, _ := j.Kube.CoreV1().ConfigMaps("istio-system").Get(ctx, NamePrefix+"0002", metav1.GetOptions{})
 	if cm.Labels[LabelJournal] != "entry" || cm.Labels[LabelStep] != "tag-move" || len(cm.BinaryData[dataKey]) == 0 {
 		t.Errorf("journal ConfigMap: %+v", cm.ObjectMeta)
+	}
+}
+
+func TestLabelValue(t *testing.T) {
+	for in, want := range map[string]string{"migrate-ns": "migrate-ns", "tag-move --restart": "tag-move-restart", "--x y--": "x-y", "a/b": "a-b"} {
+		if got := labelValue(in); got != want {
+			t.Errorf("labelValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := labelValue(strings.Repeat("a", 80)); len(got) != 63 {
+		t.Errorf("long value: %d chars", len(got))
 	}
 }

@@ -43,6 +43,10 @@ type Options struct {
 	AllowDowntime            bool
 	DryRunStr                string
 	Yes                      bool
+	// KeepLabels restarts without relabelling (tag-move --restart: the namespaces already select the tag).
+	KeepLabels bool
+	// Step names the journal entry and result ("migrate-ns", or the step that runs it).
+	Step string
 
 	dryRun cli.DryRun
 	canary *kube.WorkloadRef
@@ -59,9 +63,14 @@ type Details struct {
 	Warnings   []string     `json:"warnings"`
 }
 
+// NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
+func NewOptions(g *cli.Global, streams genericiooptions.IOStreams) *Options {
+	return &Options{IOStreams: streams, g: g, BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, DryRunStr: "none", Step: "migrate-ns"}
+}
+
 // NewCommand builds `migrate-ns`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+	o := &Options{IOStreams: streams, g: g, Step: "migrate-ns"}
 	cmd := &cobra.Command{
 		Use:   "migrate-ns (NAMESPACE... | -l SELECTOR | --all) --to REVISION_OR_TAG",
 		Short: "Move namespaces to a revision or tag and restart workloads in verified batches",
@@ -184,7 +193,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult("migrate-ns", o.dryRun), det: &Details{Gates: []GateResult{}, Restarted: []string{}, Warnings: []string{}}}
+	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult(o.Step, o.dryRun), det: &Details{Gates: []GateResult{}, Restarted: []string{}, Warnings: []string{}}}
 	r.res.Details = r.det
 	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
 	if err != nil {
@@ -267,6 +276,12 @@ func (r *runner) validateCluster(ctx context.Context, raw *mesh.Inputs) error {
 	plan, err := BuildPlan(s, namespaces, o.To, rev, o.canary, o.BatchSize)
 	if err != nil {
 		return cli.BadInputf("%v", err)
+	}
+	if o.KeepLabels {
+		for i := range plan.Namespaces {
+			plan.Namespaces[i].Relabel = false
+			plan.Namespaces[i].AfterLabel = plan.Namespaces[i].BeforeLabel
+		}
 	}
 	r.plan = plan
 	r.det.Plan = plan
@@ -463,7 +478,7 @@ func (r *runner) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rec := j.Begin("migrate-ns", r.o.args)
+	rec := j.Begin(r.o.Step, r.o.args)
 	for _, n := range r.plan.Namespaces {
 		if err := rec.Capture(ctx, journal.NamespaceRef(n.Name)); err != nil {
 			return err

@@ -1,0 +1,93 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func tagState(t *testing.T) (webhookRev, serviceRev, url string) {
+	webhookRev = kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.metadata.labels.istio\\.io/rev}")
+	serviceRev = kubectl(t, "-n", "istio-system", "get", "service", "istiod-revision-tag-prod-stable", "-o", "jsonpath={.spec.selector.istio\\.io/rev}")
+	url = kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.webhooks[0].clientConfig.url}")
+	return
+}
+
+// TestTagMoveRestartAndUndo: prod-stable moves to the new revision, its namespace (payments) is
+// restarted onto it in gated batches, and undo puts the tag back.
+func TestTagMoveRestartAndUndo(t *testing.T) {
+	ensureNewRevision(t)
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"tag-move", "1-30", "--to", "1-31"}, 65},                       // named like a revision
+		{[]string{"tag-move", "prod-stable", "--to", "1-31"}, 65},                // exists, no --overwrite
+		{[]string{"tag-move", "prod-stable", "--to", "9-99", "--overwrite"}, 65}, // unknown revision
+		{[]string{"tag-move", "Bad_Tag", "--to", "1-31"}, 64},
+		{[]string{"tag-move", "prod-stable"}, 64},
+	} {
+		if r := plugin(t, c.args...); r.code != c.code || r.stdout != "" {
+			t.Errorf("%v: exit %d stdout %q, want %d", c.args, r.code, r.stdout, c.code)
+		}
+	}
+	whRV := func() string {
+		return kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.metadata.resourceVersion}") +
+			"/" + kubectl(t, "-n", "istio-system", "get", "service", "istiod-revision-tag-prod-stable", "-o", "jsonpath={.metadata.resourceVersion}")
+	}
+	rv := whRV()
+	if r := plugin(t, "tag-move", "prod-stable", "--to", "1-31", "--overwrite", "--dry-run=server", "-o", "json"); r.code != 0 || rv != whRV() {
+		t.Errorf("--dry-run=server: exit %d, resourceVersions %s → %s\n%s", r.code, rv, whRV(), r.stderr)
+	}
+	if wr, sr, _ := tagState(t); wr != "1-30" || sr != "1-30" {
+		t.Fatalf("tag before the move: webhook %s service %s", wr, sr)
+	}
+	oldURL := func() string { _, _, u := tagState(t); return u }()
+
+	r := plugin(t, "tag-move", "prod-stable", "--to", "1-31", "--overwrite", "--restart", "-y", "-o", "json")
+	var res struct {
+		Journal string `json:"journalEntry"`
+		Details struct {
+			BlastRadius struct {
+				Namespaces []struct{ Name string }
+				Pods       int
+			}
+			Restart json.RawMessage
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("tag-move: exit %d, %v\n%s\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	if len(res.Details.BlastRadius.Namespaces) != 1 || res.Details.BlastRadius.Namespaces[0].Name != "payments" || res.Details.BlastRadius.Pods != 7 {
+		t.Errorf("blast radius: %+v", res.Details.BlastRadius)
+	}
+	if len(res.Details.Restart) == 0 {
+		t.Error("--restart result missing")
+	}
+	if wr, sr, url := tagState(t); wr != "1-31" || sr != "1-31" || url == oldURL {
+		t.Errorf("tag after the move: webhook %s service %s url %s", wr, sr, url)
+	}
+	eventually(t, 60*time.Second, "payments on 1-31", func() error {
+		for p, rev := range injectedPods(t, "payments") {
+			if rev != "1-31" {
+				return fmt.Errorf("%s on %s", p, rev)
+			}
+		}
+		return checkProxiesOnInjectedRevision(t, "payments")
+	})
+	if l := kubectl(t, "get", "namespace", "payments", "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "prod-stable" {
+		t.Errorf("tag-move --restart must keep the namespace on the tag, label is %q", l)
+	}
+
+	u := plugin(t, "undo", res.Journal)
+	if u.code != 0 {
+		t.Fatalf("undo %s: exit %d %s", res.Journal, u.code, u.stderr)
+	}
+	if wr, sr, url := tagState(t); wr != "1-30" || sr != "1-30" || !strings.Contains(url, "localhost") || url != oldURL {
+		t.Errorf("after undo: webhook %s service %s url %s (want %s)", wr, sr, url, oldURL)
+	}
+}
