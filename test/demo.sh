@@ -10,7 +10,7 @@ NEW=${REV:-1-31}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\n$ %s\n' "$*"; "$@"; }
-built() { ! kubectl istio-upgrade "$1" --help 2>/dev/null | grep -q "not built yet"; }
+built() { ! kubectl istio-upgrade "$1" --help 2>&1 | grep -q "not built yet"; }
 
 step "1. Where does the mesh stand? Every revision, tag, namespace, gateway and proxy"
 show kubectl istio-upgrade status --proxies
