@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
@@ -146,5 +147,29 @@ func TestWriteTable(t *testing.T) {
 	}
 	if strings.ContainsAny(b.String(), "|+") {
 		t.Errorf("table has borders:\n%s", b.String())
+	}
+}
+
+func TestNamespaceScope(t *testing.T) {
+	ns, empty := "shop", ""
+	cases := []struct {
+		flag *string
+		all  bool
+		want string
+		ok   bool
+	}{
+		{&empty, false, "", true},
+		{&ns, false, "shop", true},
+		{&empty, true, "", true},
+		{&ns, true, "", false},
+		{nil, false, "", true},
+	}
+	for _, c := range cases {
+		g := &Global{ConfigFlags: genericclioptions.NewConfigFlags(true)}
+		g.ConfigFlags.Namespace = c.flag
+		got, err := g.NamespaceScope(c.all)
+		if got != c.want || (err == nil) != c.ok || (err != nil && CodeOf(err) != ExitUsage) {
+			t.Errorf("%+v: %q %v", c, got, err)
+		}
 	}
 }

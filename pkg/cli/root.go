@@ -59,6 +59,19 @@ func (g *Global) Validate() error {
 	return nil
 }
 
+// NamespaceScope is the namespace a read-only step looks at: the one -n names, or "" for all namespaces
+// (the default, and -A). Giving both is a usage error.
+func (g *Global) NamespaceScope(allNamespaces bool) (string, error) {
+	ns := ""
+	if g.ConfigFlags.Namespace != nil {
+		ns = *g.ConfigFlags.Namespace
+	}
+	if allNamespaces && ns != "" {
+		return "", UsageErrorf("-A and -n cannot be used together")
+	}
+	return ns, nil
+}
+
 // CommandFactory builds one subcommand from the shared flags and streams.
 type CommandFactory func(g *Global, streams genericiooptions.IOStreams) *cobra.Command
 

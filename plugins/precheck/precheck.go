@@ -75,7 +75,6 @@ Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
   kubectl istio-upgrade precheck -n payments -o json`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Complete()
 			if err := o.Validate(); err != nil {
 				return err
 			}
@@ -89,13 +88,6 @@ Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
 	return cmd
 }
 
-// Complete reads -n.
-func (o *Options) Complete() {
-	if !o.AllNamespaces && o.g.ConfigFlags.Namespace != nil {
-		o.namespace = *o.g.ConfigFlags.Namespace
-	}
-}
-
 // Validate checks flags (no I/O).
 func (o *Options) Validate() error {
 	if err := o.g.Validate(); err != nil {
@@ -107,10 +99,9 @@ func (o *Options) Validate() error {
 	default:
 		return cli.UsageErrorf("--fail-on must be error or warning, not %q", o.FailOn)
 	}
-	if o.AllNamespaces && o.g.ConfigFlags.Namespace != nil && *o.g.ConfigFlags.Namespace != "" {
-		return cli.UsageErrorf("-A and -n cannot be used together")
-	}
-	return nil
+	ns, err := o.g.NamespaceScope(o.AllNamespaces)
+	o.namespace = ns
+	return err
 }
 
 // Run collects, checks, prints and sets the exit code.

@@ -53,9 +53,6 @@ Without -n, all namespaces are shown.`,
   kubectl istio-upgrade status --proxies --xds-address localhost:15010 --plaintext`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
-				return err
-			}
 			if err := o.Validate(); err != nil {
 				return err
 			}
@@ -68,26 +65,14 @@ Without -n, all namespaces are shown.`,
 	return cmd
 }
 
-// Complete reads the namespace from -n.
-func (o *Options) Complete() error {
-	if o.AllNamespaces {
-		return nil
-	}
-	if o.g.ConfigFlags.Namespace != nil && *o.g.ConfigFlags.Namespace != "" {
-		o.namespace = *o.g.ConfigFlags.Namespace
-	}
-	return nil
-}
-
-// Validate checks flags.
+// Validate checks flags and reads the namespace scope from -n/-A.
 func (o *Options) Validate() error {
 	if err := o.g.Validate(); err != nil {
 		return err
 	}
-	if o.AllNamespaces && o.g.ConfigFlags.Namespace != nil && *o.g.ConfigFlags.Namespace != "" {
-		return cli.UsageErrorf("-A and -n cannot be used together")
-	}
-	return nil
+	ns, err := o.g.NamespaceScope(o.AllNamespaces)
+	o.namespace = ns
+	return err
 }
 
 // Run reads the snapshot and prints it.
