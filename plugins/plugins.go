@@ -3,6 +3,7 @@ package plugins
 
 import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/cleanup"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/history"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
@@ -20,7 +21,7 @@ func Commands() []cli.CommandFactory {
 		cli.NotBuilt("shift", "Move ingress traffic between the old and the canary gateway in gated steps"),
 		migratens.NewCommand,
 		tagmove.NewCommand,
-		cli.NotBuilt("cleanup", "Remove the old revision once nothing depends on it"),
+		cleanup.NewCommand,
 		history.NewCommand,
 		undo.NewCommand,
 	}

@@ -124,7 +124,7 @@ func buildRevisions(s *Snapshot, in Inputs) {
 		rv.Deployment = d.Name
 		rv.Desired = ptrOr(d.Spec.Replicas, 1)
 		rv.Ready = d.Status.ReadyReplicas
-		rv.Helm = isHelm(d.Labels)
+		rv.Helm = IsHelmOwned(d.Labels, d.Annotations)
 		for _, c := range d.Spec.Template.Spec.Containers {
 			if c.Name == "discovery" || len(d.Spec.Template.Spec.Containers) == 1 {
 				rv.Image = c.Image
@@ -380,7 +380,7 @@ func buildGateways(s *Snapshot, in Inputs) {
 			}
 		}
 		g := Gateway{Namespace: d.Namespace, Name: d.Name, Revision: rev, Replicas: ptrOr(d.Spec.Replicas, 1), Ready: d.Status.ReadyReplicas,
-			Services: []string{}, Versions: sortedKeys(versions[d.Namespace+"/"+d.Name]), Helm: isHelm(d.Labels)}
+			Services: []string{}, Versions: sortedKeys(versions[d.Namespace+"/"+d.Name]), Helm: IsHelmOwned(d.Labels, d.Annotations)}
 		for _, svc := range in.Services {
 			if svc.Namespace == d.Namespace && len(svc.Spec.Selector) > 0 &&
 				labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
@@ -437,13 +437,13 @@ func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
 	})
 }
 
-// isHelm: istioctl renders Istio's Helm charts too, so chart labels alone do not mean a Helm release;
-// istioctl marks its objects with operator.istio.io labels.
-func isHelm(l map[string]string) bool {
-	if l["operator.istio.io/component"] != "" || l["install.operator.istio.io/owning-resource"] != "" {
+// IsHelmOwned says whether a Helm release owns an object. istioctl renders Istio's Helm charts too, so
+// chart labels alone do not mean a release; istioctl marks its objects with operator.istio.io labels.
+func IsHelmOwned(labels, annotations map[string]string) bool {
+	if labels["operator.istio.io/component"] != "" || labels["install.operator.istio.io/owning-resource"] != "" {
 		return false
 	}
-	return l["app.kubernetes.io/managed-by"] == "Helm" || l["helm.sh/chart"] != ""
+	return annotations["meta.helm.sh/release-name"] != "" || labels["app.kubernetes.io/managed-by"] == "Helm" || labels["helm.sh/chart"] != ""
 }
 
 func ptrOr(p *int32, def int32) int32 {

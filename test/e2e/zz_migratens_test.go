@@ -191,7 +191,7 @@ func TestMigrateNsFailureRollsBack(t *testing.T) {
 	t.Cleanup(func() {
 		os.Remove(hold)
 		for _, ns := range []string{"e2e-fail-a", "e2e-fail-b", "e2e-fail-c"} {
-			run(t, binDir+"/kubectl", "delete", "namespace", ns, "--wait=false")
+			run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s")
 		}
 	})
 	for i, ns := range []string{"e2e-fail-a", "e2e-fail-b", "e2e-fail-c"} {

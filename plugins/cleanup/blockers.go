@@ -1,0 +1,82 @@
+package cleanup
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// Blocker is something that still depends on the revision, with the command that resolves it.
+type Blocker struct {
+	Kind    string `json:"kind"`
+	Object  string `json:"object"`
+	Message string `json:"message"`
+	Fix     string `json:"fix"`
+}
+
+// Blockers lists everything that still depends on revision old. next is the revision to suggest
+// moving to (the newest other installed one).
+func Blockers(s *mesh.Snapshot, old, next string) []Blocker {
+	if next == "" {
+		next = "<new revision>"
+	}
+	var out []Blocker
+	for _, n := range s.Namespaces {
+		if n.Revision != old {
+			continue
+		}
+		how := "labelled " + n.Selector()
+		if n.Via != "" {
+			how += " (through tag " + n.Via + ")"
+		}
+		out = append(out, Blocker{"namespace", "namespace/" + n.Name, "new pods in " + n.Name + " would be injected by " + old + ": " + how,
+			fmt.Sprintf("kubectl istio-upgrade migrate-ns %s --to %s", n.Name, next)})
+	}
+	for _, t := range s.Tags {
+		if t.Revision == old {
+			out = append(out, Blocker{"tag", "tag/" + t.Name, "tag " + t.Name + " points at " + old,
+				fmt.Sprintf("kubectl istio-upgrade tag-move %s --to %s --overwrite", t.Name, next)})
+		}
+	}
+	for _, r := range s.Revisions {
+		if r.Name == old && r.DefaultValidator {
+			out = append(out, Blocker{"validator", "validatingwebhookconfiguration/istiod-default-validator", "the default validator calls " + old,
+				fmt.Sprintf("kubectl istio-upgrade tag-move default --to %s --overwrite", next)})
+		}
+	}
+	for _, g := range s.Gateways {
+		if g.Revision == old && g.Replicas > 0 {
+			out = append(out, Blocker{"gateway", "deployment/" + g.Namespace + "/" + g.Name, fmt.Sprintf("gateway on %s with %d replicas", old, g.Replicas),
+				fmt.Sprintf("kubectl istio-upgrade shift --gateway %s/%s --revision %s --weight 100", g.Namespace, g.Name, next)})
+		}
+	}
+	for _, w := range s.Workloads {
+		injected := false
+		for _, r := range w.InjectedRevisions {
+			if r == old {
+				injected = true
+			}
+		}
+		if !injected || (w.Gateway && w.Replicas > 0) {
+			continue // gateways are reported above
+		}
+		fix := fmt.Sprintf("kubectl istio-upgrade migrate-ns %s --to %s", w.Namespace, next)
+		if w.DesiredRevision == next || w.DesiredRevision != old {
+			fix = fmt.Sprintf("kubectl -n %s rollout restart %s", w.Namespace, w.Ref())
+		}
+		out = append(out, Blocker{"pods", w.Namespace + "/" + w.Ref(), fmt.Sprintf("%d pods run a proxy injected by %s", w.Pods, old), fix})
+	}
+	proxies := 0
+	for _, p := range s.Proxies {
+		if p.Revision == old {
+			proxies++
+		}
+	}
+	if proxies > 0 {
+		out = append(out, Blocker{"proxies", "revision/" + old, fmt.Sprintf("%d proxies are connected to istiod %s", proxies, old),
+			"move their workloads (see the rows above); then rerun"})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
+	return out
+}
