@@ -106,12 +106,13 @@ func proxyRef(p Proxy) *ProxyRef {
 }
 
 func diffProxies(d *Diff, before, after []Proxy) {
-	key := func(p Proxy) string { return p.Namespace + "/" + p.Pod }
-	bm := make(map[string]Proxy, len(before))
+	type pkey struct{ ns, pod string }
+	key := func(p Proxy) pkey { return pkey{p.Namespace, p.Pod} }
+	bm := make(map[pkey]Proxy, len(before))
 	for _, p := range before {
 		bm[key(p)] = p
 	}
-	am := make(map[string]Proxy, len(after))
+	am := make(map[pkey]Proxy, len(after))
 	for _, p := range after {
 		am[key(p)] = p
 	}
@@ -129,7 +130,7 @@ func diffProxies(d *Diff, before, after []Proxy) {
 		case !ok:
 			d.Proxies = append(d.Proxies, ProxyChange{Namespace: p.Namespace, Pod: p.Pod, Workload: p.Workload, Change: Removed, Before: proxyRef(p)})
 			touched[groupOf(p)] = true
-		case *proxyRef(p) != *proxyRef(q):
+		case p.Istiod != q.Istiod || p.Revision != q.Revision || p.Version != q.Version || p.State != q.State:
 			d.Proxies = append(d.Proxies, ProxyChange{Namespace: p.Namespace, Pod: p.Pod, Workload: p.Workload, Change: Changed, Before: proxyRef(p), After: proxyRef(q)})
 			touched[groupOf(p)] = true
 		}
@@ -147,17 +148,24 @@ func diffProxies(d *Diff, before, after []Proxy) {
 		}
 		return a.Pod < b.Pod
 	})
-	for g := range touched {
-		summary := func(ps []Proxy) string {
-			counts := map[string]int{}
-			for _, p := range ps {
-				if groupOf(p) == g {
-					counts[p.Revision+"@"+p.Version+" "+p.State]++
-				}
+	// One pass per side: counts per touched group (rescanning every proxy per group is quadratic).
+	count := func(ps []Proxy) map[group]map[string]int {
+		out := make(map[group]map[string]int, len(touched))
+		for _, p := range ps {
+			g := groupOf(p)
+			if !touched[g] {
+				continue
 			}
-			return summarize(counts)
+			if out[g] == nil {
+				out[g] = map[string]int{}
+			}
+			out[g][p.Revision+"@"+p.Version+" "+p.State]++
 		}
-		d.Groups = append(d.Groups, GroupChange{Namespace: g.ns, Workload: g.wl, Before: summary(before), After: summary(after)})
+		return out
+	}
+	bc, ac := count(before), count(after)
+	for g := range touched {
+		d.Groups = append(d.Groups, GroupChange{Namespace: g.ns, Workload: g.wl, Before: summarize(bc[g]), After: summarize(ac[g])})
 	}
 	sort.Slice(d.Groups, func(i, j int) bool {
 		if d.Groups[i].Namespace != d.Groups[j].Namespace {
