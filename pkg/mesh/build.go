@@ -404,7 +404,11 @@ func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
 	}
 	for _, sz := range in.Syncz {
 		if sz.Err != nil {
-			s.Warnings = append(s.Warnings, fmt.Sprintf("istiod %s (revision %s): syncz: %v", sz.Pod, sz.Revision, sz.Err))
+			rev := sz.Revision
+			if rev == "" {
+				rev = "unknown"
+			}
+			s.Warnings = append(s.Warnings, fmt.Sprintf("istiod %s (revision %s): syncz: %v", sz.Pod, rev, sz.Err))
 			continue
 		}
 		for _, ps := range sz.Proxies {

@@ -187,7 +187,7 @@ func (s *supervisor) start(rev string, pod *corev1.Pod) error {
 		"--ctrlz_address", "127.0.0.1")
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+s.ns, "REVISION="+rev, "POD_NAME="+pod.Name, "CLUSTER_ID=Kubernetes",
-		"ISTIOD_CUSTOM_HOST=localhost", "ENABLE_DEBUG_ENDPOINT_AUTH=false",
+		"ISTIOD_CUSTOM_HOST=localhost",
 		"INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector-"+rev)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
