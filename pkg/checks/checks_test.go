@@ -160,6 +160,7 @@ func TestEachCheckFires(t *testing.T) {
 	}{
 		{"PERMISSIONS_MISSING", Error, func(in *Input) { in.MissingPermissions = []string{"patch namespaces"} }},
 		{"K8S_VERSION_UNSUPPORTED", Error, func(in *Input) { in.ServerVersion = "v1.31.0" }},
+		{"K8S_VERSION_UNKNOWN", Info, func(in *Input) { in.ServerVersion = "unknown-build" }},
 		{"K8S_SUPPORT_UNKNOWN", Warning, func(in *Input) {
 			in.Raw.IstiodDeployments[1] = istiod("1-31", "1.99.0", 2)
 			rebuild(in)
