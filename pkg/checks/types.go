@@ -5,7 +5,6 @@ package checks
 import (
 	"sort"
 
-	admregv1 "k8s.io/api/admissionregistration/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -62,10 +61,8 @@ type Input struct {
 	HelmReleases []string
 	// MissingPermissions lists "verb resource" pairs the caller may not do.
 	MissingPermissions []string
-	// RunningPods are every running pod's labels, for Gateway selectors: namespace/name → labels.
+	// RunningPods are the running pods, for Gateway selectors.
 	RunningPods []corev1.Pod
-	// Webhooks for selector overlap checks.
-	Mutating []admregv1.MutatingWebhookConfiguration
 }
 
 // Check is one named check.

@@ -25,13 +25,13 @@ func WriteDiffTable(w io.Writer, d *mesh.Diff) error {
 	}
 	var rows [][]string
 	for _, n := range d.Namespaces {
-		rows = append(rows, []string{"namespace/" + n.Name, n.BeforeLabel + "(" + orNone(n.BeforeRevision) + ")", "→", n.AfterLabel + "(" + orNone(n.AfterRevision) + ")"})
+		rows = append(rows, []string{"namespace/" + n.Name, n.BeforeLabel + "(" + OrNone(n.BeforeRevision) + ")", "→", n.AfterLabel + "(" + OrNone(n.AfterRevision) + ")"})
 	}
 	for _, t := range d.Tags {
-		rows = append(rows, []string{"tag/" + t.Name, orNone(t.BeforeRevision), "→", orNone(t.AfterRevision)})
+		rows = append(rows, []string{"tag/" + t.Name, OrNone(t.BeforeRevision), "→", OrNone(t.AfterRevision)})
 	}
 	for _, r := range d.Revisions {
-		rows = append(rows, []string{"revision/" + r.Name, orNone(r.Before), "→", orNone(r.After)})
+		rows = append(rows, []string{"revision/" + r.Name, OrNone(r.Before), "→", OrNone(r.After)})
 	}
 	for _, wl := range d.Workloads {
 		rows = append(rows, []string{wl.Namespace + "/" + wl.Workload, wl.Before, "→", wl.After})
@@ -43,7 +43,8 @@ func WriteDiffTable(w io.Writer, d *mesh.Diff) error {
 	return nil
 }
 
-func orNone(s string) string {
+// OrNone returns s, or the <none> placeholder when s is empty.
+func OrNone(s string) string {
 	if s == "" {
 		return None
 	}

@@ -2,7 +2,7 @@ package cli
 
 import "strconv"
 
-func formatInt(i int) string { return strconv.Itoa(i) }
-
-// Ready renders ready/desired counts.
-func Ready(ready, desired int32) string { return itoaReady(ready, desired) }
+// Ready renders ready/desired counts ("2/3").
+func Ready(ready, desired int32) string {
+	return strconv.Itoa(int(ready)) + "/" + strconv.Itoa(int(desired))
+}

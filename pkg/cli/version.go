@@ -89,11 +89,7 @@ func (o *VersionOptions) Run(ctx context.Context) error {
 	}
 	rows := [][]string{{"client", "kubectl-istio_upgrade", doc.Client.Version, ""}}
 	for _, cp := range doc.ControlPlanes {
-		rows = append(rows, []string{"control-plane", "istiod/" + cp.Revision, cp.Version, itoaReady(cp.Ready, cp.Desired)})
+		rows = append(rows, []string{"control-plane", "istiod/" + cp.Revision, cp.Version, Ready(cp.Ready, cp.Desired)})
 	}
 	return WriteTable(o.Out, []string{"component", "name", "version", "ready"}, rows)
-}
-
-func itoaReady(a, b int32) string {
-	return formatInt(int(a)) + "/" + formatInt(int(b))
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -17,13 +16,10 @@ import (
 type Clients struct {
 	Kube    kubernetes.Interface
 	Dynamic dynamic.Interface
-	Mapper  meta.RESTMapper
 	Config  *rest.Config
 	// Namespace is the namespace of -n or the kubeconfig context; Explicit says -n was given.
 	Namespace string
 	Explicit  bool
-
-	mapperFn func() (meta.RESTMapper, error)
 }
 
 // NewClients builds clients from a RESTClientGetter (kubectl's ConfigFlags).
@@ -49,26 +45,7 @@ func NewClients(getter genericclioptions.RESTClientGetter) (*Clients, error) {
 	if err != nil {
 		return nil, explainConfigError(err)
 	}
-	c := &Clients{Kube: kc, Dynamic: dc, Config: cfg, Namespace: ns, Explicit: explicit}
-	// The REST mapper is only needed by undo; build it lazily there.
-	c.mapperFn = getter.ToRESTMapper
-	return c, nil
-}
-
-// RESTMapper returns the (lazily built) REST mapper.
-func (c *Clients) RESTMapper() (meta.RESTMapper, error) {
-	if c.Mapper != nil {
-		return c.Mapper, nil
-	}
-	if c.mapperFn == nil {
-		return nil, fmt.Errorf("no REST mapper available")
-	}
-	m, err := c.mapperFn()
-	if err != nil {
-		return nil, err
-	}
-	c.Mapper = m
-	return m, nil
+	return &Clients{Kube: kc, Dynamic: dc, Config: cfg, Namespace: ns, Explicit: explicit}, nil
 }
 
 // explainConfigError turns kubeconfig loader errors into one clear sentence.

@@ -187,7 +187,7 @@ func summarize(counts map[string]int) string {
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, itoa(counts[k])+"×"+strings.ReplaceAll(k, " ", "/"))
+		parts = append(parts, strconv.Itoa(counts[k])+"×"+strings.ReplaceAll(k, " ", "/"))
 	}
 	return strings.Join(parts, ",")
 }
@@ -228,7 +228,7 @@ func revisionState(r Revision) string {
 	if !r.Installed {
 		return "not-installed"
 	}
-	return r.Version + " " + itoa(int(r.Ready)) + "/" + itoa(int(r.Desired))
+	return r.Version + " " + strconv.Itoa(int(r.Ready)) + "/" + strconv.Itoa(int(r.Desired))
 }
 
 func diffRevisions(d *Diff, before, after []Revision) {
@@ -261,7 +261,7 @@ func workloadState(w Workload) string {
 		}
 		revs[i] = r
 	}
-	return itoa(int(w.Ready)) + "/" + itoa(int(w.Replicas)) + " " + strings.Join(revs, ",")
+	return strconv.Itoa(int(w.Ready)) + "/" + strconv.Itoa(int(w.Replicas)) + " " + strings.Join(revs, ",")
 }
 
 func diffWorkloads(d *Diff, before, after []Workload) {
@@ -302,5 +302,3 @@ func unionKeys(a, b map[string]string) []string {
 	sort.Strings(out)
 	return out
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -125,7 +125,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	before, err := mesh.Read(ctx, c, o.g.ReadOptions("", true))
+	before, err := o.g.Snapshot(ctx)
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}
 	if o.dryRun == cli.DryRunNone {
-		if after, err := mesh.Read(ctx, c, o.g.ReadOptions("", true)); err == nil {
+		if after, err := o.g.Snapshot(ctx); err == nil {
 			res.Diff = mesh.Compare(before, after)
 		}
 	}
@@ -296,7 +296,7 @@ func refOf(u *unstructured.Unstructured) journal.ObjectRef {
 		group, version = gv[0], gv[1]
 	}
 	resource := ""
-	for _, k := range append(revisionKinds, journal.DeploymentRef("", "")) {
+	for _, k := range revisionKinds {
 		if k.Kind == u.GetKind() {
 			resource = k.Resource
 		}

@@ -7,13 +7,16 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -219,7 +222,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if runErr != nil && o.RollbackOnFailure && cli.CodeOf(runErr) == cli.ExitGateFailed {
 		r.rollback(ctx)
 	}
-	after, err := mesh.Read(ctx, c, o.g.ReadOptions("", true))
+	after, err := o.g.Snapshot(ctx)
 	if err == nil {
 		r.res.Diff = mesh.Compare(r.before, after)
 	}
@@ -345,19 +348,18 @@ func (r *runner) guard(ctx context.Context, raw *mesh.Inputs) error {
 	}
 	pdbs, _ := r.c.Kube.PolicyV1().PodDisruptionBudgets("").List(ctx, metav1.ListOptions{})
 	hpas, _ := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers("").List(ctx, metav1.ListOptions{})
+	var pdbItems []policyv1.PodDisruptionBudget
+	var hpaItems []autoscalingv2.HorizontalPodAutoscaler
+	if pdbs != nil && hpas != nil {
+		pdbItems, hpaItems = pdbs.Items, hpas.Items
+	}
 	var blocking []string
 	for i := range raw.Deployments {
 		d := &raw.Deployments[i]
 		if !restart[kube.WorkloadRef{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name}] {
 			continue
 		}
-		var fs []checks.Finding
-		if pdbs != nil && hpas != nil {
-			fs = checks.DeploymentGuardrails(d, pdbs.Items, hpas.Items)
-		} else {
-			fs = checks.DeploymentGuardrails(d, nil, nil)
-		}
-		for _, f := range fs {
+		for _, f := range checks.DeploymentGuardrails(d, pdbItems, hpaItems) {
 			if f.Severity != checks.Info {
 				r.det.Warnings = append(r.det.Warnings, f.Code+" "+f.Object+": "+f.Message)
 			}
@@ -398,7 +400,7 @@ func dropsToZero(d *appsv1.Deployment) string {
 func (r *runner) describe() {
 	for _, w := range r.plan.Waves(r.o.MaxUnavailableNamespaces, r.o.BatchSize) {
 		for _, ns := range w.Namespaces {
-			if np := r.nsPlan(ns); np != nil && np.Relabel && !contains(r.relabel, ns) {
+			if np := r.nsPlan(ns); np != nil && np.Relabel && !slices.Contains(r.relabel, ns) {
 				r.relabel = append(r.relabel, ns)
 				r.res.Add("namespace/"+ns, "labeled "+np.AfterLabel)
 			}
@@ -422,15 +424,6 @@ func (r *runner) nsPlan(name string) *NamespacePlan {
 	return nil
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
 // serverDryRun sends every change with dryRun=All: the apiserver and its webhooks validate them,
 // nothing is persisted, and there is nothing to wait for.
 func (r *runner) serverDryRun(ctx context.Context) error {
@@ -439,7 +432,7 @@ func (r *runner) serverDryRun(ctx context.Context) error {
 	for _, w := range r.plan.Waves(r.o.MaxUnavailableNamespaces, r.o.BatchSize) {
 		for _, ns := range w.Namespaces {
 			np := r.nsPlan(ns)
-			if np == nil || !np.Relabel || contains(r.relabel, ns) {
+			if np == nil || !np.Relabel || slices.Contains(r.relabel, ns) {
 				continue
 			}
 			if err := r.label(ctx, ns, r.o.To, dry); err != nil {
@@ -507,7 +500,7 @@ func (r *runner) migrate(ctx context.Context) error {
 	for wi, w := range r.plan.Waves(r.o.MaxUnavailableNamespaces, r.o.BatchSize) {
 		for _, ns := range w.Namespaces {
 			np := r.nsPlan(ns)
-			if np == nil || !np.Relabel || contains(r.relabel, ns) {
+			if np == nil || !np.Relabel || slices.Contains(r.relabel, ns) {
 				continue
 			}
 			if err := r.label(ctx, ns, r.o.To, nil); err != nil {

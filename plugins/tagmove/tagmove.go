@@ -213,7 +213,7 @@ func (o *Options) Run(ctx context.Context) error {
 		if wantVal != nil {
 			res.Add("validatingwebhookconfiguration/"+wantVal.Name, "configured")
 		}
-		res.Summary = fmt.Sprintf("tag %s would move %s → %s: %d namespaces, %d pods follow on their next restart", o.Tag, orNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)
+		res.Summary = fmt.Sprintf("tag %s would move %s → %s: %d namespaces, %d pods follow on their next restart", o.Tag, cli.OrNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)
 		return res.Write(o.Out, o.g.Output)
 	}
 	dry := o.dryRun.APIDryRun()
@@ -264,11 +264,11 @@ func (o *Options) Run(ctx context.Context) error {
 		restartErr = o.restart(ctx, det)
 	}
 	if o.dryRun == cli.DryRunNone {
-		if after, err := mesh.Read(ctx, c, o.g.ReadOptions("", true)); err == nil {
+		if after, err := o.g.Snapshot(ctx); err == nil {
 			res.Diff = mesh.Compare(before, after)
 		}
 	}
-	res.Summary = fmt.Sprintf("tag %s moved %s → %s; %d namespaces (%d pods) follow it", o.Tag, orNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)
+	res.Summary = fmt.Sprintf("tag %s moved %s → %s; %d namespaces (%d pods) follow it", o.Tag, cli.OrNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)
 	if !o.Restart && det.BlastRadius.Pods > 0 {
 		res.Summary += " on their next restart (use --restart, or migrate-ns)"
 	}
@@ -307,7 +307,7 @@ func (o *Options) restart(ctx context.Context, det *Details) error {
 func (o *Options) printRadius(det *Details) {
 	r := det.BlastRadius
 	fmt.Fprintf(o.ErrOut, "Blast radius of tag %s (%s → %s): %d namespaces, %d pods move on their next restart\n",
-		o.Tag, orNone(det.FromRevision), det.ToRevision, len(r.Namespaces), r.Pods)
+		o.Tag, cli.OrNone(det.FromRevision), det.ToRevision, len(r.Namespaces), r.Pods)
 	for _, n := range r.Namespaces {
 		fmt.Fprintf(o.ErrOut, "  namespace/%s (%s): %d pods in %s\n", n.Name, n.Label, n.Pods, strings.Join(n.Workloads, ", "))
 	}
@@ -321,11 +321,4 @@ func verb(existed bool) string {
 		return "configured"
 	}
 	return "created"
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "<none>"
-	}
-	return s
 }
