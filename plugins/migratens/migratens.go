@@ -23,6 +23,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -64,6 +65,18 @@ type Details struct {
 	RolledBack bool         `json:"rolledBack"`
 	Halted     string       `json:"halted,omitempty"`
 	Warnings   []string     `json:"warnings"`
+}
+
+// GateResult is one batch's gate, as printed in -o json.
+type GateResult struct {
+	Batch     int      `json:"batch"`
+	Workloads []string `json:"workloads"`
+	Passed    bool     `json:"passed"`
+	Reason    string   `json:"reason,omitempty"`
+	Seconds   float64  `json:"seconds"`
+	Pods      int      `json:"pods"`
+	// Metrics are istiod's gate counters before → after the batch.
+	Metrics map[string][2]float64 `json:"metrics,omitempty"`
 }
 
 // NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
@@ -581,7 +594,7 @@ func (r *runner) runBatch(ctx context.Context, n int, batch []kube.WorkloadRef, 
 		pods, err := r.podsOf(gctx, batch)
 		if err == nil {
 			proxies := r.targetProxies(gctx)
-			g.Pods, reason = EvaluatePods(batch, pods, proxies, r.plan.Revision)
+			g.Pods, reason = gate.EvaluatePods(batch, pods, proxies, r.plan.Revision)
 			if reason == "" {
 				break
 			}
@@ -604,7 +617,7 @@ func (r *runner) runBatch(ctx context.Context, n int, batch []kube.WorkloadRef, 
 		for k, v := range after {
 			g.Metrics[k] = [2]float64{baseline[k], v}
 		}
-		if rises := CompareMetrics(baseline, after); len(rises) > 0 {
+		if rises := gate.CompareMetrics(baseline, after); len(rises) > 0 {
 			return fail(strings.Join(rises, "; "))
 		}
 	}
@@ -633,13 +646,7 @@ func (r *runner) podsOf(ctx context.Context, batch []kube.WorkloadRef) ([]corev1
 
 // targetProxies asks the target revision's istiods for syncz: namespace/pod → state.
 func (r *runner) targetProxies(ctx context.Context) map[string]string {
-	out := map[string]string{}
-	for _, sz := range mesh.GatherSyncz(ctx, r.c, r.istiod, r.o.g.ReadOptions("", true)) {
-		for _, p := range sz.Proxies {
-			out[p.Namespace+"/"+p.Pod] = p.State()
-		}
-	}
-	return out
+	return gate.Proxies(ctx, r.c, r.istiod, r.o.g.ReadOptions("", true))
 }
 
 // rollback relabels the touched namespaces back to what they were and restarts what was restarted.

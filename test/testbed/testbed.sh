@@ -48,17 +48,13 @@ link_tools() {
   return 0
 }
 
-# pod_stages writes KWOK's fast pod stages with a readiness delay read from a pod annotation.
+# pod_stages picks KWOK's node stages and its fast pod-complete/delete stages, plus our own pod-ready
+# stage (config/pod-ready.yaml: readiness delay from a pod annotation, readiness gates honoured).
 pod_stages() {
-  local src out=$TESTBED_DIR/stages
+  local src
   src=$(cd "$ROOT/test/testbed/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage
-  mkdir -p "$out"
-  awk '{print} /^spec:$/ && !done {print "  delay:\n    durationMilliseconds: 0\n    durationFrom:\n      expressionFrom: \x27.metadata.annotations[\"testbed.istio-upgrade.io/ready-delay\"]\x27"; done=1}' \
-    "$src/pod/fast/pod-ready.yaml" > "$out/pod-ready.yaml"
-  cp "$src/pod/fast/pod-complete.yaml" "$src/pod/fast/pod-delete.yaml" "$out/"
-  chmod u+w "$out"/*.yaml
   STAGE_ARGS=(--config "$src/node/fast/node-initialize.yaml" --config "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
-    --config "$out/pod-ready.yaml" --config "$out/pod-complete.yaml" --config "$out/pod-delete.yaml")
+    --config "$ROOT/test/testbed/config/pod-ready.yaml" --config "$src/pod/fast/pod-complete.yaml" --config "$src/pod/fast/pod-delete.yaml")
 }
 
 start_agent() {

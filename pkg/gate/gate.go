@@ -1,6 +1,10 @@
-package migratens
+// Package gate holds the checks every step's gate makes after changing the data plane: pods of the
+// changed workloads injected by the target revision and SYNCED on its istiod, istiod's error counters
+// not rising. migrate-ns, tag-move --restart, canary-gw and shift all gate the same way.
+package gate
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -11,18 +15,6 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
-
-// GateResult is one batch's gate, as printed in -o json.
-type GateResult struct {
-	Batch     int      `json:"batch"`
-	Workloads []string `json:"workloads"`
-	Passed    bool     `json:"passed"`
-	Reason    string   `json:"reason,omitempty"`
-	Seconds   float64  `json:"seconds"`
-	Pods      int      `json:"pods"`
-	// Metrics are istiod's gate counters before → after the batch.
-	Metrics map[string][2]float64 `json:"metrics,omitempty"`
-}
 
 // EvaluatePods checks that every running pod of the batch's workloads is injected by revision and
 // listed SYNCED by that revision's istiods (proxies: namespace/pod → state). It returns the number of
@@ -76,6 +68,17 @@ func CompareMetrics(before, after map[string]float64) []string {
 	for _, m := range istio.GateMetrics {
 		if after[m] > before[m] {
 			out = append(out, fmt.Sprintf("istiod %s rose from %g to %g", m, before[m], after[m]))
+		}
+	}
+	return out
+}
+
+// Proxies asks the given istiod pods (one revision's) for syncz: namespace/pod → state.
+func Proxies(ctx context.Context, c *kube.Clients, istiod []corev1.Pod, opts mesh.ReadOptions) map[string]string {
+	out := map[string]string{}
+	for _, sz := range mesh.GatherSyncz(ctx, c, istiod, opts) {
+		for _, p := range sz.Proxies {
+			out[p.Namespace+"/"+p.Pod] = p.State()
 		}
 	}
 	return out
