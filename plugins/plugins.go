@@ -3,10 +3,12 @@ package plugins
 
 import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/cleanup"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/history"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/shift"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/status"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/tagmove"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
@@ -17,8 +19,8 @@ func Commands() []cli.CommandFactory {
 	return []cli.CommandFactory{
 		status.NewCommand,
 		precheck.NewCommand,
-		cli.NotBuilt("canary-gw", "Start a canary ingress gateway on the new revision"),
-		cli.NotBuilt("shift", "Move ingress traffic between the old and the canary gateway in gated steps"),
+		canarygw.NewCommand,
+		shift.NewCommand,
 		migratens.NewCommand,
 		tagmove.NewCommand,
 		cleanup.NewCommand,

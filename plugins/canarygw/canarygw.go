@@ -1,0 +1,468 @@
+// Package canarygw is `kubectl istio-upgrade canary-gw`: a canary ingress gateway for the new revision
+// beside the old one, out of traffic until shift, verified on its own.
+package canarygw
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// Options is `canary-gw`.
+type Options struct {
+	genericiooptions.IOStreams
+	g *cli.Global
+
+	Gateway   string
+	Revision  string
+	Name      string
+	Replicas  int32
+	Timeout   time.Duration
+	DryRunStr string
+
+	dryRun    cli.DryRun
+	namespace string
+	old       string
+	args      []string
+}
+
+// Details is the step-specific part of the result.
+type Details struct {
+	Gateway  string `json:"gateway"`
+	Canary   string `json:"canary"`
+	Revision string `json:"revision"`
+	Replicas int32  `json:"replicas"`
+	// Objects are the canary's Deployment, HPA and PDB as created (or as they would be).
+	Objects []any `json:"objects"`
+	// Pods are the canary's pods, each injected by Revision and SYNCED on its istiod.
+	Pods []string `json:"pods"`
+	// ServingEndpoints counts canary pods that are ready endpoints of a Service: 0 until shift.
+	ServingEndpoints int      `json:"servingEndpoints"`
+	Routing          *Routing `json:"routing,omitempty"`
+	Verified         bool     `json:"verified"`
+	Warnings         []string `json:"warnings"`
+}
+
+// Routing compares what istiod serves the old gateway and the canary.
+type Routing struct {
+	Reference   string   `json:"reference"`
+	Canary      string   `json:"canary"`
+	Listeners   int      `json:"listeners"`
+	Routes      int      `json:"routes"`
+	Differences []string `json:"differences"`
+}
+
+// NewCommand builds `canary-gw`.
+func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{IOStreams: streams, g: g}
+	cmd := &cobra.Command{
+		Use:   "canary-gw --gateway NAMESPACE/DEPLOYMENT --revision NEW",
+		Short: "Create a canary ingress gateway on the new revision, out of traffic, and verify it",
+		Long: `Create a canary gateway Deployment for revision NEW beside an existing ingress gateway, and verify
+it before it serves anybody.
+
+The canary is derived from the existing Deployment: the same pod template (resources, security
+context, ports, service account, scheduling), labelled istio.io/rev=NEW and injected by NEW with the
+gateway template, with the labels the Gateway resources select, plus an HPA and a PDB equivalent to
+the old gateway's. It gets no Service: it shares the old gateway's Service, whose selector already
+matches it - which is how shift later moves traffic, by the ratio of ready pods.
+
+Until shift gives it weight the canary serves no traffic: its pods carry the readiness gate
+istio-upgrade.io/serving, which nothing sets, so they run and connect to istiod but are never Ready and
+never an endpoint of any Service. shift removes the gate when it gives the canary its first share.
+
+Verified on its own: every pod running with its containers ready, injected by NEW, SYNCED on NEW's
+istiod, zero of them serving, and the listeners and routes NEW's istiod serves the canary equal to
+what the old revision's istiod serves the old gateway (differences are listed; exit 75). The old
+gateway, whether Helm, istioctl or plain YAML installed it, is never modified.`,
+		Example: `  # A canary of the ingress gateway on revision 1-31, one replica
+  kubectl istio-upgrade canary-gw --gateway istio-ingress/istio-ingressgateway --revision 1-31
+
+  # Two replicas, a custom name, the objects it would create as YAML
+  kubectl istio-upgrade canary-gw --gateway istio-ingress/istio-ingressgateway --revision 1-31 --replicas 2 --name gw-canary --dry-run -o yaml
+
+  # Then move traffic to it
+  kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 100 --step 50`,
+		Args: cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.args = os.Args[1:]
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Gateway, "gateway", "", "The existing gateway Deployment, as NAMESPACE/NAME (or NAME with -n) (required)")
+	f.StringVar(&o.Revision, "revision", "", "The new revision the canary is injected by (required)")
+	f.StringVar(&o.Name, "name", "", "Name of the canary Deployment (default <gateway>-<revision>)")
+	f.Int32Var(&o.Replicas, "replicas", 1, "Canary replicas before shift")
+	f.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "How long the canary may take to pass verification")
+	cli.AddDryRunFlag(f, &o.DryRunStr)
+	return cmd
+}
+
+// ParseGateway splits NAMESPACE/NAME; NAME alone takes the -n namespace.
+func ParseGateway(s, namespace string) (string, string, error) {
+	ns, name, found := strings.Cut(s, "/")
+	if !found {
+		ns, name = namespace, s
+	}
+	if ns == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("--gateway %q: want NAMESPACE/DEPLOYMENT, or DEPLOYMENT with -n", s)
+	}
+	return ns, name, nil
+}
+
+// Validate checks flags without I/O.
+func (o *Options) Validate() error {
+	if err := o.g.Validate(); err != nil {
+		return err
+	}
+	if o.Gateway == "" || o.Revision == "" {
+		return cli.UsageErrorf("--gateway and --revision are required")
+	}
+	ns := ""
+	if o.g.ConfigFlags.Namespace != nil {
+		ns = *o.g.ConfigFlags.Namespace
+	}
+	var err error
+	if o.namespace, o.old, err = ParseGateway(o.Gateway, ns); err != nil {
+		return cli.UsageErrorf("%v", err)
+	}
+	if o.Replicas < 1 {
+		return cli.UsageErrorf("--replicas must be at least 1")
+	}
+	if o.Timeout <= 0 {
+		return cli.UsageErrorf("--timeout must be positive")
+	}
+	if o.Name == "" {
+		o.Name = DefaultName(o.old, o.Revision)
+	}
+	o.dryRun, err = cli.ParseDryRun(o.DryRunStr)
+	return err
+}
+
+// Run checks the cluster, creates the canary and verifies it.
+func (o *Options) Run(ctx context.Context) error {
+	c, err := o.g.Clients()
+	if err != nil {
+		return err
+	}
+	p := cli.NewProgress(o.ErrOut)
+	res := cli.NewResult("canary-gw", o.dryRun)
+	det := &Details{Gateway: o.namespace + "/" + o.old, Canary: o.namespace + "/" + o.Name, Revision: o.Revision, Replicas: o.Replicas, Objects: []any{}, Pods: []string{}, Warnings: []string{}}
+	res.Details = det
+	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
+	if err != nil {
+		return err
+	}
+	before := mesh.Build(*raw)
+	old, oldRev, err := o.checkCluster(ctx, c, before, raw)
+	if err != nil {
+		return err
+	}
+	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	pdbs, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	oldHPA, oldPDB := HPAFor(hpas.Items, old.Name), PDBFor(pdbs.Items, old)
+	canary := Derive(old, o.Revision, o.Name, o.Replicas, HPARange(oldHPA))
+	var hpa *autoscalingv2.HorizontalPodAutoscaler
+	var pdb *policyv1.PodDisruptionBudget
+	det.Objects = append(det.Objects, canary)
+	if oldHPA != nil {
+		hpa = DeriveHPA(oldHPA, canary)
+		det.Objects = append(det.Objects, hpa)
+	}
+	if oldPDB != nil {
+		pdb = DerivePDB(oldPDB, canary)
+		det.Objects = append(det.Objects, pdb)
+	}
+	if o.dryRun == cli.DryRunClient {
+		o.addActions(res, hpa, pdb)
+		res.Summary = fmt.Sprintf("canary-gw would create %s for %s on %s (%d replicas, out of traffic until shift)", det.Canary, det.Gateway, o.Revision, o.Replicas)
+		return res.Write(o.Out, o.g.Output)
+	}
+	dry := o.dryRun.APIDryRun()
+	if o.dryRun == cli.DryRunNone {
+		j, err := o.g.Journal()
+		if err != nil {
+			return err
+		}
+		rec := j.Begin("canary-gw", o.args)
+		refs := []journal.ObjectRef{journal.DeploymentRef(o.namespace, o.Name)}
+		if hpa != nil {
+			refs = append(refs, journal.HPARef(o.namespace, hpa.Name))
+		}
+		if pdb != nil {
+			refs = append(refs, journal.PDBRef(o.namespace, pdb.Name))
+		}
+		if err := rec.Capture(ctx, refs...); err != nil {
+			return err
+		}
+		if err := rec.Save(ctx); err != nil {
+			return err
+		}
+		res.Journal = rec.Entry().ID
+	}
+	if _, err := c.Kube.AppsV1().Deployments(o.namespace).Create(ctx, canary, metav1.CreateOptions{DryRun: dry}); err != nil {
+		return fmt.Errorf("create deployment %s/%s: %w", o.namespace, o.Name, err)
+	}
+	if hpa != nil {
+		if _, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.namespace).Create(ctx, hpa, metav1.CreateOptions{DryRun: dry}); err != nil {
+			return fmt.Errorf("create hpa %s/%s: %w", o.namespace, hpa.Name, err)
+		}
+	}
+	if pdb != nil {
+		if _, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.namespace).Create(ctx, pdb, metav1.CreateOptions{DryRun: dry}); err != nil {
+			return fmt.Errorf("create pdb %s/%s: %w", o.namespace, pdb.Name, err)
+		}
+	}
+	o.addActions(res, hpa, pdb)
+	if o.dryRun == cli.DryRunServer {
+		res.Summary = fmt.Sprintf("canary-gw (server dry run): %s for %s on %s accepted by the apiserver; nothing changed", det.Canary, det.Gateway, o.Revision)
+		return res.Write(o.Out, o.g.Output)
+	}
+	p.Printf("deployment/%s created: %d replicas on %s, out of traffic (readiness gate %s)", o.Name, o.Replicas, o.Revision, ServingGate)
+	start := time.Now()
+	verr := o.verify(ctx, c, p, raw, old, oldRev, det)
+	if after, err := o.g.Snapshot(ctx); err == nil {
+		res.Diff = mesh.Compare(before, after)
+	}
+	res.Summary = fmt.Sprintf("canary-gw: %s on %s beside %s (%s), %d pods SYNCED, %d serving, verified in %s",
+		det.Canary, o.Revision, det.Gateway, oldRev, len(det.Pods), det.ServingEndpoints, time.Since(start).Round(time.Second))
+	if verr != nil {
+		res.Summary = fmt.Sprintf("canary-gw: %s created but NOT verified: %v (it serves no traffic; `kubectl istio-upgrade undo %s` removes it)", det.Canary, verr, res.Journal)
+	}
+	if err := res.Write(o.Out, o.g.Output); err != nil {
+		return err
+	}
+	return verr
+}
+
+func (o *Options) addActions(res *cli.Result, hpa *autoscalingv2.HorizontalPodAutoscaler, pdb *policyv1.PodDisruptionBudget) {
+	res.Add("deployment/"+o.Name, "created")
+	if hpa != nil {
+		res.Add("horizontalpodautoscaler/"+hpa.Name, "created")
+	}
+	if pdb != nil {
+		res.Add("poddisruptionbudget/"+pdb.Name, "created")
+	}
+}
+
+// checkCluster finds the old gateway and checks the revision; nothing has changed when it fails.
+func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, raw *mesh.Inputs) (*appsv1.Deployment, string, error) {
+	old, err := c.Kube.AppsV1().Deployments(o.namespace).Get(ctx, o.old, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, "", cli.BadInputf("gateway deployment %s/%s not found", o.namespace, o.old)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if old.Labels[LabelCanaryOf] != "" {
+		return nil, "", cli.BadInputf("%s/%s is itself a canary of %s: give the original gateway", o.namespace, o.old, old.Labels[LabelCanaryOf])
+	}
+	oldRev := ""
+	isGateway := false
+	for _, gw := range s.Gateways {
+		if gw.Namespace == o.namespace && gw.Name == o.old {
+			isGateway, oldRev = true, gw.Revision
+		}
+	}
+	if !isGateway {
+		return nil, "", cli.BadInputf("%s/%s is not an Istio gateway (no gateway injection template or router proxy)", o.namespace, o.old)
+	}
+	if err := RevisionReady(s, o.Revision); err != nil {
+		return nil, "", err
+	}
+	if oldRev == o.Revision {
+		return nil, "", cli.BadInputf("gateway %s/%s already runs revision %s: nothing to canary", o.namespace, o.old, o.Revision)
+	}
+	for _, n := range s.Namespaces {
+		if n.Name == o.namespace && n.InjectionLabel != "" {
+			return nil, "", cli.BadInputf("namespace %s has istio-injection=%s, which overrides a pod's istio.io/rev: the canary would not be injected by %s. Label the namespace with istio.io/rev instead", o.namespace, n.InjectionLabel, o.Revision)
+		}
+	}
+	if _, err := c.Kube.AppsV1().Deployments(o.namespace).Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+		return nil, "", cli.BadInputf("deployment %s/%s already exists: shift it, or remove it with undo", o.namespace, o.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return nil, "", err
+	}
+	return old, oldRev, nil
+}
+
+// RevisionReady is nil when revision is installed and every istiod of it is ready.
+func RevisionReady(s *mesh.Snapshot, revision string) error {
+	for _, r := range s.Revisions {
+		if r.Name == revision && r.Installed && r.Desired > 0 && r.Ready >= r.Desired {
+			return nil
+		}
+		if r.Name == revision && r.Installed {
+			return cli.BadInputf("the istiod of revision %s is not ready (%d/%d)", revision, r.Ready, r.Desired)
+		}
+	}
+	return cli.BadInputf("revision %s is not installed (see `kubectl istio-upgrade status`)", revision)
+}
+
+// IstiodPods returns the istiod pods of one revision.
+func IstiodPods(raw *mesh.Inputs, revision string) []corev1.Pod {
+	var out []corev1.Pod
+	for _, p := range raw.IstiodPods {
+		if istio.RevisionOf(p.Labels) == revision {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// verify waits for the canary's pods to run, be injected by the revision and be SYNCED on its istiod,
+// checks none serves, then compares routing with the old gateway.
+func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, raw *mesh.Inputs, old *appsv1.Deployment, oldRev string, det *Details) error {
+	vctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.namespace, Name: o.Name}
+	istiod := IstiodPods(raw, o.Revision)
+	sel := labels.Set{LabelCanaryOf: o.old}.AsSelector().String()
+	var pods []corev1.Pod
+	for {
+		reason := ""
+		l, err := c.Kube.CoreV1().Pods(o.namespace).List(vctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			reason = err.Error()
+		} else {
+			pods = l.Items
+			reason = PodsReady(pods, o.Replicas)
+			if reason == "" {
+				_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, gate.Proxies(vctx, c, istiod, o.g.ReadOptions("", true)), o.Revision)
+			}
+		}
+		if reason == "" {
+			break
+		}
+		p.Update("canary %s: waiting: %s", o.Name, reason)
+		select {
+		case <-vctx.Done():
+			p.Done()
+			return cli.Errorf(cli.ExitGateFailed, "canary not verified after %s: %s", o.Timeout, reason)
+		case <-time.After(time.Second):
+		}
+	}
+	p.Done()
+	for _, pod := range pods {
+		if pod.DeletionTimestamp == nil {
+			det.Pods = append(det.Pods, pod.Namespace+"/"+pod.Name)
+		}
+	}
+	p.Printf("canary %s: %d pods running, injected by %s, SYNCED", o.Name, len(det.Pods), o.Revision)
+	serving, err := ServingEndpoints(vctx, c, o.namespace, pods)
+	if err != nil {
+		return err
+	}
+	det.ServingEndpoints = serving
+	if serving > 0 {
+		return cli.Errorf(cli.ExitGateFailed, "%d canary pods are ready endpoints of a Service before shift: the readiness gate did not hold them out", serving)
+	}
+	// Routing: one ready pod of the old gateway against one canary pod.
+	oldPods, err := c.Kube.CoreV1().Pods(o.namespace).List(vctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(old.Spec.Selector)})
+	if err != nil {
+		return err
+	}
+	var refPod *corev1.Pod
+	for i := range oldPods.Items {
+		q := &oldPods.Items[i]
+		if q.Labels[LabelCanaryOf] == "" && kube.PodReady(q) {
+			refPod = q
+			break
+		}
+	}
+	if refPod == nil {
+		det.Warnings = append(det.Warnings, "no ready pod of the old gateway to compare routing with")
+		p.Printf("warning: no ready pod of %s to compare routing with", o.old)
+		det.Verified = true
+		return nil
+	}
+	opts := o.g.ReadOptions("", true)
+	want, err := mesh.RoutingOf(vctx, c, IstiodPods(raw, oldRev), opts, refPod.Namespace, refPod.Name)
+	if err != nil {
+		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", refPod.Name, oldRev, err)
+	}
+	got, err := mesh.RoutingOf(vctx, c, istiod, opts, o.namespace, pods[0].Name)
+	if err != nil {
+		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", pods[0].Name, o.Revision, err)
+	}
+	det.Routing = &Routing{Reference: refPod.Namespace + "/" + refPod.Name, Canary: o.namespace + "/" + pods[0].Name,
+		Listeners: len(got.Listeners), Routes: len(got.Routes), Differences: istio.CompareRouting(want, got)}
+	if d := det.Routing.Differences; len(d) > 0 {
+		for _, x := range d {
+			p.Printf("routing difference: %s", x)
+		}
+		return cli.Errorf(cli.ExitGateFailed, "istiod %s serves the canary %d listener/route differences from what istiod %s serves %s", o.Revision, len(d), oldRev, refPod.Name)
+	}
+	p.Printf("canary %s: listeners (%d) and routes (%d) equal to %s's", o.Name, len(got.Listeners), len(got.Routes), refPod.Name)
+	det.Verified = true
+	return nil
+}
+
+// PodsReady says why the canary's pods are not yet all running with ready containers ("" when they are).
+func PodsReady(pods []corev1.Pod, want int32) string {
+	n := int32(0)
+	for i := range pods {
+		q := &pods[i]
+		if q.DeletionTimestamp != nil {
+			continue
+		}
+		if q.Status.Phase != corev1.PodRunning || !kube.PodCondition(q, corev1.ContainersReady) {
+			return fmt.Sprintf("pod %s is %s", q.Name, q.Status.Phase)
+		}
+		n++
+	}
+	if n != want {
+		return fmt.Sprintf("%d/%d pods running", n, want)
+	}
+	return ""
+}
+
+// ServingEndpoints counts the given pods that are ready endpoints in any EndpointSlice of the namespace.
+func ServingEndpoints(ctx context.Context, c *kube.Clients, namespace string, pods []corev1.Pod) (int, error) {
+	names := map[string]bool{}
+	for _, p := range pods {
+		names[p.Name] = true
+	}
+	slices, err := c.Kube.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if e.TargetRef != nil && names[e.TargetRef.Name] && e.Conditions.Ready != nil && *e.Conditions.Ready {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

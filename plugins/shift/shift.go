@@ -1,0 +1,613 @@
+// Package shift is `kubectl istio-upgrade shift`: move ingress traffic between the old gateway and its
+// canary by the ratio of ready pods behind their shared Service, in gated steps.
+package shift
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
+)
+
+// Options is `shift`.
+type Options struct {
+	genericiooptions.IOStreams
+	g *cli.Global
+
+	Gateway   string
+	Revision  string
+	Weight    int
+	StepSize  int
+	Interval  time.Duration
+	ProbeURL  string
+	ProbeHost string
+	Probes    int
+	Timeout   time.Duration
+	DryRunStr string
+
+	dryRun    cli.DryRun
+	namespace string
+	old       string
+	args      []string
+}
+
+// Details is the step-specific part of the result.
+type Details struct {
+	Gateway  string   `json:"gateway"`
+	Canary   string   `json:"canary"`
+	Revision string   `json:"revision"`
+	Services []string `json:"services"`
+	From     Step     `json:"from"`
+	Steps    []Step   `json:"steps"`
+	Gates    []Gate   `json:"gates"`
+	Reverted bool     `json:"reverted"`
+	Warnings []string `json:"warnings"`
+}
+
+// Gate is one step's verification.
+type Gate struct {
+	Weight  int     `json:"weight"`
+	Passed  bool    `json:"passed"`
+	Reason  string  `json:"reason,omitempty"`
+	Seconds float64 `json:"seconds"`
+	// ReadyEndpoints counts ready endpoints behind the gateway's Services after the step.
+	ReadyEndpoints int `json:"readyEndpoints"`
+	Probes         int `json:"probes,omitempty"`
+}
+
+// NewCommand builds `shift`.
+func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{IOStreams: streams, g: g}
+	cmd := &cobra.Command{
+		Use:   "shift --gateway NAMESPACE/DEPLOYMENT --revision NEW --weight PERCENT",
+		Short: "Move ingress traffic between the old and the canary gateway in gated steps",
+		Long: `Move the share of ingress traffic the canary gateway (made by canary-gw for revision NEW) serves to
+PERCENT, in steps of --step, pausing --interval between them.
+
+The old gateway and its canary sit behind the same Service, so traffic is shared by ready pods: a
+weight is a split of the serving pods T (old + canary replicas when shift starts). Every step adds
+first, then removes: the side that grows is scaled up and verified before the other is scaled down,
+so ready endpoints never drop below T. With an HPA, each side's HPA range becomes the original range
+in the same proportion (and the whole range again at 0 or 100 %), so autoscaling goes on and never
+pulls a side back across the split.
+
+Each step is gated: both Deployments rolled out, every pod injected by its revision and SYNCED on
+its istiod, the Service's ready endpoints at least T, and --probe-url answering (non-5xx) when
+given. A failed gate reverts that step (adding back first) and exits 75.
+
+The first step with weight above 0 removes the canary's readiness gate, putting it into service.
+At 100 % the old Deployment is scaled to 0 and kept: the Service and its load balancer address never
+change. --weight 0 is the way back. cleanup later removes the old revision's zero-replica gateway.`,
+		Example: `  # Half the traffic to the canary, then all of it, 25 points at a time, a minute apart
+  kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 50 --step 25 --interval 1m
+  kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 100 --step 25 --interval 1m
+
+  # Gate each step on a request through the gateway's load balancer
+  kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 100 \
+    --probe-url http://203.0.113.10/productpage --probe-host bookinfo.example.com
+
+  # The plan only: replica counts and HPA ranges per step
+  kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 100 --step 10 --dry-run
+
+  # Back to the old gateway
+  kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 0`,
+		Args: cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.args = os.Args[1:]
+			if !cmd.Flags().Changed("weight") {
+				o.Weight = -1
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Gateway, "gateway", "", "The old gateway Deployment, as NAMESPACE/NAME (or NAME with -n) (required)")
+	f.StringVar(&o.Revision, "revision", "", "The canary's revision (canary-gw --revision) (required)")
+	f.IntVar(&o.Weight, "weight", 0, "Share of traffic the canary serves at the end, in percent (required)")
+	f.IntVar(&o.StepSize, "step", 25, "Percentage points per step; 0 goes to --weight in one step")
+	f.DurationVar(&o.Interval, "interval", 10*time.Second, "Pause after each step before the next")
+	f.StringVar(&o.ProbeURL, "probe-url", "", "Gate each step on GET requests to this URL (through the gateway) answering below 500")
+	f.StringVar(&o.ProbeHost, "probe-host", "", "Host header of the probe requests")
+	f.IntVar(&o.Probes, "probes", 10, "Probe requests per step")
+	f.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "How long one step may take to pass its gate")
+	cli.AddDryRunFlag(f, &o.DryRunStr)
+	return cmd
+}
+
+// Validate checks flags without I/O.
+func (o *Options) Validate() error {
+	if err := o.g.Validate(); err != nil {
+		return err
+	}
+	if o.Gateway == "" || o.Revision == "" || o.Weight == -1 {
+		return cli.UsageErrorf("--gateway, --revision and --weight are required")
+	}
+	if o.Weight < 0 || o.Weight > 100 {
+		return cli.UsageErrorf("--weight %d: must be 0 to 100", o.Weight)
+	}
+	if o.StepSize < 0 || o.StepSize > 100 {
+		return cli.UsageErrorf("--step %d: must be 0 to 100", o.StepSize)
+	}
+	if o.Interval < 0 || o.Timeout <= 0 {
+		return cli.UsageErrorf("--interval must not be negative and --timeout must be positive")
+	}
+	if o.ProbeHost != "" && o.ProbeURL == "" {
+		return cli.UsageErrorf("--probe-host needs --probe-url")
+	}
+	if o.ProbeURL != "" && !strings.HasPrefix(o.ProbeURL, "http://") && !strings.HasPrefix(o.ProbeURL, "https://") {
+		return cli.UsageErrorf("--probe-url %q: must be an http:// or https:// URL", o.ProbeURL)
+	}
+	if o.Probes < 1 {
+		return cli.UsageErrorf("--probes must be at least 1")
+	}
+	ns := ""
+	if o.g.ConfigFlags.Namespace != nil {
+		ns = *o.g.ConfigFlags.Namespace
+	}
+	var err error
+	if o.namespace, o.old, err = canarygw.ParseGateway(o.Gateway, ns); err != nil {
+		return cli.UsageErrorf("%v", err)
+	}
+	o.dryRun, err = cli.ParseDryRun(o.DryRunStr)
+	return err
+}
+
+// runner carries one run's state.
+type runner struct {
+	o        *Options
+	c        *kube.Clients
+	p        *cli.Progress
+	res      *cli.Result
+	det      *Details
+	old      *appsv1.Deployment
+	canary   *appsv1.Deployment
+	oldRev   string
+	istiod   map[string][]corev1.Pod // revision → istiod pods
+	services []string
+	total    int32
+	hpa      map[string]string // deployment name → its HPA's name
+	current  Step
+}
+
+// Run plans the steps and runs them.
+func (o *Options) Run(ctx context.Context) error {
+	c, err := o.g.Clients()
+	if err != nil {
+		return err
+	}
+	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult("shift", o.dryRun), hpa: map[string]string{}, istiod: map[string][]corev1.Pod{}}
+	r.det = &Details{Gateway: o.namespace + "/" + o.old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
+	r.res.Details = r.det
+	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
+	if err != nil {
+		return err
+	}
+	before := mesh.Build(*raw)
+	steps, err := r.load(ctx, before, raw)
+	if err != nil {
+		return err
+	}
+	r.det.Steps = steps
+	if len(steps) == 0 {
+		r.res.Summary = fmt.Sprintf("shift: %s already serves %d%% (%d canary, %d old pods); nothing to do", r.det.Canary, r.current.Effective, r.current.Canary, r.current.Old)
+		return r.res.Write(o.Out, o.g.Output)
+	}
+	switch o.dryRun {
+	case cli.DryRunClient:
+		for _, s := range steps {
+			r.describe(s)
+		}
+		r.res.Summary = fmt.Sprintf("shift would move %s from %d%% to %d%% in %d steps (serving pods %d throughout)", r.det.Canary, r.current.Effective, steps[len(steps)-1].Effective, len(steps), r.total)
+		return r.write()
+	case cli.DryRunServer:
+		for _, s := range steps {
+			if err := r.apply(ctx, s, o.dryRun.APIDryRun()); err != nil {
+				return err
+			}
+			r.describe(s)
+		}
+		r.res.Summary = fmt.Sprintf("shift (server dry run): %d steps accepted by the apiserver; nothing changed", len(steps))
+		return r.write()
+	}
+	if err := r.journal(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	runErr := r.run(ctx, steps)
+	if after, err := o.g.Snapshot(ctx); err == nil {
+		r.res.Diff = mesh.Compare(before, after)
+	}
+	r.res.Summary = fmt.Sprintf("shift: %s serves %d%% (%d canary on %s, %d old on %s pods) after %d gated steps in %s",
+		r.det.Canary, r.current.Effective, r.current.Canary, o.Revision, r.current.Old, r.oldRev, len(r.det.Gates), time.Since(start).Round(time.Second))
+	if runErr != nil {
+		r.res.Summary += "; HALTED: " + runErr.Error()
+		if r.det.Reverted {
+			r.res.Summary += " (step reverted)"
+		}
+	}
+	if err := r.write(); err != nil {
+		return err
+	}
+	return runErr
+}
+
+func (r *runner) write() error {
+	if r.o.g.Output == cli.OutputTable && r.o.dryRun == cli.DryRunClient {
+		rows := [][]string{}
+		for i, s := range r.det.Steps {
+			rows = append(rows, []string{fmt.Sprint(i + 1), fmt.Sprintf("%d%%", s.Weight), fmt.Sprintf("%d%%", s.Effective),
+				fmt.Sprint(s.Canary), fmt.Sprint(s.Old), s.CanaryHPA.String(), s.OldHPA.String()})
+		}
+		if err := cli.WriteTable(r.o.Out, []string{"STEP", "WEIGHT", "EFFECTIVE", "CANARY", "OLD", "CANARY-HPA", "OLD-HPA"}, rows); err != nil {
+			return err
+		}
+		fmt.Fprintln(r.o.Out)
+	}
+	return r.res.Write(r.o.Out, r.o.g.Output)
+}
+
+// load finds the old gateway, its canary, their HPAs and Services, and plans the steps. Any error
+// here leaves the cluster untouched.
+func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) ([]Step, error) {
+	o := r.o
+	old, err := r.c.Kube.AppsV1().Deployments(o.namespace).Get(ctx, o.old, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, cli.BadInputf("gateway deployment %s/%s not found", o.namespace, o.old)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.old = old
+	l, err := r.c.Kube.AppsV1().Deployments(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.old, istio.LabelRev: o.Revision}.String()})
+	if err != nil {
+		return nil, err
+	}
+	if len(l.Items) != 1 {
+		return nil, cli.BadInputf("%d canaries of %s/%s on revision %s (want 1): create one with `kubectl istio-upgrade canary-gw --gateway %s/%s --revision %s`",
+			len(l.Items), o.namespace, o.old, o.Revision, o.namespace, o.old, o.Revision)
+	}
+	r.canary = &l.Items[0]
+	r.det.Canary = o.namespace + "/" + r.canary.Name
+	for _, gw := range s.Gateways {
+		if gw.Namespace == o.namespace && gw.Name == o.old {
+			r.oldRev = gw.Revision
+		}
+	}
+	if r.oldRev == "" {
+		return nil, cli.BadInputf("%s/%s is not an Istio gateway", o.namespace, o.old)
+	}
+	if err := canarygw.RevisionReady(s, o.Revision); err != nil {
+		return nil, err
+	}
+	r.istiod[o.Revision] = canarygw.IstiodPods(raw, o.Revision)
+	r.istiod[r.oldRev] = canarygw.IstiodPods(raw, r.oldRev)
+	svcs, err := r.c.Kube.CoreV1().Services(o.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, svc := range svcs.Items {
+		if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(old.Spec.Template.Labels)) {
+			r.services = append(r.services, svc.Name)
+			r.det.Services = append(r.det.Services, fmt.Sprintf("%s (uid %s)", svc.Name, svc.UID))
+			if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(r.canary.Spec.Template.Labels)) {
+				return nil, cli.BadInputf("service %s/%s does not select the canary's pods (selector %v): traffic cannot be shared by ready pods", o.namespace, svc.Name, svc.Spec.Selector)
+			}
+		}
+	}
+	if len(r.services) == 0 {
+		r.det.Warnings = append(r.det.Warnings, "no Service selects the gateway: nothing to shift traffic on, only replicas move")
+		r.p.Printf("warning: no Service in %s selects %s", o.namespace, o.old)
+	}
+	hpas, err := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var hpaRange *Range
+	if h := canarygw.HPAFor(hpas.Items, old.Name); h != nil {
+		r.hpa[old.Name] = h.Name
+	}
+	if h := canarygw.HPAFor(hpas.Items, r.canary.Name); h != nil {
+		r.hpa[r.canary.Name] = h.Name
+	}
+	if min, max, ok := canarygw.ParseHPARange(r.canary.Annotations[canarygw.AnnotationHPARange]); ok && len(r.hpa) > 0 {
+		hpaRange = &Range{Min: min, Max: max}
+	}
+	r.current = Step{Old: replicas(old), Canary: replicas(r.canary)}
+	if canarygw.HasServingGate(&r.canary.Spec.Template.Spec) {
+		r.current.Canary = 0 // held out of traffic: its pods serve nothing yet
+	}
+	r.current.Effective = effective(r.current.Canary, r.current.Old)
+	r.current.Weight = r.current.Effective
+	r.det.From = r.current
+	r.total = r.current.Old + r.current.Canary
+	steps, err := Plan(Input{Old: r.current.Old, Canary: r.current.Canary, Target: o.Weight, StepSize: o.StepSize, HPA: hpaRange})
+	if err != nil {
+		return nil, cli.BadInputf("%v", err)
+	}
+	return steps, nil
+}
+
+func replicas(d *appsv1.Deployment) int32 {
+	if d.Spec.Replicas == nil {
+		return 1
+	}
+	return *d.Spec.Replicas
+}
+
+func (r *runner) describe(s Step) {
+	r.res.Add("deployment/"+r.canary.Name, fmt.Sprintf("scaled to %d (%d%%)", s.Canary, s.Weight))
+	r.res.Add("deployment/"+r.old.Name, fmt.Sprintf("scaled to %d", s.Old))
+}
+
+// journal records both Deployments and HPAs before the first change.
+func (r *runner) journal(ctx context.Context) error {
+	j, err := r.o.g.Journal()
+	if err != nil {
+		return err
+	}
+	rec := j.Begin("shift", r.o.args)
+	refs := []journal.ObjectRef{journal.DeploymentRef(r.o.namespace, r.old.Name), journal.DeploymentRef(r.o.namespace, r.canary.Name)}
+	for _, h := range r.hpa {
+		refs = append(refs, journal.HPARef(r.o.namespace, h))
+	}
+	if err := rec.Capture(ctx, refs...); err != nil {
+		return err
+	}
+	if err := rec.Save(ctx); err != nil {
+		return err
+	}
+	r.res.Journal = rec.Entry().ID
+	return nil
+}
+
+// run executes the steps; a failed gate reverts its step and stops.
+func (r *runner) run(ctx context.Context, steps []Step) error {
+	for i, s := range steps {
+		prev := r.current
+		r.p.Printf("step %d/%d: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", i+1, len(steps), prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
+		g, err := r.step(ctx, prev, s)
+		r.det.Gates = append(r.det.Gates, g)
+		if err != nil {
+			r.p.Printf("step %d/%d: gate FAILED: %v; reverting to %d%%", i+1, len(steps), err, prev.Effective)
+			if rerr := r.revert(ctx, s, prev); rerr != nil {
+				r.p.Printf("revert: %v", rerr)
+				return cli.Errorf(cli.ExitGateFailed, "step %d (%d%%) failed: %v; revert failed too: %v", i+1, s.Weight, err, rerr)
+			}
+			r.det.Reverted = true
+			return cli.Errorf(cli.ExitGateFailed, "step %d (%d%%) failed: %v", i+1, s.Weight, err)
+		}
+		r.p.Printf("step %d/%d: gate passed: %d%% (%d ready endpoints) in %.1fs", i+1, len(steps), s.Effective, g.ReadyEndpoints, g.Seconds)
+		if i < len(steps)-1 && r.o.Interval > 0 {
+			r.p.Printf("holding %s before the next step", r.o.Interval)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(r.o.Interval):
+			}
+		}
+	}
+	return nil
+}
+
+// step moves from prev to s, adding first, then removing, and gates the result.
+func (r *runner) step(ctx context.Context, prev, s Step) (Gate, error) {
+	start := time.Now()
+	g := Gate{Weight: s.Weight}
+	sctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	defer cancel()
+	fail := func(err error) (Gate, error) {
+		r.p.Done()
+		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
+		return g, err
+	}
+	if err := r.moveTo(sctx, prev, s); err != nil {
+		return fail(err)
+	}
+	r.current = s
+	n, err := r.verify(sctx, s)
+	g.ReadyEndpoints = n
+	if err != nil {
+		return fail(err)
+	}
+	if r.o.ProbeURL != "" {
+		if err := r.probe(sctx); err != nil {
+			return fail(err)
+		}
+		g.Probes = r.o.Probes
+	}
+	r.p.Done()
+	g.Passed, g.Seconds = true, time.Since(start).Seconds()
+	return g, nil
+}
+
+// moveTo scales the growing side first and waits for it, then the shrinking side.
+func (r *runner) moveTo(ctx context.Context, from, to Step) error {
+	type change struct {
+		d      *appsv1.Deployment
+		n      int32
+		hpa    *Range
+		growth int32
+	}
+	changes := []change{{r.canary, to.Canary, to.CanaryHPA, to.Canary - from.Canary}, {r.old, to.Old, to.OldHPA, to.Old - from.Old}}
+	if changes[1].growth > changes[0].growth {
+		changes[0], changes[1] = changes[1], changes[0]
+	}
+	for _, ch := range changes {
+		if err := r.scale(ctx, ch.d, ch.n, ch.hpa, nil); err != nil {
+			return err
+		}
+		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: ch.d.Namespace, Name: ch.d.Name}
+		if err := kube.WaitRollouts(ctx, r.c.Kube, []kube.WorkloadRef{ref}, func(m string) { r.p.Update("%s", m) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply sends one step's changes (server dry run: validated, not persisted).
+func (r *runner) apply(ctx context.Context, s Step, dry []string) error {
+	if err := r.scale(ctx, r.canary, s.Canary, s.CanaryHPA, dry); err != nil {
+		return err
+	}
+	return r.scale(ctx, r.old, s.Old, s.OldHPA, dry)
+}
+
+// scale sets a side's HPA range (first, so the HPA agrees with what follows) and replicas; a canary
+// going into service loses its readiness gate in the same patch.
+func (r *runner) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng *Range, dry []string) error {
+	opts := metav1.PatchOptions{DryRun: dry}
+	if h := r.hpa[d.Name]; h != "" && rng != nil {
+		patch := fmt.Sprintf(`{"spec":{"minReplicas":%d,"maxReplicas":%d}}`, rng.Min, rng.Max)
+		if _, err := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers(d.Namespace).Patch(ctx, h, types.MergePatchType, []byte(patch), opts); err != nil {
+			return fmt.Errorf("hpa %s: %w", h, err)
+		}
+	}
+	ops := []string{fmt.Sprintf(`{"op":"replace","path":"/spec/replicas","value":%d}`, n)}
+	if d == r.canary && n > 0 {
+		for i, g := range d.Spec.Template.Spec.ReadinessGates {
+			if g.ConditionType == canarygw.ServingGate {
+				ops = append(ops, fmt.Sprintf(`{"op":"test","path":"/spec/template/spec/readinessGates/%d/conditionType","value":%q}`, i, g.ConditionType),
+					fmt.Sprintf(`{"op":"remove","path":"/spec/template/spec/readinessGates/%d"}`, i))
+			}
+		}
+	}
+	patch := "[" + strings.Join(ops, ",") + "]"
+	out, err := r.c.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, []byte(patch), opts)
+	if err != nil {
+		return fmt.Errorf("scale deployment %s to %d: %w", d.Name, n, err)
+	}
+	if dry == nil {
+		*d = *out
+		if len(ops) > 1 {
+			r.res.Add("deployment/"+d.Name, "readiness gate removed (in service)")
+			r.p.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canarygw.ServingGate)
+		}
+		r.res.Add("deployment/"+d.Name, fmt.Sprintf("scaled to %d", n))
+	}
+	return nil
+}
+
+// verify waits until every pod of both sides runs its revision SYNCED and the Services have at least
+// the original number of ready endpoints.
+func (r *runner) verify(ctx context.Context, s Step) (int, error) {
+	reason, ready := "", 0
+	for {
+		reason, ready = r.check(ctx, s)
+		if reason == "" {
+			return ready, nil
+		}
+		r.p.Update("waiting: %s", reason)
+		select {
+		case <-ctx.Done():
+			return ready, fmt.Errorf("after %s: %s", r.o.Timeout, reason)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *runner) check(ctx context.Context, s Step) (string, int) {
+	pods, err := r.c.Kube.CoreV1().Pods(r.o.namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(r.old.Spec.Selector)})
+	if err != nil {
+		return err.Error(), 0
+	}
+	for _, side := range []struct {
+		d   *appsv1.Deployment
+		n   int32
+		rev string
+	}{{r.canary, s.Canary, r.o.Revision}, {r.old, s.Old, r.oldRev}} {
+		if side.n == 0 {
+			continue
+		}
+		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: side.d.Namespace, Name: side.d.Name}
+		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, gate.Proxies(ctx, r.c, r.istiod[side.rev], r.o.g.ReadOptions("", true)), side.rev); why != "" {
+			return why, 0
+		}
+	}
+	ready := 0
+	for _, svc := range r.services {
+		n, err := ReadyEndpoints(ctx, r.c, r.o.namespace, svc)
+		if err != nil {
+			return err.Error(), 0
+		}
+		if n < int(r.total) {
+			return fmt.Sprintf("service %s has %d ready endpoints, want at least %d", svc, n, r.total), n
+		}
+		ready = n
+	}
+	return "", ready
+}
+
+// ReadyEndpoints counts the ready endpoints of a Service, from its EndpointSlices.
+func ReadyEndpoints(ctx context.Context, c *kube.Clients, namespace, service string) (int, error) {
+	l, err := c.Kube.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	if err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for _, s := range l.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && *e.Conditions.Ready && len(e.Addresses) > 0 {
+				seen[e.Addresses[0]] = true
+			}
+		}
+	}
+	return len(seen), nil
+}
+
+// probe sends the probe requests; any transport error or 5xx fails the gate.
+func (r *runner) probe(ctx context.Context) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; i < r.o.Probes; i++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.o.ProbeURL, nil)
+		if err != nil {
+			return err
+		}
+		if r.o.ProbeHost != "" {
+			req.Host = r.o.ProbeHost
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("probe %d/%d: %w", i+1, r.o.Probes, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return fmt.Errorf("probe %d/%d: %s answered %s", i+1, r.o.Probes, r.o.ProbeURL, resp.Status)
+		}
+	}
+	return nil
+}
+
+// revert goes back from a failed step to the previous split, adding back first.
+func (r *runner) revert(ctx context.Context, failed, prev Step) error {
+	rctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	defer cancel()
+	if err := r.moveTo(rctx, failed, prev); err != nil {
+		return err
+	}
+	r.current = prev
+	r.p.Done()
+	return nil
+}
