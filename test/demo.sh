@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The upgrade runbook on the simulated cluster, run the way a platform engineer would, printing each
-# step's output. Steps that are not built yet are announced and skipped.
+# step's output.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TESTBED_DIR=${TESTBED_DIR:-$ROOT/.testbed}
@@ -10,7 +10,6 @@ NEW=${REV:-1-31}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\n$ %s\n' "$*"; "$@"; }
-built() { ! kubectl istio-upgrade "$1" --help 2>&1 | grep -q "not built yet"; }
 
 step "1. Where does the mesh stand? Every revision, tag, namespace, gateway and proxy"
 show kubectl istio-upgrade status --proxies
@@ -24,10 +23,14 @@ show istioctl-new install -y --set profile=minimal --set revision="$NEW" --set v
 show kubectl istio-upgrade version
 show kubectl istio-upgrade precheck --revision "$NEW" || true
 
-for s in canary-gw shift; do
-  step "$s"
-  echo "($s is not built yet: the ingress gateway stays on $OLD in this demo)"
-done
+GW=istio-ingress/istio-ingressgateway
+step "3a. A canary ingress gateway on $NEW beside the old one: out of traffic, verified (pods, SYNCED, routing)"
+show kubectl istio-upgrade canary-gw --gateway "$GW" --revision "$NEW"
+
+step "3b. Shift ingress traffic to it: the plan, then 50 % and 100 % in gated steps (add first, then remove)"
+show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 --step 25 --dry-run
+show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 50 --step 25 --interval 2s
+show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 --step 50 --interval 2s
 
 step "4. Migrate one namespace with a canary workload first (stops after the canary without -y)"
 show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1
@@ -42,8 +45,9 @@ show kubectl istio-upgrade migrate-ns --all --to "$NEW" -y
 step "7. Make $NEW the default revision"
 show kubectl istio-upgrade tag-move default --to "$NEW" --overwrite -y
 
-step "cleanup"
-if built cleanup; then show kubectl istio-upgrade cleanup --revision "$OLD" --dry-run || true; else echo "(cleanup is not built yet)"; fi
+step "8. Remove the old revision: what would go, then remove it (the runbooks soak 24-48 h first; --soak 0s in the demo)"
+show kubectl istio-upgrade cleanup --revision "$OLD" --dry-run --soak 0s
+show kubectl istio-upgrade cleanup --revision "$OLD" --soak 0s -y
 
 step "Where the mesh stands now, and what each step recorded"
 show kubectl istio-upgrade status --proxies

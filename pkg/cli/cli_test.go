@@ -59,7 +59,12 @@ func testRoot() (*cobra.Command, *bytes.Buffer, *bytes.Buffer) {
 			return &cobra.Command{Use: name, Short: name, Args: NoArgs, RunE: func(*cobra.Command, []string) error { return nil }}
 		}
 	}
-	root := NewRootCommand(streams, ok("status"), NotBuilt("precheck", "Check"))
+	fails := func(name string) CommandFactory {
+		return func(*Global, genericiooptions.IOStreams) *cobra.Command {
+			return &cobra.Command{Use: name, Short: name, RunE: func(*cobra.Command, []string) error { return Errorf(ExitError, "%s failed", name) }}
+		}
+	}
+	root := NewRootCommand(streams, ok("status"), fails("precheck"))
 	return root, out, errOut
 }
 

@@ -118,20 +118,6 @@ and prints the proxy-status diff (before → after).`,
 	return root
 }
 
-// NotBuilt registers a runbook step that is not implemented yet: it shows in --help and exits 1.
-func NotBuilt(use, short string) CommandFactory {
-	return func(_ *Global, _ genericiooptions.IOStreams) *cobra.Command {
-		return &cobra.Command{
-			Use:                use,
-			Short:              short + " (not built yet)",
-			DisableFlagParsing: true,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				return Errorf(ExitError, "%s is not built yet in this version of kubectl istio-upgrade", cmd.Name())
-			},
-		}
-	}
-}
-
 // ExactArgs is cobra.ExactArgs returning a usage error (exit 64).
 func ExactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {

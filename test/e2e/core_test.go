@@ -76,7 +76,7 @@ func TestBadInputExitCodes(t *testing.T) {
 		{[]string{"status", "--bogus"}, 64, "unknown flag"},
 		{[]string{"status", "-o", "wide"}, 64, "unknown output format"},
 		{[]string{"undo", "9999"}, 65, "not found"},
-		{[]string{"canary-gw", "--gateway", "istio-ingress/istio-ingressgateway"}, 1, "not built yet"},
+		{[]string{"canary-gw", "--gateway", "istio-ingress/istio-ingressgateway"}, 64, "--gateway and --revision are required"},
 	}
 	for _, c := range cases {
 		r := plugin(t, c.args...)

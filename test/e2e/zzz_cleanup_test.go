@@ -2,15 +2,95 @@
 
 package e2e
 
-// Runs after the migration tests: everything but the tags and the gateway is on 1-31 by now.
+// Runs after the migration tests: everything but the tags and the gateway is on 1-31 by now. One
+// sequence: cleanup refuses; canary-gw; shift in steps to 100 %; cleanup; undo - with a watcher on the
+// gateway Service's ready endpoints from the first change to the last.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 )
+
+// endpointWatcher records the lowest number of ready endpoints a Service had, from its EndpointSlices'
+// watch events (every state the apiserver stored, not samples).
+type endpointWatcher struct {
+	mu     sync.Mutex
+	slices map[string]map[string]bool // slice → ready addresses
+	low    int
+	events int
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+func watchEndpoints(t *testing.T, namespace, service string) *endpointWatcher {
+	c := clients(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &endpointWatcher{slices: map[string]map[string]bool{}, low: -1, cancel: cancel}
+	l, err := c.Kube.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range l.Items {
+		w.record(watch.Added, &l.Items[i])
+	}
+	wi, err := c.Kube.DiscoveryV1().EndpointSlices(namespace).Watch(ctx, metav1.ListOptions{
+		LabelSelector: discoveryv1.LabelServiceName + "=" + service, ResourceVersion: l.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.done.Add(1)
+	go func() {
+		defer w.done.Done()
+		for ev := range wi.ResultChan() {
+			if s, ok := ev.Object.(*discoveryv1.EndpointSlice); ok {
+				w.record(ev.Type, s)
+			}
+		}
+	}()
+	go func() { <-ctx.Done(); wi.Stop() }()
+	return w
+}
+
+func (w *endpointWatcher) record(typ watch.EventType, s *discoveryv1.EndpointSlice) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ready := map[string]bool{}
+	if typ != watch.Deleted {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && *e.Conditions.Ready && len(e.Addresses) > 0 {
+				ready[e.Addresses[0]] = true
+			}
+		}
+	}
+	w.slices[s.Name] = ready
+	all := map[string]bool{}
+	for _, r := range w.slices {
+		for a := range r {
+			all[a] = true
+		}
+	}
+	w.events++
+	if w.low < 0 || len(all) < w.low {
+		w.low = len(all)
+	}
+}
+
+func (w *endpointWatcher) stop() (low, events int) {
+	w.cancel()
+	w.done.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.low, w.events
+}
 
 type cleanupResult struct {
 	Journal string `json:"journalEntry"`
@@ -31,8 +111,17 @@ func cleanup(t *testing.T, args ...string) (cleanupResult, result) {
 	return res, r
 }
 
-func TestCleanupRefusesThenRemovesAndUndo(t *testing.T) {
+func TestGatewayCanaryShiftCleanupUndo(t *testing.T) {
 	ensureNewRevision(t)
+	const original = 2 // the fixture gateway's replicas
+	ew := watchEndpoints(t, "istio-ingress", "istio-ingressgateway")
+	defer func() {
+		low, events := ew.stop()
+		t.Logf("gateway Service: %d endpoint events, lowest ready endpoints %d", events, low)
+		if events < 4 || low < original {
+			t.Errorf("gateway Service ready endpoints: lowest %d over %d events, want never below %d", low, events, original)
+		}
+	}()
 	if r := plugin(t, "cleanup", "--revision", "9-99"); r.code != 65 {
 		t.Errorf("unknown revision: exit %d", r.code)
 	}
@@ -63,7 +152,7 @@ func TestCleanupRefusesThenRemovesAndUndo(t *testing.T) {
 		t.Error("a refused cleanup changed the revision's objects")
 	}
 
-	// Resolve every blocker, as the listed fixes say (the gateway moves by hand until shift exists).
+	// Resolve every blocker, as the listed fixes say.
 	kubectl(t, "delete", "namespace", "e2e-still-old", "--timeout=90s")
 	for _, tag := range []string{"default", "prod-stable"} {
 		if r := plugin(t, "tag-move", tag, "--to", "1-31", "--overwrite", "-y"); r.code != 0 {
@@ -71,9 +160,7 @@ func TestCleanupRefusesThenRemovesAndUndo(t *testing.T) {
 		}
 	}
 	svcUID := kubectl(t, "-n", "istio-ingress", "get", "service", "istio-ingressgateway", "-o", "jsonpath={.metadata.uid}")
-	kubectl(t, "-n", "istio-ingress", "patch", "deployment", "istio-ingressgateway", "--type=merge", "-p",
-		`{"spec":{"template":{"metadata":{"labels":{"istio.io/rev":"1-31"}}}}}`)
-	kubectl(t, "-n", "istio-ingress", "rollout", "status", "deployment/istio-ingressgateway", "--timeout=90s")
+	canaryShift(t)
 	eventually(t, 60*time.Second, "nothing left on 1-30", func() error {
 		res, r := cleanup(t, "--dry-run=client")
 		if r.code != 0 {
@@ -96,7 +183,10 @@ func TestCleanupRefusesThenRemovesAndUndo(t *testing.T) {
 			t.Errorf("%s not removed: %s", want, removed)
 		}
 	}
-	for _, kept := range []string{"istio-revision-tag", "istiod-default-validator", "istiod-1-31", "istio-ingressgateway"} {
+	if !strings.Contains(removed, "istio-ingress/deployment/istio-ingressgateway ") && !strings.HasSuffix(removed, "istio-ingress/deployment/istio-ingressgateway") {
+		t.Errorf("the old gateway scaled to zero was not removed: %s", removed)
+	}
+	for _, kept := range []string{"istio-revision-tag", "istiod-default-validator", "istiod-1-31", "istio-ingressgateway-1-31", "service/istio-ingressgateway"} {
 		if strings.Contains(removed, kept) {
 			t.Errorf("cleanup removed %s: %s", kept, removed)
 		}

@@ -1,0 +1,146 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+type stepDoc struct {
+	Journal string `json:"journalEntry"`
+	Summary string
+	Details json.RawMessage
+}
+
+func step(t *testing.T, args ...string) (stepDoc, result) {
+	t.Helper()
+	r := plugin(t, append(args, "-o", "json")...)
+	var d stepDoc
+	if r.code != 64 {
+		if err := json.Unmarshal([]byte(r.stdout), &d); err != nil && r.code == 0 {
+			t.Fatalf("%v: not JSON: %v\n%s", args, err, r.stdout)
+		}
+	}
+	return d, r
+}
+
+// ingressState is every resourceVersion in istio-ingress's Deployments, HPAs, PDBs and Services.
+func ingressState(t *testing.T) string {
+	return kubectl(t, "-n", "istio-ingress", "get", "deployments,hpa,pdb,services", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion} {end}")
+}
+
+// canaryShift moves the ingress gateway to 1-31 with canary-gw and shift, checking refusals and dry
+// runs change nothing on the way.
+func canaryShift(t *testing.T) {
+	t.Helper()
+	gw := []string{"--gateway", "istio-ingress/istio-ingressgateway", "--revision", "1-31"}
+	state := ingressState(t)
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"canary-gw", "--gateway", "istio-ingress/istio-ingressgateway", "--revision", "9-99"}, 65},
+		{[]string{"canary-gw", "--gateway", "istio-ingress/no-such-gateway", "--revision", "1-31"}, 65},
+		{[]string{"canary-gw", "--gateway", "bookinfo/productpage-v1", "--revision", "1-31"}, 65},
+		{[]string{"canary-gw", "--gateway", "istio-ingress/istio-ingressgateway", "--revision", "1-31", "--replicas", "0"}, 64},
+		{append([]string{"shift", "--weight", "50"}, gw...), 65}, // no canary yet
+		{append([]string{"shift", "--weight", "101"}, gw...), 64},
+		{append([]string{"shift"}, gw...), 64},
+	} {
+		if r := plugin(t, c.args...); r.code != c.code || r.stderr == "" {
+			t.Errorf("%v: exit %d (want %d) stderr %q", c.args, r.code, c.code, r.stderr)
+		}
+	}
+	if d, r := step(t, append([]string{"canary-gw", "--dry-run=server"}, gw...)...); r.code != 0 || !strings.Contains(d.Summary, "server dry run") {
+		t.Errorf("canary-gw --dry-run=server: exit %d %s", r.code, r.stderr)
+	}
+	if got := ingressState(t); got != state {
+		t.Fatalf("refusals or a server dry run changed istio-ingress:\n%s\n%s", state, got)
+	}
+
+	d, r := step(t, append([]string{"canary-gw"}, gw...)...)
+	var cg struct {
+		Pods             []string
+		ServingEndpoints int
+		Verified         bool
+		Routing          struct {
+			Listeners   int
+			Differences []string
+		}
+	}
+	if err := json.Unmarshal(d.Details, &cg); err != nil || r.code != 0 {
+		t.Fatalf("canary-gw: exit %d %v %s", r.code, err, r.stderr)
+	}
+	if !cg.Verified || len(cg.Pods) != 1 || cg.ServingEndpoints != 0 || cg.Routing.Listeners == 0 || len(cg.Routing.Differences) != 0 {
+		t.Errorf("canary-gw verification: %+v", cg)
+	}
+	if gates := kubectl(t, "-n", "istio-ingress", "get", "deployment", "istio-ingressgateway-1-31", "-o", "jsonpath={.spec.template.spec.readinessGates[*].conditionType}"); gates != "istio-upgrade.io/serving" {
+		t.Errorf("canary readiness gates %q", gates)
+	}
+	if ready := kubectl(t, "-n", "istio-ingress", "get", "endpointslices", "-l", "kubernetes.io/service-name=istio-ingressgateway",
+		"-o", "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.targetRef.name} {end}"); strings.Contains(ready, "1-31") || strings.Count(ready, " ") != 2 {
+		t.Errorf("before shift the Service's ready endpoints are the old pods only: %q", ready)
+	}
+
+	state = ingressState(t)
+	if _, r := step(t, append([]string{"shift", "--weight", "100", "--dry-run=server"}, gw...)...); r.code != 0 || ingressState(t) != state {
+		t.Errorf("shift --dry-run=server: exit %d, changed %v", r.code, ingressState(t) != state)
+	}
+
+	// A probe target standing in for the load balancer address: the gate asks it at every step.
+	var probes atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == "bookinfo.example.com" {
+			probes.Add(1)
+		}
+	}))
+	defer srv.Close()
+	type shiftDoc struct {
+		Steps []struct {
+			Canary    int32 `json:"canaryReplicas"`
+			Old       int32 `json:"oldReplicas"`
+			Effective int32 `json:"effectiveWeight"`
+		}
+		Gates []struct {
+			Passed         bool
+			ReadyEndpoints int
+		}
+	}
+	for _, c := range []struct {
+		weight, step string
+		want         int32 // canary replicas at the end
+	}{{"50", "25", 1}, {"100", "25", 2}} {
+		d, r := step(t, append([]string{"shift", "--weight", c.weight, "--step", c.step, "--interval", "1s", "--probe-url", srv.URL, "--probe-host", "bookinfo.example.com"}, gw...)...)
+		var sd shiftDoc
+		if err := json.Unmarshal(d.Details, &sd); err != nil || r.code != 0 {
+			t.Fatalf("shift --weight %s: exit %d %v %s", c.weight, r.code, err, r.stderr)
+		}
+		for _, g := range sd.Gates {
+			if !g.Passed || g.ReadyEndpoints < 2 {
+				t.Errorf("shift --weight %s gate: %+v", c.weight, g)
+			}
+		}
+		if n := len(sd.Steps); n == 0 || sd.Steps[n-1].Canary != c.want {
+			t.Errorf("shift --weight %s steps %+v", c.weight, sd.Steps)
+		}
+	}
+	if n := probes.Load(); n < 20 {
+		t.Errorf("the probe was asked %d times, want 10 per step", n)
+	}
+	for name, want := range map[string]string{"istio-ingressgateway": "0", "istio-ingressgateway-1-31": "2"} {
+		if got := kubectl(t, "-n", "istio-ingress", "get", "deployment", name, "-o", "jsonpath={.spec.replicas}"); got != want {
+			t.Errorf("deployment %s replicas %s, want %s", name, got, want)
+		}
+	}
+	if rng := kubectl(t, "-n", "istio-ingress", "get", "hpa", "istio-ingressgateway-1-31", "-o", "jsonpath={.spec.minReplicas}-{.spec.maxReplicas}"); rng != "2-4" {
+		t.Errorf("canary HPA at 100%%: %s, want the original 2-4", rng)
+	}
+	if err := checkProxiesOnInjectedRevision(t, "istio-ingress"); err != nil {
+		t.Error(err)
+	}
+}
