@@ -147,6 +147,15 @@ testbed-env: ## Print export lines for KUBECONFIG and PATH (kubectl, istioctl-ol
 testbed-new-revision: ## Install the new revision (REV, default 1-31) with the new istioctl
 	$(TESTBED_ENV) test/testbed/testbed.sh new-revision
 
+.PHONY: bench
+BENCH_ARGS ?=
+bench: testbed-tools build $(AGENT) ## Benchmarks on a fresh test bed: prints the table and writes docs/benchmarks.md (BENCH_ARGS=-proxies 500 ...)
+	@$(TESTBED_ENV) test/testbed/testbed.sh down >/dev/null 2>&1 || true
+	@set -e; trap '$(TESTBED_ENV) test/testbed/testbed.sh down' EXIT; \
+	$(TESTBED_ENV) test/testbed/testbed.sh up; \
+	$(TESTBED_ENV) test/testbed/testbed.sh new-revision; \
+	$(GO) run ./test/bench -kubeconfig $(TESTBED_DIR)/kubeconfig -bin $(TESTBED_DIR)/bin -out docs/benchmarks.md $(BENCH_ARGS)
+
 .PHONY: demo
 demo: testbed-up ## The whole runbook on the simulated cluster (test bed left running; make testbed-down stops it)
 	TESTBED_DIR=$(TESTBED_DIR) REV=$(REV) test/demo.sh

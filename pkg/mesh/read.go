@@ -174,7 +174,7 @@ func GatherSyncz(ctx context.Context, c *kube.Clients, istiodPods []corev1.Pod, 
 			}
 			token = t
 		}
-		sz := fetchOne(ctx, opts.XDS.Address, token, opts.XDS.Plaintext, opts.IstioNamespace)
+		sz := FetchAt(ctx, opts.XDS.Address, token, opts.XDS.Plaintext, opts.IstioNamespace)
 		if sz.Pod == "" {
 			sz.Pod = opts.XDS.Address
 		}
@@ -208,7 +208,7 @@ func GatherSyncz(ctx context.Context, c *kube.Clients, istiodPods []corev1.Pod, 
 				return
 			}
 			defer stop()
-			sz := fetchOne(ctx, addr, token, false, opts.IstioNamespace)
+			sz := FetchAt(ctx, addr, token, false, opts.IstioNamespace)
 			out[i].Version, out[i].Proxies, out[i].Err = sz.Version, sz.Proxies, sz.Err
 		}(i, p)
 	}
@@ -216,7 +216,8 @@ func GatherSyncz(ctx context.Context, c *kube.Clients, istiodPods []corev1.Pod, 
 	return out
 }
 
-func fetchOne(ctx context.Context, addr, token string, plaintext bool, ns string) IstiodSyncz {
+// FetchAt asks the istiod at addr (a port-forward or --xds-address) for syncz.
+func FetchAt(ctx context.Context, addr, token string, plaintext bool, ns string) IstiodSyncz {
 	conn, err := istio.Dial(ctx, addr, token, plaintext)
 	if err != nil {
 		return IstiodSyncz{Err: err}

@@ -1,0 +1,582 @@
+// Command bench runs the benchmark scenarios of docs/benchmarks.md on a running test bed (make bench):
+// migration speed against the Kubernetes limit and the runbook loop, apiserver load, reading the mesh
+// against istioctl, the binary, and diff at scale. It prints one table and writes it as Markdown.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+)
+
+type row struct {
+	scenario, figure, value, spread, note string
+}
+
+type bench struct {
+	c          *kube.Clients
+	bin        string // test bed bin dir: kubectl, istioctl-new, kubectl-istio_upgrade
+	kubeconfig string
+	rows       []row
+	failed     []string
+	revs       [2]string
+}
+
+func main() {
+	var (
+		kubeconfig = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "test bed kubeconfig")
+		bin        = flag.String("bin", "", "test bed bin directory")
+		nsN        = flag.Int("namespaces", 3, "fleet namespaces (N)")
+		depM       = flag.Int("deployments", 3, "Deployments per namespace (M)")
+		runs       = flag.Int("runs", 3, "runs per timed figure")
+		proxies    = flag.Int("proxies", 2000, "simulated proxies for the mesh-reading scenario")
+		out        = flag.String("out", "docs/benchmarks.md", "Markdown file to write the table to")
+		only       = flag.String("only", "", "comma-separated scenarios to run (1,3,4,5); empty = all")
+	)
+	flag.Parse()
+	cf := genericclioptions.NewConfigFlags(true)
+	cf.KubeConfig = kubeconfig
+	c, err := kube.NewClients(cf)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	b := &bench{c: c, bin: *bin, kubeconfig: *kubeconfig, revs: [2]string{"1-30", "1-31"}}
+	want := func(s string) bool { return *only == "" || strings.Contains(","+*only+",", ","+s+",") }
+	ctx := context.Background()
+	start := time.Now()
+	if want("1") {
+		b.guard("1-2 migration", func() error { return b.migration(ctx, *nsN, *depM, *runs) })
+	}
+	if want("3") {
+		b.guard("3 reading the mesh", func() error { return b.reading(ctx, *proxies, *runs) })
+	}
+	if want("4") {
+		b.guard("4 binary", b.binary)
+	}
+	if want("5") {
+		b.guard("5 diff", b.diff)
+	}
+	table := b.markdown(*nsN, *depM, *proxies, *runs, time.Since(start))
+	fmt.Print(table)
+	if *out != "" && *only == "" {
+		if err := os.WriteFile(*out, []byte(table), 0o644); err != nil {
+			b.failed = append(b.failed, err.Error())
+		}
+	}
+	if len(b.failed) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %d scenarios failed:\n  %s\n", len(b.failed), strings.Join(b.failed, "\n  "))
+		os.Exit(1)
+	}
+}
+
+func (b *bench) guard(name string, f func() error) {
+	logf("scenario %s", name)
+	if err := f(); err != nil {
+		logf("scenario %s FAILED: %v", name, err)
+		b.failed = append(b.failed, name+": "+err.Error())
+	}
+}
+
+func (b *bench) add(scenario, figure, value, spread, note string) {
+	b.rows = append(b.rows, row{scenario, figure, value, spread, note})
+	logf("  %s: %s %s %s", figure, value, spread, note)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// ---- scenario 1 and 2: migration speed and apiserver load ----
+
+const fleetLabel = "bench-fleet"
+
+func (b *bench) fleet(ctx context.Context, name string, n, m int, rev string) ([]kube.WorkloadRef, error) {
+	var refs []kube.WorkloadRef
+	for i := 0; i < n; i++ {
+		ns := fmt.Sprintf("bench-%s-%d", name, i)
+		_, err := b.c.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
+			Labels: map[string]string{"istio.io/rev": rev, fleetLabel: name}}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+		for j := 0; j < m; j++ {
+			d := deployment(ns, fmt.Sprintf("app-%d", j), 3, "2s")
+			if _, err := b.c.Kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return nil, err
+			}
+			refs = append(refs, kube.WorkloadRef{Kind: "Deployment", Namespace: ns, Name: d.Name})
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	return refs, kube.WaitRollouts(wctx, b.c.Kube, refs, nil)
+}
+
+// deployment is a fleet workload: maxUnavailable 0, maxSurge 1, readiness delayed by the test bed.
+func deployment(ns, name string, replicas int32, readyDelay string) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	zero, one := intstr.FromInt32(0), intstr.FromInt32(1)
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &zero, MaxSurge: &one}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{"testbed.istio-upgrade.io/ready-delay": readyDelay}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+			},
+		},
+	}
+}
+
+func (b *bench) migration(ctx context.Context, n, m, runs int) error {
+	fleets := map[string][]kube.WorkloadRef{}
+	for _, f := range []string{"ours", "limit", "loop"} {
+		refs, err := b.fleet(ctx, f, n, m, b.revs[0])
+		if err != nil {
+			return fmt.Errorf("fleet %s: %w", f, err)
+		}
+		fleets[f] = refs
+	}
+	workloads := n * m
+	logf("3 fleets of %d namespaces x %d Deployments (3 replicas, 2 s readiness) ready on %s", n, m, b.revs[0])
+	times := map[string][]float64{}
+	load := map[string][]map[string]float64{}
+	for r := 0; r < runs; r++ {
+		to := b.revs[(r+1)%2] // each run migrates the fleets to the other revision
+		for _, f := range []string{"ours", "limit", "loop"} {
+			idle, err := b.idleRate(ctx)
+			if err != nil {
+				return err
+			}
+			before, err := b.requests(ctx)
+			if err != nil {
+				return err
+			}
+			t0 := time.Now()
+			switch f {
+			case "ours":
+				err = b.run(b.plugin(), "migrate-ns", "-l", fleetLabel+"=ours", "--to", to, "--batch-size", strconv.Itoa(workloads),
+					"--max-unavailable-namespaces", strconv.Itoa(n), "--timeout", "5m", "-y", "-o", "json")
+			case "limit":
+				err = b.limit(ctx, fleets[f], to)
+			case "loop":
+				err = b.loop(n, to)
+			}
+			secs := time.Since(t0).Seconds()
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", f, r+1, err)
+			}
+			after, err := b.requests(ctx)
+			if err != nil {
+				return err
+			}
+			net := map[string]float64{}
+			for verb, v := range after {
+				net[verb] = max(0, v-before[verb]-idle[verb]*secs) / float64(workloads)
+			}
+			times[f] = append(times[f], secs)
+			load[f] = append(load[f], net)
+			logf("run %d %s -> %s: %.1fs", r+1, f, to, secs)
+		}
+	}
+	ours, limit, loop := median(times["ours"]), median(times["limit"]), median(times["loop"])
+	b.add("1 migration", "`migrate-ns` wall time (gated, one batch)", secs(ours), spread(times["ours"]), fmt.Sprintf("%d workloads, %d pods restarted", workloads, workloads*3))
+	b.add("1 migration", "limit: all rollouts at once, no gates", secs(limit), spread(times["limit"]), "same restarts, watched until complete")
+	b.add("1 migration", "ratio to the limit", fmt.Sprintf("%.2f", ours/limit), "", "1.00 = no overhead over Kubernetes itself")
+	b.add("1 migration", "runbook loop (seed 001, sequential)", secs(loop), spread(times["loop"]), "label; rollout restart; rollout status per Deployment; verifies nothing")
+	b.add("1 migration", "speed-up over the runbook loop", fmt.Sprintf("%.1fx", loop/ours), "", "")
+	for _, f := range []string{"ours", "limit", "loop"} {
+		b.add("2 API load", "requests per migrated workload: "+map[string]string{"ours": "migrate-ns", "limit": "limit", "loop": "runbook loop"}[f],
+			fmt.Sprintf("%.1f", total(medianLoad(load[f]))), "", byVerb(medianLoad(load[f])))
+	}
+	return nil
+}
+
+func (b *bench) plugin() string { return filepath.Join(b.bin, "kubectl-istio_upgrade") }
+
+func (b *bench) run(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconfig, "PATH="+b.bin+":"+os.Getenv("PATH"))
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = nil, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, lastLines(stderr.String(), 5))
+	}
+	return nil
+}
+
+// limit relabels every namespace and restarts every Deployment at once, then waits for all rollouts.
+func (b *bench) limit(ctx context.Context, refs []kube.WorkloadRef, to string) error {
+	done := map[string]bool{}
+	for _, r := range refs {
+		if done[r.Namespace] {
+			continue
+		}
+		done[r.Namespace] = true
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"istio.io/rev":%q}}}`, to)
+		if _, err := b.c.Kube.CoreV1().Namespaces().Patch(ctx, r.Namespace, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	for _, r := range refs {
+		if err := kube.Restart(ctx, b.c.Kube, r, now, nil); err != nil {
+			return err
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	return kube.WaitRollouts(wctx, b.c.Kube, refs, nil)
+}
+
+// loop is the runbook automation of seed 001, per Deployment and sequential.
+func (b *bench) loop(n int, to string) error {
+	script := `set -e
+for ns in $(kubectl get ns -l ` + fleetLabel + `=loop -o name | cut -d/ -f2); do
+  kubectl label namespace "$ns" istio-injection- >/dev/null
+  kubectl label namespace "$ns" istio.io/rev="$TO" --overwrite >/dev/null
+  for d in $(kubectl get deployment -n "$ns" -o name); do
+    kubectl rollout restart "$d" -n "$ns" >/dev/null
+    kubectl rollout status "$d" -n "$ns" --timeout=300s >/dev/null
+  done
+done`
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconfig, "PATH="+b.bin+":"+os.Getenv("PATH"), "TO="+to)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runbook loop: %v: %s", err, lastLines(string(out), 5))
+	}
+	return nil
+}
+
+var requestLine = regexp.MustCompile(`^apiserver_request_total\{(.*)\} ([0-9.e+]+)$`)
+var verbLabel = regexp.MustCompile(`verb="([A-Z]+)"`)
+
+// requests reads apiserver_request_total, summed by verb.
+func (b *bench) requests(ctx context.Context) (map[string]float64, error) {
+	raw, err := b.c.Kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver /metrics: %w", err)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := requestLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		if vm := verbLabel.FindStringSubmatch(m[1]); vm != nil {
+			out[vm[1]] += v
+		}
+	}
+	return out, nil
+}
+
+// idleRate is the background request rate (controllers, KWOK, leases, the agent) per second by verb,
+// over 5 s of nothing happening; it is subtracted from every measurement.
+func (b *bench) idleRate(ctx context.Context) (map[string]float64, error) {
+	a, err := b.requests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(5 * time.Second)
+	z, err := b.requests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for k, v := range z {
+		out[k] = (v - a[k]) / 5
+	}
+	return out, nil
+}
+
+// ---- scenario 3: reading the mesh ----
+
+func (b *bench) reading(ctx context.Context, proxies, runs int) error {
+	ns := "bench-proxies"
+	rev := b.revs[1]
+	if _, err := b.c.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
+		Labels: map[string]string{"istio.io/rev": rev}}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	const deployments = 20
+	var refs []kube.WorkloadRef
+	for i := 0; i < deployments; i++ {
+		n := int32(proxies / deployments)
+		if i < proxies%deployments {
+			n++
+		}
+		d := deployment(ns, fmt.Sprintf("fleet-%d", i), n, "0s")
+		if _, err := b.c.Kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		refs = append(refs, kube.WorkloadRef{Kind: "Deployment", Namespace: ns, Name: d.Name})
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	if err := kube.WaitRollouts(wctx, b.c.Kube, refs, func(s string) {}); err != nil {
+		return fmt.Errorf("%d proxy pods: %w", proxies, err)
+	}
+	logf("%d pods ready in %s; waiting for their proxies to connect", proxies, time.Since(t0).Round(time.Second))
+	// Every pod's simulated proxy connected and SYNCED, as our status reports it.
+	var total int
+	for {
+		out, err := exec.Command(b.plugin(), "--kubeconfig", b.kubeconfig, "status", "--proxies", "-o", "json").Output()
+		if err == nil {
+			total = strings.Count(string(out), `"state": "SYNCED"`)
+			if total >= proxies {
+				break
+			}
+		}
+		if wctx.Err() != nil {
+			return fmt.Errorf("only %d proxies SYNCED after waiting", total)
+		}
+		logf("%d proxies SYNCED so far", total)
+		time.Sleep(10 * time.Second)
+	}
+	var oursT, oursM, istT, istM []float64
+	for r := 0; r < runs; r++ {
+		t, m, err := measure(b.plugin(), "--kubeconfig", b.kubeconfig, "status", "--proxies", "-o", "json")
+		if err != nil {
+			return err
+		}
+		oursT, oursM = append(oursT, t), append(oursM, m)
+		t, m, err = measure(filepath.Join(b.bin, "istioctl-new"), "--kubeconfig", b.kubeconfig, "proxy-status", "--revision", rev)
+		if err != nil {
+			return err
+		}
+		istT, istM = append(istT, t), append(istM, m)
+	}
+	note := fmt.Sprintf("%d proxies in the mesh (%d on %s); ours reads every revision's istiod, istioctl one", total, proxies, rev)
+	b.add("3 reading the mesh", "`status --proxies -o json` wall time", secs(median(oursT)), spread(oursT), note)
+	b.add("3 reading the mesh", "`istioctl proxy-status --revision` wall time", secs(median(istT)), spread(istT), "istioctl "+rev)
+	b.add("3 reading the mesh", "time ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursT)/median(istT)), "", "")
+	b.add("3 reading the mesh", "`status --proxies` peak memory (max RSS)", mib(median(oursM)), spread(oursM), "")
+	b.add("3 reading the mesh", "`istioctl proxy-status` peak memory (max RSS)", mib(median(istM)), spread(istM), "")
+	b.add("3 reading the mesh", "memory ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursM)/median(istM)), "", "")
+	return nil
+}
+
+// measure runs a command to completion: wall seconds and peak RSS in bytes.
+func measure(name string, args ...string) (float64, float64, error) {
+	cmd := exec.Command(name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		return 0, 0, fmt.Errorf("%s: %v: %s", filepath.Base(name), err, lastLines(stderr.String(), 3))
+	}
+	secs := time.Since(t0).Seconds()
+	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	rss := 0.0
+	if ru != nil {
+		rss = float64(ru.Maxrss) * 1024 // Linux reports KiB
+	}
+	return secs, rss, nil
+}
+
+// ---- scenario 4 and 5 ----
+
+func (b *bench) binary() error {
+	for _, c := range []struct{ name, path string }{{"kubectl istio-upgrade", b.plugin()}, {"istioctl", filepath.Join(b.bin, "istioctl-new")}} {
+		var ts []float64
+		for i := 0; i < 20; i++ {
+			t, _, err := measure(c.path, "--help")
+			if err != nil {
+				return err
+			}
+			ts = append(ts, t)
+		}
+		b.add("4 binary", "`"+c.name+" --help` start-up", fmt.Sprintf("%.0f ms", median(ts)*1000), spreadMs(ts), "20 runs")
+	}
+	for _, c := range []struct{ name, path string }{{"kubectl-istio_upgrade", b.plugin()}, {"istioctl", filepath.Join(b.bin, "istioctl-new")}} {
+		st, err := os.Stat(resolve(c.path))
+		if err != nil {
+			return err
+		}
+		b.add("4 binary", c.name+" size", mib(float64(st.Size())), "", "")
+	}
+	return nil
+}
+
+func resolve(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
+}
+
+var benchLine = regexp.MustCompile(`^BenchmarkDiff10kProxies\S*\s+\d+\s+([0-9.]+) ns/op\s+([0-9.]+) B/op\s+([0-9.]+) allocs/op`)
+
+func (b *bench) diff() error {
+	out, err := exec.Command("go", "test", "-run", "^$", "-bench", "BenchmarkDiff10kProxies", "-benchmem", "-count", "5", "./pkg/mesh").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go test -bench: %v: %s", err, lastLines(string(out), 5))
+	}
+	var ns, bytesOp, allocs []float64
+	for _, l := range strings.Split(string(out), "\n") {
+		if m := benchLine.FindStringSubmatch(l); m != nil {
+			x, _ := strconv.ParseFloat(m[1], 64)
+			y, _ := strconv.ParseFloat(m[2], 64)
+			z, _ := strconv.ParseFloat(m[3], 64)
+			ns, bytesOp, allocs = append(ns, x), append(bytesOp, y), append(allocs, z)
+		}
+	}
+	if len(ns) == 0 {
+		return fmt.Errorf("no benchmark lines in: %s", lastLines(string(out), 5))
+	}
+	b.add("5 diff", "snapshot diff, 10,000 proxies", fmt.Sprintf("%.1f ms/op", median(ns)/1e6), spreadScaled(ns, 1e6, "ms"), "go test -bench, 5 counts")
+	b.add("5 diff", "memory per diff", mib(median(bytesOp)), "", fmt.Sprintf("%.0f allocs/op", median(allocs)))
+	return nil
+}
+
+// ---- figures ----
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func spread(xs []float64) string { return spreadScaled(xs, 1, "") }
+func spreadMs(xs []float64) string {
+	return spreadScaled(xs, 1e-3, "ms")
+}
+
+func spreadScaled(xs []float64, div float64, unit string) string {
+	if len(xs) < 2 {
+		return ""
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return fmt.Sprintf("%.3g–%.3g%s (n=%d)", s[0]/div, s[len(s)-1]/div, unit, len(s))
+}
+
+func secs(x float64) string { return fmt.Sprintf("%.1f s", x) }
+func mib(x float64) string  { return fmt.Sprintf("%.1f MiB", x/(1<<20)) }
+
+func medianLoad(runs []map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	verbs := map[string]bool{}
+	for _, r := range runs {
+		for v := range r {
+			verbs[v] = true
+		}
+	}
+	for v := range verbs {
+		var xs []float64
+		for _, r := range runs {
+			xs = append(xs, r[v])
+		}
+		out[v] = median(xs)
+	}
+	return out
+}
+
+func total(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
+
+func byVerb(m map[string]float64) string {
+	var keys []string
+	for k, v := range m {
+		if v >= 0.05 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, " | ")
+}
+
+func (b *bench) markdown(n, m, proxies, runs int, took time.Duration) string {
+	var w strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&w, "# Benchmarks\n\nProduced by `make bench` on the test bed (real kube-apiserver, etcd, controller-manager and scheduler,\n")
+	fmt.Fprintf(&w, "KWOK nodes and pods, real istiod %s and %s) on %s, %s.\n\n", b.revs[0], b.revs[1], time.Now().UTC().Format("2006-01-02"), machine(host))
+	fmt.Fprintf(&w, "- Fleet (scenarios 1-2): N = %d namespaces x M = %d Deployments = %d workloads, 3 replicas each, maxUnavailable 0,\n", n, m, n*m)
+	fmt.Fprintf(&w, "  maxSurge 1, readiness 2 s per pod; three identical fleets (ours, limit, runbook loop), each run moves all three to the other revision.\n")
+	fmt.Fprintf(&w, "- Mesh reading (scenario 3): %d simulated proxies in one namespace, plus the fixtures and fleets.\n", proxies)
+	fmt.Fprintf(&w, "- Times are the median of %d runs (spread: min-max); API load is net of the idle background rate, per migrated workload, median.\n", runs)
+	fmt.Fprintf(&w, "- The whole run took %s.\n\n", took.Round(time.Second))
+	fmt.Fprintf(&w, "| scenario | figure | value | spread | note |\n|---|---|---|---|---|\n")
+	for _, r := range b.rows {
+		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.value, r.spread, r.note)
+	}
+	if len(b.failed) > 0 {
+		fmt.Fprintf(&w, "\nFAILED scenarios: %s\n", strings.Join(b.failed, "; "))
+	}
+	return w.String()
+}
+
+func machine(host string) string {
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+		if len(f) >= 2 {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			mem = fmt.Sprintf(", %.0f GiB", kb/(1<<20))
+		}
+	}
+	return fmt.Sprintf("%s/%s, %d cores (%s)%s, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpu, mem, runtime.Version())
+}
