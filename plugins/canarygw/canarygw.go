@@ -346,6 +346,8 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 	defer cancel()
 	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.namespace, Name: o.Name}
 	istiod := IstiodPods(raw, o.Revision)
+	syncz := gate.NewIstiod(c, istiod, o.g.ReadOptions("", true))
+	defer syncz.Close()
 	sel := labels.Set{LabelCanaryOf: o.old}.AsSelector().String()
 	var pods []corev1.Pod
 	for {
@@ -357,7 +359,7 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 			pods = l.Items
 			reason = PodsReady(pods, o.Replicas)
 			if reason == "" {
-				_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, gate.Proxies(vctx, c, istiod, o.g.ReadOptions("", true)), o.Revision)
+				_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, syncz.Proxies(vctx), o.Revision)
 			}
 		}
 		if reason == "" {

@@ -198,6 +198,7 @@ type runner struct {
 	res      *cli.Result
 	det      *Details
 	istiod   []corev1.Pod // target revision's istiod pods
+	syncz    *gate.Istiod // asks them for syncz while gates wait
 	before   *mesh.Snapshot
 	relabel  []string
 	restarts []kube.WorkloadRef
@@ -220,6 +221,8 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := r.validateCluster(ctx, raw); err != nil {
 		return err
 	}
+	r.syncz = gate.NewIstiod(c, r.istiod, o.g.ReadOptions("", true))
+	defer r.syncz.Close()
 	switch o.dryRun {
 	case cli.DryRunClient:
 		r.describe()
@@ -646,7 +649,7 @@ func (r *runner) podsOf(ctx context.Context, batch []kube.WorkloadRef) ([]corev1
 
 // targetProxies asks the target revision's istiods for syncz: namespace/pod → state.
 func (r *runner) targetProxies(ctx context.Context) map[string]string {
-	return gate.Proxies(ctx, r.c, r.istiod, r.o.g.ReadOptions("", true))
+	return r.syncz.Proxies(ctx)
 }
 
 // rollback relabels the touched namespaces back to what they were and restarts what was restarted.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -185,7 +184,7 @@ type runner struct {
 	old      *appsv1.Deployment
 	canary   *appsv1.Deployment
 	oldRev   string
-	istiod   map[string][]corev1.Pod // revision → istiod pods
+	syncz    map[string]*gate.Istiod // revision → its istiods, asked for syncz
 	services []string
 	total    int32
 	hpa      map[string]string // deployment name → its HPA's name
@@ -198,7 +197,12 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult("shift", o.dryRun), hpa: map[string]string{}, istiod: map[string][]corev1.Pod{}}
+	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult("shift", o.dryRun), hpa: map[string]string{}, syncz: map[string]*gate.Istiod{}}
+	defer func() {
+		for _, s := range r.syncz {
+			s.Close()
+		}
+	}()
 	r.det = &Details{Gateway: o.namespace + "/" + o.old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
 	r.res.Details = r.det
 	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
@@ -302,8 +306,9 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 	if err := canarygw.RevisionReady(s, o.Revision); err != nil {
 		return nil, err
 	}
-	r.istiod[o.Revision] = canarygw.IstiodPods(raw, o.Revision)
-	r.istiod[r.oldRev] = canarygw.IstiodPods(raw, r.oldRev)
+	for _, rev := range []string{o.Revision, r.oldRev} {
+		r.syncz[rev] = gate.NewIstiod(r.c, canarygw.IstiodPods(raw, rev), o.g.ReadOptions("", true))
+	}
 	svcs, err := r.c.Kube.CoreV1().Services(o.namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
@@ -542,7 +547,7 @@ func (r *runner) check(ctx context.Context, s Step) (string, int) {
 			continue
 		}
 		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: side.d.Namespace, Name: side.d.Name}
-		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, gate.Proxies(ctx, r.c, r.istiod[side.rev], r.o.g.ReadOptions("", true)), side.rev); why != "" {
+		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, r.syncz[side.rev].Proxies(ctx), side.rev); why != "" {
 			return why, 0
 		}
 	}
