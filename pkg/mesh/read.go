@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sync"
 	"time"
 
@@ -61,10 +62,15 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 	})
 	g.Go(func() error {
 		l, err := k.CoreV1().Pods(opts.IstioNamespace).List(gctx, istiod)
-		if err == nil {
-			in.IstiodPods = l.Items
+		if err != nil {
+			return wrap("list istiod pods", err)
 		}
-		return wrap("list istiod pods", err)
+		in.IstiodPods = l.Items
+		// syncz needs only the istiod pods: it runs while the big LISTs are still coming in.
+		if opts.Proxies {
+			in.Syncz = GatherSyncz(gctx, c, l.Items, opts)
+		}
+		return nil
 	})
 	g.Go(func() error {
 		l, err := k.CoreV1().ConfigMaps(opts.IstioNamespace).List(gctx, metav1.ListOptions{LabelSelector: istio.LabelRev})
@@ -123,10 +129,8 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 		return wrap("list daemonsets", err)
 	})
 	g.Go(func() error {
-		l, err := k.CoreV1().Pods(scope).List(gctx, metav1.ListOptions{})
-		if err == nil {
-			in.Pods = l.Items
-		}
+		pods, err := listPods(gctx, c, scope)
+		in.Pods = pods
 		return wrap("list pods", err)
 	})
 	g.Go(func() error {
@@ -139,10 +143,55 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if opts.Proxies {
-		in.Syncz = GatherSyncz(ctx, c, in.IstiodPods, opts)
-	}
 	return in, nil
+}
+
+// podPage is the LIST chunk size for pods, as kubectl's.
+const podPage = 500
+
+// listPods lists pods in pages and keeps of each only what a snapshot reads, so a mesh of thousands
+// of pods is never held whole in memory (the pod LIST was most of status's time and memory).
+func listPods(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.Pod, error) {
+	var out []corev1.Pod
+	opts := metav1.ListOptions{Limit: podPage}
+	for {
+		l, err := c.Kube.CoreV1().Pods(namespace).List(ctx, opts)
+		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
+			// The continue token outlived etcd's compaction: start over, unpaged.
+			out, opts = nil, metav1.ListOptions{}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := range l.Items {
+			out = append(out, slimPod(&l.Items[i]))
+		}
+		if l.Continue == "" {
+			return out, nil
+		}
+		opts.Continue = l.Continue
+	}
+}
+
+// slimPod drops the parts of a pod no snapshot, check or gate reads: managed fields, volumes, and
+// per container its command, environment, mounts and probes.
+func slimPod(p *corev1.Pod) corev1.Pod {
+	q := *p
+	q.ManagedFields = nil
+	q.Spec.Volumes = nil
+	q.Spec.Containers = slimContainers(p.Spec.Containers)
+	q.Spec.InitContainers = slimContainers(p.Spec.InitContainers)
+	q.Status.ContainerStatuses, q.Status.InitContainerStatuses = nil, nil
+	return q
+}
+
+func slimContainers(cs []corev1.Container) []corev1.Container {
+	out := make([]corev1.Container, len(cs))
+	for i, c := range cs {
+		out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports, Resources: c.Resources, RestartPolicy: c.RestartPolicy}
+	}
+	return out
 }
 
 func wrap(what string, err error) error {
