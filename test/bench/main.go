@@ -82,7 +82,7 @@ func main() {
 	table := b.markdown(*nsN, *depM, *proxies, *runs, time.Since(start))
 	fmt.Print(table)
 	if *out != "" && *only == "" {
-		if err := os.WriteFile(*out, []byte(table), 0o644); err != nil {
+		if err := writeTable(*out, table); err != nil {
 			b.failed = append(b.failed, err.Error())
 		}
 	}
@@ -90,6 +90,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %d scenarios failed:\n  %s\n", len(b.failed), strings.Join(b.failed, "\n  "))
 		os.Exit(1)
 	}
+}
+
+// Markers around the generated part of the output file: text outside them (how to read the figures,
+// what profiling changed) is kept.
+const beginMark, endMark = "<!-- make bench: begin -->", "<!-- make bench: end -->"
+
+func writeTable(path, table string) error {
+	old, err := os.ReadFile(path)
+	text := string(old)
+	i, j := strings.Index(text, beginMark), strings.Index(text, endMark)
+	if err != nil || i < 0 || j < i {
+		return os.WriteFile(path, []byte(beginMark+"\n"+table+endMark+"\n"), 0o644)
+	}
+	return os.WriteFile(path, []byte(text[:i]+beginMark+"\n"+table+text[j:]), 0o644)
 }
 
 func (b *bench) guard(name string, f func() error) {
@@ -382,8 +396,8 @@ func (b *bench) reading(ctx context.Context, proxies, runs int) error {
 	b.add("3 reading the mesh", "`status --proxies -o json` wall time", secs(median(oursT)), spread(oursT), note)
 	b.add("3 reading the mesh", "`istioctl proxy-status --revision` wall time", secs(median(istT)), spread(istT), "istioctl "+rev)
 	b.add("3 reading the mesh", "time ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursT)/median(istT)), "", "")
-	b.add("3 reading the mesh", "`status --proxies` peak memory (max RSS)", mib(median(oursM)), spread(oursM), "")
-	b.add("3 reading the mesh", "`istioctl proxy-status` peak memory (max RSS)", mib(median(istM)), spread(istM), "")
+	b.add("3 reading the mesh", "`status --proxies` peak memory (max RSS)", mib(median(oursM)), spreadScaled(oursM, 1<<20, " MiB"), "")
+	b.add("3 reading the mesh", "`istioctl proxy-status` peak memory (max RSS)", mib(median(istM)), spreadScaled(istM, 1<<20, " MiB"), "")
 	b.add("3 reading the mesh", "memory ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursM)/median(istM)), "", "")
 	return nil
 }
@@ -456,7 +470,7 @@ func (b *bench) diff() error {
 	if len(ns) == 0 {
 		return fmt.Errorf("no benchmark lines in: %s", lastLines(string(out), 5))
 	}
-	b.add("5 diff", "snapshot diff, 10,000 proxies", fmt.Sprintf("%.1f ms/op", median(ns)/1e6), spreadScaled(ns, 1e6, "ms"), "go test -bench, 5 counts")
+	b.add("5 diff", "snapshot diff, 10,000 proxies", fmt.Sprintf("%.1f ms/op", median(ns)/1e6), spreadScaled(ns, 1e6, " ms"), "go test -bench, 5 counts")
 	b.add("5 diff", "memory per diff", mib(median(bytesOp)), "", fmt.Sprintf("%.0f allocs/op", median(allocs)))
 	return nil
 }
@@ -475,9 +489,9 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func spread(xs []float64) string { return spreadScaled(xs, 1, "") }
+func spread(xs []float64) string { return spreadScaled(xs, 1, " s") }
 func spreadMs(xs []float64) string {
-	return spreadScaled(xs, 1e-3, "ms")
+	return spreadScaled(xs, 1e-3, " ms")
 }
 
 func spreadScaled(xs []float64, div float64, unit string) string {
@@ -489,7 +503,12 @@ func spreadScaled(xs []float64, div float64, unit string) string {
 	return fmt.Sprintf("%.3g–%.3g%s (n=%d)", s[0]/div, s[len(s)-1]/div, unit, len(s))
 }
 
-func secs(x float64) string { return fmt.Sprintf("%.1f s", x) }
+func secs(x float64) string {
+	if x < 10 {
+		return fmt.Sprintf("%.2f s", x)
+	}
+	return fmt.Sprintf("%.1f s", x)
+}
 func mib(x float64) string  { return fmt.Sprintf("%.1f MiB", x/(1<<20)) }
 
 func medianLoad(runs []map[string]float64) map[string]float64 {

@@ -63,7 +63,14 @@ func canaryShift(t *testing.T) {
 		t.Fatalf("refusals or a server dry run changed istio-ingress:\n%s\n%s", state, got)
 	}
 
+	oldSpec := func() string {
+		return kubectl(t, "-n", "istio-ingress", "get", "deployment", "istio-ingressgateway", "-o", "jsonpath={.metadata.generation} {.metadata.labels} {.spec.replicas}")
+	}
+	before := oldSpec()
 	d, r := step(t, append([]string{"canary-gw"}, gw...)...)
+	if after := oldSpec(); after != before {
+		t.Errorf("canary-gw modified the old gateway: %s -> %s", before, after)
+	}
 	var cg struct {
 		Pods             []string
 		ServingEndpoints int
