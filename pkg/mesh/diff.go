@@ -261,7 +261,11 @@ func workloadState(w Workload) string {
 		}
 		revs[i] = r
 	}
-	return strconv.Itoa(int(w.Ready)) + "/" + strconv.Itoa(int(w.Replicas)) + " " + strings.Join(revs, ",")
+	state := strconv.Itoa(int(w.Ready)) + "/" + strconv.Itoa(int(w.Replicas))
+	if len(revs) == 0 {
+		return state // no pods: nothing injected to name
+	}
+	return state + " " + strings.Join(revs, ",")
 }
 
 func diffWorkloads(d *Diff, before, after []Workload) {

@@ -374,11 +374,14 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 		}
 	}
 	p.Done()
+	var live []corev1.Pod
 	for _, pod := range pods {
 		if pod.DeletionTimestamp == nil {
+			live = append(live, pod)
 			det.Pods = append(det.Pods, pod.Namespace+"/"+pod.Name)
 		}
 	}
+	pods = live
 	p.Printf("canary %s: %d pods running, injected by %s, SYNCED", o.Name, len(det.Pods), o.Revision)
 	serving, err := ServingEndpoints(vctx, c, o.namespace, pods)
 	if err != nil {

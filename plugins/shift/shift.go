@@ -331,13 +331,20 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 		return nil, err
 	}
 	var hpaRange *Range
-	if h := canarygw.HPAFor(hpas.Items, old.Name); h != nil {
-		r.hpa[old.Name] = h.Name
+	oldHPA := canarygw.HPAFor(hpas.Items, old.Name)
+	if oldHPA != nil {
+		r.hpa[old.Name] = oldHPA.Name
 	}
 	if h := canarygw.HPAFor(hpas.Items, r.canary.Name); h != nil {
 		r.hpa[r.canary.Name] = h.Name
 	}
-	if min, max, ok := canarygw.ParseHPARange(r.canary.Annotations[canarygw.AnnotationHPARange]); ok && len(r.hpa) > 0 {
+	// The range to split is the old gateway's as canary-gw found it (shift has changed the live one
+	// since); an HPA added after canary-gw is taken as it is now.
+	rng := r.canary.Annotations[canarygw.AnnotationHPARange]
+	if rng == "" {
+		rng = canarygw.HPARange(oldHPA)
+	}
+	if min, max, ok := canarygw.ParseHPARange(rng); ok && len(r.hpa) > 0 {
 		hpaRange = &Range{Min: min, Max: max}
 	}
 	r.current = Step{Old: replicas(old), Canary: replicas(r.canary)}

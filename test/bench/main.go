@@ -509,7 +509,7 @@ func secs(x float64) string {
 	}
 	return fmt.Sprintf("%.1f s", x)
 }
-func mib(x float64) string  { return fmt.Sprintf("%.1f MiB", x/(1<<20)) }
+func mib(x float64) string { return fmt.Sprintf("%.1f MiB", x/(1<<20)) }
 
 func medianLoad(runs []map[string]float64) map[string]float64 {
 	out := map[string]float64{}
