@@ -4,6 +4,7 @@ package shift
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -92,7 +93,8 @@ pulls a side back across the split.
 
 Each step is gated: both Deployments rolled out, every pod injected by its revision and SYNCED on
 its istiod, the Service's ready endpoints at least T, and --probe-url answering (non-5xx) when
-given. A failed gate reverts that step (adding back first) and exits 75.
+given. A failed gate reverts that step (adding back first; a canary the step put into service goes
+back out of traffic, readiness gate and replicas as canary-gw left it) and exits 75.
 
 The first step with weight above 0 removes the canary's readiness gate, putting it into service.
 At 100 % the old Deployment is scaled to 0 and kept: the Service and its load balancer address never
@@ -189,6 +191,9 @@ type runner struct {
 	total    int32
 	hpa      map[string]string // deployment name → its HPA's name
 	current  Step
+	// held is the canary as canary-gw left it (out of traffic), when shift found it so: a failed first
+	// step puts it back like that, gate and replicas, not merely at 0 serving pods.
+	held *appsv1.Deployment
 }
 
 // Run plans the steps and runs them.
@@ -244,7 +249,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if after, err := o.g.Snapshot(ctx); err == nil {
 		r.res.Diff = mesh.Compare(before, after)
 	}
-	r.res.Summary = fmt.Sprintf("shift: %s serves %d%% (%d canary on %s, %d old on %s pods) after %d gated steps in %s",
+	r.res.Summary = fmt.Sprintf("shift: %s serves %d%% (%d canary pods on %s, %d old on %s) after %d gated step(s) in %s",
 		r.det.Canary, r.current.Effective, r.current.Canary, o.Revision, r.current.Old, r.oldRev, len(r.det.Gates), time.Since(start).Round(time.Second))
 	if runErr != nil {
 		r.res.Summary += "; HALTED: " + runErr.Error()
@@ -350,6 +355,7 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 	r.current = Step{Old: replicas(old), Canary: replicas(r.canary)}
 	if canarygw.HasServingGate(&r.canary.Spec.Template.Spec) {
 		r.current.Canary = 0 // held out of traffic: its pods serve nothing yet
+		r.held = r.canary.DeepCopy()
 	}
 	r.current.Effective = effective(r.current.Canary, r.current.Old)
 	r.current.Weight = r.current.Effective
@@ -618,6 +624,20 @@ func (r *runner) revert(ctx context.Context, failed, prev Step) error {
 	defer cancel()
 	if err := r.moveTo(rctx, failed, prev); err != nil {
 		return err
+	}
+	if r.held != nil && prev.Canary == 0 && !canarygw.HasServingGate(&r.canary.Spec.Template.Spec) {
+		gates, err := json.Marshal(r.held.Spec.Template.Spec.ReadinessGates)
+		if err != nil {
+			return err
+		}
+		patch := fmt.Sprintf(`[{"op":"add","path":"/spec/template/spec/readinessGates","value":%s},{"op":"replace","path":"/spec/replicas","value":%d}]`, gates, replicas(r.held))
+		out, err := r.c.Kube.AppsV1().Deployments(r.canary.Namespace).Patch(rctx, r.canary.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
+		if err != nil {
+			return fmt.Errorf("put the canary back out of traffic: %w", err)
+		}
+		*r.canary = *out
+		r.res.Add("deployment/"+r.canary.Name, fmt.Sprintf("readiness gate restored, scaled to %d (out of traffic again)", replicas(out)))
+		r.p.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", r.canary.Name, canarygw.ServingGate, replicas(out))
 	}
 	r.current = prev
 	r.p.Done()

@@ -118,6 +118,23 @@ func canaryShift(t *testing.T) {
 			ReadyEndpoints int
 		}
 	}
+	// A step whose gate fails is reverted, adding back first: exit 75, the old gateway at 2 again and
+	// the canary out of traffic again (readiness gate and replicas as canary-gw left them).
+	closed := httptest.NewServer(http.NotFoundHandler())
+	deadURL := closed.URL
+	closed.Close()
+	if d, r := step(t, append([]string{"shift", "--weight", "50", "--step", "0", "--probe-url", deadURL, "--probes", "1"}, gw...)...); r.code != 75 || !strings.Contains(d.Summary, "reverted") {
+		t.Errorf("shift with a failing probe: exit %d, summary %q, want 75 and reverted", r.code, d.Summary)
+	}
+	for _, c := range []struct{ name, path, want string }{
+		{"istio-ingressgateway", "{.spec.replicas}", "2"},
+		{"istio-ingressgateway-1-31", "{.spec.replicas} {.spec.template.spec.readinessGates[*].conditionType}", "1 istio-upgrade.io/serving"},
+	} {
+		if got := kubectl(t, "-n", "istio-ingress", "get", "deployment", c.name, "-o", "jsonpath="+c.path); got != c.want {
+			t.Errorf("after the reverted step %s: %q, want %q", c.name, got, c.want)
+		}
+	}
+
 	for _, c := range []struct {
 		weight, step string
 		want         int32 // canary replicas at the end
