@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 
 	"istio.io/istio/pkg/model"
@@ -26,24 +24,7 @@ type RoutingConfig struct {
 // RequestConfigDump asks istiod, over an ADS stream, for the listeners and routes it serves one
 // connected proxy (ID "pod.namespace"): the debug endpoint /debug/config_dump?types=LDS,RDS.
 func RequestConfigDump(ctx context.Context, conn grpc.ClientConnInterface, namespace, proxyID string) ([]byte, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	req := &discovery.DiscoveryRequest{
-		Node: &core.Node{
-			Id:       fmt.Sprintf("sidecar~127.0.0.1~kubectl-istio-upgrade.%s~%s.svc.cluster.local", namespace, namespace),
-			Metadata: model.NodeMetadata{Generator: "event", Namespace: namespace, ServiceAccount: "default"}.ToStruct(),
-		},
-		TypeUrl:       model.DebugType,
-		ResourceNames: []string{"config_dump?types=LDS,RDS&proxyID=" + proxyID},
-	}
-	if err := stream.Send(req); err != nil {
-		return nil, err
-	}
-	resp, err := stream.Recv()
+	resp, err := debugRequest(ctx, conn, namespace, model.DebugType, []string{"config_dump?types=LDS,RDS&proxyID=" + proxyID})
 	if err != nil {
 		return nil, err
 	}

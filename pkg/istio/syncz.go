@@ -115,6 +115,11 @@ func FetchSyncz(ctx context.Context, conn grpc.ClientConnInterface, namespace st
 
 // RequestSyncz sends one syncz request over an ADS stream and returns istiod's raw answer.
 func RequestSyncz(ctx context.Context, conn grpc.ClientConnInterface, namespace string) (*discovery.DiscoveryResponse, error) {
+	return debugRequest(ctx, conn, namespace, SynczType, nil)
+}
+
+// debugRequest sends one xDS debug request over its own ADS stream and returns the first answer.
+func debugRequest(ctx context.Context, conn grpc.ClientConnInterface, namespace, typeURL string, names []string) (*discovery.DiscoveryResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
@@ -128,7 +133,8 @@ func RequestSyncz(ctx context.Context, conn grpc.ClientConnInterface, namespace 
 			Id:       fmt.Sprintf("sidecar~127.0.0.1~kubectl-istio-upgrade.%s~%s.svc.cluster.local", namespace, namespace),
 			Metadata: model.NodeMetadata{Generator: "event", Namespace: namespace, ServiceAccount: "default"}.ToStruct(),
 		},
-		TypeUrl: SynczType,
+		TypeUrl:       typeURL,
+		ResourceNames: names,
 	}
 	if err := stream.Send(req); err != nil {
 		return nil, err

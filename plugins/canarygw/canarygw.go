@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -32,17 +33,14 @@ type Options struct {
 	genericiooptions.IOStreams
 	g *cli.Global
 
-	Gateway   string
-	Revision  string
+	Target
 	Name      string
 	Replicas  int32
 	Timeout   time.Duration
 	DryRunStr string
 
-	dryRun    cli.DryRun
-	namespace string
-	old       string
-	args      []string
+	dryRun cli.DryRun
+	args   []string
 }
 
 // Details is the step-specific part of the result.
@@ -112,13 +110,44 @@ gateway, whether Helm, istioctl or plain YAML installed it, is never modified.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Gateway, "gateway", "", "The existing gateway Deployment, as NAMESPACE/NAME (or NAME with -n) (required)")
-	f.StringVar(&o.Revision, "revision", "", "The new revision the canary is injected by (required)")
+	o.Target.AddFlags(f)
 	f.StringVar(&o.Name, "name", "", "Name of the canary Deployment (default <gateway>-<revision>)")
 	f.Int32Var(&o.Replicas, "replicas", 1, "Canary replicas before shift")
 	f.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "How long the canary may take to pass verification")
 	cli.AddDryRunFlag(f, &o.DryRunStr)
 	return cmd
+}
+
+// Target is what canary-gw and shift act on: the existing gateway Deployment (--gateway) and the new
+// revision its canary runs (--revision).
+type Target struct {
+	Gateway  string
+	Revision string
+	// Namespace and Old are --gateway parsed.
+	Namespace string
+	Old       string
+}
+
+// AddFlags binds --gateway and --revision.
+func (t *Target) AddFlags(f *pflag.FlagSet) {
+	f.StringVar(&t.Gateway, "gateway", "", "The existing (old) gateway Deployment, as NAMESPACE/NAME (or NAME with -n) (required)")
+	f.StringVar(&t.Revision, "revision", "", "The new revision, which the canary is injected by (required)")
+}
+
+// Complete checks and parses the flags, without I/O.
+func (t *Target) Complete(g *cli.Global) error {
+	if t.Gateway == "" || t.Revision == "" {
+		return cli.UsageErrorf("--gateway and --revision are required")
+	}
+	ns := ""
+	if g.ConfigFlags.Namespace != nil {
+		ns = *g.ConfigFlags.Namespace
+	}
+	var err error
+	if t.Namespace, t.Old, err = ParseGateway(t.Gateway, ns); err != nil {
+		return cli.UsageErrorf("%v", err)
+	}
+	return nil
 }
 
 // ParseGateway splits NAMESPACE/NAME; NAME alone takes the -n namespace.
@@ -138,16 +167,8 @@ func (o *Options) Validate() error {
 	if err := o.g.Validate(); err != nil {
 		return err
 	}
-	if o.Gateway == "" || o.Revision == "" {
-		return cli.UsageErrorf("--gateway and --revision are required")
-	}
-	ns := ""
-	if o.g.ConfigFlags.Namespace != nil {
-		ns = *o.g.ConfigFlags.Namespace
-	}
-	var err error
-	if o.namespace, o.old, err = ParseGateway(o.Gateway, ns); err != nil {
-		return cli.UsageErrorf("%v", err)
+	if err := o.Target.Complete(o.g); err != nil {
+		return err
 	}
 	if o.Replicas < 1 {
 		return cli.UsageErrorf("--replicas must be at least 1")
@@ -156,8 +177,9 @@ func (o *Options) Validate() error {
 		return cli.UsageErrorf("--timeout must be positive")
 	}
 	if o.Name == "" {
-		o.Name = DefaultName(o.old, o.Revision)
+		o.Name = DefaultName(o.Old, o.Revision)
 	}
+	var err error
 	o.dryRun, err = cli.ParseDryRun(o.DryRunStr)
 	return err
 }
@@ -170,7 +192,7 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	p := cli.NewProgress(o.ErrOut)
 	res := cli.NewResult("canary-gw", o.dryRun)
-	det := &Details{Gateway: o.namespace + "/" + o.old, Canary: o.namespace + "/" + o.Name, Revision: o.Revision, Replicas: o.Replicas, Objects: []any{}, Pods: []string{}, Warnings: []string{}}
+	det := &Details{Gateway: o.Namespace + "/" + o.Old, Canary: o.Namespace + "/" + o.Name, Revision: o.Revision, Replicas: o.Replicas, Objects: []any{}, Pods: []string{}, Warnings: []string{}}
 	res.Details = det
 	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
 	if err != nil {
@@ -181,11 +203,11 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.namespace).List(ctx, metav1.ListOptions{})
+	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
 	}
-	pdbs, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.namespace).List(ctx, metav1.ListOptions{})
+	pdbs, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
 	}
@@ -214,12 +236,12 @@ func (o *Options) Run(ctx context.Context) error {
 			return err
 		}
 		rec := j.Begin("canary-gw", o.args)
-		refs := []journal.ObjectRef{journal.DeploymentRef(o.namespace, o.Name)}
+		refs := []journal.ObjectRef{journal.DeploymentRef(o.Namespace, o.Name)}
 		if hpa != nil {
-			refs = append(refs, journal.HPARef(o.namespace, hpa.Name))
+			refs = append(refs, journal.HPARef(o.Namespace, hpa.Name))
 		}
 		if pdb != nil {
-			refs = append(refs, journal.PDBRef(o.namespace, pdb.Name))
+			refs = append(refs, journal.PDBRef(o.Namespace, pdb.Name))
 		}
 		if err := rec.Capture(ctx, refs...); err != nil {
 			return err
@@ -229,17 +251,17 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		res.Journal = rec.Entry().ID
 	}
-	if _, err := c.Kube.AppsV1().Deployments(o.namespace).Create(ctx, canary, metav1.CreateOptions{DryRun: dry}); err != nil {
-		return fmt.Errorf("create deployment %s/%s: %w", o.namespace, o.Name, err)
+	if _, err := c.Kube.AppsV1().Deployments(o.Namespace).Create(ctx, canary, metav1.CreateOptions{DryRun: dry}); err != nil {
+		return fmt.Errorf("create deployment %s/%s: %w", o.Namespace, o.Name, err)
 	}
 	if hpa != nil {
-		if _, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.namespace).Create(ctx, hpa, metav1.CreateOptions{DryRun: dry}); err != nil {
-			return fmt.Errorf("create hpa %s/%s: %w", o.namespace, hpa.Name, err)
+		if _, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).Create(ctx, hpa, metav1.CreateOptions{DryRun: dry}); err != nil {
+			return fmt.Errorf("create hpa %s/%s: %w", o.Namespace, hpa.Name, err)
 		}
 	}
 	if pdb != nil {
-		if _, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.namespace).Create(ctx, pdb, metav1.CreateOptions{DryRun: dry}); err != nil {
-			return fmt.Errorf("create pdb %s/%s: %w", o.namespace, pdb.Name, err)
+		if _, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.Namespace).Create(ctx, pdb, metav1.CreateOptions{DryRun: dry}); err != nil {
+			return fmt.Errorf("create pdb %s/%s: %w", o.Namespace, pdb.Name, err)
 		}
 	}
 	o.addActions(res, hpa, pdb)
@@ -276,39 +298,39 @@ func (o *Options) addActions(res *cli.Result, hpa *autoscalingv2.HorizontalPodAu
 
 // checkCluster finds the old gateway and checks the revision; nothing has changed when it fails.
 func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, raw *mesh.Inputs) (*appsv1.Deployment, string, error) {
-	old, err := c.Kube.AppsV1().Deployments(o.namespace).Get(ctx, o.old, metav1.GetOptions{})
+	old, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Old, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, "", cli.BadInputf("gateway deployment %s/%s not found", o.namespace, o.old)
+		return nil, "", cli.BadInputf("gateway deployment %s/%s not found", o.Namespace, o.Old)
 	}
 	if err != nil {
 		return nil, "", err
 	}
 	if old.Labels[LabelCanaryOf] != "" {
-		return nil, "", cli.BadInputf("%s/%s is itself a canary of %s: give the original gateway", o.namespace, o.old, old.Labels[LabelCanaryOf])
+		return nil, "", cli.BadInputf("%s/%s is itself a canary of %s: give the original gateway", o.Namespace, o.Old, old.Labels[LabelCanaryOf])
 	}
 	oldRev := ""
 	isGateway := false
 	for _, gw := range s.Gateways {
-		if gw.Namespace == o.namespace && gw.Name == o.old {
+		if gw.Namespace == o.Namespace && gw.Name == o.Old {
 			isGateway, oldRev = true, gw.Revision
 		}
 	}
 	if !isGateway {
-		return nil, "", cli.BadInputf("%s/%s is not an Istio gateway (no gateway injection template or router proxy)", o.namespace, o.old)
+		return nil, "", cli.BadInputf("%s/%s is not an Istio gateway (no gateway injection template or router proxy)", o.Namespace, o.Old)
 	}
 	if err := RevisionReady(s, o.Revision); err != nil {
 		return nil, "", err
 	}
 	if oldRev == o.Revision {
-		return nil, "", cli.BadInputf("gateway %s/%s already runs revision %s: nothing to canary", o.namespace, o.old, o.Revision)
+		return nil, "", cli.BadInputf("gateway %s/%s already runs revision %s: nothing to canary", o.Namespace, o.Old, o.Revision)
 	}
 	for _, n := range s.Namespaces {
-		if n.Name == o.namespace && n.InjectionLabel != "" {
-			return nil, "", cli.BadInputf("namespace %s has istio-injection=%s, which overrides a pod's istio.io/rev: the canary would not be injected by %s. Label the namespace with istio.io/rev instead", o.namespace, n.InjectionLabel, o.Revision)
+		if n.Name == o.Namespace && n.InjectionLabel != "" {
+			return nil, "", cli.BadInputf("namespace %s has istio-injection=%s, which overrides a pod's istio.io/rev: the canary would not be injected by %s. Label the namespace with istio.io/rev instead", o.Namespace, n.InjectionLabel, o.Revision)
 		}
 	}
-	if _, err := c.Kube.AppsV1().Deployments(o.namespace).Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
-		return nil, "", cli.BadInputf("deployment %s/%s already exists: shift it, or remove it with undo", o.namespace, o.Name)
+	if _, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+		return nil, "", cli.BadInputf("deployment %s/%s already exists: shift it, or remove it with undo", o.Namespace, o.Name)
 	} else if !apierrors.IsNotFound(err) {
 		return nil, "", err
 	}
@@ -344,15 +366,15 @@ func IstiodPods(raw *mesh.Inputs, revision string) []corev1.Pod {
 func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, raw *mesh.Inputs, old *appsv1.Deployment, oldRev string, det *Details) error {
 	vctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.namespace, Name: o.Name}
+	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.Namespace, Name: o.Name}
 	istiod := IstiodPods(raw, o.Revision)
 	syncz := gate.NewIstiod(c, istiod, o.g.ReadOptions("", true))
 	defer syncz.Close()
-	sel := labels.Set{LabelCanaryOf: o.old}.AsSelector().String()
+	sel := labels.Set{LabelCanaryOf: o.Old}.AsSelector().String()
 	var pods []corev1.Pod
 	for {
 		reason := ""
-		l, err := c.Kube.CoreV1().Pods(o.namespace).List(vctx, metav1.ListOptions{LabelSelector: sel})
+		l, err := c.Kube.CoreV1().Pods(o.Namespace).List(vctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
 			reason = err.Error()
 		} else {
@@ -383,7 +405,7 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 	}
 	pods = live
 	p.Printf("canary %s: %d pods running, injected by %s, SYNCED", o.Name, len(det.Pods), o.Revision)
-	serving, err := ServingEndpoints(vctx, c, o.namespace, pods)
+	serving, err := ServingEndpoints(vctx, c, o.Namespace, pods)
 	if err != nil {
 		return err
 	}
@@ -392,7 +414,7 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 		return cli.Errorf(cli.ExitGateFailed, "%d canary pods are ready endpoints of a Service before shift: the readiness gate did not hold them out", serving)
 	}
 	// Routing: one ready pod of the old gateway against one canary pod.
-	oldPods, err := c.Kube.CoreV1().Pods(o.namespace).List(vctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(old.Spec.Selector)})
+	oldPods, err := c.Kube.CoreV1().Pods(o.Namespace).List(vctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(old.Spec.Selector)})
 	if err != nil {
 		return err
 	}
@@ -406,7 +428,7 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 	}
 	if refPod == nil {
 		det.Warnings = append(det.Warnings, "no ready pod of the old gateway to compare routing with")
-		p.Printf("warning: no ready pod of %s to compare routing with", o.old)
+		p.Printf("warning: no ready pod of %s to compare routing with", o.Old)
 		det.Verified = true
 		return nil
 	}
@@ -415,11 +437,11 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", refPod.Name, oldRev, err)
 	}
-	got, err := mesh.RoutingOf(vctx, c, istiod, opts, o.namespace, pods[0].Name)
+	got, err := mesh.RoutingOf(vctx, c, istiod, opts, o.Namespace, pods[0].Name)
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", pods[0].Name, o.Revision, err)
 	}
-	det.Routing = &Routing{Reference: refPod.Namespace + "/" + refPod.Name, Canary: o.namespace + "/" + pods[0].Name,
+	det.Routing = &Routing{Reference: refPod.Namespace + "/" + refPod.Name, Canary: o.Namespace + "/" + pods[0].Name,
 		Listeners: len(got.Listeners), Routes: len(got.Routes), Differences: istio.CompareRouting(want, got)}
 	if d := det.Routing.Differences; len(d) > 0 {
 		for _, x := range d {

@@ -34,8 +34,7 @@ type Options struct {
 	genericiooptions.IOStreams
 	g *cli.Global
 
-	Gateway   string
-	Revision  string
+	canarygw.Target
 	Weight    int
 	StepSize  int
 	Interval  time.Duration
@@ -45,10 +44,8 @@ type Options struct {
 	Timeout   time.Duration
 	DryRunStr string
 
-	dryRun    cli.DryRun
-	namespace string
-	old       string
-	args      []string
+	dryRun cli.DryRun
+	args   []string
 }
 
 // Details is the step-specific part of the result.
@@ -125,8 +122,7 @@ change. --weight 0 is the way back. cleanup later removes the old revision's zer
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Gateway, "gateway", "", "The old gateway Deployment, as NAMESPACE/NAME (or NAME with -n) (required)")
-	f.StringVar(&o.Revision, "revision", "", "The canary's revision (canary-gw --revision) (required)")
+	o.Target.AddFlags(f)
 	f.IntVar(&o.Weight, "weight", 0, "Share of traffic the canary serves at the end, in percent (required)")
 	f.IntVar(&o.StepSize, "step", 25, "Percentage points per step; 0 goes to --weight in one step")
 	f.DurationVar(&o.Interval, "interval", 10*time.Second, "Pause after each step before the next")
@@ -143,8 +139,11 @@ func (o *Options) Validate() error {
 	if err := o.g.Validate(); err != nil {
 		return err
 	}
-	if o.Gateway == "" || o.Revision == "" || o.Weight == -1 {
-		return cli.UsageErrorf("--gateway, --revision and --weight are required")
+	if err := o.Target.Complete(o.g); err != nil {
+		return err
+	}
+	if o.Weight == -1 {
+		return cli.UsageErrorf("--weight is required: the canary's share of traffic at the end, 0 to 100")
 	}
 	if o.Weight < 0 || o.Weight > 100 {
 		return cli.UsageErrorf("--weight %d: must be 0 to 100", o.Weight)
@@ -164,14 +163,7 @@ func (o *Options) Validate() error {
 	if o.Probes < 1 {
 		return cli.UsageErrorf("--probes must be at least 1")
 	}
-	ns := ""
-	if o.g.ConfigFlags.Namespace != nil {
-		ns = *o.g.ConfigFlags.Namespace
-	}
 	var err error
-	if o.namespace, o.old, err = canarygw.ParseGateway(o.Gateway, ns); err != nil {
-		return cli.UsageErrorf("%v", err)
-	}
 	o.dryRun, err = cli.ParseDryRun(o.DryRunStr)
 	return err
 }
@@ -208,7 +200,7 @@ func (o *Options) Run(ctx context.Context) error {
 			s.Close()
 		}
 	}()
-	r.det = &Details{Gateway: o.namespace + "/" + o.old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
+	r.det = &Details{Gateway: o.Namespace + "/" + o.Old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
 	r.res.Details = r.det
 	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
 	if err != nil {
@@ -282,31 +274,31 @@ func (r *runner) write() error {
 // here leaves the cluster untouched.
 func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) ([]Step, error) {
 	o := r.o
-	old, err := r.c.Kube.AppsV1().Deployments(o.namespace).Get(ctx, o.old, metav1.GetOptions{})
+	old, err := r.c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Old, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, cli.BadInputf("gateway deployment %s/%s not found", o.namespace, o.old)
+		return nil, cli.BadInputf("gateway deployment %s/%s not found", o.Namespace, o.Old)
 	}
 	if err != nil {
 		return nil, err
 	}
 	r.old = old
-	l, err := r.c.Kube.AppsV1().Deployments(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.old, istio.LabelRev: o.Revision}.String()})
+	l, err := r.c.Kube.AppsV1().Deployments(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.Old, istio.LabelRev: o.Revision}.String()})
 	if err != nil {
 		return nil, err
 	}
 	if len(l.Items) != 1 {
 		return nil, cli.BadInputf("%d canaries of %s/%s on revision %s (want 1): create one with `kubectl istio-upgrade canary-gw --gateway %s/%s --revision %s`",
-			len(l.Items), o.namespace, o.old, o.Revision, o.namespace, o.old, o.Revision)
+			len(l.Items), o.Namespace, o.Old, o.Revision, o.Namespace, o.Old, o.Revision)
 	}
 	r.canary = &l.Items[0]
-	r.det.Canary = o.namespace + "/" + r.canary.Name
+	r.det.Canary = o.Namespace + "/" + r.canary.Name
 	for _, gw := range s.Gateways {
-		if gw.Namespace == o.namespace && gw.Name == o.old {
+		if gw.Namespace == o.Namespace && gw.Name == o.Old {
 			r.oldRev = gw.Revision
 		}
 	}
 	if r.oldRev == "" {
-		return nil, cli.BadInputf("%s/%s is not an Istio gateway", o.namespace, o.old)
+		return nil, cli.BadInputf("%s/%s is not an Istio gateway", o.Namespace, o.Old)
 	}
 	if err := canarygw.RevisionReady(s, o.Revision); err != nil {
 		return nil, err
@@ -314,7 +306,7 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 	for _, rev := range []string{o.Revision, r.oldRev} {
 		r.syncz[rev] = gate.NewIstiod(r.c, canarygw.IstiodPods(raw, rev), o.g.ReadOptions("", true))
 	}
-	svcs, err := r.c.Kube.CoreV1().Services(o.namespace).List(ctx, metav1.ListOptions{})
+	svcs, err := r.c.Kube.CoreV1().Services(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -323,15 +315,15 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 			r.services = append(r.services, svc.Name)
 			r.det.Services = append(r.det.Services, fmt.Sprintf("%s (uid %s)", svc.Name, svc.UID))
 			if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(r.canary.Spec.Template.Labels)) {
-				return nil, cli.BadInputf("service %s/%s does not select the canary's pods (selector %v): traffic cannot be shared by ready pods", o.namespace, svc.Name, svc.Spec.Selector)
+				return nil, cli.BadInputf("service %s/%s does not select the canary's pods (selector %v): traffic cannot be shared by ready pods", o.Namespace, svc.Name, svc.Spec.Selector)
 			}
 		}
 	}
 	if len(r.services) == 0 {
 		r.det.Warnings = append(r.det.Warnings, "no Service selects the gateway: nothing to shift traffic on, only replicas move")
-		r.p.Printf("warning: no Service in %s selects %s", o.namespace, o.old)
+		r.p.Printf("warning: no Service in %s selects %s", o.Namespace, o.Old)
 	}
-	hpas, err := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.namespace).List(ctx, metav1.ListOptions{})
+	hpas, err := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -387,9 +379,9 @@ func (r *runner) journal(ctx context.Context) error {
 		return err
 	}
 	rec := j.Begin("shift", r.o.args)
-	refs := []journal.ObjectRef{journal.DeploymentRef(r.o.namespace, r.old.Name), journal.DeploymentRef(r.o.namespace, r.canary.Name)}
+	refs := []journal.ObjectRef{journal.DeploymentRef(r.o.Namespace, r.old.Name), journal.DeploymentRef(r.o.Namespace, r.canary.Name)}
 	for _, h := range r.hpa {
-		refs = append(refs, journal.HPARef(r.o.namespace, h))
+		refs = append(refs, journal.HPARef(r.o.Namespace, h))
 	}
 	if err := rec.Capture(ctx, refs...); err != nil {
 		return err
@@ -547,7 +539,7 @@ func (r *runner) verify(ctx context.Context, s Step) (int, error) {
 }
 
 func (r *runner) check(ctx context.Context, s Step) (string, int) {
-	pods, err := r.c.Kube.CoreV1().Pods(r.o.namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(r.old.Spec.Selector)})
+	pods, err := r.c.Kube.CoreV1().Pods(r.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(r.old.Spec.Selector)})
 	if err != nil {
 		return err.Error(), 0
 	}
@@ -566,7 +558,7 @@ func (r *runner) check(ctx context.Context, s Step) (string, int) {
 	}
 	ready := 0
 	for _, svc := range r.services {
-		n, err := ReadyEndpoints(ctx, r.c, r.o.namespace, svc)
+		n, err := ReadyEndpoints(ctx, r.c, r.o.Namespace, svc)
 		if err != nil {
 			return err.Error(), 0
 		}

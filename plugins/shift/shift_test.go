@@ -9,6 +9,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // render prints steps as "canary/old@effective%[ canaryHPA|oldHPA]".
@@ -99,7 +100,7 @@ func TestValidate(t *testing.T) {
 		{"dry run", func(o *Options) { o.DryRunStr = "maybe" }, "--dry-run"},
 	} {
 		g := &cli.Global{ConfigFlags: genericclioptions.NewConfigFlags(true), IstioNamespace: "istio-system", Output: "table"}
-		o := &Options{IOStreams: genericiooptions.NewTestIOStreamsDiscard(), g: g, Gateway: "istio-ingress/gw", Revision: "1-31", Weight: 50, StepSize: 25, Timeout: 1, Probes: 1, DryRunStr: "none"}
+		o := &Options{IOStreams: genericiooptions.NewTestIOStreamsDiscard(), g: g, Target: canarygw.Target{Gateway: "istio-ingress/gw", Revision: "1-31"}, Weight: 50, StepSize: 25, Timeout: 1, Probes: 1, DryRunStr: "none"}
 		c.mod(o)
 		err := o.Validate()
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
