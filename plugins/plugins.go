@@ -25,6 +25,6 @@ func Commands() []cli.CommandFactory {
 		tagmove.NewCommand,
 		cleanup.NewCommand,
 		history.NewCommand,
-		undo.NewCommand,
+		undo.Command(undo.Restorers{"shift": shift.Undo}),
 	}
 }

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +179,56 @@ func TestLabelValue(t *testing.T) {
 	}
 	if got := labelValue(strings.Repeat("a", 80)); len(got) != 63 {
 		t.Errorf("long value: %d chars", len(got))
+	}
+}
+
+func TestOverwrites(t *testing.T) {
+	canary, old, hpa := DeploymentRef("gw", "canary"), DeploymentRef("gw", "old"), HPARef("gw", "canary")
+	ns := NamespaceRef("app")
+	entry := func(id string, refs ...ObjectRef) *Entry {
+		e := &Entry{ID: id}
+		for _, r := range refs {
+			e.Objects = append(e.Objects, Object{Ref: r})
+		}
+		return e
+	}
+	ids := func(es []*Entry) []string {
+		out := []string{}
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		entries []*Entry
+		undo    int
+		want    []string
+	}{
+		{"last entry", []*Entry{entry("0001", canary, hpa), entry("0002", canary, old)}, 1, []string{}},
+		{"a later shift touched the canary", []*Entry{entry("0001", canary, hpa), entry("0002", canary, old), entry("0003", old, canary)}, 0, []string{"0002", "0003"}},
+		{"later entry on other objects", []*Entry{entry("0001", canary, hpa), entry("0002", ns)}, 0, []string{}},
+		{"later entry undone", func() []*Entry {
+			a, b, c := entry("0001", canary), entry("0002", canary), entry("0003", canary)
+			b.UndoneBy, c.UndoOf = "0003", "0002"
+			return []*Entry{a, b, c}
+		}(), 0, []string{}},
+		{"a later undo of an earlier entry", func() []*Entry {
+			a, b, c := entry("0001", canary), entry("0002", canary), entry("0003", canary)
+			a.UndoneBy, c.UndoOf = "0003", "0001"
+			return []*Entry{a, b, c}
+		}(), 1, []string{"0003"}},
+		{"entry not in the list", []*Entry{entry("0001", canary)}, -1, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := entry("9999", canary)
+			if tt.undo >= 0 {
+				e = tt.entries[tt.undo]
+			}
+			if got := ids(Overwrites(tt.entries, e)); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Overwrites = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -20,39 +20,78 @@ type Action struct {
 func (j *Journal) Restore(ctx context.Context, e *Entry, dryRun []string) ([]Action, error) {
 	var actions []Action
 	for i := len(e.Objects) - 1; i >= 0; i-- {
-		o := e.Objects[i]
-		ri := j.Dynamic.Resource(o.Ref.GVR()).Namespace(o.Ref.Namespace)
-		cur, err := ri.Get(ctx, o.Ref.Name, metav1.GetOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return actions, fmt.Errorf("undo: read %s: %w", o.Ref, err)
+		a, err := j.RestoreObject(ctx, e.Objects[i], dryRun)
+		if err != nil {
+			return actions, err
 		}
-		exists := err == nil
-		switch {
-		case !o.Existed && !exists:
-			actions = append(actions, Action{Ref: o.Ref, Verb: "unchanged"})
-		case !o.Existed:
-			if err := ri.Delete(ctx, o.Ref.Name, metav1.DeleteOptions{DryRun: dryRun}); err != nil && !apierrors.IsNotFound(err) {
-				return actions, fmt.Errorf("undo: delete %s: %w", o.Ref, err)
-			}
-			actions = append(actions, Action{Ref: o.Ref, Verb: "deleted"})
-		case !exists:
-			if _, err := ri.Create(ctx, o.State.DeepCopy(), metav1.CreateOptions{DryRun: dryRun}); err != nil {
-				return actions, fmt.Errorf("undo: re-create %s: %w", o.Ref, err)
-			}
-			actions = append(actions, Action{Ref: o.Ref, Verb: "recreated"})
-		default:
-			want := o.State.DeepCopy()
-			want.SetResourceVersion(cur.GetResourceVersion())
-			want.SetUID(cur.GetUID())
-			if equalIgnoringServerFields(Sanitize(cur), o.State) {
-				actions = append(actions, Action{Ref: o.Ref, Verb: "unchanged"})
-				continue
-			}
-			if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun}); err != nil {
-				return actions, fmt.Errorf("undo: restore %s: %w", o.Ref, err)
-			}
-			actions = append(actions, Action{Ref: o.Ref, Verb: "restored"})
-		}
+		actions = append(actions, a)
 	}
 	return actions, nil
+}
+
+// RestoreObject puts one recorded object back (see Restore).
+func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) (Action, error) {
+	ri := j.Dynamic.Resource(o.Ref.GVR()).Namespace(o.Ref.Namespace)
+	cur, err := ri.Get(ctx, o.Ref.Name, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return Action{}, fmt.Errorf("undo: read %s: %w", o.Ref, err)
+	}
+	exists := err == nil
+	switch {
+	case !o.Existed && !exists:
+		return Action{Ref: o.Ref, Verb: "unchanged"}, nil
+	case !o.Existed:
+		if err := ri.Delete(ctx, o.Ref.Name, metav1.DeleteOptions{DryRun: dryRun}); err != nil && !apierrors.IsNotFound(err) {
+			return Action{}, fmt.Errorf("undo: delete %s: %w", o.Ref, err)
+		}
+		return Action{Ref: o.Ref, Verb: "deleted"}, nil
+	case !exists:
+		if _, err := ri.Create(ctx, o.State.DeepCopy(), metav1.CreateOptions{DryRun: dryRun}); err != nil {
+			return Action{}, fmt.Errorf("undo: re-create %s: %w", o.Ref, err)
+		}
+		return Action{Ref: o.Ref, Verb: "recreated"}, nil
+	}
+	if equalIgnoringServerFields(Sanitize(cur), o.State) {
+		return Action{Ref: o.Ref, Verb: "unchanged"}, nil
+	}
+	want := o.State.DeepCopy()
+	want.SetResourceVersion(cur.GetResourceVersion())
+	want.SetUID(cur.GetUID())
+	if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun}); err != nil {
+		return Action{}, fmt.Errorf("undo: restore %s: %w", o.Ref, err)
+	}
+	return Action{Ref: o.Ref, Verb: "restored"}, nil
+}
+
+// Overwrites returns the later entries (entries oldest first) that changed one of e's objects and are
+// still in effect: undoing e would silently overwrite them (e.g. delete a canary a later shift put in
+// service). An undo that took the cluster back to a state after e does not count.
+func Overwrites(entries []*Entry, e *Entry) []*Entry {
+	pos := map[string]int{}
+	for i, x := range entries {
+		pos[x.ID] = i
+	}
+	if _, ok := pos[e.ID]; !ok {
+		return nil
+	}
+	mine := map[ObjectRef]bool{}
+	for _, o := range e.Objects {
+		mine[o.Ref] = true
+	}
+	var out []*Entry
+	for _, x := range entries[pos[e.ID]+1:] {
+		if x.UndoneBy != "" {
+			continue
+		}
+		if t, ok := pos[x.UndoOf]; ok && x.UndoOf != "" && t > pos[e.ID] {
+			continue
+		}
+		for _, o := range x.Objects {
+			if mine[o.Ref] {
+				out = append(out, x)
+				break
+			}
+		}
+	}
+	return out
 }

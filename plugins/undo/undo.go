@@ -11,13 +11,22 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
+
+// Restorer undoes one step's entry in the order that step needs (shift: the side regaining pods
+// first), instead of object by object.
+type Restorer func(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error)
+
+// Restorers are the step-specific restorers, by step name; other steps are restored object by object.
+type Restorers map[string]Restorer
 
 // Options is `undo`.
 type Options struct {
 	genericiooptions.IOStreams
-	g *cli.Global
+	g         *cli.Global
+	restorers Restorers
 
 	ID        string
 	DryRunStr string
@@ -27,16 +36,28 @@ type Options struct {
 	dryRun cli.DryRun
 }
 
-// NewCommand builds `undo`.
-func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+// Command builds `undo` with the steps' restorers.
+func Command(restorers Restorers) cli.CommandFactory {
+	return func(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+		return newCommand(g, streams, restorers)
+	}
+}
+
+func newCommand(g *cli.Global, streams genericiooptions.IOStreams, restorers Restorers) *cobra.Command {
+	o := &Options{IOStreams: streams, g: g, restorers: restorers}
 	cmd := &cobra.Command{
 		Use:   "undo [ID]",
 		Short: "Restore the objects a step changed to their recorded state",
 		Long: `Restore every object of a journal entry to the state recorded before the step acted: objects the
 step changed are written back, objects it deleted are re-created, objects it created are deleted.
 Without ID, the last entry that is not an undo and was not undone. The undo is itself journaled, so
-it can be undone too. Prints the proxy-status diff (before → after).`,
+it can be undone too. Prints the proxy-status diff (before → after).
+
+An entry whose objects a later step changed again is refused (exit 65) until that later entry is
+undone: undoing canary-gw while a later shift has the canary serving would delete live capacity.
+A shift is undone the way shift moves traffic: the side that regains pods is restored first and
+waited for, then the other; a canary that was out of traffic is scaled to 0 before its readiness
+gate comes back, so serving pods never drop below what the shift kept.`,
 		Example: `  # Undo the last step
   kubectl istio-upgrade undo
 
@@ -83,6 +104,14 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if later := journal.Overwrites(entries, e); len(later) > 0 {
+		var names []string
+		for _, x := range later {
+			names = append(names, fmt.Sprintf("%s (%s)", x.ID, x.Step))
+		}
+		return cli.BadInputf("entry %s (%s) cannot be undone yet: later entries changed its objects again and are still in effect: %s; undo them first, newest first",
+			e.ID, e.Step, strings.Join(names, ", "))
+	}
 	res := cli.NewResult("undo", o.dryRun)
 	if o.dryRun == cli.DryRunClient {
 		for i := len(e.Objects) - 1; i >= 0; i-- {
@@ -113,7 +142,16 @@ func (o *Options) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	actions, err := j.Restore(ctx, e, o.dryRun.APIDryRun())
+	var actions []journal.Action
+	if restore, ok := o.restorers[e.Step]; ok {
+		c, cerr := o.g.Clients()
+		if cerr != nil {
+			return cerr
+		}
+		actions, err = restore(ctx, c, j, e, o.dryRun.APIDryRun(), cli.NewProgress(o.ErrOut))
+	} else {
+		actions, err = j.Restore(ctx, e, o.dryRun.APIDryRun())
+	}
 	for _, a := range actions {
 		res.Add(a.Ref.String(), a.Verb)
 	}

@@ -4,11 +4,13 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type stepDoc struct {
@@ -156,6 +158,10 @@ func canaryShift(t *testing.T) {
 	if n := probes.Load(); n < 20 {
 		t.Errorf("the probe was asked %d times, want 10 per step", n)
 	}
+	undoShifts(t, d.Journal)
+	if d, r := step(t, append([]string{"shift", "--weight", "100", "--step", "50", "--interval", "0s"}, gw...)...); r.code != 0 {
+		t.Fatalf("shift --weight 100 after the undos: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
 	for name, want := range map[string]string{"istio-ingressgateway": "0", "istio-ingressgateway-1-31": "2"} {
 		if got := kubectl(t, "-n", "istio-ingress", "get", "deployment", name, "-o", "jsonpath={.spec.replicas}"); got != want {
 			t.Errorf("deployment %s replicas %s, want %s", name, got, want)
@@ -167,4 +173,40 @@ func canaryShift(t *testing.T) {
 	if err := checkProxiesOnInjectedRevision(t, "istio-ingress"); err != nil {
 		t.Error(err)
 	}
+}
+
+// undoShifts undoes the two shifts (100 % -> 50 % -> canary out of traffic) after checking that the
+// canary-gw entry cannot be undone while they are in effect; the endpoint watcher of the caller
+// sees every step.
+func undoShifts(t *testing.T, canaryGW string) {
+	t.Helper()
+	deploy := func(name string) string {
+		return kubectl(t, "-n", "istio-ingress", "get", "deployment", name, "-o", "jsonpath={.spec.replicas} {.spec.template.spec.readinessGates[*].conditionType}")
+	}
+	state := ingressState(t)
+	if r := plugin(t, "undo", canaryGW); r.code != 65 || !strings.Contains(r.stderr, "shift") {
+		t.Errorf("undo of canary-gw under two shifts: exit %d (want 65) %q", r.code, r.stderr)
+	}
+	if ingressState(t) != state {
+		t.Error("a refused undo changed istio-ingress")
+	}
+	for _, c := range []struct{ old, canary string }{
+		{"1 ", "1 "},                         // undo of shift 100: back to 50 %
+		{"2 ", "1 istio-upgrade.io/serving"}, // undo of shift 50: canary out of traffic as canary-gw left it
+	} {
+		if d, r := step(t, "undo"); r.code != 0 {
+			t.Fatalf("undo: exit %d %s %s", r.code, d.Summary, r.stderr)
+		}
+		if o, cn := deploy("istio-ingressgateway"), deploy("istio-ingressgateway-1-31"); o != c.old || cn != c.canary {
+			t.Errorf("after undo: old %q canary %q, want %q and %q", o, cn, c.old, c.canary)
+		}
+	}
+	eventually(t, 30*time.Second, "after undoing both shifts, the old pods alone serve", func() error {
+		ready := kubectl(t, "-n", "istio-ingress", "get", "endpointslices", "-l", "kubernetes.io/service-name=istio-ingressgateway",
+			"-o", "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.targetRef.name} {end}")
+		if strings.Contains(ready, "1-31") || strings.Count(ready, " ") != 2 {
+			return fmt.Errorf("ready endpoints %q, want the 2 old pods only", ready)
+		}
+		return nil
+	})
 }
