@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -176,5 +177,38 @@ func TestNamespaceScope(t *testing.T) {
 		if got != c.want || (err == nil) != c.ok || (err != nil && CodeOf(err) != ExitUsage) {
 			t.Errorf("%+v: %q %v", c, got, err)
 		}
+	}
+}
+
+func TestConfirm(t *testing.T) {
+	defer func(f func(io.Reader) bool) { isTerminal = f }(isTerminal)
+	tests := []struct {
+		name   string
+		tty    bool
+		yes    bool
+		answer string
+		code   ExitCode // -1: no error
+		asked  bool
+	}{
+		{"--yes never asks", true, true, "", -1, false},
+		{"no terminal goes on without asking", false, false, "", -1, false},
+		{"yes at a terminal", true, false, "y\n", -1, true},
+		{"YES at a terminal", true, false, "YES\n", -1, true},
+		{"no at a terminal halts", true, false, "n\n", ExitGateFailed, true},
+		{"empty answer halts", true, false, "\n", ExitGateFailed, true},
+		{"end of input halts", true, false, "", ExitGateFailed, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			isTerminal = func(io.Reader) bool { return tt.tty }
+			var errOut bytes.Buffer
+			err := Confirm(strings.NewReader(tt.answer), &errOut, tt.yes, "Delete 3 objects?")
+			if tt.code < 0 && err != nil || tt.code >= 0 && CodeOf(err) != tt.code {
+				t.Errorf("Confirm = %v (exit %d), want exit %d", err, CodeOf(err), tt.code)
+			}
+			if asked := strings.Contains(errOut.String(), "Delete 3 objects? [y/N]"); asked != tt.asked {
+				t.Errorf("asked = %v (%q), want %v", asked, errOut.String(), tt.asked)
+			}
+		})
 	}
 }

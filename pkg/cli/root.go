@@ -96,7 +96,8 @@ func NewRootCommand(streams genericiooptions.IOStreams, subcommands ...CommandFa
   undo        put a step's changes back
 
 Every mutating step accepts --dry-run=none|client|server, records what it changes (see history, undo),
-and prints the proxy-status diff (before → after).`,
+and prints the proxy-status diff (before → after). On a terminal, cleanup, tag-move, undo and
+migrate-ns (after its canary) ask before going on: -y answers yes; without a terminal nothing waits.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations: map[string]string{

@@ -186,6 +186,13 @@ func (o *Options) Run(ctx context.Context) error {
 		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
 	}
 	if o.dryRun == cli.DryRunNone {
+		names := make([]string, 0, len(remove))
+		for _, u := range remove {
+			names = append(names, refOf(u).String())
+		}
+		if err := cli.Confirm(o.In, o.ErrOut, o.Yes, fmt.Sprintf("Delete %d objects of revision %s:\n  %s\n?", len(remove), o.Revision, strings.Join(names, "\n  "))); err != nil {
+			return err
+		}
 		j, err := o.g.Journal()
 		if err != nil {
 			return err

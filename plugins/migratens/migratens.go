@@ -3,7 +3,6 @@
 package migratens
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -555,13 +553,8 @@ func (r *runner) confirm() bool {
 	if r.o.Yes {
 		return true
 	}
-	f, ok := r.o.In.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return false
-	}
-	fmt.Fprintf(r.o.ErrOut, "Canary %s verified on %s. Continue with the remaining workloads? [y/N] ", r.plan.Canary, r.plan.Revision)
-	line, _ := bufio.NewReader(r.o.In).ReadString('\n')
-	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y")
+	ok, _ := cli.Ask(r.o.In, r.o.ErrOut, fmt.Sprintf("Canary %s verified on %s. Continue with the remaining workloads?", r.plan.Canary, r.plan.Revision))
+	return ok
 }
 
 // runBatch restarts one batch and waits for its gate.

@@ -218,6 +218,10 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	dry := o.dryRun.APIDryRun()
 	if o.dryRun == cli.DryRunNone {
+		if err := cli.Confirm(o.In, o.ErrOut, o.Yes, fmt.Sprintf("Point tag %s (now %s) at %s? %d namespaces and %d pods follow it on their next restart.",
+			o.Tag, cli.OrNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)); err != nil {
+			return err
+		}
 		j, err := o.g.Journal()
 		if err != nil {
 			return err

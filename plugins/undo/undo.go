@@ -131,6 +131,9 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	var rec *journal.Recorder
 	if o.dryRun == cli.DryRunNone {
+		if err := cli.Confirm(o.In, o.ErrOut, o.Yes, fmt.Sprintf("Undo entry %s (%s %s): put %d objects back?", e.ID, e.Step, strings.Join(e.Args, " "), len(e.Objects))); err != nil {
+			return err
+		}
 		rec = j.Begin("undo", append([]string{e.ID}, o.Args...))
 		rec.Entry().UndoOf = e.ID
 		for _, ob := range e.Objects {
