@@ -69,6 +69,30 @@ func plugin(t *testing.T, args ...string) result {
 	return run(t, filepath.Join(binDir, "kubectl"), append([]string{"istio-upgrade"}, args...)...)
 }
 
+// onTerminal runs `kubectl istio-upgrade ARGS` on a pseudo-terminal (util-linux script) typing answer,
+// as a person would; stdout and stderr arrive together in stdout.
+func onTerminal(t *testing.T, answer string, args ...string) result {
+	t.Helper()
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("no `script` (util-linux) for a pseudo-terminal")
+	}
+	line := filepath.Join(binDir, "kubectl") + " istio-upgrade " + strings.Join(args, " ")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "script", "-qec", line, "/dev/null")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+binDir+":"+os.Getenv("PATH"))
+	cmd.Stdin = strings.NewReader(answer)
+	out, err := cmd.Output()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("script %s: %v", line, err)
+	}
+	return result{stdout: string(out), code: code}
+}
+
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
 	r := run(t, filepath.Join(binDir, "kubectl"), args...)

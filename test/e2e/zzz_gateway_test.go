@@ -190,11 +190,19 @@ func undoShifts(t *testing.T, canaryGW string) {
 	if ingressState(t) != state {
 		t.Error("a refused undo changed istio-ingress")
 	}
-	for _, c := range []struct{ old, canary string }{
+	// On a terminal undo asks first: "n" changes nothing (exit 75), "y" goes on.
+	if r := onTerminal(t, "n\n", "undo"); r.code != 75 || !strings.Contains(r.stdout, "[y/N]") || ingressState(t) != state {
+		t.Errorf("undo answered no on a terminal: exit %d (want 75), changed %v:\n%s", r.code, ingressState(t) != state, r.stdout)
+	}
+	for i, c := range []struct{ old, canary string }{
 		{"1 ", "1 "},                         // undo of shift 100: back to 50 %
 		{"2 ", "1 istio-upgrade.io/serving"}, // undo of shift 50: canary out of traffic as canary-gw left it
 	} {
-		if d, r := step(t, "undo"); r.code != 0 {
+		if i == 0 {
+			if r := onTerminal(t, "y\n", "undo"); r.code != 0 {
+				t.Fatalf("undo answered yes on a terminal: exit %d\n%s", r.code, r.stdout)
+			}
+		} else if d, r := step(t, "undo"); r.code != 0 {
 			t.Fatalf("undo: exit %d %s %s", r.code, d.Summary, r.stderr)
 		}
 		if o, cn := deploy("istio-ingressgateway"), deploy("istio-ingressgateway-1-31"); o != c.old || cn != c.canary {
