@@ -25,6 +25,6 @@ func Commands() []cli.CommandFactory {
 		tagmove.NewCommand,
 		cleanup.NewCommand,
 		history.NewCommand,
-		undo.Command(undo.Restorers{"shift": shift.Undo}),
+		undo.Command(undo.Restorers{"shift": shift.Undo, "migrate-ns": migratens.Undo, "tag-move --restart": migratens.Undo}),
 	}
 }

@@ -57,7 +57,9 @@ An entry whose objects a later step changed again is refused (exit 65) until tha
 undone: undoing canary-gw while a later shift has the canary serving would delete live capacity.
 A shift is undone the way shift moves traffic: the side that regains pods is restored first and
 waited for, then the other; a canary that was out of traffic is scaled to 0 before its readiness
-gate comes back, so serving pods never drop below what the shift kept.`,
+gate comes back, so serving pods never drop below what the shift kept. A migrate-ns is undone as its
+--rollback-on-failure does: namespace labels first, then a rolling restart of the workloads it
+restarted, watched until complete (exit 75 if not).`,
 		Example: `  # Undo the last step
   kubectl istio-upgrade undo
 

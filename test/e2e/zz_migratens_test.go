@@ -182,6 +182,53 @@ func TestMigrateNsServerDryRun(t *testing.T) {
 	}
 }
 
+// TestMigrateNsUndo migrates a namespace and undoes it: the label goes back before any pod is
+// recreated, every workload the step restarted is restarted again and rolled out when undo returns,
+// and every proxy ends on 1-30, SYNCED, with the replicas scaled since the migration kept.
+func TestMigrateNsUndo(t *testing.T) {
+	ensureNewRevision(t)
+	const ns = "e2e-undo-mig"
+	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s") })
+	kubectl(t, "create", "namespace", ns)
+	kubectl(t, "label", "namespace", ns, "istio.io/rev=1-30")
+	for _, d := range []string{"front", "back"} {
+		kubectl(t, "-n", ns, "create", "deployment", d, "--image=registry.example/web:1", "--replicas=2")
+	}
+	for _, d := range []string{"front", "back"} {
+		kubectl(t, "-n", ns, "rollout", "status", "deployment/"+d, "--timeout=60s")
+	}
+	eventually(t, 60*time.Second, ns+" on 1-30", func() error { return checkProxiesOnInjectedRevision(t, ns) })
+	res, r := migrate(t, ns, "--to", "1-31", "-y")
+	if r.code != 0 || res.Journal == "" {
+		t.Fatalf("migrate-ns: exit %d %s", r.code, r.stderr)
+	}
+	kubectl(t, "-n", ns, "scale", "deployment/back", "--replicas=3") // as an HPA would, after the step
+	kubectl(t, "-n", ns, "rollout", "status", "deployment/back", "--timeout=60s")
+	if u := plugin(t, "undo", res.Journal, "-o", "json"); u.code != 0 {
+		t.Fatalf("undo %s: exit %d %s", res.Journal, u.code, u.stderr)
+	}
+	if l := kubectl(t, "get", "namespace", ns, "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-30" {
+		t.Errorf("namespace label after undo %q, want 1-30", l)
+	}
+	for _, d := range []string{"front", "back"} {
+		// undo returns once the restarts are rolled out: nothing left to wait for.
+		if r := run(t, filepath.Join(binDir, "kubectl"), "-n", ns, "rollout", "status", "deployment/"+d, "--timeout=1s"); r.code != 0 {
+			t.Errorf("deployment %s not rolled out when undo returned: %s", d, r.stderr)
+		}
+	}
+	if n := kubectl(t, "-n", ns, "get", "deployment", "back", "-o", "jsonpath={.spec.replicas}"); n != "3" {
+		t.Errorf("undo changed back's replicas to %s, want the 3 it had since", n)
+	}
+	eventually(t, 30*time.Second, "every proxy of "+ns+" on 1-30", func() error {
+		for pod, rev := range injectedPods(t, ns) {
+			if rev != "1-30" {
+				return fmt.Errorf("%s injected by %s", pod, rev)
+			}
+		}
+		return checkProxiesOnInjectedRevision(t, ns)
+	})
+}
+
 // TestMigrateNsFailureRollsBack stops the new istiod in the middle of a migration: the gate fails
 // (exit 75), the namespace after it is never touched, and with --rollback-on-failure the touched
 // namespaces are back on the old revision with their proxies SYNCED.

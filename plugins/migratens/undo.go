@@ -1,0 +1,91 @@
+package migratens
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+)
+
+// undoTimeout bounds the wait for the restarted workloads.
+const undoTimeout = 10 * time.Minute
+
+// Undo puts a migrate-ns entry back the way --rollback-on-failure does: the namespace labels first
+// (they decide which istiod injects the pods a restart creates), then a rolling restart of every
+// workload the step restarted, watched until complete. Writing the recorded workload specs back
+// instead would race the labels and also undo what changed since (an HPA's replica count).
+func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	var actions []journal.Action
+	var workloads, rest []journal.Object
+	for _, o := range e.Objects {
+		switch o.Ref.Kind {
+		case "Namespace":
+			a, err := j.RestoreObject(ctx, o, dryRun)
+			if err != nil {
+				return actions, err
+			}
+			actions = append(actions, a)
+		case "Deployment", "StatefulSet", "DaemonSet":
+			workloads = append(workloads, o)
+		default:
+			rest = append(rest, o)
+		}
+	}
+	now := time.Now()
+	seen := map[journal.ObjectRef]bool{}
+	var restarted []kube.WorkloadRef
+	for _, o := range workloads {
+		if seen[o.Ref] {
+			continue // the canary is recorded twice
+		}
+		seen[o.Ref] = true
+		cur, err := c.Dynamic.Resource(o.Ref.GVR()).Namespace(o.Ref.Namespace).Get(ctx, o.Ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			actions = append(actions, journal.Action{Ref: o.Ref, Verb: "gone (not restarted)"})
+			continue
+		}
+		if err != nil {
+			return actions, fmt.Errorf("undo: read %s: %w", o.Ref, err)
+		}
+		if o.State != nil && restartedAt(o.State) == restartedAt(cur) {
+			actions = append(actions, journal.Action{Ref: o.Ref, Verb: "unchanged (the step never restarted it)"})
+			continue
+		}
+		w := kube.WorkloadRef{Kind: o.Ref.Kind, Namespace: o.Ref.Namespace, Name: o.Ref.Name}
+		if err := kube.Restart(ctx, c.Kube, w, now, dryRun); err != nil {
+			return actions, fmt.Errorf("undo: %w", err)
+		}
+		actions = append(actions, journal.Action{Ref: o.Ref, Verb: "restarted"})
+		restarted = append(restarted, w)
+	}
+	if len(restarted) > 0 && dryRun == nil {
+		wctx, cancel := context.WithTimeout(ctx, undoTimeout)
+		defer cancel()
+		err := kube.WaitRollouts(wctx, c.Kube, restarted, func(m string) { p.Update("%s", m) })
+		p.Done()
+		if err != nil {
+			return actions, cli.Errorf(cli.ExitGateFailed, "undo: restarted workloads did not complete their rollouts: %v", err)
+		}
+		p.Printf("%d workloads restarted and rolled out", len(restarted))
+	}
+	for _, o := range rest {
+		a, err := j.RestoreObject(ctx, o, dryRun)
+		if err != nil {
+			return actions, err
+		}
+		actions = append(actions, a)
+	}
+	return actions, nil
+}
+
+func restartedAt(u *unstructured.Unstructured) string {
+	s, _, _ := unstructured.NestedString(u.Object, "spec", "template", "metadata", "annotations", kube.RestartedAtAnnotation)
+	return s
+}
