@@ -63,6 +63,10 @@ func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) 
 	return Action{Ref: o.Ref, Verb: "restored"}, nil
 }
 
+// NoteFollows names, on an entry that completes another (a tag move's restart), the entry it
+// follows: undo takes that one back first.
+const NoteFollows = "follows"
+
 // Overwrites returns the later entries (entries oldest first) that changed one of e's objects and are
 // still in effect: undoing e would silently overwrite them (e.g. delete a canary a later shift put in
 // service). An undo that took the cluster back to a state after e does not count.

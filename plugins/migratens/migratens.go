@@ -49,6 +49,9 @@ type Options struct {
 	KeepLabels bool
 	// Step names the journal entry and result ("migrate-ns", or the step that runs it).
 	Step string
+	// Follows is the journal entry this restart completes (tag-move --restart: the tag move); undo
+	// takes that entry back first.
+	Follows string
 
 	dryRun cli.DryRun
 	canary *kube.WorkloadRef
@@ -486,6 +489,9 @@ func (r *runner) migrate(ctx context.Context) error {
 		return err
 	}
 	rec := j.Begin(r.o.Step, r.o.args)
+	if r.o.Follows != "" {
+		rec.Note(journal.NoteFollows, r.o.Follows)
+	}
 	for _, n := range r.plan.Namespaces {
 		if err := rec.Capture(ctx, journal.NamespaceRef(n.Name)); err != nil {
 			return err

@@ -40,6 +40,7 @@ type Options struct {
 	Timeout   time.Duration
 
 	dryRun cli.DryRun
+	entry  string // this move's journal entry, which its --restart follows
 }
 
 // Details is the step-specific part of the result.
@@ -238,6 +239,7 @@ func (o *Options) Run(ctx context.Context) error {
 			return err
 		}
 		res.Journal = rec.Entry().ID
+		o.entry = res.Journal
 	}
 	if existingWh != nil {
 		_, err = adm.MutatingWebhookConfigurations().Update(ctx, wantWh, metav1.UpdateOptions{DryRun: dry})
@@ -293,7 +295,7 @@ func (o *Options) restart(ctx context.Context, det *Details) error {
 		streams.Out = &buf // the restart result is embedded: stdout holds one document
 	}
 	m := migratens.NewOptions(o.g, streams)
-	m.Step, m.KeepLabels, m.Yes, m.To = "tag-move --restart", true, true, o.Tag
+	m.Step, m.KeepLabels, m.Yes, m.To, m.Follows = "tag-move --restart", true, true, o.Tag, o.entry
 	m.BatchSize, m.Timeout, m.DryRunStr = o.BatchSize, o.Timeout, o.DryRunStr
 	for _, n := range det.BlastRadius.Namespaces {
 		m.Namespaces = append(m.Namespaces, n.Name)

@@ -106,6 +106,14 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if f := e.Notes[journal.NoteFollows]; f != "" {
+		for _, x := range entries {
+			if x.ID == f && x.UndoneBy == "" {
+				return cli.BadInputf("entry %s (%s) restarted workloads after entry %s (%s): undo %s first, then %s, so the restart puts the pods back on the revision it restores",
+					e.ID, e.Step, x.ID, x.Step, x.ID, e.ID)
+			}
+		}
+	}
 	if later := journal.Overwrites(entries, e); len(later) > 0 {
 		var names []string
 		for _, x := range later {
