@@ -2,18 +2,21 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func obj(apiVersion, kind, ns, name string, labels map[string]any, extra map[string]any) *unstructured.Unstructured {
@@ -230,5 +233,29 @@ func TestOverwrites(t *testing.T) {
 				t.Errorf("Overwrites = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRestoreRetriesConflicts: a controller writing status between our read and our update must not
+// fail an undo halfway.
+func TestRestoreRetriesConflicts(t *testing.T) {
+	ctx := context.Background()
+	ns := obj("v1", "Namespace", "", "shop", map[string]any{"istio.io/rev": "1-31"}, nil)
+	j, dc := newFakes(ns)
+	conflicts := 0
+	dc.PrependReactor("update", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts < 2 {
+			conflicts++
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "namespaces"}, "shop", errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	recorded := obj("v1", "Namespace", "", "shop", map[string]any{"istio.io/rev": "1-30"}, nil)
+	a, err := j.RestoreObject(ctx, Object{Ref: NamespaceRef("shop"), Existed: true, State: recorded}, nil)
+	if err != nil || a.Verb != "restored" || conflicts != 2 {
+		t.Fatalf("RestoreObject = %+v, %v after %d conflicts", a, err, conflicts)
+	}
+	if got := get(t, dc, NamespaceRef("shop")).GetLabels()["istio.io/rev"]; got != "1-30" {
+		t.Errorf("label %q after restore, want 1-30", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 // Action is one thing undo did (or would do, in a dry run).
@@ -29,12 +30,26 @@ func (j *Journal) Restore(ctx context.Context, e *Entry, dryRun []string) ([]Act
 	return actions, nil
 }
 
-// RestoreObject puts one recorded object back (see Restore).
+// RestoreObject puts one recorded object back (see Restore). Controllers write status between our
+// read and our update, so a conflict re-reads and tries again.
 func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) (Action, error) {
+	var a Action
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var err error
+		a, err = j.restoreOnce(ctx, o, dryRun)
+		return err
+	})
+	if err != nil {
+		return Action{}, fmt.Errorf("undo: %s: %w", o.Ref, err)
+	}
+	return a, nil
+}
+
+func (j *Journal) restoreOnce(ctx context.Context, o Object, dryRun []string) (Action, error) {
 	ri := j.Dynamic.Resource(o.Ref.GVR()).Namespace(o.Ref.Namespace)
 	cur, err := ri.Get(ctx, o.Ref.Name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return Action{}, fmt.Errorf("undo: read %s: %w", o.Ref, err)
+		return Action{}, fmt.Errorf("read: %w", err)
 	}
 	exists := err == nil
 	switch {
@@ -42,12 +57,12 @@ func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) 
 		return Action{Ref: o.Ref, Verb: "unchanged"}, nil
 	case !o.Existed:
 		if err := ri.Delete(ctx, o.Ref.Name, metav1.DeleteOptions{DryRun: dryRun}); err != nil && !apierrors.IsNotFound(err) {
-			return Action{}, fmt.Errorf("undo: delete %s: %w", o.Ref, err)
+			return Action{}, fmt.Errorf("delete: %w", err)
 		}
 		return Action{Ref: o.Ref, Verb: "deleted"}, nil
 	case !exists:
 		if _, err := ri.Create(ctx, o.State.DeepCopy(), metav1.CreateOptions{DryRun: dryRun}); err != nil {
-			return Action{}, fmt.Errorf("undo: re-create %s: %w", o.Ref, err)
+			return Action{}, fmt.Errorf("re-create: %w", err)
 		}
 		return Action{Ref: o.Ref, Verb: "recreated"}, nil
 	}
@@ -58,7 +73,7 @@ func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) 
 	want.SetResourceVersion(cur.GetResourceVersion())
 	want.SetUID(cur.GetUID())
 	if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun}); err != nil {
-		return Action{}, fmt.Errorf("undo: restore %s: %w", o.Ref, err)
+		return Action{}, err // a conflict is retried as it is
 	}
 	return Action{Ref: o.Ref, Verb: "restored"}, nil
 }
