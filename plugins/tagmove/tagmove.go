@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -241,8 +242,20 @@ func (o *Options) Run(ctx context.Context) error {
 		res.Journal = rec.Entry().ID
 		o.entry = res.Journal
 	}
+	// istiod patches its webhooks' caBundle at any time: an update that meets a newer version is
+	// derived again from it and retried.
 	if existingWh != nil {
-		_, err = adm.MutatingWebhookConfigurations().Update(ctx, wantWh, metav1.UpdateOptions{DryRun: dry})
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			_, err := adm.MutatingWebhookConfigurations().Update(ctx, wantWh, metav1.UpdateOptions{DryRun: dry})
+			if apierrors.IsConflict(err) {
+				if cur, gerr := adm.MutatingWebhookConfigurations().Get(ctx, whName, metav1.GetOptions{}); gerr == nil {
+					if w, derr := MoveWebhook(cur, injector, o.To); derr == nil {
+						wantWh = w
+					}
+				}
+			}
+			return err
+		})
 	} else {
 		_, err = adm.MutatingWebhookConfigurations().Create(ctx, wantWh, metav1.CreateOptions{DryRun: dry})
 	}
@@ -251,7 +264,15 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	res.Add("mutatingwebhookconfiguration/"+whName, verb(existingWh != nil))
 	if existingSvc != nil {
-		_, err = svcs.Update(ctx, wantSvc, metav1.UpdateOptions{DryRun: dry})
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			_, err := svcs.Update(ctx, wantSvc, metav1.UpdateOptions{DryRun: dry})
+			if apierrors.IsConflict(err) {
+				if cur, gerr := svcs.Get(ctx, wantSvc.Name, metav1.GetOptions{}); gerr == nil {
+					wantSvc = TagService(cur, revSvc, o.Tag, o.To)
+				}
+			}
+			return err
+		})
 	} else {
 		_, err = svcs.Create(ctx, wantSvc, metav1.CreateOptions{DryRun: dry})
 	}
@@ -260,7 +281,18 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	res.Add("service/"+wantSvc.Name, verb(existingSvc != nil))
 	if wantVal != nil {
-		if _, err := adm.ValidatingWebhookConfigurations().Update(ctx, wantVal, metav1.UpdateOptions{DryRun: dry}); err != nil {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			_, err := adm.ValidatingWebhookConfigurations().Update(ctx, wantVal, metav1.UpdateOptions{DryRun: dry})
+			if apierrors.IsConflict(err) {
+				def, derr := adm.ValidatingWebhookConfigurations().Get(ctx, istio.DefaultValidatorName, metav1.GetOptions{})
+				rev, verr := adm.ValidatingWebhookConfigurations().Get(ctx, "istio-validator-"+o.To+"-"+o.g.IstioNamespace, metav1.GetOptions{})
+				if derr == nil && verr == nil {
+					wantVal = MoveValidator(def, rev, o.To)
+				}
+			}
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("default validator: %w", err)
 		}
 		res.Add("validatingwebhookconfiguration/"+wantVal.Name, "configured")
