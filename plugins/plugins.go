@@ -25,6 +25,12 @@ func Commands() []cli.CommandFactory {
 		tagmove.NewCommand,
 		cleanup.NewCommand,
 		history.NewCommand,
-		undo.Command(undo.Restorers{"shift": shift.Undo, "migrate-ns": migratens.Undo, "tag-move --restart": migratens.Undo}),
+		// Steps whose undo needs their own order or guard; the others are restored object by object.
+		undo.Command(undo.Restorers{
+			"canary-gw":          canarygw.Undo,
+			"shift":              shift.Undo,
+			"migrate-ns":         migratens.Undo,
+			"tag-move --restart": migratens.Undo,
+		}),
 	}
 }

@@ -82,7 +82,7 @@ type GateResult struct {
 
 // NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
 func NewOptions(g *cli.Global, streams genericiooptions.IOStreams) *Options {
-	return &Options{IOStreams: streams, g: g, BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, DryRunStr: "none", Step: "migrate-ns"}
+	return &Options{IOStreams: streams, g: g, BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, DryRunStr: "none", Step: "migrate-ns", args: os.Args[1:]}
 }
 
 // NewCommand builds `migrate-ns`.
