@@ -8,15 +8,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 )
 
 // TestUndoRefusesACanaryInService: undo of canary-gw deletes the canary only while it is behind its
@@ -42,18 +37,11 @@ func TestUndoRefusesACanaryInService(t *testing.T) {
 		{"shifted back to 0", canary(0, false), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			kc := fake.NewClientset(tt.canary)
-			m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(tt.canary)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := journaltest.New(t, tt.canary)
 			ref := journal.DeploymentRef("istio-ingress", "gw-1-31")
-			dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-				map[schema.GroupVersionResource]string{ref.GVR(): "DeploymentList"}, &unstructured.Unstructured{Object: m})
 			e := &journal.Entry{ID: "0002", Step: "canary-gw", Objects: []journal.Object{{Ref: ref}}}
-			_, err = Undo(context.Background(), &kube.Clients{Kube: kc, Dynamic: dc}, journal.New(kc, dc, "istio-system"), e, nil, cli.NewProgress(&bytes.Buffer{}))
-			_, gerr := dc.Resource(ref.GVR()).Namespace(ref.Namespace).Get(context.Background(), ref.Name, metav1.GetOptions{})
-			deleted := gerr != nil
+			_, err := Undo(context.Background(), c.Clients, c.Journal, e, nil, cli.NewProgress(&bytes.Buffer{}))
+			deleted := len(c.Writes) == 1 && c.Writes[0] == "delete deployments gw-1-31"
 			if tt.refused && (cli.CodeOf(err) != cli.ExitBadInput || deleted) {
 				t.Errorf("want refused (65) and kept: err %v, deleted %v", err, deleted)
 			}

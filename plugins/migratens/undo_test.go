@@ -9,26 +9,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
-
-func unstr(t *testing.T, o runtime.Object) *unstructured.Unstructured {
-	t.Helper()
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
-}
 
 // TestUndoRelabelsThenRestarts checks the order of a migrate-ns undo (labels before any restart) and
 // that it restarts only what the step restarted, never writing the recorded specs back.
@@ -48,39 +35,19 @@ func TestUndoRelabelsThenRestarts(t *testing.T) {
 	// Now: relabelled to 1-31, web restarted by the step and scaled to 5 by an HPA since; cart untouched.
 	current := []runtime.Object{ns("1-31"), dep("web", "2026-11-23T10:00:00Z", 5), dep("cart", "", 2)}
 	recorded := []runtime.Object{ns("1-30"), dep("web", "", 3), dep("cart", "", 2), dep("web", "", 3)} // web is the canary too
-	var log []string
-	record := func(a k8stesting.Action) (bool, runtime.Object, error) {
-		switch a := a.(type) {
-		case k8stesting.UpdateAction:
-			log = append(log, "update "+a.GetResource().Resource+" "+a.GetObject().(metav1.Object).GetName())
-		case k8stesting.PatchAction:
-			log = append(log, "patch "+a.GetResource().Resource+" "+a.GetName())
-		}
-		return false, nil, nil
-	}
-	kc := fake.NewClientset(current...)
-	kc.PrependReactor("*", "*", record)
-	var dyn []runtime.Object
-	for _, o := range current {
-		dyn = append(dyn, unstr(t, o))
-	}
-	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		journal.NamespaceRef("").GVR(): "NamespaceList", journal.DeploymentRef("", "").GVR(): "DeploymentList",
-	}, dyn...)
-	dc.PrependReactor("*", "*", record)
+	c := journaltest.New(t, current...)
 	e := &journal.Entry{ID: "0004", Step: "migrate-ns"}
 	refs := []journal.ObjectRef{journal.NamespaceRef("shop"), journal.DeploymentRef("shop", "web"), journal.DeploymentRef("shop", "cart"), journal.DeploymentRef("shop", "web")}
 	for i, o := range recorded {
-		e.Objects = append(e.Objects, journal.Object{Ref: refs[i], Existed: true, State: journal.Sanitize(unstr(t, o))})
+		e.Objects = append(e.Objects, journaltest.Recorded(t, refs[i], o))
 	}
-	j := journal.New(kc, dc, "istio-system")
 	// Server dry run: the fakes ignore DryRun and it skips the rollout wait they cannot complete.
-	actions, err := Undo(context.Background(), &kube.Clients{Kube: kc, Dynamic: dc}, j, e, []string{"All"}, cli.NewProgress(&bytes.Buffer{}))
+	actions, err := Undo(context.Background(), c.Clients, c.Journal, e, []string{"All"}, cli.NewProgress(&bytes.Buffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"update namespaces shop", "patch deployments web"}; !reflect.DeepEqual(log, want) {
-		t.Errorf("undo wrote %q, want %q", log, want)
+	if want := []string{"update namespaces shop", "patch deployments web"}; !reflect.DeepEqual(c.Writes, want) {
+		t.Errorf("undo wrote %q, want %q", c.Writes, want)
 	}
 	var verbs []string
 	for _, a := range actions {
@@ -90,7 +57,7 @@ func TestUndoRelabelsThenRestarts(t *testing.T) {
 	if !reflect.DeepEqual(verbs, want) {
 		t.Errorf("actions %q, want %q", verbs, want)
 	}
-	if d, _ := kc.AppsV1().Deployments("shop").Get(context.Background(), "web", metav1.GetOptions{}); *d.Spec.Replicas != 5 {
+	if d, _ := c.Clients.Kube.AppsV1().Deployments("shop").Get(context.Background(), "web", metav1.GetOptions{}); *d.Spec.Replicas != 5 {
 		t.Errorf("undo changed web's replicas to %d: the HPA's 5 must stay", *d.Spec.Replicas)
 	}
 }

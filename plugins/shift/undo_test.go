@@ -10,17 +10,12 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
@@ -43,15 +38,6 @@ func gwHPA(target string, lo, hi int32) *autoscalingv2.HorizontalPodAutoscaler {
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{MinReplicas: ptr.To(lo), MaxReplicas: hi,
 			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: target}},
 	}
-}
-
-func toUnstructured(t *testing.T, o runtime.Object) *unstructured.Unstructured {
-	t.Helper()
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
 }
 
 // TestUndoOrder checks that undoing a shift restores the side regaining pods first, and puts a
@@ -90,44 +76,19 @@ func TestUndoOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var log []string
-			record := func(a k8stesting.Action) (bool, runtime.Object, error) {
-				if a.GetVerb() == "update" || a.GetVerb() == "patch" || a.GetVerb() == "delete" || a.GetVerb() == "create" {
-					name := ""
-					switch a := a.(type) {
-					case k8stesting.UpdateAction:
-						name = a.GetObject().(metav1.Object).GetName()
-					case k8stesting.PatchAction:
-						name = a.GetName()
-					}
-					log = append(log, a.GetVerb()+" "+a.GetResource().Resource+" "+name)
-				}
-				return false, nil, nil
-			}
-			kc := fake.NewClientset(tt.current...)
-			kc.PrependReactor("*", "*", record)
-			var dynObjs []runtime.Object
-			for _, o := range tt.current {
-				dynObjs = append(dynObjs, toUnstructured(t, o))
-			}
-			dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-				journal.DeploymentRef("", "").GVR(): "DeploymentList", journal.HPARef("", "").GVR(): "HorizontalPodAutoscalerList",
-			}, dynObjs...)
-			dc.PrependReactor("*", "*", record)
+			c := journaltest.New(t, tt.current...)
 			e := &journal.Entry{ID: "0003", Step: "shift"}
 			refs := []journal.ObjectRef{journal.DeploymentRef("istio-ingress", old), journal.DeploymentRef("istio-ingress", can),
 				journal.HPARef("istio-ingress", old), journal.HPARef("istio-ingress", can)}
 			for i, o := range tt.recorded {
-				e.Objects = append(e.Objects, journal.Object{Ref: refs[i], Existed: true, State: journal.Sanitize(toUnstructured(t, o))})
+				e.Objects = append(e.Objects, journaltest.Recorded(t, refs[i], o))
 			}
-			c := &kube.Clients{Kube: kc, Dynamic: dc}
-			j := journal.New(kc, dc, "istio-system")
 			// A server dry run: fakes ignore DryRun, and it skips the rollout waits fakes cannot complete.
-			if _, err := Undo(context.Background(), c, j, e, []string{"All"}, cli.NewProgress(&bytes.Buffer{})); err != nil {
+			if _, err := Undo(context.Background(), c.Clients, c.Journal, e, []string{"All"}, cli.NewProgress(&bytes.Buffer{})); err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(log, tt.want) {
-				t.Errorf("undo wrote\n  %q\nwant\n  %q", log, tt.want)
+			if !reflect.DeepEqual(c.Writes, tt.want) {
+				t.Errorf("undo wrote\n  %q\nwant\n  %q", c.Writes, tt.want)
 			}
 		})
 	}
