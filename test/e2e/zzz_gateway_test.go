@@ -79,13 +79,14 @@ func canaryShift(t *testing.T) {
 		Verified         bool
 		Routing          struct {
 			Listeners   int
+			Routes      int
 			Differences []string
 		}
 	}
 	if err := json.Unmarshal(d.Details, &cg); err != nil || r.code != 0 {
 		t.Fatalf("canary-gw: exit %d %v %s", r.code, err, r.stderr)
 	}
-	if !cg.Verified || len(cg.Pods) != 1 || cg.ServingEndpoints != 0 || cg.Routing.Listeners == 0 || len(cg.Routing.Differences) != 0 {
+	if !cg.Verified || len(cg.Pods) != 1 || cg.ServingEndpoints != 0 || cg.Routing.Listeners == 0 || cg.Routing.Routes == 0 || len(cg.Routing.Differences) != 0 {
 		t.Errorf("canary-gw verification: %+v", cg)
 	}
 	if gates := kubectl(t, "-n", "istio-ingress", "get", "deployment", "istio-ingressgateway-1-31", "-o", "jsonpath={.spec.template.spec.readinessGates[*].conditionType}"); gates != "istio-upgrade.io/serving" {

@@ -119,6 +119,13 @@ func (s *simulator) run(ctx context.Context, p *corev1.Pod, rev string) {
 		ProxyConfig: (*model.NodeMetaProxyConfig)(mesh.DefaultProxyConfig()),
 	}.ToStruct()
 	addr := addr(s.ports.get(rev).GRPC)
+	if nodeType == model.Router {
+		runRouter(ctx, addr, adsc.Config{
+			Namespace: p.Namespace, Workload: p.Name, IP: p.Status.PodIP, NodeType: nodeType, Meta: meta,
+			BackoffPolicy: backoff.NewExponentialBackOff(backoff.Option{InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second}),
+		})
+		return
+	}
 	for {
 		c, err := adsc.New(addr, &adsc.ADSConfig{
 			Config: adsc.Config{
