@@ -50,13 +50,14 @@ help: ## List the targets
 .PHONY: test unit e2e lint golden
 test: lint unit docs-check e2e ## Everything CI runs: lint, unit tests, docs check, e2e on the test bed
 
-unit: ## Unit tests (fake clientsets, golden files, recorded syncz)
-	$(GO) test -count=1 ./...
+unit: ## Unit tests with the race detector (fake clientsets, golden files, recorded syncz)
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 golden: ## Rewrite golden files after an intended output change
 	UPDATE_GOLDEN=1 $(GO) test ./...
 
-lint: ## go vet (plugin, e2e, agent) and gofmt
+lint: ## go vet (plugin, e2e, agent), gofmt and go mod tidy
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e
 	cd test/testbed/agent && $(GO) vet ./...
@@ -85,7 +86,8 @@ dist: ## Build release archives for every platform and render krew/istio-upgrade
 	  d=dist/kubectl-istio_upgrade_$${os}_$${arch}; mkdir -p $$d; \
 	  echo ">> $$os/$$arch"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-istio_upgrade$$ext ./cmd/kubectl-istio_upgrade || exit 1; \
-	  cp LICENSE $$d/; tar -C $$d -czf $$d.tar.gz kubectl-istio_upgrade$$ext LICENSE; rm -rf $$d; \
+	  cp LICENSE $$d/; cp hack/kubectl_complete-istio_upgrade $$d/; \
+	  tar -C $$d -czf $$d.tar.gz kubectl-istio_upgrade$$ext kubectl_complete-istio_upgrade LICENSE; rm -rf $$d; \
 	done
 	$(GO) run ./hack/krewmanifest -version $(VERSION) -template krew/istio-upgrade.yaml.tmpl -dist dist -out krew/istio-upgrade.yaml
 
@@ -159,3 +161,8 @@ bench: testbed-tools build $(AGENT) ## Benchmarks on a fresh test bed: prints th
 .PHONY: demo
 demo: testbed-up ## The whole runbook on the simulated cluster (test bed left running; make testbed-down stops it)
 	TESTBED_DIR=$(TESTBED_DIR) REV=$(REV) test/demo.sh
+	@echo
+	@echo "The test bed is still running. Explore it with:"
+	@echo "  eval \$$(make -s testbed-env)    # KUBECONFIG, kubectl, istioctl-old/-new and the plugin on PATH"
+	@echo "  kubectl istio-upgrade status --proxies"
+	@echo "Stop it with: make testbed-down"

@@ -90,12 +90,6 @@ func validate(path string) []string {
 	return errs
 }
 
-func TestCommittedManifest(t *testing.T) {
-	for _, e := range validate("../../krew/istio-upgrade.yaml") {
-		t.Error(e)
-	}
-}
-
 func TestRenderFromArchives(t *testing.T) {
 	dist := t.TempDir()
 	for _, p := range []string{"linux_amd64", "darwin_arm64", "windows_amd64"} {

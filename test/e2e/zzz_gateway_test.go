@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -64,6 +66,8 @@ func canaryShift(t *testing.T) {
 	if got := ingressState(t); got != state {
 		t.Fatalf("refusals or a server dry run changed istio-ingress:\n%s\n%s", state, got)
 	}
+
+	pinnedRoutesDiffer(t, gw)
 
 	oldSpec := func() string {
 		return kubectl(t, "-n", "istio-ingress", "get", "deployment", "istio-ingressgateway", "-o", "jsonpath={.metadata.generation} {.metadata.labels} {.spec.replicas}")
@@ -215,6 +219,57 @@ func undoShifts(t *testing.T, canaryGW string) {
 			"-o", "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.targetRef.name} {end}")
 		if strings.Contains(ready, "1-31") || strings.Count(ready, " ") != 2 {
 			return fmt.Errorf("ready endpoints %q, want the 2 old pods only", ready)
+		}
+		return nil
+	})
+}
+
+// pinnedGateway serves a host only on pods of revision 1-30: a canary on 1-31 would not serve it.
+const pinnedGateway = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: pinned, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway, istio.io/rev: "1-30"}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["pinned.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pinned, namespace: bookinfo}
+spec:
+  hosts: ["pinned.example.com"]
+  gateways: [pinned]
+  http:
+  - route: [{destination: {host: productpage, port: {number: 9080}}}]
+`
+
+// pinnedRoutesDiffer gives the old gateway a route the canary cannot have: canary-gw must find the
+// difference in what the two istiods serve, exit 75 and keep the canary out of traffic; undo removes it.
+func pinnedRoutesDiffer(t *testing.T, gw []string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "pinned.yaml")
+	if err := os.WriteFile(f, []byte(pinnedGateway), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
+	defer kubectl(t, "delete", "-f", f)
+	d, r := step(t, append([]string{"canary-gw"}, gw...)...)
+	if r.code != 75 || !strings.Contains(r.stdout+r.stderr, "pinned.example.com") {
+		t.Errorf("canary-gw with a route pinned to 1-30: exit %d (want 75), pinned.example.com not reported:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if gates := kubectl(t, "-n", "istio-ingress", "get", "deployment", "istio-ingressgateway-1-31", "-o", "jsonpath={.spec.template.spec.readinessGates[*].conditionType}"); gates != "istio-upgrade.io/serving" {
+		t.Errorf("the unverified canary must stay behind its readiness gate: %q", gates)
+	}
+	if d.Journal == "" {
+		t.Fatalf("no journal entry for the unverified canary: %s", r.stdout)
+	}
+	if u := plugin(t, "undo", d.Journal); u.code != 0 {
+		t.Fatalf("undo of the unverified canary: exit %d %s", u.code, u.stderr)
+	}
+	eventually(t, 30*time.Second, "unverified canary removed", func() error {
+		if r := run(t, filepath.Join(binDir, "kubectl"), "-n", "istio-ingress", "get", "deployment,hpa,pdb,pods", "-l", "istio-upgrade.io/canary-of", "-o", "name"); strings.TrimSpace(r.stdout) != "" {
+			return fmt.Errorf("left: %s", r.stdout)
 		}
 		return nil
 	})
