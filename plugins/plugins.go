@@ -30,7 +30,8 @@ func Commands() []cli.CommandFactory {
 			"canary-gw":          canarygw.Undo,
 			"shift":              shift.Undo,
 			"migrate-ns":         migratens.Undo,
-			"tag-move --restart": migratens.Undo,
+			"tag-move":           tagmove.Undo,
+			"tag-move --restart": migratens.Undo, // entries written before one command was one entry
 		}),
 	}
 }

@@ -14,10 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
 func TestExitCodeTable(t *testing.T) {
-	want := map[ExitCode]int{ExitOK: 0, ExitError: 1, ExitUsage: 64, ExitBadInput: 65, ExitGateFailed: 75, ExitNotPermitted: 77, ExitPrecheck: 79}
+	want := map[ExitCode]int{ExitOK: 0, ExitError: 1, ExitUsage: 64, ExitBadInput: 65, ExitBlocked: 66, ExitDeclined: 67, ExitLocked: 73,
+		ExitTimeout: 74, ExitGateFailed: 75, ExitNotPermitted: 77, ExitPrecheck: 79, ExitCancelled: 130}
 	if len(ExitCodes) != len(want) {
 		t.Fatalf("ExitCodes has %d rows, want %d", len(ExitCodes), len(want))
 	}
@@ -44,7 +47,8 @@ func TestCodeOf(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", Errorf(ExitPrecheck, "blocked")), ExitPrecheck},
 		{forbidden, ExitNotPermitted},
 		{fmt.Errorf("list: %w", forbidden), ExitNotPermitted},
-		{context.DeadlineExceeded, ExitGateFailed},
+		{context.DeadlineExceeded, ExitTimeout},
+		{fmt.Errorf("gate: %w", &kube.RolloutFailed{Err: errors.New("exceeded its progress deadline")}), ExitGateFailed},
 	}
 	for _, c := range cases {
 		if got := CodeOf(c.err); got != c.want {

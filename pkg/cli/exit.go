@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
 // ExitCode is the process exit status of a command. The values are a contract with the shell
@@ -17,9 +19,14 @@ const (
 	ExitError        ExitCode = 1  // unexpected or API error
 	ExitUsage        ExitCode = 64 // bad flags or arguments
 	ExitBadInput     ExitCode = 65 // unknown revision, tag, namespace, …
-	ExitGateFailed   ExitCode = 75 // a gate failed or timed out: the step halted (and rolled back when asked)
+	ExitBlocked      ExitCode = 66 // refused because something still depends on what the step would change
+	ExitDeclined     ExitCode = 67 // the person at the terminal answered no
+	ExitLocked       ExitCode = 73 // another mutating step holds the cluster's lock
+	ExitTimeout      ExitCode = 74 // a gate did not pass in time: the step halted
+	ExitGateFailed   ExitCode = 75 // a gate failed: the step halted (and reverted when asked)
 	ExitNotPermitted ExitCode = 77 // RBAC denied an operation
 	ExitPrecheck     ExitCode = 79 // precheck found blocking issues
+	ExitCancelled    ExitCode = 130 // SIGINT/SIGTERM: the step stopped after its in-flight work
 )
 
 // ExitCodes lists every code with its meaning, in order; docs and tests read it.
@@ -32,9 +39,14 @@ var ExitCodes = []struct {
 	{ExitError, "Error", "unexpected or API error (cluster unreachable, unknown context, …)"},
 	{ExitUsage, "Usage", "bad flags or arguments"},
 	{ExitBadInput, "BadInput", "bad input: unknown revision, tag, namespace or object; nothing was changed"},
-	{ExitGateFailed, "GateFailed", "a gate failed or timed out: the step halted (and rolled back when asked)"},
+	{ExitBlocked, "Blocked", "refused because something still depends on what the step would change (cleanup's blockers, undo of an entry later steps changed again); nothing was changed"},
+	{ExitDeclined, "Declined", "answered no at the confirmation prompt; nothing was changed"},
+	{ExitLocked, "Locked", "another mutating step holds the cluster's lock (the Lease istio-upgrade-lock in the Istio namespace); nothing was changed"},
+	{ExitTimeout, "Timeout", "a gate did not pass within --timeout: the step halted (and reverted when asked)"},
+	{ExitGateFailed, "GateFailed", "a gate failed: the step halted (and reverted when asked)"},
 	{ExitNotPermitted, "NotPermitted", "not permitted: RBAC denied an operation"},
 	{ExitPrecheck, "PrecheckFailed", "precheck found issues at or above --fail-on"},
+	{ExitCancelled, "Cancelled", "interrupted (SIGINT/SIGTERM): the step finished or reverted its in-flight work and stopped; its journal entry is marked cancelled and a rerun resumes it"},
 }
 
 // Error carries an exit code with the error message that explains it.
@@ -67,11 +79,15 @@ func CodeOf(err error) ExitCode {
 	if errors.As(err, &e) {
 		return e.Code
 	}
+	var rollout *kube.RolloutFailed
+	if errors.As(err, &rollout) {
+		return ExitGateFailed
+	}
 	if apierrors.IsForbidden(err) {
 		return ExitNotPermitted
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return ExitGateFailed
+		return ExitTimeout
 	}
 	return ExitError
 }

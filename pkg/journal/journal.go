@@ -67,18 +67,59 @@ type Object struct {
 	State *unstructured.Unstructured `json:"state,omitempty"`
 }
 
-// Entry is one step's record.
+// States of an entry. An entry is written as running before the first change and ends in one of the
+// others; undone is told by UndoneBy.
+const (
+	StateRunning    = "running"
+	StateInEffect   = "in-effect"
+	StateRolledBack = "rolled-back"
+	StateCancelled  = "cancelled"
+	StateIncomplete = "incomplete"
+	StateUndone     = "undone"
+)
+
+// Entry is one command's record: one undoable unit.
 type Entry struct {
-	ID       string    `json:"id"`
-	Step     string    `json:"step"`
-	Args     []string  `json:"args"`
+	ID   string `json:"id"`
+	Step string `json:"step"`
+	// Command is the command line rebuilt from parsed flags, credentials left out.
+	Command string `json:"command,omitempty"`
+	// Args is the raw command line of entries written before Command existed (read only).
+	Args     []string  `json:"args,omitempty"`
 	User     string    `json:"user"`
 	Time     time.Time `json:"time"`
+	State    string    `json:"state,omitempty"`
 	Objects  []Object  `json:"objects"`
 	UndoOf   string    `json:"undoOf,omitempty"`
 	UndoneBy string    `json:"undoneBy,omitempty"`
+	// Done lists what the step did ("kind/name verb"), so a cancelled or failed entry says exactly how far it got.
+	Done []string `json:"done,omitempty"`
 	// Notes are facts a later step needs (e.g. when the last proxy left a revision).
 	Notes map[string]string `json:"notes,omitempty"`
+}
+
+// CommandLine is how history shows the entry's command.
+func (e *Entry) CommandLine() string {
+	if e.Command != "" {
+		return e.Command
+	}
+	return strings.Join(e.Args, " ")
+}
+
+// Status is the entry's state for people: undone wins, entries from before states existed are in effect.
+func (e *Entry) Status() string {
+	switch {
+	case e.UndoneBy != "":
+		return StateUndone
+	case e.State == "":
+		return StateInEffect
+	}
+	return e.State
+}
+
+// Resumable says a rerun of the same command continues this entry rather than starting another.
+func (e *Entry) Resumable() bool {
+	return e.UndoneBy == "" && (e.State == StateCancelled || e.State == StateIncomplete)
 }
 
 // Journal reads and writes entries in one namespace.
@@ -102,9 +143,20 @@ type Recorder struct {
 	seen  map[ObjectRef]bool
 }
 
-// Begin starts an entry for a step with its command-line arguments.
-func (j *Journal) Begin(step string, args []string) *Recorder {
-	return &Recorder{j: j, entry: &Entry{Step: step, Args: args, Time: j.Now().UTC().Truncate(time.Second), Objects: []Object{}}, seen: map[ObjectRef]bool{}}
+// Begin starts an entry for a step with its command line.
+func (j *Journal) Begin(step, command string) *Recorder {
+	return &Recorder{j: j, entry: &Entry{Step: step, Command: command, State: StateRunning, Time: j.Now().UTC().Truncate(time.Second), Objects: []Object{}}, seen: map[ObjectRef]bool{}}
+}
+
+// Resume continues an entry a cancelled or failed run left: what it recorded first stays the state undo
+// restores, objects new to this run are added.
+func (j *Journal) Resume(e *Entry) *Recorder {
+	r := &Recorder{j: j, entry: e, saved: true, seen: map[ObjectRef]bool{}}
+	for _, o := range e.Objects {
+		r.seen[o.Ref] = true
+	}
+	e.State = StateRunning
+	return r
 }
 
 // Entry returns the entry being recorded.
@@ -155,7 +207,7 @@ func (r *Recorder) Note(key, value string) {
 // Save writes the entry (creating it on the first call, updating it after). Call it before acting.
 func (r *Recorder) Save(ctx context.Context) error {
 	if r.entry.User == "" {
-		r.entry.User = r.j.user(ctx)
+		r.entry.User = User(ctx, r.j.Kube)
 	}
 	if !r.saved {
 		for attempt := 0; attempt < 5; attempt++ {
@@ -221,7 +273,7 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	}
 	cms := j.Kube.CoreV1().ConfigMaps(j.Namespace)
 	if create {
-		_, err := cms.Create(ctx, cm, metav1.CreateOptions{})
+		_, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: ManagedBy})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("journal: create %s/%s: %w", j.Namespace, cm.Name, err)
 		}
@@ -233,7 +285,7 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	}
 	cur.BinaryData = cm.BinaryData
 	cur.Labels = cm.Labels
-	_, err = cms.Update(ctx, cur, metav1.UpdateOptions{})
+	_, err = cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy})
 	if err != nil {
 		return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
 	}
@@ -308,9 +360,9 @@ func decode(cm *corev1.ConfigMap) (*Entry, error) {
 	return e, nil
 }
 
-// user names who runs the step: the apiserver's answer to SelfSubjectReview, else $USER.
-func (j *Journal) user(ctx context.Context) string {
-	r, err := j.Kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+// User names who runs the step: the apiserver's answer to SelfSubjectReview, else $USER.
+func User(ctx context.Context, k kubernetes.Interface) string {
+	r, err := k.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err == nil && r.Status.UserInfo.Username != "" {
 		return r.Status.UserInfo.Username
 	}

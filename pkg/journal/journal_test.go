@@ -68,7 +68,7 @@ func TestRecordAndRestoreExactly(t *testing.T) {
 
 	before := map[ObjectRef]*unstructured.Unstructured{nsRef: get(t, dc, nsRef), whRef: get(t, dc, whRef), cmRef: get(t, dc, cmRef)}
 
-	rec := j.Begin("migrate-ns", []string{"shop", "--to", "1-31"})
+	rec := j.Begin("migrate-ns", "kubectl istio-upgrade migrate-ns shop --to=1-31")
 	if err := rec.Capture(ctx, nsRef, whRef, cmRef, newRef, nsRef); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestIDsIncrementAndUpdate(t *testing.T) {
 	ctx := context.Background()
 	j, _ := newFakes()
 	for i, want := range []string{"0001", "0002", "0003"} {
-		r := j.Begin("tag-move", []string{"prod"})
+		r := j.Begin("tag-move", "kubectl istio-upgrade tag-move prod")
 		if err := r.Save(ctx); err != nil {
 			t.Fatal(err)
 		}

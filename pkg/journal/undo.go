@@ -61,7 +61,7 @@ func (j *Journal) restoreOnce(ctx context.Context, o Object, dryRun []string) (A
 		}
 		return Action{Ref: o.Ref, Verb: "deleted"}, nil
 	case !exists:
-		if _, err := ri.Create(ctx, o.State.DeepCopy(), metav1.CreateOptions{DryRun: dryRun}); err != nil {
+		if _, err := ri.Create(ctx, o.State.DeepCopy(), metav1.CreateOptions{DryRun: dryRun, FieldManager: ManagedBy}); err != nil {
 			return Action{}, fmt.Errorf("re-create: %w", err)
 		}
 		return Action{Ref: o.Ref, Verb: "recreated"}, nil
@@ -72,7 +72,7 @@ func (j *Journal) restoreOnce(ctx context.Context, o Object, dryRun []string) (A
 	want := o.State.DeepCopy()
 	want.SetResourceVersion(cur.GetResourceVersion())
 	want.SetUID(cur.GetUID())
-	if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun}); err != nil {
+	if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun, FieldManager: ManagedBy}); err != nil {
 		return Action{}, err // a conflict is retried as it is
 	}
 	return Action{Ref: o.Ref, Verb: "restored"}, nil
@@ -99,8 +99,8 @@ func Overwrites(entries []*Entry, e *Entry) []*Entry {
 	}
 	var out []*Entry
 	for _, x := range entries[pos[e.ID]+1:] {
-		if x.UndoneBy != "" {
-			continue
+		if x.UndoneBy != "" || x.UndoOf == e.ID || x.State == StateRolledBack {
+			continue // undone, a (failed) undo of e itself, or taken back by its own step
 		}
 		if t, ok := pos[x.UndoOf]; ok && x.UndoOf != "" && t > pos[e.ID] {
 			continue

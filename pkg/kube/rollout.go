@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -11,16 +12,22 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/kubectl/pkg/polymorphichelpers"
 )
 
 // RestartedAtAnnotation is the pod-template annotation `kubectl rollout restart` sets.
 const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+
+// FieldManager is the field manager of every write the plugin makes.
+const FieldManager = "kubectl-istio-upgrade"
 
 // WorkloadRef names a Deployment, StatefulSet or DaemonSet.
 type WorkloadRef struct {
@@ -37,7 +44,7 @@ func (w WorkloadRef) String() string {
 // the restart time, so the controller rolls out new pods under the workload's own strategy.
 func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time.Time, dryRun []string) error {
 	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, at.Format(time.RFC3339)))
-	opts := metav1.PatchOptions{DryRun: dryRun}
+	opts := metav1.PatchOptions{DryRun: dryRun, FieldManager: FieldManager}
 	var err error
 	switch w.Kind {
 	case "Deployment":
@@ -55,39 +62,40 @@ func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time
 	return nil
 }
 
-// RolloutStatus says whether a workload's rollout is complete, as `kubectl rollout status` judges it,
-// and a short progress text.
-func RolloutStatus(obj runtime.Object) (done bool, progress string) {
-	switch o := obj.(type) {
+// RolloutFailed is a rollout that waiting cannot complete: the gate fails at once instead of waiting out
+// its timeout.
+type RolloutFailed struct {
+	Workload WorkloadRef
+	Err      error
+}
+
+func (e *RolloutFailed) Error() string { return fmt.Sprintf("%s: %v", e.Workload, e.Err) }
+func (e *RolloutFailed) Unwrap() error { return e.Err }
+
+// RolloutStatus judges a workload's rollout with kubectl's own status viewers (`kubectl rollout status`):
+// done, a short progress text, and an error when the rollout cannot complete by waiting
+// (ProgressDeadlineExceeded, an OnDelete StatefulSet or DaemonSet).
+func RolloutStatus(obj runtime.Object) (done bool, progress string, err error) {
+	gvk := obj.GetObjectKind().GroupVersionKind()
+	kind := gvk.Kind
+	switch obj.(type) {
 	case *appsv1.Deployment:
-		want := int32(1)
-		if o.Spec.Replicas != nil {
-			want = *o.Spec.Replicas
-		}
-		s := o.Status
-		progress = fmt.Sprintf("%d/%d updated, %d available", s.UpdatedReplicas, want, s.AvailableReplicas)
-		for _, c := range s.Conditions {
-			if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-				return false, progress + " (progress deadline exceeded)"
-			}
-		}
-		return s.ObservedGeneration >= o.Generation && s.UpdatedReplicas == want && s.Replicas == want && s.AvailableReplicas == want, progress
+		kind = "Deployment"
 	case *appsv1.StatefulSet:
-		want := int32(1)
-		if o.Spec.Replicas != nil {
-			want = *o.Spec.Replicas
-		}
-		s := o.Status
-		progress = fmt.Sprintf("%d/%d updated, %d ready", s.UpdatedReplicas, want, s.ReadyReplicas)
-		return s.ObservedGeneration >= o.Generation && s.UpdatedReplicas == want && s.ReadyReplicas == want &&
-			(s.UpdateRevision == "" || s.CurrentRevision == s.UpdateRevision), progress
+		kind = "StatefulSet"
 	case *appsv1.DaemonSet:
-		s := o.Status
-		progress = fmt.Sprintf("%d/%d updated, %d available", s.UpdatedNumberScheduled, s.DesiredNumberScheduled, s.NumberAvailable)
-		return s.ObservedGeneration >= o.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled &&
-			s.NumberAvailable == s.DesiredNumberScheduled, progress
+		kind = "DaemonSet"
 	}
-	return false, "unknown kind"
+	viewer, err := polymorphichelpers.StatusViewerFor(schema.GroupKind{Group: "apps", Kind: kind})
+	if err != nil {
+		return false, "", err
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return false, "", err
+	}
+	msg, done, err := viewer.Status(&unstructured.Unstructured{Object: m}, 0)
+	return done, strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(msg), "...")), err
 }
 
 // WaitRollouts watches (never polls) every workload until its rollout is complete or ctx ends. It calls
@@ -116,7 +124,10 @@ func WaitRollouts(ctx context.Context, k kubernetes.Interface, refs []WorkloadRe
 				if ev.Type == watch.Deleted {
 					return false, fmt.Errorf("%s was deleted during its rollout", r)
 				}
-				ok, p := RolloutStatus(ev.Object)
+				ok, p, err := RolloutStatus(ev.Object)
+				if err != nil {
+					return false, &RolloutFailed{Workload: r, Err: err}
+				}
 				mu.Lock()
 				state[r.String()] = p
 				done[r.String()] = ok
@@ -124,7 +135,8 @@ func WaitRollouts(ctx context.Context, k kubernetes.Interface, refs []WorkloadRe
 				mu.Unlock()
 				return ok, nil
 			})
-			if err != nil {
+			var failed *RolloutFailed
+			if err != nil && !errors.As(err, &failed) {
 				mu.Lock()
 				err = fmt.Errorf("rollout of %s not complete (%s): %w", r, state[r.String()], err)
 				mu.Unlock()

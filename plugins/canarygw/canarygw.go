@@ -5,7 +5,6 @@ package canarygw
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -26,22 +26,26 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
-// Options is `canary-gw`.
+// Options is `canary-gw`: its flags and what one run derived.
 type Options struct {
-	genericiooptions.IOStreams
-	g *cli.Global
-
 	Target
-	Name      string
-	Replicas  int32
-	Timeout   time.Duration
-	DryRunStr string
+	CanaryName string
+	Replicas   int32
+	Timeout    time.Duration
 
-	dryRun cli.DryRun
-	args   []string
+	det    *Details
+	old    *appsv1.Deployment
+	oldRev string
+	canary *appsv1.Deployment
+	hpa    *autoscalingv2.HorizontalPodAutoscaler
+	pdb    *policyv1.PodDisruptionBudget
 }
+
+// Name is the step's name in the journal and results.
+func (o *Options) Name() string { return "canary-gw" }
 
 // Details is the step-specific part of the result.
 type Details struct {
@@ -71,7 +75,7 @@ type Routing struct {
 
 // NewCommand builds `canary-gw`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+	o := &Options{}
 	cmd := &cobra.Command{
 		Use:   "canary-gw --gateway NAMESPACE/DEPLOYMENT --revision NEW",
 		Short: "Create a canary ingress gateway on the new revision, out of traffic, and verify it",
@@ -101,21 +105,13 @@ gateway, whether Helm, istioctl or plain YAML installed it, is never modified.`,
   # Then move traffic to it
   kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 100 --step 50`,
 		Args: cli.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.args = os.Args[1:]
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
 	}
 	f := cmd.Flags()
 	o.Target.AddFlags(f)
-	f.StringVar(&o.Name, "name", "", "Name of the canary Deployment (default <gateway>-<revision>)")
+	f.StringVar(&o.CanaryName, "name", "", "Name of the canary Deployment (default <gateway>-<revision>)")
 	f.Int32Var(&o.Replicas, "replicas", 1, "Canary replicas before shift")
 	f.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "How long the canary may take to pass verification")
-	cli.AddDryRunFlag(f, &o.DryRunStr)
-	return cmd
+	return step.NewCommand(g, streams, o, cmd)
 }
 
 // Target is what canary-gw and shift act on: the existing gateway Deployment (--gateway) and the new
@@ -134,14 +130,11 @@ func (t *Target) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&t.Revision, "revision", "", "The new revision, which the canary is injected by (required)")
 }
 
-// Complete checks and parses the flags, without I/O.
-func (t *Target) Complete(g *cli.Global) error {
+// Complete checks and parses the flags, without I/O; NAME alone is in namespace ns (-n, or the
+// kubeconfig context's).
+func (t *Target) Complete(ns string) error {
 	if t.Gateway == "" || t.Revision == "" {
 		return cli.UsageErrorf("--gateway and --revision are required")
-	}
-	ns := ""
-	if g.ConfigFlags.Namespace != nil {
-		ns = *g.ConfigFlags.Namespace
 	}
 	var err error
 	if t.Namespace, t.Old, err = ParseGateway(t.Gateway, ns); err != nil {
@@ -163,11 +156,8 @@ func ParseGateway(s, namespace string) (string, string, error) {
 }
 
 // Validate checks flags without I/O.
-func (o *Options) Validate() error {
-	if err := o.g.Validate(); err != nil {
-		return err
-	}
-	if err := o.Target.Complete(o.g); err != nil {
+func (o *Options) Validate(r *step.Run, _ []string) error {
+	if err := o.Target.Complete(r.Namespace); err != nil {
 		return err
 	}
 	if o.Replicas < 1 {
@@ -176,128 +166,98 @@ func (o *Options) Validate() error {
 	if o.Timeout <= 0 {
 		return cli.UsageErrorf("--timeout must be positive")
 	}
-	if o.Name == "" {
-		o.Name = DefaultName(o.Old, o.Revision)
+	if o.CanaryName == "" {
+		o.CanaryName = DefaultName(o.Old, o.Revision)
 	}
-	var err error
-	o.dryRun, err = cli.ParseDryRun(o.DryRunStr)
-	return err
+	if errs := validation.IsDNS1123Subdomain(o.CanaryName); len(errs) > 0 {
+		return cli.UsageErrorf("--name %q: %s", o.CanaryName, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
-// Run checks the cluster, creates the canary and verifies it.
-func (o *Options) Run(ctx context.Context) error {
-	c, err := o.g.Clients()
-	if err != nil {
-		return err
+// Plan finds the old gateway, checks the revision and derives the canary's Deployment, HPA and PDB.
+func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
+	o.det = &Details{Gateway: o.Namespace + "/" + o.Old, Canary: o.Namespace + "/" + o.CanaryName, Revision: o.Revision, Replicas: o.Replicas, Objects: []any{}, Pods: []string{}, Warnings: []string{}}
+	r.Result.Details = o.det
+	var err error
+	if o.old, o.oldRev, err = o.checkCluster(ctx, r.C, r.Before); err != nil {
+		return nil, err
 	}
-	p := cli.NewProgress(o.ErrOut)
-	res := cli.NewResult("canary-gw", o.dryRun)
-	det := &Details{Gateway: o.Namespace + "/" + o.Old, Canary: o.Namespace + "/" + o.Name, Revision: o.Revision, Replicas: o.Replicas, Objects: []any{}, Pods: []string{}, Warnings: []string{}}
-	res.Details = det
-	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
+	hpas, err := r.C.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	before := mesh.Build(*raw)
-	old, oldRev, err := o.checkCluster(ctx, c, before, raw)
+	pdbs, err := r.C.Kube.PolicyV1().PodDisruptionBudgets(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
+	oldHPA, oldPDB := HPAFor(hpas.Items, o.old.Name), PDBFor(pdbs.Items, o.old)
+	o.canary = Derive(o.old, o.Revision, o.CanaryName, o.Replicas, HPARange(oldHPA))
+	o.det.Objects = append(o.det.Objects, o.canary)
+	p := &step.Plan{
+		Question: fmt.Sprintf("Create canary gateway %s on %s beside %s (%d replicas, out of traffic until shift)?", o.det.Canary, o.Revision, o.det.Gateway, o.Replicas),
+		Record:   []journal.ObjectRef{journal.DeploymentRef(o.Namespace, o.CanaryName)},
 	}
-	pdbs, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.Namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
-	}
-	oldHPA, oldPDB := HPAFor(hpas.Items, old.Name), PDBFor(pdbs.Items, old)
-	canary := Derive(old, o.Revision, o.Name, o.Replicas, HPARange(oldHPA))
-	var hpa *autoscalingv2.HorizontalPodAutoscaler
-	var pdb *policyv1.PodDisruptionBudget
-	det.Objects = append(det.Objects, canary)
 	if oldHPA != nil {
-		hpa = DeriveHPA(oldHPA, canary)
-		det.Objects = append(det.Objects, hpa)
+		o.hpa = DeriveHPA(oldHPA, o.canary)
+		o.det.Objects = append(o.det.Objects, o.hpa)
+		p.Record = append(p.Record, journal.HPARef(o.Namespace, o.hpa.Name))
 	}
 	if oldPDB != nil {
-		pdb = DerivePDB(oldPDB, canary)
-		det.Objects = append(det.Objects, pdb)
+		o.pdb = DerivePDB(oldPDB, o.canary)
+		o.det.Objects = append(o.det.Objects, o.pdb)
+		p.Record = append(p.Record, journal.PDBRef(o.Namespace, o.pdb.Name))
 	}
-	if o.dryRun == cli.DryRunClient {
-		o.addActions(res, hpa, pdb)
-		res.Summary = fmt.Sprintf("canary-gw would create %s for %s on %s (%d replicas, out of traffic until shift)", det.Canary, det.Gateway, o.Revision, o.Replicas)
-		return res.Write(o.Out, o.g.Output)
-	}
-	dry := o.dryRun.APIDryRun()
-	if o.dryRun == cli.DryRunNone {
-		j, err := o.g.Journal()
-		if err != nil {
-			return err
-		}
-		rec := j.Begin("canary-gw", o.args)
-		refs := []journal.ObjectRef{journal.DeploymentRef(o.Namespace, o.Name)}
-		if hpa != nil {
-			refs = append(refs, journal.HPARef(o.Namespace, hpa.Name))
-		}
-		if pdb != nil {
-			refs = append(refs, journal.PDBRef(o.Namespace, pdb.Name))
-		}
-		if err := rec.Capture(ctx, refs...); err != nil {
-			return err
-		}
-		if err := rec.Save(ctx); err != nil {
-			return err
-		}
-		res.Journal = rec.Entry().ID
-	}
-	if _, err := c.Kube.AppsV1().Deployments(o.Namespace).Create(ctx, canary, metav1.CreateOptions{DryRun: dry}); err != nil {
-		return fmt.Errorf("create deployment %s/%s: %w", o.Namespace, o.Name, err)
-	}
-	if hpa != nil {
-		if _, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).Create(ctx, hpa, metav1.CreateOptions{DryRun: dry}); err != nil {
-			return fmt.Errorf("create hpa %s/%s: %w", o.Namespace, hpa.Name, err)
-		}
-	}
-	if pdb != nil {
-		if _, err := c.Kube.PolicyV1().PodDisruptionBudgets(o.Namespace).Create(ctx, pdb, metav1.CreateOptions{DryRun: dry}); err != nil {
-			return fmt.Errorf("create pdb %s/%s: %w", o.Namespace, pdb.Name, err)
-		}
-	}
-	o.addActions(res, hpa, pdb)
-	if o.dryRun == cli.DryRunServer {
-		res.Summary = fmt.Sprintf("canary-gw (server dry run): %s for %s on %s accepted by the apiserver; nothing changed", det.Canary, det.Gateway, o.Revision)
-		return res.Write(o.Out, o.g.Output)
-	}
-	p.Printf("deployment/%s created: %d replicas on %s, out of traffic (readiness gate %s)", o.Name, o.Replicas, o.Revision, ServingGate)
-	start := time.Now()
-	verr := o.verify(ctx, c, p, raw, old, oldRev, det)
-	if after, err := o.g.Snapshot(ctx); err == nil {
-		res.Diff = mesh.Compare(before, after)
-	}
-	res.Summary = fmt.Sprintf("canary-gw: %s on %s beside %s (%s), %d pods SYNCED, %d serving, verified in %s",
-		det.Canary, o.Revision, det.Gateway, oldRev, len(det.Pods), det.ServingEndpoints, time.Since(start).Round(time.Second))
-	if verr != nil {
-		res.Summary = fmt.Sprintf("canary-gw: %s created but NOT verified: %v (it serves no traffic; `kubectl istio-upgrade undo %s` removes it)", det.Canary, verr, res.Journal)
-	}
-	if err := res.Write(o.Out, o.g.Output); err != nil {
-		return err
-	}
-	return verr
+	return p, nil
 }
 
-func (o *Options) addActions(res *cli.Result, hpa *autoscalingv2.HorizontalPodAutoscaler, pdb *policyv1.PodDisruptionBudget) {
-	res.Add("deployment/"+o.Name, "created")
-	if hpa != nil {
-		res.Add("horizontalpodautoscaler/"+hpa.Name, "created")
+// Apply creates the canary and, on a real run, verifies it. A canary that fails verification stays out
+// of traffic (exit 75); undo removes it.
+func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	k := r.C.Kube
+	if err := r.Write("deployment/"+o.CanaryName, "created", func([]string) error {
+		_, err := k.AppsV1().Deployments(o.Namespace).Create(ctx, o.canary, r.CreateOptions())
+		return err
+	}); err != nil {
+		return fmt.Errorf("create deployment %s/%s: %w", o.Namespace, o.CanaryName, err)
 	}
-	if pdb != nil {
-		res.Add("poddisruptionbudget/"+pdb.Name, "created")
+	if o.hpa != nil {
+		if err := r.Write("horizontalpodautoscaler/"+o.hpa.Name, "created", func([]string) error {
+			_, err := k.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).Create(ctx, o.hpa, r.CreateOptions())
+			return err
+		}); err != nil {
+			return fmt.Errorf("create hpa %s/%s: %w", o.Namespace, o.hpa.Name, err)
+		}
 	}
+	if o.pdb != nil {
+		if err := r.Write("poddisruptionbudget/"+o.pdb.Name, "created", func([]string) error {
+			_, err := k.PolicyV1().PodDisruptionBudgets(o.Namespace).Create(ctx, o.pdb, r.CreateOptions())
+			return err
+		}); err != nil {
+			return fmt.Errorf("create pdb %s/%s: %w", o.Namespace, o.pdb.Name, err)
+		}
+	}
+	switch r.DryRun {
+	case cli.DryRunClient:
+		r.Result.Summary = fmt.Sprintf("canary-gw would create %s for %s on %s (%d replicas, out of traffic until shift)", o.det.Canary, o.det.Gateway, o.Revision, o.Replicas)
+		return nil
+	case cli.DryRunServer:
+		r.Result.Summary = fmt.Sprintf("canary-gw (server dry run): %s for %s on %s accepted by the apiserver; nothing changed", o.det.Canary, o.det.Gateway, o.Revision)
+		return nil
+	}
+	r.Progress.Printf("deployment/%s created: %d replicas on %s, out of traffic (readiness gate %s)", o.CanaryName, o.Replicas, o.Revision, ServingGate)
+	start := time.Now()
+	if err := o.verify(ctx, r); err != nil {
+		r.Result.Summary = fmt.Sprintf("canary-gw: %s created but NOT verified (it serves no traffic; `kubectl istio-upgrade undo %s` removes it)", o.det.Canary, r.Result.Journal)
+		return err
+	}
+	r.Result.Summary = fmt.Sprintf("canary-gw: %s on %s beside %s (%s), %d pods SYNCED, %d serving, verified in %s",
+		o.det.Canary, o.Revision, o.det.Gateway, o.oldRev, len(o.det.Pods), o.det.ServingEndpoints, time.Since(start).Round(time.Second))
+	return nil
 }
 
 // checkCluster finds the old gateway and checks the revision; nothing has changed when it fails.
-func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, raw *mesh.Inputs) (*appsv1.Deployment, string, error) {
+func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Snapshot) (*appsv1.Deployment, string, error) {
 	old, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Old, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, "", cli.BadInputf("gateway deployment %s/%s not found", o.Namespace, o.Old)
@@ -329,8 +289,8 @@ func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Sna
 			return nil, "", cli.BadInputf("namespace %s has istio-injection=%s, which overrides a pod's istio.io/rev: the canary would not be injected by %s. Label the namespace with istio.io/rev instead", o.Namespace, n.InjectionLabel, o.Revision)
 		}
 	}
-	if _, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
-		return nil, "", cli.BadInputf("deployment %s/%s already exists: shift it, or remove it with undo", o.Namespace, o.Name)
+	if _, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.CanaryName, metav1.GetOptions{}); err == nil {
+		return nil, "", cli.BadInputf("deployment %s/%s already exists: shift it, or remove it with undo", o.Namespace, o.CanaryName)
 	} else if !apierrors.IsNotFound(err) {
 		return nil, "", err
 	}
@@ -363,39 +323,31 @@ func IstiodPods(raw *mesh.Inputs, revision string) []corev1.Pod {
 
 // verify waits for the canary's pods to run, be injected by the revision and be SYNCED on its istiod,
 // checks none serves, then compares routing with the old gateway.
-func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, raw *mesh.Inputs, old *appsv1.Deployment, oldRev string, det *Details) error {
+func (o *Options) verify(ctx context.Context, r *step.Run) error {
+	c, p, det, old, oldRev := r.C, r.Progress, o.det, o.old, o.oldRev
 	vctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.Namespace, Name: o.Name}
-	istiod := IstiodPods(raw, o.Revision)
-	syncz := gate.NewIstiod(c, istiod, o.g.ReadOptions("", true))
+	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.Namespace, Name: o.CanaryName}
+	istiod := IstiodPods(r.Raw, o.Revision)
+	syncz := gate.NewIstiod(c, istiod, r.G.ReadOptions("", true))
 	defer syncz.Close()
 	sel := labels.Set{LabelCanaryOf: o.Old}.AsSelector().String()
 	var pods []corev1.Pod
-	for {
-		reason := ""
-		l, err := c.Kube.CoreV1().Pods(o.Namespace).List(vctx, metav1.ListOptions{LabelSelector: sel})
+	err := r.Wait(vctx, o.Timeout, "canary "+o.CanaryName+": waiting", func(ctx context.Context) (string, bool, error) {
+		l, err := c.Kube.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
-			reason = err.Error()
-		} else {
-			pods = l.Items
-			reason = PodsReady(pods, o.Replicas)
-			if reason == "" {
-				_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, syncz.Proxies(vctx), o.Revision)
-			}
+			return err.Error(), false, nil
 		}
+		pods = l.Items
+		reason := PodsReady(pods, o.Replicas)
 		if reason == "" {
-			break
+			_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, syncz.Proxies(ctx), o.Revision)
 		}
-		p.Update("canary %s: waiting: %s", o.Name, reason)
-		select {
-		case <-vctx.Done():
-			p.Done()
-			return cli.Errorf(cli.ExitGateFailed, "canary not verified after %s: %s", o.Timeout, reason)
-		case <-time.After(time.Second):
-		}
+		return reason, reason == "", nil
+	})
+	if err != nil {
+		return err
 	}
-	p.Done()
 	var live []corev1.Pod
 	for _, pod := range pods {
 		if pod.DeletionTimestamp == nil {
@@ -404,7 +356,7 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 		}
 	}
 	pods = live
-	p.Printf("canary %s: %d pods running, injected by %s, SYNCED", o.Name, len(det.Pods), o.Revision)
+	p.Printf("canary %s: %d pods running, injected by %s, SYNCED", o.CanaryName, len(det.Pods), o.Revision)
 	serving, err := ServingEndpoints(vctx, c, o.Namespace, pods)
 	if err != nil {
 		return err
@@ -432,8 +384,8 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 		det.Verified = true
 		return nil
 	}
-	opts := o.g.ReadOptions("", true)
-	want, err := mesh.RoutingOf(vctx, c, IstiodPods(raw, oldRev), opts, refPod.Namespace, refPod.Name)
+	opts := r.G.ReadOptions("", true)
+	want, err := mesh.RoutingOf(vctx, c, IstiodPods(r.Raw, oldRev), opts, refPod.Namespace, refPod.Name)
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", refPod.Name, oldRev, err)
 	}
@@ -449,7 +401,7 @@ func (o *Options) verify(ctx context.Context, c *kube.Clients, p *cli.Progress, 
 		}
 		return cli.Errorf(cli.ExitGateFailed, "istiod %s serves the canary %d listener/route differences from what istiod %s serves %s", o.Revision, len(d), oldRev, refPod.Name)
 	}
-	p.Printf("canary %s: listeners (%d) and routes (%d) equal to %s's", o.Name, len(got.Listeners), len(got.Routes), refPod.Name)
+	p.Printf("canary %s: listeners (%d) and routes (%d) equal to %s's", o.CanaryName, len(got.Listeners), len(got.Routes), refPod.Name)
 	det.Verified = true
 	return nil
 }

@@ -5,7 +5,6 @@ package cleanup
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -18,23 +17,25 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
-// Options is `cleanup`.
+// Options is `cleanup`: its flags and what one run will remove.
 type Options struct {
-	genericiooptions.IOStreams
-	g *cli.Global
+	Revision string
+	Force    bool
+	Soak     time.Duration
 
-	Revision  string
-	DryRunStr string
-	Force     bool
-	Soak      time.Duration
-	Yes       bool
-
-	dryRun cli.DryRun
+	det    *Details
+	remove []*unstructured.Unstructured
 }
+
+// Name is the step's name in the journal and results.
+func (o *Options) Name() string { return "cleanup" }
+
+// ProxiesInDryRun: a connected proxy blocks cleanup, so even a dry run asks every istiod.
+func (o *Options) ProxiesInDryRun() bool { return true }
 
 // Details is the step-specific part of the result.
 type Details struct {
@@ -64,11 +65,11 @@ var clusterScoped = map[string]bool{"MutatingWebhookConfiguration": true, "Valid
 
 // NewCommand builds `cleanup`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+	o := &Options{}
 	cmd := &cobra.Command{
 		Use:   "cleanup --revision OLD",
 		Short: "Remove the old revision once nothing depends on it",
-		Long: `Remove revision OLD, only when nothing depends on it. It refuses (exit 75) and lists every blocker with
+		Long: `Remove revision OLD, only when nothing depends on it. It refuses (exit 66) and lists every blocker with
 the command that resolves it while any of these remain: namespaces labelled with OLD or with a tag
 pointing at it, tags (default included) pointing at it, the default validator calling it, pods of any
 kind injected by it, proxies connected to its istiod, gateway Deployments on it with replicas > 0.
@@ -90,153 +91,118 @@ printed) unless --force. Journaled with the full deleted objects: undo brings th
   # Bring it back
   kubectl istio-upgrade undo`,
 		Args: cli.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Revision, "revision", "", "The old revision to remove (required)")
 	f.BoolVar(&o.Force, "force", false, "Also delete Helm-owned objects")
 	f.DurationVar(&o.Soak, "soak", 24*time.Hour, "Warn when workloads were moved off the revision less than this long ago")
-	f.BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation")
-	cli.AddDryRunFlag(f, &o.DryRunStr)
-	return cmd
+	return step.NewCommand(g, streams, o, cmd)
 }
 
 // Validate checks flags without I/O.
-func (o *Options) Validate() error {
-	if err := o.g.Validate(); err != nil {
-		return err
-	}
+func (o *Options) Validate(*step.Run, []string) error {
 	if o.Revision == "" {
 		return cli.UsageErrorf("--revision is required: the old revision to remove")
 	}
-	d, err := cli.ParseDryRun(o.DryRunStr)
-	o.dryRun = d
-	return err
+	return nil
 }
 
-// Run checks blockers, then removes the revision.
-func (o *Options) Run(ctx context.Context) error {
-	c, err := o.g.Clients()
-	if err != nil {
-		return err
-	}
-	before, err := o.g.Snapshot(ctx)
-	if err != nil {
-		return err
-	}
+// Plan lists what still depends on the revision (a blocker refuses with exit 66, nothing changed) and,
+// when nothing does, exactly the objects that make it up.
+func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
+	before := r.Before
 	known, next := false, ""
-	for _, r := range before.Revisions {
-		if r.Name == o.Revision {
+	for _, rev := range before.Revisions {
+		if rev.Name == o.Revision {
 			known = true
-		} else if r.Installed && (next == "" || r.Version > versionOf(before, next)) {
-			next = r.Name
+		} else if rev.Installed && (next == "" || rev.Version > versionOf(before, next)) {
+			next = rev.Name
 		}
 	}
 	if !known {
-		return cli.BadInputf("revision %q not found (see `kubectl istio-upgrade status`)", o.Revision)
+		return nil, cli.BadInputf("revision %q not found (see `kubectl istio-upgrade status`)", o.Revision)
 	}
-	det := &Details{Revision: o.Revision, Blockers: Blockers(before, o.Revision, next), Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, Warnings: []string{}}
-	res := cli.NewResult("cleanup", o.dryRun)
-	res.Details = det
+	o.det = &Details{Revision: o.Revision, Blockers: Blockers(before, o.Revision, next), Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, Warnings: []string{}}
+	res := r.Result
+	res.Details = o.det
 	for _, w := range before.Warnings {
-		det.Blockers = append(det.Blockers, Blocker{"syncz", "istiod", w, "make every istiod answer, then rerun: a proxy might still be connected"})
+		o.det.Blockers = append(o.det.Blockers, Blocker{"syncz", "istiod", w, "make every istiod answer, then rerun: a proxy might still be connected"})
 	}
-	if len(det.Blockers) > 0 {
-		res.Summary = fmt.Sprintf("cleanup refused: %d things still depend on revision %s; nothing was changed", len(det.Blockers), o.Revision)
-		if o.g.Output == cli.OutputTable {
+	if len(o.det.Blockers) > 0 {
+		res.Summary = fmt.Sprintf("cleanup refused: %d things still depend on revision %s; nothing was changed", len(o.det.Blockers), o.Revision)
+		if r.G.Output == cli.OutputTable {
 			rows := [][]string{}
-			for _, b := range det.Blockers {
+			for _, b := range o.det.Blockers {
 				rows = append(rows, []string{b.Object, b.Message, b.Fix})
 			}
-			_ = cli.WriteTableWrapped(o.Out, []string{"blocker", "why", "resolve with"}, rows)
-			fmt.Fprintln(o.Out, res.Summary)
-		} else if err := res.Write(o.Out, o.g.Output); err != nil {
-			return err
+			_ = cli.WriteTableWrapped(r.Out, []string{"blocker", "why", "resolve with"}, rows)
+			fmt.Fprintln(r.Out, res.Summary)
+		} else if err := res.Write(r.Out, r.G.Output); err != nil {
+			return nil, err
 		}
-		return cli.Errorf(cli.ExitGateFailed, "revision %s is still in use (%d blockers)", o.Revision, len(det.Blockers))
+		return nil, cli.Errorf(cli.ExitBlocked, "revision %s is still in use (%d blockers)", o.Revision, len(o.det.Blockers))
 	}
-	o.soakWarning(ctx, det)
-	objs, err := o.revisionObjects(ctx, c, before)
+	o.soakWarning(ctx, r)
+	objs, err := o.revisionObjects(ctx, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var remove []*unstructured.Unstructured
 	for _, u := range objs {
 		if mesh.IsHelmOwned(u.GetLabels(), u.GetAnnotations()) && !o.Force {
-			det.HelmOwned = append(det.HelmOwned, refOf(u).String())
+			o.det.HelmOwned = append(o.det.HelmOwned, refOf(u).String())
 			continue
 		}
-		remove = append(remove, u)
+		o.remove = append(o.remove, u)
 	}
-	if len(det.HelmOwned) > 0 {
-		det.HelmCommands = []string{
-			fmt.Sprintf("helm uninstall istiod-%s -n %s", o.Revision, o.g.IstioNamespace),
-			fmt.Sprintf("helm upgrade istio-base istio/base -n %s --set defaultRevision=%s", o.g.IstioNamespace, next),
+	if len(o.det.HelmOwned) > 0 {
+		o.det.HelmCommands = []string{
+			fmt.Sprintf("helm uninstall istiod-%s -n %s", o.Revision, r.G.IstioNamespace),
+			fmt.Sprintf("helm upgrade istio-base istio/base -n %s --set defaultRevision=%s", r.G.IstioNamespace, next),
 		}
-		for _, h := range det.HelmCommands {
-			fmt.Fprintf(o.ErrOut, "Helm owns %d objects of %s; run: %s\n", len(det.HelmOwned), o.Revision, h)
+		for _, h := range o.det.HelmCommands {
+			r.Progress.Printf("Helm owns %d objects of %s; run: %s", len(o.det.HelmOwned), o.Revision, h)
 		}
 	}
-	for _, w := range det.Warnings {
-		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
+	for _, w := range o.det.Warnings {
+		r.Progress.Printf("warning: %s", w)
 	}
-	if o.dryRun == cli.DryRunNone {
-		names := make([]string, 0, len(remove))
-		for _, u := range remove {
-			names = append(names, refOf(u).String())
-		}
-		if err := cli.Confirm(o.In, o.ErrOut, o.Yes, fmt.Sprintf("Delete %d objects of revision %s:\n  %s\n?", len(remove), o.Revision, strings.Join(names, "\n  "))); err != nil {
-			return err
-		}
-		j, err := o.g.Journal()
-		if err != nil {
-			return err
-		}
-		rec := j.Begin("cleanup", os.Args[1:])
-		for _, u := range remove {
-			rec.CaptureObject(refOf(u), u)
-		}
-		if err := rec.Save(ctx); err != nil {
-			return err
-		}
-		res.Journal = rec.Entry().ID
+	names := make([]string, 0, len(o.remove))
+	p := &step.Plan{}
+	for _, u := range o.remove {
+		names = append(names, refOf(u).String())
+		p.Record = append(p.Record, refOf(u))
 	}
-	for _, u := range remove {
+	p.Question = fmt.Sprintf("Delete %d objects of revision %s:\n  %s\n?", len(o.remove), o.Revision, strings.Join(names, "\n  "))
+	return p, nil
+}
+
+// Apply deletes the revision's objects (the journal holds them whole: undo re-creates them).
+func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	for _, u := range o.remove {
 		ref := refOf(u)
-		res.Add(strings.ToLower(ref.Kind)+"/"+ref.Name, "deleted")
-		det.Removed = append(det.Removed, ref.String())
-		if o.dryRun == cli.DryRunClient {
-			continue
-		}
-		err := c.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Delete(ctx, ref.Name, metav1.DeleteOptions{DryRun: o.dryRun.APIDryRun()})
+		err := r.Write(strings.ToLower(ref.Kind)+"/"+ref.Name, "deleted", func([]string) error {
+			return r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Delete(ctx, ref.Name, r.DeleteOptions())
+		})
 		if err != nil {
 			return fmt.Errorf("delete %s: %w", ref, err)
 		}
+		o.det.Removed = append(o.det.Removed, ref.String())
 	}
-	if o.dryRun == cli.DryRunNone {
-		if after, err := o.g.Snapshot(ctx); err == nil {
-			res.Diff = mesh.Compare(before, after)
-		}
+	r.Result.Summary = fmt.Sprintf("cleanup: removed %d objects of revision %s", len(o.det.Removed), o.Revision)
+	if !r.Live() {
+		r.Result.Summary = fmt.Sprintf("cleanup would remove %d objects of revision %s", len(o.det.Removed), o.Revision)
 	}
-	res.Summary = fmt.Sprintf("cleanup: removed %d objects of revision %s", len(det.Removed), o.Revision)
-	if o.dryRun != cli.DryRunNone {
-		res.Summary = fmt.Sprintf("cleanup would remove %d objects of revision %s", len(det.Removed), o.Revision)
-	}
-	return res.Write(o.Out, o.g.Output)
+	return nil
 }
 
 // revisionObjects lists what belongs to the revision: objects labelled istio.io/rev=OLD (not a tag's)
 // in the Istio namespace and cluster-wide, plus old gateway Deployments scaled to zero.
-func (o *Options) revisionObjects(ctx context.Context, c *kube.Clients, s *mesh.Snapshot) ([]*unstructured.Unstructured, error) {
+func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstructured.Unstructured, error) {
+	c, s := r.C, r.Before
 	sel := metav1.ListOptions{LabelSelector: istio.LabelRev + "=" + o.Revision + "," + "!" + istio.LabelTag}
 	var out []*unstructured.Unstructured
 	for _, k := range revisionKinds {
-		ns := o.g.IstioNamespace
+		ns := r.G.IstioNamespace
 		if clusterScoped[k.Kind] {
 			ns = ""
 		}
@@ -275,11 +241,9 @@ func (o *Options) revisionObjects(ctx context.Context, c *kube.Clients, s *mesh.
 }
 
 // soakWarning warns when the last step that moved workloads ran less than --soak ago.
-func (o *Options) soakWarning(ctx context.Context, det *Details) {
-	j, err := o.g.Journal()
-	if err != nil {
-		return
-	}
+func (o *Options) soakWarning(ctx context.Context, r *step.Run) {
+	det := o.det
+	j := journal.New(r.C.Kube, r.C.Dynamic, r.G.IstioNamespace)
 	entries, err := j.List(ctx)
 	if err != nil {
 		return

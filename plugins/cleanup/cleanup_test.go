@@ -61,14 +61,10 @@ func TestEveryBlocker(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	g := &cli.Global{Output: "table", IstioNamespace: "istio-system"}
-	if cli.CodeOf((&Options{g: g, DryRunStr: "none"}).Validate()) != cli.ExitUsage {
+	if cli.CodeOf((&Options{}).Validate(nil, nil)) != cli.ExitUsage {
 		t.Error("missing --revision must be a usage error")
 	}
-	if cli.CodeOf((&Options{g: g, Revision: "1-30", DryRunStr: "later"}).Validate()) != cli.ExitUsage {
-		t.Error("bad --dry-run must be a usage error")
-	}
-	if err := (&Options{g: g, Revision: "1-30", DryRunStr: "server"}).Validate(); err != nil {
+	if err := (&Options{Revision: "1-30"}).Validate(nil, nil); err != nil {
 		t.Error(err)
 	}
 }

@@ -4,7 +4,6 @@ package history
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -83,7 +82,10 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	if o.ID != "" {
 		e := entries[0]
-		fmt.Fprintf(o.Out, "Entry %s: %s %s by %s at %s\n", e.ID, e.Step, strings.Join(e.Args, " "), e.User, e.Time.Format("2006-01-02T15:04:05Z"))
+		fmt.Fprintf(o.Out, "Entry %s: %s by %s at %s: %s\n", e.ID, e.CommandLine(), e.User, e.Time.Format("2006-01-02T15:04:05Z"), e.Status())
+		for _, d := range e.Done {
+			fmt.Fprintf(o.Out, "  %s\n", d)
+		}
 		rows := [][]string{}
 		for _, ob := range e.Objects {
 			prior := "absent (created by the step)"
@@ -96,18 +98,18 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	rows := [][]string{}
 	for _, e := range entries {
-		state := ""
+		state := e.Status()
 		switch {
 		case e.UndoneBy != "":
-			state = "undone by " + e.UndoneBy
+			state += " by " + e.UndoneBy
 		case e.UndoOf != "":
-			state = "undo of " + e.UndoOf
+			state += " (undo of " + e.UndoOf + ")"
 		}
-		rows = append(rows, []string{e.ID, e.Time.Format("2006-01-02T15:04:05Z"), e.Step, e.User, fmt.Sprint(len(e.Objects)), strings.Join(e.Args, " "), state})
+		rows = append(rows, []string{e.ID, e.Time.Format("2006-01-02T15:04:05Z"), e.Step, e.User, fmt.Sprint(len(e.Objects)), state, e.CommandLine()})
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(o.ErrOut, "No journal entries: no step has changed this cluster yet.")
 		return nil
 	}
-	return cli.WriteTable(o.Out, []string{"id", "time", "step", "user", "objects", "args", "state"}, rows)
+	return cli.WriteTableWrapped(o.Out, []string{"id", "time", "step", "user", "objects", "state", "command"}, rows)
 }

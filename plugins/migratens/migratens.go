@@ -4,8 +4,9 @@ package migratens
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -26,13 +27,11 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
-// Options is `migrate-ns`.
+// Options is `migrate-ns`: its flags, and the state of one run.
 type Options struct {
-	genericiooptions.IOStreams
-	g *cli.Global
-
 	Namespaces               []string
 	Selector                 string
 	All                      bool
@@ -43,19 +42,16 @@ type Options struct {
 	Timeout                  time.Duration
 	RollbackOnFailure        bool
 	AllowDowntime            bool
-	DryRunStr                string
-	Yes                      bool
 	// KeepLabels restarts without relabelling (tag-move --restart: the namespaces already select the tag).
 	KeepLabels bool
-	// Step names the journal entry and result ("migrate-ns", or the step that runs it).
-	Step string
-	// Follows is the journal entry this restart completes (tag-move --restart: the tag move); undo
-	// takes that entry back first.
-	Follows string
 
-	dryRun cli.DryRun
-	canary *kube.WorkloadRef
-	args   []string
+	canary   *kube.WorkloadRef
+	plan     *Plan
+	det      *Details
+	istiod   []corev1.Pod // target revision's istiod pods
+	syncz    *gate.Istiod // asks them for syncz while gates wait
+	relabel  []string
+	restarts []kube.WorkloadRef
 }
 
 // Details is the step-specific part of the -o json result.
@@ -81,13 +77,16 @@ type GateResult struct {
 }
 
 // NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
-func NewOptions(g *cli.Global, streams genericiooptions.IOStreams) *Options {
-	return &Options{IOStreams: streams, g: g, BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, DryRunStr: "none", Step: "migrate-ns", args: os.Args[1:]}
+func NewOptions() *Options {
+	return &Options{BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute}
 }
+
+// Name is the step's name in the journal and results.
+func (o *Options) Name() string { return "migrate-ns" }
 
 // NewCommand builds `migrate-ns`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g, Step: "migrate-ns"}
+	o := NewOptions()
 	cmd := &cobra.Command{
 		Use:   "migrate-ns (NAMESPACE... | -l SELECTOR | --all) --to REVISION_OR_TAG",
 		Short: "Move namespaces to a revision or tag and restart workloads in verified batches",
@@ -120,14 +119,6 @@ workloads are warned about and restarted last.`,
 
   # What would happen, validated by the apiserver, without changing anything
   kubectl istio-upgrade migrate-ns shop --to 1-31 --dry-run=server -o json`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Namespaces = args
-			o.args = os.Args[1:]
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.Selector, "selector", "l", "", "Migrate the namespaces matching this label selector")
@@ -139,16 +130,12 @@ workloads are warned about and restarted last.`,
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long one batch may take to pass its gate")
 	f.BoolVar(&o.RollbackOnFailure, "rollback-on-failure", false, "When a gate fails, relabel the touched namespaces back and restart what was restarted")
 	f.BoolVar(&o.AllowDowntime, "allow-downtime", false, "Restart workloads even when their rollout would leave no ready pod")
-	f.BoolVarP(&o.Yes, "yes", "y", false, "Do not stop for confirmation after the canary")
-	cli.AddDryRunFlag(f, &o.DryRunStr)
-	return cmd
+	return step.NewCommand(g, streams, o, cmd)
 }
 
 // Validate checks flags and arguments without I/O.
-func (o *Options) Validate() error {
-	if err := o.g.Validate(); err != nil {
-		return err
-	}
+func (o *Options) Validate(_ *step.Run, args []string) error {
+	o.Namespaces = args
 	modes := 0
 	if len(o.Namespaces) > 0 {
 		modes++
@@ -171,11 +158,6 @@ func (o *Options) Validate() error {
 	if o.Timeout <= 0 {
 		return cli.UsageErrorf("--timeout must be positive")
 	}
-	d, err := cli.ParseDryRun(o.DryRunStr)
-	if err != nil {
-		return err
-	}
-	o.dryRun = d
 	if o.CanaryStr != "" {
 		def := ""
 		if len(o.Namespaces) == 1 {
@@ -190,83 +172,65 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-// runner carries one run's state.
-type runner struct {
-	o        *Options
-	c        *kube.Clients
-	p        *cli.Progress
-	plan     *Plan
-	res      *cli.Result
-	det      *Details
-	istiod   []corev1.Pod // target revision's istiod pods
-	syncz    *gate.Istiod // asks them for syncz while gates wait
-	before   *mesh.Snapshot
-	relabel  []string
-	restarts []kube.WorkloadRef
+// Plan resolves --to, the namespaces and the canary, and applies the zero-downtime guard.
+func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
+	o.det = &Details{Gates: []GateResult{}, Restarted: []string{}, Warnings: []string{}}
+	r.Result.Details = o.det
+	if err := o.validateCluster(ctx, r); err != nil {
+		return nil, err
+	}
+	p := &step.Plan{Question: fmt.Sprintf("Relabel %d namespaces to %s (%s) and restart %d workloads in gated batches of %d?",
+		o.plan.Relabels(), o.To, o.plan.Revision, o.plan.Restarts(), o.BatchSize)}
+	if o.plan.Restarts() == 0 && o.plan.Relabels() == 0 {
+		p.Nothing = fmt.Sprintf("migrate-ns: every selected namespace already selects %s and every workload runs %s; nothing to do", o.To, o.plan.Revision)
+	}
+	for _, n := range o.plan.Namespaces {
+		p.Record = append(p.Record, journal.NamespaceRef(n.Name))
+		for _, w := range n.Restart {
+			p.Record = append(p.Record, workloadJournalRef(w))
+		}
+	}
+	if o.plan.Canary != nil {
+		p.Record = append(p.Record, workloadJournalRef(*o.plan.Canary))
+	}
+	return p, nil
 }
 
-// Run validates against the cluster, plans, then migrates.
-func (o *Options) Run(ctx context.Context) error {
-	c, err := o.g.Clients()
-	if err != nil {
-		return err
-	}
-	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult(o.Step, o.dryRun), det: &Details{Gates: []GateResult{}, Restarted: []string{}, Warnings: []string{}}}
-	r.res.Details = r.det
-	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
-	if err != nil {
-		return err
-	}
-	r.before = mesh.Build(*raw)
-	r.before.ReadAt = time.Now().UTC().Truncate(time.Second)
-	if err := r.validateCluster(ctx, raw); err != nil {
-		return err
-	}
-	r.syncz = gate.NewIstiod(c, r.istiod, o.g.ReadOptions("", true))
-	defer r.syncz.Close()
-	switch o.dryRun {
-	case cli.DryRunClient:
-		r.describe()
-		return r.res.Write(o.Out, o.g.Output)
-	case cli.DryRunServer:
-		if err := r.serverDryRun(ctx); err != nil {
-			return err
-		}
-		return r.res.Write(o.Out, o.g.Output)
-	}
+// Apply relabels and restarts wave by wave, gating every batch; it stops between batches when told to.
+func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	start := time.Now()
-	runErr := r.migrate(ctx)
-	if runErr != nil && o.RollbackOnFailure && cli.CodeOf(runErr) == cli.ExitGateFailed {
-		r.rollback(ctx)
+	if r.Live() {
+		o.syncz = gate.NewIstiod(r.C, o.istiod, r.G.ReadOptions("", true))
+		defer o.syncz.Close()
 	}
-	after, err := o.g.Snapshot(ctx)
-	if err == nil {
-		r.res.Diff = mesh.Compare(r.before, after)
-	}
+	err := o.migrate(ctx, r)
 	skippedOnTarget := 0
-	for _, s := range r.plan.Skipped {
+	for _, s := range o.plan.Skipped {
 		if s.Reason == SkipOnTarget {
 			skippedOnTarget++
 		}
 	}
-	r.res.Summary = fmt.Sprintf("migrate-ns: %d namespaces to %s (%s), %d workloads restarted in %d gated batches, %d already on target, in %s",
-		len(r.relabel), o.To, r.plan.Revision, len(r.restarts), len(r.det.Gates), skippedOnTarget, time.Since(start).Round(time.Second))
-	if runErr != nil {
-		r.res.Summary += "; HALTED: " + runErr.Error()
-		if r.det.RolledBack {
-			r.res.Summary += " (rolled back)"
-		}
+	switch r.DryRun {
+	case cli.DryRunClient:
+		r.Result.Summary = fmt.Sprintf("migrate-ns would relabel %d namespaces to %s (%s) and restart %d workloads; %d skipped",
+			len(o.relabel), o.To, o.plan.Revision, o.plan.Restarts(), len(o.plan.Skipped))
+	case cli.DryRunServer:
+		r.Result.Summary = fmt.Sprintf("migrate-ns (server dry run): %d namespaces and %d workloads accepted by the apiserver; nothing changed",
+			len(o.relabel), o.plan.Restarts())
+	default:
+		r.Result.Summary = fmt.Sprintf("migrate-ns: %d namespaces to %s (%s), %d workloads restarted in %d gated batches, %d already on target, in %s",
+			len(o.relabel), o.To, o.plan.Revision, len(o.restarts), len(o.det.Gates), skippedOnTarget, time.Since(start).Round(time.Second))
 	}
-	if err := r.res.Write(o.Out, o.g.Output); err != nil {
-		return err
+	if err != nil {
+		o.det.Halted = err.Error()
 	}
-	return runErr
+	return err
 }
 
 // validateCluster resolves --to, the namespaces and the canary, builds the plan and applies the
 // zero-downtime guard. Any error here leaves the cluster untouched (exit 65).
-func (r *runner) validateCluster(ctx context.Context, raw *mesh.Inputs) error {
-	o, s := r.o, r.before
+func (o *Options) validateCluster(ctx context.Context, r *step.Run) error {
+	s, raw := r.Before, r.Raw
 	rev, _, ok := s.Resolver().Resolve(o.To)
 	if !ok {
 		return cli.BadInputf("--to %s is neither an installed revision nor a revision tag (see `kubectl istio-upgrade status`)", o.To)
@@ -286,10 +250,10 @@ func (r *runner) validateCluster(ctx context.Context, raw *mesh.Inputs) error {
 	}
 	for _, p := range raw.IstiodPods {
 		if istio.RevisionOf(p.Labels) == rev {
-			r.istiod = append(r.istiod, p)
+			o.istiod = append(o.istiod, p)
 		}
 	}
-	namespaces, err := r.selectNamespaces(ctx)
+	namespaces, err := o.selectNamespaces(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -303,13 +267,13 @@ func (r *runner) validateCluster(ctx context.Context, raw *mesh.Inputs) error {
 			plan.Namespaces[i].AfterLabel = plan.Namespaces[i].BeforeLabel
 		}
 	}
-	r.plan = plan
-	r.det.Plan = plan
-	return r.guard(ctx, raw)
+	o.plan = plan
+	o.det.Plan = plan
+	return o.guard(ctx, r)
 }
 
-func (r *runner) selectNamespaces(ctx context.Context) ([]string, error) {
-	o, s := r.o, r.before
+func (o *Options) selectNamespaces(ctx context.Context, r *step.Run) ([]string, error) {
+	s := r.Before
 	exists := map[string]bool{}
 	for _, n := range s.Namespaces {
 		exists[n.Name] = true
@@ -319,7 +283,7 @@ func (r *runner) selectNamespaces(ctx context.Context) ([]string, error) {
 	case o.All:
 		out = SelectNamespaces(s)
 	case o.Selector != "":
-		l, err := r.c.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
+		l, err := r.C.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
 		if err != nil {
 			return nil, cli.BadInputf("-l %s: %v", o.Selector, err)
 		}
@@ -353,18 +317,19 @@ func (r *runner) selectNamespaces(ctx context.Context) ([]string, error) {
 
 // guard stops before anything changes when a restart would drop a workload to zero ready pods, and
 // warns about everything else precheck's guardrails find in the workloads it will restart.
-func (r *runner) guard(ctx context.Context, raw *mesh.Inputs) error {
+func (o *Options) guard(ctx context.Context, r *step.Run) error {
+	raw := r.Raw
 	restart := map[kube.WorkloadRef]bool{}
-	if r.plan.Canary != nil {
-		restart[*r.plan.Canary] = true
+	if o.plan.Canary != nil {
+		restart[*o.plan.Canary] = true
 	}
-	for _, n := range r.plan.Namespaces {
+	for _, n := range o.plan.Namespaces {
 		for _, w := range n.Restart {
 			restart[w] = true
 		}
 	}
-	pdbs, _ := r.c.Kube.PolicyV1().PodDisruptionBudgets("").List(ctx, metav1.ListOptions{})
-	hpas, _ := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers("").List(ctx, metav1.ListOptions{})
+	pdbs, _ := r.C.Kube.PolicyV1().PodDisruptionBudgets("").List(ctx, metav1.ListOptions{})
+	hpas, _ := r.C.Kube.AutoscalingV2().HorizontalPodAutoscalers("").List(ctx, metav1.ListOptions{})
 	var pdbItems []policyv1.PodDisruptionBudget
 	var hpaItems []autoscalingv2.HorizontalPodAutoscaler
 	if pdbs != nil && hpas != nil {
@@ -378,17 +343,17 @@ func (r *runner) guard(ctx context.Context, raw *mesh.Inputs) error {
 		}
 		for _, f := range checks.DeploymentGuardrails(d, pdbItems, hpaItems) {
 			if f.Severity != checks.Info {
-				r.det.Warnings = append(r.det.Warnings, f.Code+" "+f.Object+": "+f.Message)
+				o.det.Warnings = append(o.det.Warnings, f.Code+" "+f.Object+": "+f.Message)
 			}
 		}
 		if drops := dropsToZero(d); drops != "" {
 			blocking = append(blocking, fmt.Sprintf("deployment/%s/%s: %s", d.Namespace, d.Name, drops))
 		}
 	}
-	for _, w := range r.det.Warnings {
-		r.p.Printf("warning: %s", w)
+	for _, w := range o.det.Warnings {
+		r.Progress.Printf("warning: %s", w)
 	}
-	if len(blocking) > 0 && !r.o.AllowDowntime {
+	if len(blocking) > 0 && !o.AllowDowntime {
 		return cli.BadInputf("these restarts would leave no ready pod (nothing was changed):\n  %s\nfix their rollout strategy, or pass --allow-downtime to accept the gap", strings.Join(blocking, "\n  "))
 	}
 	return nil
@@ -413,129 +378,79 @@ func dropsToZero(d *appsv1.Deployment) string {
 	return ""
 }
 
-// describe fills the client dry-run result from the plan.
-func (r *runner) describe() {
-	for _, w := range r.plan.Waves(r.o.MaxUnavailableNamespaces, r.o.BatchSize) {
-		for _, ns := range w.Namespaces {
-			if np := r.nsPlan(ns); np != nil && np.Relabel && !slices.Contains(r.relabel, ns) {
-				r.relabel = append(r.relabel, ns)
-				r.res.Add("namespace/"+ns, "labeled "+np.AfterLabel)
-			}
-		}
-		for _, b := range w.Batches {
-			for _, wl := range b {
-				r.res.Add(wl.String(), "restarted")
-			}
-		}
-	}
-	r.res.Summary = fmt.Sprintf("migrate-ns would relabel %d namespaces to %s (%s) and restart %d workloads; %d skipped",
-		len(r.relabel), r.o.To, r.plan.Revision, r.plan.Restarts(), len(r.plan.Skipped))
-}
-
-func (r *runner) nsPlan(name string) *NamespacePlan {
-	for i := range r.plan.Namespaces {
-		if r.plan.Namespaces[i].Name == name {
-			return &r.plan.Namespaces[i]
+func (o *Options) nsPlan(name string) *NamespacePlan {
+	for i := range o.plan.Namespaces {
+		if o.plan.Namespaces[i].Name == name {
+			return &o.plan.Namespaces[i]
 		}
 	}
 	return nil
 }
 
-// serverDryRun sends every change with dryRun=All: the apiserver and its webhooks validate them,
-// nothing is persisted, and there is nothing to wait for.
-func (r *runner) serverDryRun(ctx context.Context) error {
-	dry := r.o.dryRun.APIDryRun()
-	now := time.Now()
-	for _, w := range r.plan.Waves(r.o.MaxUnavailableNamespaces, r.o.BatchSize) {
-		for _, ns := range w.Namespaces {
-			np := r.nsPlan(ns)
-			if np == nil || !np.Relabel || slices.Contains(r.relabel, ns) {
-				continue
-			}
-			if err := r.label(ctx, ns, r.o.To, dry); err != nil {
-				return err
-			}
-			r.relabel = append(r.relabel, ns)
-			r.res.Add("namespace/"+ns, "labeled "+np.AfterLabel)
-		}
-		for _, b := range w.Batches {
-			for _, wl := range b {
-				if err := kube.Restart(ctx, r.c.Kube, wl, now, dry); err != nil {
-					return err
-				}
-				r.res.Add(wl.String(), "restarted")
-			}
-		}
-	}
-	r.res.Summary = fmt.Sprintf("migrate-ns (server dry run): %d namespaces and %d workloads accepted by the apiserver; nothing changed",
-		len(r.relabel), r.plan.Restarts())
-	return nil
+// labelPatch sets or removes (nil) namespace labels in one merge patch.
+type labelPatch struct {
+	Metadata struct {
+		Labels map[string]*string `json:"labels"`
+	} `json:"metadata"`
 }
 
-// label sets istio.io/rev=target and removes istio-injection in one merge patch.
-func (r *runner) label(ctx context.Context, ns, target string, dry []string) error {
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q,%q:null}}}`, istio.LabelRev, target, istio.LabelInjection)
-	_, err := r.c.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{DryRun: dry})
+// label sets the injection labels of a namespace: values given, nil removes.
+func label(ctx context.Context, r *step.Run, ns string, labels map[string]*string) error {
+	var p labelPatch
+	p.Metadata.Labels = labels
+	body, err := json.Marshal(p)
 	if err != nil {
+		return err
+	}
+	if _, err := r.C.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, body, r.PatchOptions()); err != nil {
 		return fmt.Errorf("label namespace %s: %w", ns, err)
 	}
 	return nil
 }
 
-// migrate runs the waves: journal first, then relabel, restart in batches, gate each batch.
-func (r *runner) migrate(ctx context.Context) error {
-	j, err := r.o.g.Journal()
-	if err != nil {
-		return err
-	}
-	rec := j.Begin(r.o.Step, r.o.args)
-	if r.o.Follows != "" {
-		rec.Note(journal.NoteFollows, r.o.Follows)
-	}
-	for _, n := range r.plan.Namespaces {
-		if err := rec.Capture(ctx, journal.NamespaceRef(n.Name)); err != nil {
-			return err
+// migrate runs the waves: relabel, restart in batches, gate each batch (gates only on a real run).
+func (o *Options) migrate(ctx context.Context, r *step.Run) error {
+	var baseline map[string]float64
+	var merr error
+	if r.Live() {
+		baseline, merr = mesh.IstiodMetrics(ctx, r.C, o.istiod, o.plan.Revision)
+		if merr != nil {
+			r.Progress.Printf("warning: istiod %s metrics unavailable (%v): the gates check rollouts, injection and sync only", o.plan.Revision, merr)
+			o.det.Warnings = append(o.det.Warnings, "istiod metrics unavailable: "+merr.Error())
 		}
-		for _, w := range n.Restart {
-			if err := rec.Capture(ctx, workloadJournalRef(w)); err != nil {
-				return err
-			}
-		}
-	}
-	if r.plan.Canary != nil {
-		if err := rec.Capture(ctx, workloadJournalRef(*r.plan.Canary)); err != nil {
-			return err
-		}
-	}
-	if err := rec.Save(ctx); err != nil {
-		return err
-	}
-	r.res.Journal = rec.Entry().ID
-	baseline, merr := mesh.IstiodMetrics(ctx, r.c, r.istiod, r.plan.Revision)
-	if merr != nil {
-		r.p.Printf("warning: istiod %s metrics unavailable (%v): the gates check rollouts, injection and sync only", r.plan.Revision, merr)
-		r.det.Warnings = append(r.det.Warnings, "istiod metrics unavailable: "+merr.Error())
 	}
 	batchNo := 0
-	for wi, w := range r.plan.Waves(r.o.MaxUnavailableNamespaces, r.o.BatchSize) {
+	for wi, w := range o.plan.Waves(o.MaxUnavailableNamespaces, o.BatchSize) {
+		if r.Stopping() {
+			return r.Cancelled()
+		}
 		for _, ns := range w.Namespaces {
-			np := r.nsPlan(ns)
-			if np == nil || !np.Relabel || slices.Contains(r.relabel, ns) {
+			np := o.nsPlan(ns)
+			if np == nil || !np.Relabel || slices.Contains(o.relabel, ns) {
 				continue
 			}
-			if err := r.label(ctx, ns, r.o.To, nil); err != nil {
+			err := r.Write("namespace/"+ns, "labeled "+np.AfterLabel, func([]string) error {
+				return label(ctx, r, ns, map[string]*string{istio.LabelRev: &o.To, istio.LabelInjection: nil})
+			})
+			if err != nil {
 				return err
 			}
-			r.relabel = append(r.relabel, ns)
-			r.res.Add("namespace/"+ns, "labeled "+np.AfterLabel)
-			r.p.Printf("namespace/%s labeled %s (was %s)", ns, np.AfterLabel, orNone(np.BeforeLabel))
+			o.relabel = append(o.relabel, ns)
+			if r.Live() {
+				r.Progress.Printf("namespace/%s labeled %s (was %s)", ns, np.AfterLabel, orNone(np.BeforeLabel))
+			}
 		}
 		for _, b := range w.Batches {
+			if r.Stopping() {
+				return r.Cancelled()
+			}
 			batchNo++
-			g, err := r.runBatch(ctx, batchNo, b, baseline)
-			r.det.Gates = append(r.det.Gates, g)
+			g, err := o.runBatch(ctx, r, batchNo, b, baseline)
+			if !r.Live() {
+				continue
+			}
+			o.det.Gates = append(o.det.Gates, g)
 			if err != nil {
-				r.det.Halted = err.Error()
 				return err
 			}
 			if merr == nil && g.Metrics != nil {
@@ -544,10 +459,9 @@ func (r *runner) migrate(ctx context.Context) error {
 				}
 			}
 		}
-		if wi == 0 && r.plan.Canary != nil && !r.confirm() {
-			r.res.Summary = "canary verified"
-			r.det.Halted = "stopped after the canary for confirmation"
-			r.p.Printf("Canary %s is on %s and SYNCED. Rerun with -y to continue (the canary will be skipped).", r.plan.Canary, r.plan.Revision)
+		if wi == 0 && o.plan.Canary != nil && r.Live() && !o.confirm(r) {
+			o.det.Halted = "stopped after the canary for confirmation"
+			r.Progress.Printf("Canary %s is on %s and SYNCED. Rerun with -y to continue (the canary will be skipped).", o.plan.Canary, o.plan.Revision)
 			return nil
 		}
 	}
@@ -555,16 +469,17 @@ func (r *runner) migrate(ctx context.Context) error {
 }
 
 // confirm asks to continue after the canary: on a terminal it prompts; without one it never waits.
-func (r *runner) confirm() bool {
-	if r.o.Yes {
+func (o *Options) confirm(r *step.Run) bool {
+	if r.Yes {
 		return true
 	}
-	ok, _ := cli.Ask(r.o.In, r.o.ErrOut, fmt.Sprintf("Canary %s verified on %s. Continue with the remaining workloads?", r.plan.Canary, r.plan.Revision))
+	ok, _ := cli.Ask(r.In, r.ErrOut, fmt.Sprintf("Canary %s verified on %s. Continue with the remaining workloads?", o.plan.Canary, o.plan.Revision))
 	return ok
 }
 
-// runBatch restarts one batch and waits for its gate.
-func (r *runner) runBatch(ctx context.Context, n int, batch []kube.WorkloadRef, baseline map[string]float64) (GateResult, error) {
+// runBatch restarts one batch and, on a real run, waits for its gate. A batch once started is finished
+// (gated) even when the step is told to stop.
+func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, baseline map[string]float64) (GateResult, error) {
 	start := time.Now()
 	g := GateResult{Batch: n}
 	for _, w := range batch {
@@ -572,64 +487,64 @@ func (r *runner) runBatch(ctx context.Context, n int, batch []kube.WorkloadRef, 
 	}
 	now := time.Now()
 	for _, w := range batch {
-		if err := kube.Restart(ctx, r.c.Kube, w, now, nil); err != nil {
+		if err := r.Write(w.String(), "restarted", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
 			return g, err
 		}
-		r.restarts = append(r.restarts, w)
-		r.det.Restarted = append(r.det.Restarted, w.String())
-		r.res.Add(w.String(), "restarted")
+		if r.Live() {
+			o.restarts = append(o.restarts, w)
+			o.det.Restarted = append(o.det.Restarted, w.String())
+		}
 	}
-	r.p.Printf("batch %d: restarted %s", n, strings.Join(g.Workloads, ", "))
-	gctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	if !r.Live() {
+		return g, nil
+	}
+	r.Progress.Printf("batch %d: restarted %s", n, strings.Join(g.Workloads, ", "))
+	gctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	fail := func(reason string) (GateResult, error) {
-		r.p.Done()
-		g.Reason, g.Seconds = reason, time.Since(start).Seconds()
-		r.p.Printf("batch %d: gate FAILED: %s", n, reason)
-		return g, cli.Errorf(cli.ExitGateFailed, "batch %d gate failed: %s", n, reason)
-	}
-	if err := kube.WaitRollouts(gctx, r.c.Kube, batch, func(s string) { r.p.Update("batch %d: %s", n, s) }); err != nil {
-		return fail(err.Error())
-	}
-	reason := ""
-	for {
-		pods, err := r.podsOf(gctx, batch)
-		if err == nil {
-			proxies := r.targetProxies(gctx)
-			g.Pods, reason = gate.EvaluatePods(batch, pods, proxies, r.plan.Revision)
-			if reason == "" {
-				break
-			}
-		} else {
-			reason = err.Error()
+	fail := func(err error) (GateResult, error) {
+		r.Progress.Done()
+		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
+		r.Progress.Printf("batch %d: gate FAILED: %v", n, err)
+		code := cli.CodeOf(err)
+		if code != cli.ExitTimeout {
+			code = cli.ExitGateFailed
 		}
-		r.p.Update("batch %d: waiting for proxies on %s: %s", n, r.plan.Revision, reason)
-		select {
-		case <-gctx.Done():
-			return fail(fmt.Sprintf("after %s: %s", r.o.Timeout, reason))
-		case <-time.After(time.Second):
+		return g, cli.Errorf(code, "batch %d gate failed: %v", n, err)
+	}
+	if err := kube.WaitRollouts(gctx, r.C.Kube, batch, func(s string) { r.Progress.Update("batch %d: %s", n, s) }); err != nil {
+		return fail(err)
+	}
+	err := r.Wait(gctx, o.Timeout, fmt.Sprintf("batch %d: waiting for proxies on %s", n, o.plan.Revision), func(ctx context.Context) (string, bool, error) {
+		pods, err := podsOf(ctx, r, batch)
+		if err != nil {
+			return err.Error(), false, nil
 		}
+		var reason string
+		g.Pods, reason = gate.EvaluatePods(batch, pods, o.syncz.Proxies(ctx), o.plan.Revision)
+		return reason, reason == "", nil
+	})
+	if err != nil {
+		return fail(err)
 	}
 	if baseline != nil {
-		after, err := mesh.IstiodMetrics(gctx, r.c, r.istiod, r.plan.Revision)
+		after, err := mesh.IstiodMetrics(gctx, r.C, o.istiod, o.plan.Revision)
 		if err != nil {
-			return fail("reading istiod metrics: " + err.Error())
+			return fail(fmt.Errorf("reading istiod metrics: %w", err))
 		}
 		g.Metrics = map[string][2]float64{}
 		for k, v := range after {
 			g.Metrics[k] = [2]float64{baseline[k], v}
 		}
 		if rises := gate.CompareMetrics(baseline, after); len(rises) > 0 {
-			return fail(strings.Join(rises, "; "))
+			return fail(errors.New(strings.Join(rises, "; ")))
 		}
 	}
-	r.p.Done()
 	g.Passed, g.Seconds = true, time.Since(start).Seconds()
-	r.p.Printf("batch %d: gate passed (%d pods on %s, SYNCED) in %.1fs", n, g.Pods, r.plan.Revision, g.Seconds)
+	r.Progress.Printf("batch %d: gate passed (%d pods on %s, SYNCED) in %.1fs", n, g.Pods, o.plan.Revision, g.Seconds)
 	return g, nil
 }
 
-func (r *runner) podsOf(ctx context.Context, batch []kube.WorkloadRef) ([]corev1.Pod, error) {
+func podsOf(ctx context.Context, r *step.Run, batch []kube.WorkloadRef) ([]corev1.Pod, error) {
 	var out []corev1.Pod
 	done := map[string]bool{}
 	for _, w := range batch {
@@ -637,7 +552,7 @@ func (r *runner) podsOf(ctx context.Context, batch []kube.WorkloadRef) ([]corev1
 			continue
 		}
 		done[w.Namespace] = true
-		l, err := r.c.Kube.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{})
+		l, err := r.C.Kube.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, err
 		}
@@ -646,51 +561,48 @@ func (r *runner) podsOf(ctx context.Context, batch []kube.WorkloadRef) ([]corev1
 	return out, nil
 }
 
-// targetProxies asks the target revision's istiods for syncz: namespace/pod → state.
-func (r *runner) targetProxies(ctx context.Context) map[string]string {
-	return r.syncz.Proxies(ctx)
-}
-
-// rollback relabels the touched namespaces back to what they were and restarts what was restarted.
-func (r *runner) rollback(ctx context.Context) {
-	r.p.Printf("rolling back: %d namespaces, %d workloads", len(r.relabel), len(r.restarts))
+// Revert is --rollback-on-failure: relabel the touched namespaces back to what they were and restart
+// what was restarted, waited for. Its actions are journaled: undo never repeats them.
+func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error) {
+	if !o.RollbackOnFailure {
+		return false, nil
+	}
+	r.Progress.Printf("rolling back: %d namespaces, %d workloads", len(o.relabel), len(o.restarts))
 	before := map[string]mesh.Namespace{}
-	for _, n := range r.before.Namespaces {
+	for _, n := range r.Before.Namespaces {
 		before[n.Name] = n
 	}
-	for _, ns := range r.relabel {
+	for _, ns := range o.relabel {
 		b := before[ns]
-		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s,%q:%s}}}`, istio.LabelRev, jsonOrNull(b.RevLabel), istio.LabelInjection, jsonOrNull(b.InjectionLabel))
-		if _, err := r.c.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			r.p.Printf("rollback: namespace/%s: %v", ns, err)
-			continue
+		err := r.Write("namespace/"+ns, "labels restored", func([]string) error {
+			return label(ctx, r, ns, map[string]*string{istio.LabelRev: orNil(b.RevLabel), istio.LabelInjection: orNil(b.InjectionLabel)})
+		})
+		if err != nil {
+			return false, err
 		}
-		r.res.Add("namespace/"+ns, "labels restored")
 	}
 	now := time.Now()
-	for _, w := range r.restarts {
-		if err := kube.Restart(ctx, r.c.Kube, w, now, nil); err != nil {
-			r.p.Printf("rollback: %v", err)
-			continue
+	for _, w := range o.restarts {
+		if err := r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
+			return false, err
 		}
-		r.res.Add(w.String(), "restarted (rollback)")
 	}
-	wctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if err := kube.WaitRollouts(wctx, r.c.Kube, r.restarts, func(s string) { r.p.Update("rollback: %s", s) }); err != nil {
-		r.p.Done()
-		r.p.Printf("rollback: %v", err)
-		return
+	err := kube.WaitRollouts(wctx, r.C.Kube, o.restarts, func(s string) { r.Progress.Update("rollback: %s", s) })
+	r.Progress.Done()
+	if err != nil {
+		return false, err
 	}
-	r.p.Done()
-	r.det.RolledBack = true
+	o.det.RolledBack = true
+	return true, nil
 }
 
-func jsonOrNull(s string) string {
+func orNil(s string) *string {
 	if s == "" {
-		return "null"
+		return nil
 	}
-	return fmt.Sprintf("%q", s)
+	return &s
 }
 
 func orNone(s string) string {

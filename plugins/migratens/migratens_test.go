@@ -10,13 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -178,9 +177,7 @@ func TestParseWorkloadRef(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	newOpts := func(mut func(o *Options)) *Options {
-		o := &Options{IOStreams: genericiooptions.NewTestIOStreamsDiscard(),
-			g:  &cli.Global{ConfigFlags: genericclioptions.NewConfigFlags(true), Output: "table", IstioNamespace: "istio-system"},
-			To: "1-31", BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: time.Minute, DryRunStr: "none", Namespaces: []string{"shop"}}
+		o := &Options{To: "1-31", BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: time.Minute, Namespaces: []string{"shop"}}
 		mut(o)
 		return o
 	}
@@ -195,13 +192,13 @@ func TestValidate(t *testing.T) {
 		{"no --to", func(o *Options) { o.To = "" }, cli.ExitUsage},
 		{"batch 0", func(o *Options) { o.BatchSize = 0 }, cli.ExitUsage},
 		{"timeout 0", func(o *Options) { o.Timeout = 0 }, cli.ExitUsage},
-		{"bad dry-run", func(o *Options) { o.DryRunStr = "maybe" }, cli.ExitUsage},
 		{"canary ok", func(o *Options) { o.CanaryStr = "deploy/web" }, 0},
 		{"canary without namespace", func(o *Options) { o.Namespaces = []string{"a", "b"}; o.CanaryStr = "deploy/web" }, cli.ExitUsage},
 		{"canary with namespace", func(o *Options) { o.Namespaces = nil; o.All = true; o.CanaryStr = "a/deploy/web" }, 0},
 	}
 	for _, c := range cases {
-		if got := cli.CodeOf(newOpts(c.mut).Validate()); got != c.code {
+		o := newOpts(c.mut)
+		if got := cli.CodeOf(o.Validate(nil, o.Namespaces)); got != c.code {
 			t.Errorf("%s: code %d, want %d", c.name, got, c.code)
 		}
 	}
@@ -235,9 +232,10 @@ func TestRestartAndLabelPatches(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio-injection": "enabled", "team": "x"}}},
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}},
 	)
-	r := &runner{c: &kube.Clients{Kube: k}}
+	r := &step.Run{C: &kube.Clients{Kube: k}, DryRun: cli.DryRunServer}
 	ctx := context.Background()
-	if err := r.label(ctx, "shop", "1-31", []string{"All"}); err != nil {
+	to := "1-31"
+	if err := label(ctx, r, "shop", map[string]*string{"istio.io/rev": &to, "istio-injection": nil}); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 23, 1, 2, 3, 0, time.UTC)
@@ -253,14 +251,14 @@ func TestRestartAndLabelPatches(t *testing.T) {
 	if len(patches) != 2 {
 		t.Fatalf("want 2 patches, got %d", len(patches))
 	}
-	if string(patches[0].Patch) != `{"metadata":{"labels":{"istio.io/rev":"1-31","istio-injection":null}}}` {
+	if string(patches[0].Patch) != `{"metadata":{"labels":{"istio-injection":null,"istio.io/rev":"1-31"}}}` {
 		t.Errorf("label patch %s", patches[0].Patch)
 	}
 	if !strings.Contains(string(patches[1].Patch), `"kubectl.kubernetes.io/restartedAt":"2026-11-23T01:02:03Z"`) {
 		t.Errorf("restart patch %s", patches[1].Patch)
 	}
 	for _, p := range patches {
-		if len(p.PatchOptions.DryRun) != 1 || p.PatchOptions.DryRun[0] != "All" {
+		if len(p.PatchOptions.DryRun) != 1 || p.PatchOptions.DryRun[0] != "All" || p.PatchOptions.FieldManager != "kubectl-istio-upgrade" {
 			t.Errorf("dry run not passed: %+v", p.PatchOptions)
 		}
 	}

@@ -212,3 +212,14 @@ func SelectNamespaces(s *mesh.Snapshot) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Relabels counts the namespaces whose labels change.
+func (p *Plan) Relabels() int {
+	n := 0
+	for _, ns := range p.Namespaces {
+		if ns.Relabel {
+			n++
+		}
+	}
+	return n
+}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -26,14 +25,12 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
-// Options is `shift`.
+// Options is `shift`: its flags and the state of one run.
 type Options struct {
-	genericiooptions.IOStreams
-	g *cli.Global
-
 	canarygw.Target
 	Weight    int
 	StepSize  int
@@ -42,11 +39,27 @@ type Options struct {
 	ProbeHost string
 	Probes    int
 	Timeout   time.Duration
-	DryRunStr string
 
-	dryRun cli.DryRun
-	args   []string
+	r        *step.Run
+	det      *Details
+	steps    []Step
+	old      *appsv1.Deployment
+	canary   *appsv1.Deployment
+	oldRev   string
+	syncz    map[string]*gate.Istiod // revision → its istiods, asked for syncz
+	services []string
+	total    int32
+	hpa      map[string]string // deployment name → its HPA's name
+	current  Step
+	// held is the canary as canary-gw left it (out of traffic), when shift found it so: a failed first
+	// step puts it back like that, gate and replicas, not merely at 0 serving pods.
+	held *appsv1.Deployment
+	// failed and prev are the step whose gate failed and the split before it, for Revert.
+	failed, prev *Step
 }
+
+// Name is the step's name in the journal and results.
+func (o *Options) Name() string { return "shift" }
 
 // Details is the step-specific part of the result.
 type Details struct {
@@ -74,7 +87,7 @@ type Gate struct {
 
 // NewCommand builds `shift`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+	o := &Options{Weight: -1}
 	cmd := &cobra.Command{
 		Use:   "shift --gateway NAMESPACE/DEPLOYMENT --revision NEW --weight PERCENT",
 		Short: "Move ingress traffic between the old and the canary gateway in gated steps",
@@ -110,36 +123,22 @@ change. --weight 0 is the way back. cleanup later removes the old revision's zer
   # Back to the old gateway
   kubectl istio-upgrade shift --gateway istio-ingress/istio-ingressgateway --revision 1-31 --weight 0`,
 		Args: cli.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.args = os.Args[1:]
-			if !cmd.Flags().Changed("weight") {
-				o.Weight = -1
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
 	}
 	f := cmd.Flags()
 	o.Target.AddFlags(f)
-	f.IntVar(&o.Weight, "weight", 0, "Share of traffic the canary serves at the end, in percent (required)")
+	f.IntVar(&o.Weight, "weight", -1, "Share of traffic the canary serves at the end, in percent (required)")
 	f.IntVar(&o.StepSize, "step", 25, "Percentage points per step; 0 goes to --weight in one step")
 	f.DurationVar(&o.Interval, "interval", 10*time.Second, "Pause after each step before the next")
 	f.StringVar(&o.ProbeURL, "probe-url", "", "Gate each step on GET requests to this URL (through the gateway) answering below 500")
 	f.StringVar(&o.ProbeHost, "probe-host", "", "Host header of the probe requests")
 	f.IntVar(&o.Probes, "probes", 10, "Probe requests per step")
 	f.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "How long one step may take to pass its gate")
-	cli.AddDryRunFlag(f, &o.DryRunStr)
-	return cmd
+	return step.NewCommand(g, streams, o, cmd)
 }
 
 // Validate checks flags without I/O.
-func (o *Options) Validate() error {
-	if err := o.g.Validate(); err != nil {
-		return err
-	}
-	if err := o.Target.Complete(o.g); err != nil {
+func (o *Options) Validate(r *step.Run, _ []string) error {
+	if err := o.Target.Complete(r.Namespace); err != nil {
 		return err
 	}
 	if o.Weight == -1 {
@@ -163,118 +162,90 @@ func (o *Options) Validate() error {
 	if o.Probes < 1 {
 		return cli.UsageErrorf("--probes must be at least 1")
 	}
-	var err error
-	o.dryRun, err = cli.ParseDryRun(o.DryRunStr)
-	return err
+	return nil
 }
 
-// runner carries one run's state.
-type runner struct {
-	o        *Options
-	c        *kube.Clients
-	p        *cli.Progress
-	res      *cli.Result
-	det      *Details
-	old      *appsv1.Deployment
-	canary   *appsv1.Deployment
-	oldRev   string
-	syncz    map[string]*gate.Istiod // revision → its istiods, asked for syncz
-	services []string
-	total    int32
-	hpa      map[string]string // deployment name → its HPA's name
-	current  Step
-	// held is the canary as canary-gw left it (out of traffic), when shift found it so: a failed first
-	// step puts it back like that, gate and replicas, not merely at 0 serving pods.
-	held *appsv1.Deployment
-}
-
-// Run plans the steps and runs them.
-func (o *Options) Run(ctx context.Context) error {
-	c, err := o.g.Clients()
+// Plan finds the old gateway, its canary, their HPAs and Services, and plans the steps.
+func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
+	o.r = r
+	o.hpa, o.syncz = map[string]string{}, map[string]*gate.Istiod{}
+	o.det = &Details{Gateway: o.Namespace + "/" + o.Old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
+	r.Result.Details = o.det
+	steps, err := o.load(ctx, r.Before, r.Raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	r := &runner{o: o, c: c, p: cli.NewProgress(o.ErrOut), res: cli.NewResult("shift", o.dryRun), hpa: map[string]string{}, syncz: map[string]*gate.Istiod{}}
+	o.steps, o.det.Steps = steps, steps
+	if len(steps) == 0 {
+		return &step.Plan{Nothing: fmt.Sprintf("shift: %s already serves %d%% (%d canary, %d old pods); nothing to do", o.det.Canary, o.current.Effective, o.current.Canary, o.current.Old)}, nil
+	}
+	p := &step.Plan{
+		Question: fmt.Sprintf("Move %s from %d%% to %d%% of the traffic in %d gated steps (serving pods %d throughout)?", o.det.Canary, o.current.Effective, steps[len(steps)-1].Effective, len(steps), o.total),
+		Record:   []journal.ObjectRef{journal.DeploymentRef(o.Namespace, o.old.Name), journal.DeploymentRef(o.Namespace, o.canary.Name)},
+	}
+	for _, h := range o.hpa {
+		p.Record = append(p.Record, journal.HPARef(o.Namespace, h))
+	}
+	return p, nil
+}
+
+// Apply runs the steps: in a dry run it sends (server) or shows (client) each step's changes; on a real
+// run each step is gated, and the step is told to stop only between steps.
+func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	defer func() {
-		for _, s := range r.syncz {
+		for _, s := range o.syncz {
 			s.Close()
 		}
 	}()
-	r.det = &Details{Gateway: o.Namespace + "/" + o.Old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
-	r.res.Details = r.det
-	raw, err := mesh.List(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
-	if err != nil {
-		return err
-	}
-	before := mesh.Build(*raw)
-	steps, err := r.load(ctx, before, raw)
-	if err != nil {
-		return err
-	}
-	r.det.Steps = steps
-	if len(steps) == 0 {
-		r.res.Summary = fmt.Sprintf("shift: %s already serves %d%% (%d canary, %d old pods); nothing to do", r.det.Canary, r.current.Effective, r.current.Canary, r.current.Old)
-		return r.res.Write(o.Out, o.g.Output)
-	}
-	switch o.dryRun {
+	switch r.DryRun {
 	case cli.DryRunClient:
-		for _, s := range steps {
-			r.describe(s)
+		for _, s := range o.steps {
+			o.describe(s)
 		}
-		r.res.Summary = fmt.Sprintf("shift would move %s from %d%% to %d%% in %d steps (serving pods %d throughout)", r.det.Canary, r.current.Effective, steps[len(steps)-1].Effective, len(steps), r.total)
-		return r.write()
+		r.Result.Summary = fmt.Sprintf("shift would move %s from %d%% to %d%% in %d steps (serving pods %d throughout)", o.det.Canary, o.current.Effective, o.steps[len(o.steps)-1].Effective, len(o.steps), o.total)
+		return o.writePlan()
 	case cli.DryRunServer:
-		for _, s := range steps {
-			if err := r.apply(ctx, s, o.dryRun.APIDryRun()); err != nil {
+		for _, s := range o.steps {
+			if err := o.scale(ctx, o.canary, s.Canary, s.CanaryHPA); err != nil {
 				return err
 			}
-			r.describe(s)
+			if err := o.scale(ctx, o.old, s.Old, s.OldHPA); err != nil {
+				return err
+			}
 		}
-		r.res.Summary = fmt.Sprintf("shift (server dry run): %d steps accepted by the apiserver; nothing changed", len(steps))
-		return r.write()
-	}
-	if err := r.journal(ctx); err != nil {
-		return err
+		r.Result.Summary = fmt.Sprintf("shift (server dry run): %d steps accepted by the apiserver; nothing changed", len(o.steps))
+		return o.writePlan()
 	}
 	start := time.Now()
-	runErr := r.run(ctx, steps)
-	if after, err := o.g.Snapshot(ctx); err == nil {
-		r.res.Diff = mesh.Compare(before, after)
-	}
-	r.res.Summary = fmt.Sprintf("shift: %s serves %d%% (%d canary pods on %s, %d old on %s) after %d gated step(s) in %s",
-		r.det.Canary, r.current.Effective, r.current.Canary, o.Revision, r.current.Old, r.oldRev, len(r.det.Gates), time.Since(start).Round(time.Second))
-	if runErr != nil {
-		r.res.Summary += "; HALTED: " + runErr.Error()
-		if r.det.Reverted {
-			r.res.Summary += " (step reverted)"
-		}
-	}
-	if err := r.write(); err != nil {
-		return err
-	}
-	return runErr
+	err := o.run(ctx, o.steps)
+	r.Result.Summary = fmt.Sprintf("shift: %s serves %d%% (%d canary pods on %s, %d old on %s) after %d gated step(s) in %s",
+		o.det.Canary, o.current.Effective, o.current.Canary, o.Revision, o.current.Old, o.oldRev, len(o.det.Gates), time.Since(start).Round(time.Second))
+	return err
 }
 
-func (r *runner) write() error {
-	if r.o.g.Output == cli.OutputTable && r.o.dryRun == cli.DryRunClient {
-		rows := [][]string{}
-		for i, s := range r.det.Steps {
-			rows = append(rows, []string{fmt.Sprint(i + 1), fmt.Sprintf("%d%%", s.Weight), fmt.Sprintf("%d%%", s.Effective),
-				fmt.Sprint(s.Canary), fmt.Sprint(s.Old), s.CanaryHPA.String(), s.OldHPA.String()})
-		}
-		if err := cli.WriteTable(r.o.Out, []string{"STEP", "WEIGHT", "EFFECTIVE", "CANARY", "OLD", "CANARY-HPA", "OLD-HPA"}, rows); err != nil {
-			return err
-		}
-		fmt.Fprintln(r.o.Out)
+// writePlan prints the steps as a table before the result (table output only).
+func (o *Options) writePlan() error {
+	r := o.r
+	if r.G.Output != cli.OutputTable {
+		return nil
 	}
-	return r.res.Write(r.o.Out, r.o.g.Output)
+	rows := [][]string{}
+	for i, s := range o.det.Steps {
+		rows = append(rows, []string{fmt.Sprint(i + 1), fmt.Sprintf("%d%%", s.Weight), fmt.Sprintf("%d%%", s.Effective),
+			fmt.Sprint(s.Canary), fmt.Sprint(s.Old), s.CanaryHPA.String(), s.OldHPA.String()})
+	}
+	if err := cli.WriteTable(r.Out, []string{"STEP", "WEIGHT", "EFFECTIVE", "CANARY", "OLD", "CANARY-HPA", "OLD-HPA"}, rows); err != nil {
+		return err
+	}
+	fmt.Fprintln(r.Out)
+	return nil
 }
 
 // load finds the old gateway, its canary, their HPAs and Services, and plans the steps. Any error
 // here leaves the cluster untouched.
-func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) ([]Step, error) {
-	o := r.o
-	old, err := r.c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Old, metav1.GetOptions{})
+func (r *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) ([]Step, error) {
+	o, c := r, r.r.C
+	old, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Old, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, cli.BadInputf("gateway deployment %s/%s not found", o.Namespace, o.Old)
 	}
@@ -282,7 +253,7 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 		return nil, err
 	}
 	r.old = old
-	l, err := r.c.Kube.AppsV1().Deployments(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.Old, istio.LabelRev: o.Revision}.String()})
+	l, err := c.Kube.AppsV1().Deployments(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.Old, istio.LabelRev: o.Revision}.String()})
 	if err != nil {
 		return nil, err
 	}
@@ -304,9 +275,9 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 		return nil, err
 	}
 	for _, rev := range []string{o.Revision, r.oldRev} {
-		r.syncz[rev] = gate.NewIstiod(r.c, canarygw.IstiodPods(raw, rev), o.g.ReadOptions("", true))
+		r.syncz[rev] = gate.NewIstiod(c, canarygw.IstiodPods(raw, rev), r.r.G.ReadOptions("", true))
 	}
-	svcs, err := r.c.Kube.CoreV1().Services(o.Namespace).List(ctx, metav1.ListOptions{})
+	svcs, err := c.Kube.CoreV1().Services(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -321,9 +292,9 @@ func (r *runner) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) (
 	}
 	if len(r.services) == 0 {
 		r.det.Warnings = append(r.det.Warnings, "no Service selects the gateway: nothing to shift traffic on, only replicas move")
-		r.p.Printf("warning: no Service in %s selects %s", o.Namespace, o.Old)
+		r.r.Progress.Printf("warning: no Service in %s selects %s", o.Namespace, o.Old)
 	}
-	hpas, err := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
+	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -367,55 +338,38 @@ func replicas(d *appsv1.Deployment) int32 {
 	return *d.Spec.Replicas
 }
 
-func (r *runner) describe(s Step) {
-	r.res.Add("deployment/"+r.canary.Name, fmt.Sprintf("scaled to %d (%d%%)", s.Canary, s.Weight))
-	r.res.Add("deployment/"+r.old.Name, fmt.Sprintf("scaled to %d", s.Old))
+func (o *Options) describe(s Step) {
+	o.r.Record("deployment/"+o.canary.Name, fmt.Sprintf("scaled to %d (%d%%)", s.Canary, s.Weight))
+	o.r.Record("deployment/"+o.old.Name, fmt.Sprintf("scaled to %d", s.Old))
 }
 
-// journal records both Deployments and HPAs before the first change.
-func (r *runner) journal(ctx context.Context) error {
-	j, err := r.o.g.Journal()
-	if err != nil {
-		return err
-	}
-	rec := j.Begin("shift", r.o.args)
-	refs := []journal.ObjectRef{journal.DeploymentRef(r.o.Namespace, r.old.Name), journal.DeploymentRef(r.o.Namespace, r.canary.Name)}
-	for _, h := range r.hpa {
-		refs = append(refs, journal.HPARef(r.o.Namespace, h))
-	}
-	if err := rec.Capture(ctx, refs...); err != nil {
-		return err
-	}
-	if err := rec.Save(ctx); err != nil {
-		return err
-	}
-	r.res.Journal = rec.Entry().ID
-	return nil
-}
-
-// run executes the steps; a failed gate reverts its step and stops.
-func (r *runner) run(ctx context.Context, steps []Step) error {
+// run executes the steps; a failed gate stops (the runner then calls Revert for that step). Told to
+// stop, it finishes the step in flight and starts no other.
+func (r *Options) run(ctx context.Context, steps []Step) error {
 	for i, s := range steps {
+		if r.r.Stopping() {
+			return r.r.Cancelled()
+		}
 		prev := r.current
-		r.p.Printf("step %d/%d: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", i+1, len(steps), prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
+		r.r.Progress.Printf("step %d/%d: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", i+1, len(steps), prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
 		g, err := r.step(ctx, prev, s)
 		r.det.Gates = append(r.det.Gates, g)
 		if err != nil {
-			r.p.Printf("step %d/%d: gate FAILED: %v; reverting to %d%%", i+1, len(steps), err, prev.Effective)
-			if rerr := r.revert(ctx, s, prev); rerr != nil {
-				r.p.Printf("revert: %v", rerr)
-				return cli.Errorf(cli.ExitGateFailed, "step %d (%d%%) failed: %v; revert failed too: %v", i+1, s.Weight, err, rerr)
+			r.failed, r.prev = &s, &prev
+			r.r.Progress.Printf("step %d/%d: gate FAILED: %v; reverting to %d%%", i+1, len(steps), err, prev.Effective)
+			code := cli.CodeOf(err)
+			if code != cli.ExitTimeout {
+				code = cli.ExitGateFailed
 			}
-			r.det.Reverted = true
-			return cli.Errorf(cli.ExitGateFailed, "step %d (%d%%) failed: %v", i+1, s.Weight, err)
+			return cli.Errorf(code, "step %d (%d%%) failed: %v", i+1, s.Weight, err)
 		}
-		r.p.Printf("step %d/%d: gate passed: %d%% (%d ready endpoints) in %.1fs", i+1, len(steps), s.Effective, g.ReadyEndpoints, g.Seconds)
-		if i < len(steps)-1 && r.o.Interval > 0 {
-			r.p.Printf("holding %s before the next step", r.o.Interval)
+		r.r.Progress.Printf("step %d/%d: gate passed: %d%% (%d ready endpoints) in %.1fs", i+1, len(steps), s.Effective, g.ReadyEndpoints, g.Seconds)
+		if i < len(steps)-1 && r.Interval > 0 {
+			r.r.Progress.Printf("holding %s before the next step", r.Interval)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(r.o.Interval):
+			case <-time.After(r.Interval):
 			}
 		}
 	}
@@ -423,13 +377,13 @@ func (r *runner) run(ctx context.Context, steps []Step) error {
 }
 
 // step moves from prev to s, adding first, then removing, and gates the result.
-func (r *runner) step(ctx context.Context, prev, s Step) (Gate, error) {
+func (r *Options) step(ctx context.Context, prev, s Step) (Gate, error) {
 	start := time.Now()
 	g := Gate{Weight: s.Weight}
-	sctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	fail := func(err error) (Gate, error) {
-		r.p.Done()
+		r.r.Progress.Done()
 		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
 		return g, err
 	}
@@ -442,19 +396,19 @@ func (r *runner) step(ctx context.Context, prev, s Step) (Gate, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if r.o.ProbeURL != "" {
+	if r.ProbeURL != "" {
 		if err := r.probe(sctx); err != nil {
 			return fail(err)
 		}
-		g.Probes = r.o.Probes
+		g.Probes = r.Probes
 	}
-	r.p.Done()
+	r.r.Progress.Done()
 	g.Passed, g.Seconds = true, time.Since(start).Seconds()
 	return g, nil
 }
 
 // moveTo scales the growing side first and waits for it, then the shrinking side.
-func (r *runner) moveTo(ctx context.Context, from, to Step) error {
+func (r *Options) moveTo(ctx context.Context, from, to Step) error {
 	type change struct {
 		d      *appsv1.Deployment
 		n      int32
@@ -466,80 +420,99 @@ func (r *runner) moveTo(ctx context.Context, from, to Step) error {
 		changes[0], changes[1] = changes[1], changes[0]
 	}
 	for _, ch := range changes {
-		if err := r.scale(ctx, ch.d, ch.n, ch.hpa, nil); err != nil {
+		if err := r.scale(ctx, ch.d, ch.n, ch.hpa); err != nil {
 			return err
 		}
 		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: ch.d.Namespace, Name: ch.d.Name}
-		if err := kube.WaitRollouts(ctx, r.c.Kube, []kube.WorkloadRef{ref}, func(m string) { r.p.Update("%s", m) }); err != nil {
+		if err := kube.WaitRollouts(ctx, r.r.C.Kube, []kube.WorkloadRef{ref}, func(m string) { r.r.Progress.Update("%s", m) }); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// apply sends one step's changes (server dry run: validated, not persisted).
-func (r *runner) apply(ctx context.Context, s Step, dry []string) error {
-	if err := r.scale(ctx, r.canary, s.Canary, s.CanaryHPA, dry); err != nil {
+// jsonPatchOp is one RFC 6902 operation.
+type jsonPatchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value,omitempty"`
+}
+
+// hpaRangePatch sets an HPA's replica range.
+type hpaRangePatch struct {
+	Spec struct {
+		MinReplicas int32 `json:"minReplicas"`
+		MaxReplicas int32 `json:"maxReplicas"`
+	} `json:"spec"`
+}
+
+// patchDeployment sends a JSON patch through the run (honouring its dry run) and keeps the live object.
+func (r *Options) patchDeployment(ctx context.Context, d *appsv1.Deployment, verb string, ops []jsonPatchOp) error {
+	body, err := json.Marshal(ops)
+	if err != nil {
 		return err
 	}
-	return r.scale(ctx, r.old, s.Old, s.OldHPA, dry)
+	return r.r.Write("deployment/"+d.Name, verb, func([]string) error {
+		out, err := r.r.C.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, body, r.r.PatchOptions())
+		if err == nil && r.r.Live() {
+			*d = *out
+		}
+		return err
+	})
 }
 
 // scale sets a side's HPA range (first, so the HPA agrees with what follows) and replicas; a canary
 // going into service loses its readiness gate in the same patch.
-func (r *runner) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng *Range, dry []string) error {
-	opts := metav1.PatchOptions{DryRun: dry}
+func (r *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng *Range) error {
 	if h := r.hpa[d.Name]; h != "" && rng != nil {
-		patch := fmt.Sprintf(`{"spec":{"minReplicas":%d,"maxReplicas":%d}}`, rng.Min, rng.Max)
-		if _, err := r.c.Kube.AutoscalingV2().HorizontalPodAutoscalers(d.Namespace).Patch(ctx, h, types.MergePatchType, []byte(patch), opts); err != nil {
+		var p hpaRangePatch
+		p.Spec.MinReplicas, p.Spec.MaxReplicas = rng.Min, rng.Max
+		body, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		err = r.r.Write("horizontalpodautoscaler/"+h, fmt.Sprintf("range %d-%d", rng.Min, rng.Max), func([]string) error {
+			_, err := r.r.C.Kube.AutoscalingV2().HorizontalPodAutoscalers(d.Namespace).Patch(ctx, h, types.MergePatchType, body, r.r.PatchOptions())
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("hpa %s: %w", h, err)
 		}
 	}
-	ops := []string{fmt.Sprintf(`{"op":"replace","path":"/spec/replicas","value":%d}`, n)}
+	ops := []jsonPatchOp{{Op: "replace", Path: "/spec/replicas", Value: n}}
+	verb := fmt.Sprintf("scaled to %d", n)
 	if d == r.canary && n > 0 {
 		for i, g := range d.Spec.Template.Spec.ReadinessGates {
 			if g.ConditionType == canarygw.ServingGate {
-				ops = append(ops, fmt.Sprintf(`{"op":"test","path":"/spec/template/spec/readinessGates/%d/conditionType","value":%q}`, i, g.ConditionType),
-					fmt.Sprintf(`{"op":"remove","path":"/spec/template/spec/readinessGates/%d"}`, i))
+				path := fmt.Sprintf("/spec/template/spec/readinessGates/%d", i)
+				ops = append(ops, jsonPatchOp{Op: "test", Path: path + "/conditionType", Value: g.ConditionType}, jsonPatchOp{Op: "remove", Path: path})
+				verb += ", readiness gate removed (in service)"
 			}
 		}
 	}
-	patch := "[" + strings.Join(ops, ",") + "]"
-	out, err := r.c.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, []byte(patch), opts)
-	if err != nil {
+	if err := r.patchDeployment(ctx, d, verb, ops); err != nil {
 		return fmt.Errorf("scale deployment %s to %d: %w", d.Name, n, err)
 	}
-	if dry == nil {
-		*d = *out
-		if len(ops) > 1 {
-			r.res.Add("deployment/"+d.Name, "readiness gate removed (in service)")
-			r.p.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canarygw.ServingGate)
-		}
-		r.res.Add("deployment/"+d.Name, fmt.Sprintf("scaled to %d", n))
+	if len(ops) > 1 && r.r.Live() {
+		r.r.Progress.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canarygw.ServingGate)
 	}
 	return nil
 }
 
 // verify waits until every pod of both sides runs its revision SYNCED and the Services have at least
 // the original number of ready endpoints.
-func (r *runner) verify(ctx context.Context, s Step) (int, error) {
-	reason, ready := "", 0
-	for {
+func (r *Options) verify(ctx context.Context, s Step) (int, error) {
+	ready := 0
+	err := r.r.Wait(ctx, r.Timeout, "waiting", func(ctx context.Context) (string, bool, error) {
+		var reason string
 		reason, ready = r.check(ctx, s)
-		if reason == "" {
-			return ready, nil
-		}
-		r.p.Update("waiting: %s", reason)
-		select {
-		case <-ctx.Done():
-			return ready, fmt.Errorf("after %s: %s", r.o.Timeout, reason)
-		case <-time.After(time.Second):
-		}
-	}
+		return reason, reason == "", nil
+	})
+	return ready, err
 }
 
-func (r *runner) check(ctx context.Context, s Step) (string, int) {
-	pods, err := r.c.Kube.CoreV1().Pods(r.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(r.old.Spec.Selector)})
+func (r *Options) check(ctx context.Context, s Step) (string, int) {
+	pods, err := r.r.C.Kube.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(r.old.Spec.Selector)})
 	if err != nil {
 		return err.Error(), 0
 	}
@@ -547,7 +520,7 @@ func (r *runner) check(ctx context.Context, s Step) (string, int) {
 		d   *appsv1.Deployment
 		n   int32
 		rev string
-	}{{r.canary, s.Canary, r.o.Revision}, {r.old, s.Old, r.oldRev}} {
+	}{{r.canary, s.Canary, r.Revision}, {r.old, s.Old, r.oldRev}} {
 		if side.n == 0 {
 			continue
 		}
@@ -558,7 +531,7 @@ func (r *runner) check(ctx context.Context, s Step) (string, int) {
 	}
 	ready := 0
 	for _, svc := range r.services {
-		n, err := ReadyEndpoints(ctx, r.c, r.o.Namespace, svc)
+		n, err := ReadyEndpoints(ctx, r.r.C, r.Namespace, svc)
 		if err != nil {
 			return err.Error(), 0
 		}
@@ -588,50 +561,53 @@ func ReadyEndpoints(ctx context.Context, c *kube.Clients, namespace, service str
 }
 
 // probe sends the probe requests; any transport error or 5xx fails the gate.
-func (r *runner) probe(ctx context.Context) error {
+func (r *Options) probe(ctx context.Context) error {
 	client := &http.Client{Timeout: 5 * time.Second}
-	for i := 0; i < r.o.Probes; i++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.o.ProbeURL, nil)
+	for i := 0; i < r.Probes; i++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.ProbeURL, nil)
 		if err != nil {
 			return err
 		}
-		if r.o.ProbeHost != "" {
-			req.Host = r.o.ProbeHost
+		if r.ProbeHost != "" {
+			req.Host = r.ProbeHost
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return fmt.Errorf("probe %d/%d: %w", i+1, r.o.Probes, err)
+			return fmt.Errorf("probe %d/%d: %w", i+1, r.Probes, err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode >= 500 {
-			return fmt.Errorf("probe %d/%d: %s answered %s", i+1, r.o.Probes, r.o.ProbeURL, resp.Status)
+			return fmt.Errorf("probe %d/%d: %s answered %s", i+1, r.Probes, r.ProbeURL, resp.Status)
 		}
 	}
 	return nil
 }
 
-// revert goes back from a failed step to the previous split, adding back first.
-func (r *runner) revert(ctx context.Context, failed, prev Step) error {
-	rctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+// Revert takes back the step whose gate failed, to the split before it, adding back first; a canary
+// that step put into service goes back out of traffic as canary-gw left it. It reports done only when
+// that leaves the cluster as the shift found it (the first step failed): earlier steps stay in effect.
+func (r *Options) Revert(ctx context.Context, _ *step.Run, _ error) (bool, error) {
+	if r.failed == nil {
+		return false, nil
+	}
+	failed, prev := *r.failed, *r.prev
+	rctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	if err := r.moveTo(rctx, failed, prev); err != nil {
-		return err
+		return false, err
 	}
 	if r.held != nil && prev.Canary == 0 && !canarygw.HasServingGate(&r.canary.Spec.Template.Spec) {
-		gates, err := json.Marshal(r.held.Spec.Template.Spec.ReadinessGates)
-		if err != nil {
-			return err
+		ops := []jsonPatchOp{
+			{Op: "add", Path: "/spec/template/spec/readinessGates", Value: r.held.Spec.Template.Spec.ReadinessGates},
+			{Op: "replace", Path: "/spec/replicas", Value: replicas(r.held)},
 		}
-		patch := fmt.Sprintf(`[{"op":"add","path":"/spec/template/spec/readinessGates","value":%s},{"op":"replace","path":"/spec/replicas","value":%d}]`, gates, replicas(r.held))
-		out, err := r.c.Kube.AppsV1().Deployments(r.canary.Namespace).Patch(rctx, r.canary.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
-		if err != nil {
-			return fmt.Errorf("put the canary back out of traffic: %w", err)
+		if err := r.patchDeployment(rctx, r.canary, fmt.Sprintf("readiness gate restored, scaled to %d (out of traffic again)", replicas(r.held)), ops); err != nil {
+			return false, fmt.Errorf("put the canary back out of traffic: %w", err)
 		}
-		*r.canary = *out
-		r.res.Add("deployment/"+r.canary.Name, fmt.Sprintf("readiness gate restored, scaled to %d (out of traffic again)", replicas(out)))
-		r.p.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", r.canary.Name, canarygw.ServingGate, replicas(out))
+		r.r.Progress.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", r.canary.Name, canarygw.ServingGate, replicas(r.canary))
 	}
 	r.current = prev
-	r.p.Done()
-	return nil
+	r.det.Reverted = true
+	r.r.Progress.Done()
+	return prev.Canary == r.det.From.Canary && prev.Old == r.det.From.Old, nil
 }

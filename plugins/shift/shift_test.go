@@ -5,10 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
@@ -97,12 +96,10 @@ func TestValidate(t *testing.T) {
 		{"bad gateway", func(o *Options) { o.Gateway = "a/b/c" }, "NAMESPACE/DEPLOYMENT"},
 		{"host without url", func(o *Options) { o.ProbeHost = "x" }, "--probe-host needs --probe-url"},
 		{"url scheme", func(o *Options) { o.ProbeURL = "ftp://x" }, "http://"},
-		{"dry run", func(o *Options) { o.DryRunStr = "maybe" }, "--dry-run"},
 	} {
-		g := &cli.Global{ConfigFlags: genericclioptions.NewConfigFlags(true), IstioNamespace: "istio-system", Output: "table"}
-		o := &Options{IOStreams: genericiooptions.NewTestIOStreamsDiscard(), g: g, Target: canarygw.Target{Gateway: "istio-ingress/gw", Revision: "1-31"}, Weight: 50, StepSize: 25, Timeout: 1, Probes: 1, DryRunStr: "none"}
+		o := &Options{Target: canarygw.Target{Gateway: "istio-ingress/gw", Revision: "1-31"}, Weight: 50, StepSize: 25, Timeout: 1, Probes: 1}
 		c.mod(o)
-		err := o.Validate()
+		err := o.Validate(&step.Run{}, nil)
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}

@@ -3,16 +3,15 @@
 package tagmove
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	admregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -23,39 +22,45 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 )
 
-// Options is `tag-move`.
+// Options is `tag-move`: its flags and what one run found.
 type Options struct {
-	genericiooptions.IOStreams
-	g *cli.Global
-
 	Tag       string
 	To        string
 	Restart   bool
 	Overwrite bool
-	DryRunStr string
-	Yes       bool
 	BatchSize int
 	Timeout   time.Duration
 
-	dryRun cli.DryRun
-	entry  string // this move's journal entry, which its --restart follows
+	det         *Details
+	injector    *admregv1.MutatingWebhookConfiguration
+	existingWh  *admregv1.MutatingWebhookConfiguration
+	wantWh      *admregv1.MutatingWebhookConfiguration
+	existingSvc *corev1.Service
+	revSvc      *corev1.Service
+	wantSvc     *corev1.Service
+	wantVal     *admregv1.ValidatingWebhookConfiguration
 }
 
 // Details is the step-specific part of the result.
 type Details struct {
-	Tag          string          `json:"tag"`
-	FromRevision string          `json:"fromRevision,omitempty"`
-	ToRevision   string          `json:"toRevision"`
-	BlastRadius  Radius          `json:"blastRadius"`
-	Restart      json.RawMessage `json:"restart,omitempty"`
+	Tag          string `json:"tag"`
+	FromRevision string `json:"fromRevision,omitempty"`
+	ToRevision   string `json:"toRevision"`
+	BlastRadius  Radius `json:"blastRadius"`
+	// Restart is what --restart did (migrate-ns's details), in the same journal entry as the move.
+	Restart any `json:"restart,omitempty"`
 }
+
+// Name is the step's name in the journal and results.
+func (o *Options) Name() string { return "tag-move" }
 
 // NewCommand builds `tag-move`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+	o := &Options{}
 	cmd := &cobra.Command{
 		Use:   "tag-move TAG --to REVISION",
 		Short: "Point a revision tag at another revision",
@@ -66,8 +71,9 @@ inject new pods from REVISION.
 
 Before acting it prints the blast radius: the namespaces selecting TAG, their workloads and pods that
 move on their next restart, and gateways whose pods select TAG. --restart then restarts them with
-migrate-ns's batched, gated machinery. Moving an existing tag needs --overwrite; a tag may not be
-named like a revision. Journaled: undo puts the tag back.`,
+migrate-ns's batched, gated machinery, in the same journal entry: one undo puts the tag back, then
+restarts those workloads onto the old revision. Moving an existing tag needs --overwrite; a tag may not
+be named like a revision.`,
 		Example: `  # Who would move if prod-stable pointed at 1-31?
   kubectl istio-upgrade tag-move prod-stable --to 1-31 --overwrite --dry-run
 
@@ -77,30 +83,19 @@ named like a revision. Journaled: undo puts the tag back.`,
   # Make 1-31 the default revision (istio-injection=enabled namespaces, the default validator)
   kubectl istio-upgrade tag-move default --to 1-31 --overwrite`,
 		Args: cli.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Tag = args[0]
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.To, "to", "", "The revision the tag will point at (required)")
 	f.BoolVar(&o.Restart, "restart", false, "Restart the workloads that follow the tag, in gated batches (as migrate-ns)")
 	f.BoolVar(&o.Overwrite, "overwrite", false, "Move a tag that already exists")
-	f.BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation")
 	f.IntVar(&o.BatchSize, "batch-size", 5, "With --restart: workloads restarted together before each gate")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "With --restart: how long one batch may take to pass its gate")
-	cli.AddDryRunFlag(f, &o.DryRunStr)
-	return cmd
+	return step.NewCommand(g, streams, o, cmd)
 }
 
 // Validate checks arguments without I/O.
-func (o *Options) Validate() error {
-	if err := o.g.Validate(); err != nil {
-		return err
-	}
+func (o *Options) Validate(_ *step.Run, args []string) error {
+	o.Tag = args[0]
 	if errs := validation.IsDNS1123Label(o.Tag); len(errs) > 0 {
 		return cli.UsageErrorf("tag %q: %s", o.Tag, strings.Join(errs, "; "))
 	}
@@ -110,41 +105,33 @@ func (o *Options) Validate() error {
 	if o.BatchSize < 1 || o.Timeout <= 0 {
 		return cli.UsageErrorf("--batch-size must be at least 1 and --timeout positive")
 	}
-	d, err := cli.ParseDryRun(o.DryRunStr)
-	o.dryRun = d
-	return err
+	return nil
 }
 
-// Run moves the tag.
-func (o *Options) Run(ctx context.Context) error {
-	c, err := o.g.Clients()
-	if err != nil {
-		return err
-	}
-	before, err := mesh.Read(ctx, c, o.g.ReadOptions("", o.dryRun == cli.DryRunNone))
-	if err != nil {
-		return err
-	}
+// Plan resolves the tag and the revision, prints the blast radius and derives the webhook, the tag
+// Service and (for default) the default validator.
+func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
+	before, ns := r.Before, r.G.IstioNamespace
 	var target *mesh.Revision
 	for i := range before.Revisions {
-		r := &before.Revisions[i]
-		if r.Name == o.Tag && r.Installed {
-			return cli.BadInputf("%q is the name of a revision; a tag may not shadow it", o.Tag)
+		rev := &before.Revisions[i]
+		if rev.Name == o.Tag && rev.Installed {
+			return nil, cli.BadInputf("%q is the name of a revision; a tag may not shadow it", o.Tag)
 		}
-		if r.Name == o.To {
-			target = r
+		if rev.Name == o.To {
+			target = rev
 		}
 	}
 	if target == nil || !target.Installed {
 		for _, t := range before.Tags {
 			if t.Name == o.To {
-				return cli.BadInputf("--to %s is a tag (pointing at %s); give the revision", o.To, t.Revision)
+				return nil, cli.BadInputf("--to %s is a tag (pointing at %s); give the revision", o.To, t.Revision)
 			}
 		}
-		return cli.BadInputf("revision %s is not installed", o.To)
+		return nil, cli.BadInputf("revision %s is not installed", o.To)
 	}
 	if target.InjectorWebhook == "" {
-		return cli.BadInputf("revision %s has no injector webhook", o.To)
+		return nil, cli.BadInputf("revision %s has no injector webhook", o.To)
 	}
 	from := ""
 	for _, t := range before.Tags {
@@ -153,204 +140,185 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}
 	if from != "" && !o.Overwrite && from != o.To {
-		return cli.BadInputf("tag %s already points at %s; pass --overwrite to move it to %s", o.Tag, from, o.To)
+		return nil, cli.BadInputf("tag %s already points at %s; pass --overwrite to move it to %s", o.Tag, from, o.To)
 	}
-	det := &Details{Tag: o.Tag, FromRevision: from, ToRevision: o.To, BlastRadius: BlastRadius(before, o.Tag)}
-	res := cli.NewResult("tag-move", o.dryRun)
-	res.Details = det
-	o.printRadius(det)
+	o.det = &Details{Tag: o.Tag, FromRevision: from, ToRevision: o.To, BlastRadius: BlastRadius(before, o.Tag)}
+	r.Result.Details = o.det
+	o.printRadius(r.ErrOut, o.det)
 	if from == o.To {
-		res.Summary = fmt.Sprintf("tag %s already points at %s; nothing to change", o.Tag, o.To)
-		return res.Write(o.Out, o.g.Output)
+		return &step.Plan{Nothing: fmt.Sprintf("tag %s already points at %s; nothing to change", o.Tag, o.To)}, nil
 	}
-
-	k := c.Kube
-	adm := k.AdmissionregistrationV1()
-	injector, err := adm.MutatingWebhookConfigurations().Get(ctx, target.InjectorWebhook, metav1.GetOptions{})
-	if err != nil {
-		return err
+	adm := r.C.Kube.AdmissionregistrationV1()
+	var err error
+	if o.injector, err = adm.MutatingWebhookConfigurations().Get(ctx, target.InjectorWebhook, metav1.GetOptions{}); err != nil {
+		return nil, err
 	}
 	whName := istio.TagWebhookPrefix + o.Tag
-	existingWh, err := adm.MutatingWebhookConfigurations().Get(ctx, whName, metav1.GetOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	var wantWh *admregv1.MutatingWebhookConfiguration
-	if existingWh != nil && err == nil {
-		wantWh, err = MoveWebhook(existingWh, injector, o.To)
-	} else {
-		existingWh = nil
-		wantWh, err = NewWebhook(injector, o.Tag, o.To)
+	o.existingWh, err = adm.MutatingWebhookConfigurations().Get(ctx, whName, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		o.wantWh, err = MoveWebhook(o.existingWh, o.injector, o.To)
+	case apierrors.IsNotFound(err):
+		o.existingWh = nil
+		o.wantWh, err = NewWebhook(o.injector, o.Tag, o.To)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	svcs := k.CoreV1().Services(o.g.IstioNamespace)
-	existingSvc, serr := svcs.Get(ctx, TagServicePrefix+o.Tag, metav1.GetOptions{})
-	if serr != nil && !apierrors.IsNotFound(serr) {
-		return serr
+	svcs := r.C.Kube.CoreV1().Services(ns)
+	o.existingSvc, err = svcs.Get(ctx, TagServicePrefix+o.Tag, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
 	}
-	if apierrors.IsNotFound(serr) {
-		existingSvc = nil
+	if apierrors.IsNotFound(err) {
+		o.existingSvc = nil
 	}
-	revSvc, err := svcs.Get(ctx, "istiod-"+o.To, metav1.GetOptions{})
-	if err != nil && existingSvc == nil {
-		return cli.BadInputf("revision %s has no Service istiod-%s to derive the tag Service from: %v", o.To, o.To, err)
+	o.revSvc, err = svcs.Get(ctx, "istiod-"+o.To, metav1.GetOptions{})
+	if err != nil && o.existingSvc == nil {
+		return nil, cli.BadInputf("revision %s has no Service istiod-%s to derive the tag Service from: %v", o.To, o.To, err)
 	}
-	wantSvc := TagService(existingSvc, revSvc, o.Tag, o.To)
-	var wantVal *admregv1.ValidatingWebhookConfiguration
+	o.wantSvc = TagService(o.existingSvc, o.revSvc, o.Tag, o.To)
 	if o.Tag == istio.DefaultRevision {
-		def, derr := adm.ValidatingWebhookConfigurations().Get(ctx, istio.DefaultValidatorName, metav1.GetOptions{})
-		revVal, verr := adm.ValidatingWebhookConfigurations().Get(ctx, "istio-validator-"+o.To+"-"+o.g.IstioNamespace, metav1.GetOptions{})
-		if derr == nil && verr == nil {
-			wantVal = MoveValidator(def, revVal, o.To)
+		if def, rev, err := o.validators(ctx, r); err == nil {
+			o.wantVal = MoveValidator(def, rev, o.To)
 		} else {
-			fmt.Fprintf(o.ErrOut, "warning: default validator not moved (%v / %v)\n", derr, verr)
+			r.Progress.Printf("warning: default validator not moved (%v)", err)
 		}
 	}
+	p := &step.Plan{
+		Question: fmt.Sprintf("Point tag %s (now %s) at %s? %d namespaces and %d pods follow it on their next restart%s.",
+			o.Tag, cli.OrNone(from), o.To, len(o.det.BlastRadius.Namespaces), o.det.BlastRadius.Pods, map[bool]string{true: " (--restart restarts them now)"}[o.Restart]),
+		Record: []journal.ObjectRef{journal.MutatingWebhookRef(whName), journal.ServiceRef(ns, o.wantSvc.Name)},
+	}
+	if o.wantVal != nil {
+		p.Record = append(p.Record, journal.ValidatingWebhookRef(o.wantVal.Name))
+	}
+	return p, nil
+}
 
-	if o.dryRun == cli.DryRunClient {
-		res.Add("mutatingwebhookconfiguration/"+whName, verb(existingWh != nil))
-		res.Add("service/"+wantSvc.Name, verb(existingSvc != nil))
-		if wantVal != nil {
-			res.Add("validatingwebhookconfiguration/"+wantVal.Name, "configured")
-		}
-		res.Summary = fmt.Sprintf("tag %s would move %s → %s: %d namespaces, %d pods follow on their next restart", o.Tag, cli.OrNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)
-		return res.Write(o.Out, o.g.Output)
+// validators reads the default validator and the revision's own.
+func (o *Options) validators(ctx context.Context, r *step.Run) (*admregv1.ValidatingWebhookConfiguration, *admregv1.ValidatingWebhookConfiguration, error) {
+	adm := r.C.Kube.AdmissionregistrationV1()
+	def, err := adm.ValidatingWebhookConfigurations().Get(ctx, istio.DefaultValidatorName, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, err
 	}
-	dry := o.dryRun.APIDryRun()
-	if o.dryRun == cli.DryRunNone {
-		if err := cli.Confirm(o.In, o.ErrOut, o.Yes, fmt.Sprintf("Point tag %s (now %s) at %s? %d namespaces and %d pods follow it on their next restart.",
-			o.Tag, cli.OrNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)); err != nil {
-			return err
-		}
-		j, err := o.g.Journal()
-		if err != nil {
-			return err
-		}
-		rec := j.Begin("tag-move", os.Args[1:])
-		refs := []journal.ObjectRef{journal.MutatingWebhookRef(whName), journal.ServiceRef(o.g.IstioNamespace, wantSvc.Name)}
-		if wantVal != nil {
-			refs = append(refs, journal.ValidatingWebhookRef(wantVal.Name))
-		}
-		if err := rec.Capture(ctx, refs...); err != nil {
-			return err
-		}
-		if err := rec.Save(ctx); err != nil {
-			return err
-		}
-		res.Journal = rec.Entry().ID
-		o.entry = res.Journal
+	rev, err := adm.ValidatingWebhookConfigurations().Get(ctx, "istio-validator-"+o.To+"-"+r.G.IstioNamespace, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, err
 	}
-	// istiod patches its webhooks' caBundle at any time: an update that meets a newer version is
-	// derived again from it and retried.
-	if existingWh != nil {
-		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			_, err := adm.MutatingWebhookConfigurations().Update(ctx, wantWh, metav1.UpdateOptions{DryRun: dry})
+	return def, rev, nil
+}
+
+// Apply moves the tag (istiod patches its webhooks' caBundle at any time: an update that meets a newer
+// version is derived again from it and retried), then with --restart restarts its followers in the
+// same journal entry.
+func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	adm := r.C.Kube.AdmissionregistrationV1()
+	whName := o.wantWh.Name
+	err := r.Write("mutatingwebhookconfiguration/"+whName, verb(o.existingWh != nil), func([]string) error {
+		if o.existingWh == nil {
+			_, err := adm.MutatingWebhookConfigurations().Create(ctx, o.wantWh, r.CreateOptions())
+			return err
+		}
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			_, err := adm.MutatingWebhookConfigurations().Update(ctx, o.wantWh, r.UpdateOptions())
 			if apierrors.IsConflict(err) {
 				if cur, gerr := adm.MutatingWebhookConfigurations().Get(ctx, whName, metav1.GetOptions{}); gerr == nil {
-					if w, derr := MoveWebhook(cur, injector, o.To); derr == nil {
-						wantWh = w
+					if w, derr := MoveWebhook(cur, o.injector, o.To); derr == nil {
+						o.wantWh = w
 					}
 				}
 			}
 			return err
 		})
-	} else {
-		_, err = adm.MutatingWebhookConfigurations().Create(ctx, wantWh, metav1.CreateOptions{DryRun: dry})
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("tag webhook %s: %w", whName, err)
 	}
-	res.Add("mutatingwebhookconfiguration/"+whName, verb(existingWh != nil))
-	if existingSvc != nil {
-		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			_, err := svcs.Update(ctx, wantSvc, metav1.UpdateOptions{DryRun: dry})
+	svcs := r.C.Kube.CoreV1().Services(r.G.IstioNamespace)
+	err = r.Write("service/"+o.wantSvc.Name, verb(o.existingSvc != nil), func([]string) error {
+		if o.existingSvc == nil {
+			_, err := svcs.Create(ctx, o.wantSvc, r.CreateOptions())
+			return err
+		}
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			_, err := svcs.Update(ctx, o.wantSvc, r.UpdateOptions())
 			if apierrors.IsConflict(err) {
-				if cur, gerr := svcs.Get(ctx, wantSvc.Name, metav1.GetOptions{}); gerr == nil {
-					wantSvc = TagService(cur, revSvc, o.Tag, o.To)
+				if cur, gerr := svcs.Get(ctx, o.wantSvc.Name, metav1.GetOptions{}); gerr == nil {
+					o.wantSvc = TagService(cur, o.revSvc, o.Tag, o.To)
 				}
 			}
 			return err
 		})
-	} else {
-		_, err = svcs.Create(ctx, wantSvc, metav1.CreateOptions{DryRun: dry})
-	}
+	})
 	if err != nil {
-		return fmt.Errorf("tag service %s: %w", wantSvc.Name, err)
+		return fmt.Errorf("tag service %s: %w", o.wantSvc.Name, err)
 	}
-	res.Add("service/"+wantSvc.Name, verb(existingSvc != nil))
-	if wantVal != nil {
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			_, err := adm.ValidatingWebhookConfigurations().Update(ctx, wantVal, metav1.UpdateOptions{DryRun: dry})
-			if apierrors.IsConflict(err) {
-				def, derr := adm.ValidatingWebhookConfigurations().Get(ctx, istio.DefaultValidatorName, metav1.GetOptions{})
-				rev, verr := adm.ValidatingWebhookConfigurations().Get(ctx, "istio-validator-"+o.To+"-"+o.g.IstioNamespace, metav1.GetOptions{})
-				if derr == nil && verr == nil {
-					wantVal = MoveValidator(def, rev, o.To)
+	if o.wantVal != nil {
+		err := r.Write("validatingwebhookconfiguration/"+o.wantVal.Name, "configured", func([]string) error {
+			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				_, err := adm.ValidatingWebhookConfigurations().Update(ctx, o.wantVal, r.UpdateOptions())
+				if apierrors.IsConflict(err) {
+					if def, rev, verr := o.validators(ctx, r); verr == nil {
+						o.wantVal = MoveValidator(def, rev, o.To)
+					}
 				}
-			}
-			return err
+				return err
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("default validator: %w", err)
 		}
-		res.Add("validatingwebhookconfiguration/"+wantVal.Name, "configured")
 	}
-	var restartErr error
-	if o.Restart && len(det.BlastRadius.Namespaces) > 0 {
-		restartErr = o.restart(ctx, det)
+	rad := o.det.BlastRadius
+	r.Result.Summary = fmt.Sprintf("tag %s moved %s → %s; %d namespaces (%d pods) follow it", o.Tag, cli.OrNone(o.det.FromRevision), o.To, len(rad.Namespaces), rad.Pods)
+	switch {
+	case r.DryRun == cli.DryRunClient:
+		r.Result.Summary = fmt.Sprintf("tag %s would move %s → %s: %d namespaces, %d pods follow on their next restart", o.Tag, cli.OrNone(o.det.FromRevision), o.To, len(rad.Namespaces), rad.Pods)
+	case r.DryRun == cli.DryRunServer:
+		r.Result.Summary += " (server dry run: nothing persisted)"
+	case !o.Restart && rad.Pods > 0:
+		r.Result.Summary += " on their next restart (use --restart, or migrate-ns)"
 	}
-	if o.dryRun == cli.DryRunNone {
-		if after, err := o.g.Snapshot(ctx); err == nil {
-			res.Diff = mesh.Compare(before, after)
+	if !o.Restart || len(rad.Namespaces) == 0 {
+		return nil
+	}
+	if !r.Live() {
+		// The restart plans on the moved tag, which a dry run never moves: say what would follow.
+		for _, n := range rad.Namespaces {
+			for _, w := range n.Workloads {
+				r.Record(n.Name+"/"+w, "restarted after the move")
+			}
 		}
+		return nil
 	}
-	res.Summary = fmt.Sprintf("tag %s moved %s → %s; %d namespaces (%d pods) follow it", o.Tag, cli.OrNone(from), o.To, len(det.BlastRadius.Namespaces), det.BlastRadius.Pods)
-	if !o.Restart && det.BlastRadius.Pods > 0 {
-		res.Summary += " on their next restart (use --restart, or migrate-ns)"
+	m := migratens.NewOptions()
+	m.KeepLabels, m.To, m.BatchSize, m.Timeout = true, o.Tag, o.BatchSize, o.Timeout
+	var names []string
+	for _, n := range rad.Namespaces {
+		names = append(names, n.Name)
 	}
-	if o.dryRun == cli.DryRunServer {
-		res.Summary += " (server dry run: nothing persisted)"
+	sub, err := r.Sub(ctx, m, names)
+	o.det.Restart = sub.Details
+	for _, a := range sub.Actions {
+		r.Result.Add(a.Object, a.Verb)
 	}
-	if err := res.Write(o.Out, o.g.Output); err != nil {
-		return err
-	}
-	return restartErr
-}
-
-// restart runs migrate-ns over the namespaces following the tag, keeping their labels.
-func (o *Options) restart(ctx context.Context, det *Details) error {
-	var buf bytes.Buffer
-	streams := o.IOStreams
-	if o.g.Output != cli.OutputTable {
-		streams.Out = &buf // the restart result is embedded: stdout holds one document
-	}
-	m := migratens.NewOptions(o.g, streams)
-	m.Step, m.KeepLabels, m.Yes, m.To, m.Follows = "tag-move --restart", true, true, o.Tag, o.entry
-	m.BatchSize, m.Timeout, m.DryRunStr = o.BatchSize, o.Timeout, o.DryRunStr
-	for _, n := range det.BlastRadius.Namespaces {
-		m.Namespaces = append(m.Namespaces, n.Name)
-	}
-	if err := m.Validate(); err != nil {
-		return err
-	}
-	err := m.Run(ctx)
-	if buf.Len() > 0 {
-		det.Restart = json.RawMessage(bytes.TrimSpace(buf.Bytes()))
+	if sub.Summary != "" {
+		r.Result.Summary += "; " + sub.Summary
 	}
 	return err
 }
 
-func (o *Options) printRadius(det *Details) {
+func (o *Options) printRadius(w io.Writer, det *Details) {
 	r := det.BlastRadius
-	fmt.Fprintf(o.ErrOut, "Blast radius of tag %s (%s → %s): %d namespaces, %d pods move on their next restart\n",
+	fmt.Fprintf(w, "Blast radius of tag %s (%s → %s): %d namespaces, %d pods move on their next restart\n",
 		o.Tag, cli.OrNone(det.FromRevision), det.ToRevision, len(r.Namespaces), r.Pods)
 	for _, n := range r.Namespaces {
-		fmt.Fprintf(o.ErrOut, "  namespace/%s (%s): %d pods in %s\n", n.Name, n.Label, n.Pods, strings.Join(n.Workloads, ", "))
+		fmt.Fprintf(w, "  namespace/%s (%s): %d pods in %s\n", n.Name, n.Label, n.Pods, strings.Join(n.Workloads, ", "))
 	}
 	for _, g := range r.Gateways {
-		fmt.Fprintf(o.ErrOut, "  gateway %s selects the tag\n", g)
+		fmt.Fprintf(w, "  gateway %s selects the tag\n", g)
 	}
 }
 

@@ -1,0 +1,52 @@
+package step
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// unrecorded are kubectl's credential and connection flags: a journal entry is readable by everyone who
+// can read ConfigMaps in the Istio namespace, and `history` prints it.
+var unrecorded = map[string]bool{
+	"token": true, "password": true, "username": true, "client-key": true, "client-certificate": true,
+	"certificate-authority": true, "as": true, "as-group": true, "as-uid": true, "as-user-extra": true,
+	"kubeconfig": true, "server": true, "tls-server-name": true, "insecure-skip-tls-verify": true,
+}
+
+// CommandLine rebuilds the command from what cobra parsed: the step, its arguments and the flags that
+// were set, credentials left out.
+func CommandLine(cmd *cobra.Command, args []string) string {
+	parts := []string{"kubectl istio-upgrade", cmd.Name()}
+	for _, a := range args {
+		parts = append(parts, quote(a))
+	}
+	var flags []string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if unrecorded[f.Name] {
+			return
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				flags = append(flags, "--"+f.Name+"="+quote(v))
+			}
+			return
+		}
+		if f.Value.Type() == "bool" && f.Value.String() == "true" {
+			flags = append(flags, "--"+f.Name)
+			return
+		}
+		flags = append(flags, "--"+f.Name+"="+quote(f.Value.String()))
+	})
+	sort.Strings(flags)
+	return strings.Join(append(parts, flags...), " ")
+}
+
+func quote(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t\n'\"$`\\;&|<>*?()[]{}") {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return s
+}

@@ -1,0 +1,222 @@
+package step
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// ProxyReader is a step whose plan needs every proxy even in a dry run (cleanup's blockers).
+type ProxyReader interface{ ProxiesInDryRun() bool }
+
+// NewCommand wires a step into its cobra command: the runner's flags (--dry-run, -y) and a RunE that
+// runs the step through the engine.
+func NewCommand(g *cli.Global, streams genericiooptions.IOStreams, s Step, cmd *cobra.Command) *cobra.Command {
+	o := &Options{}
+	o.AddFlags(cmd)
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		return Execute(c.Context(), g, streams, s, o, CommandLine(c, args), args, sigs)
+	}
+	return cmd
+}
+
+// Execute runs one step through the whole lifecycle. signals (SIGINT/SIGTERM) ask the step to stop after
+// its in-flight work; a second one aborts the wait at once.
+func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStreams, s Step, o *Options, command string, args []string, signals <-chan os.Signal) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, abort := context.WithCancel(ctx)
+	defer abort()
+	r := &Run{IOStreams: streams, G: g, Yes: o.Yes, Command: command, stopping: make(chan struct{}), Progress: cli.NewProgress(streams.ErrOut)}
+
+	// Complete: clients and the namespace (-n, else the kubeconfig context's).
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	d, err := cli.ParseDryRun(o.DryRunStr)
+	if err != nil {
+		return err
+	}
+	r.DryRun = d
+	r.Result = cli.NewResult(s.Name(), d)
+	c, err := g.Clients()
+	if err != nil {
+		return err
+	}
+	r.C, r.Namespace = c, c.Namespace
+	if r.Namespace == "" {
+		r.Namespace = "default"
+	}
+	// Validate: pure.
+	if err := s.Validate(r, args); err != nil {
+		return err
+	}
+	go watchSignals(ctx, signals, r, abort)
+
+	// Plan, on one read of the mesh.
+	j := journal.New(c.Kube, c.Dynamic, g.IstioNamespace)
+	head, err := lastID(ctx, j)
+	if err != nil {
+		return err
+	}
+	proxies := r.Live()
+	if pr, ok := s.(ProxyReader); ok && pr.ProxiesInDryRun() {
+		proxies = true
+	}
+	raw, err := mesh.List(ctx, c, g.ReadOptions("", proxies))
+	if err != nil {
+		return err
+	}
+	r.Raw, r.Before = raw, mesh.Build(*raw)
+	r.Before.ReadAt = time.Now().UTC().Truncate(time.Second)
+	plan, err := s.Plan(ctx, r)
+	if err != nil {
+		return err
+	}
+	if plan.Nothing != "" {
+		r.Result.Summary = plan.Nothing
+		return r.Result.Write(r.Out, g.Output)
+	}
+	if !r.Live() {
+		// Dry runs go through the same Apply: client records what would be sent, server sends it with dryRun.
+		if err := s.Apply(ctx, r); err != nil {
+			return err
+		}
+		return r.Result.Write(r.Out, g.Output)
+	}
+
+	// Confirm, lock, journal: nothing has changed until all three passed.
+	if plan.Question != "" && !o.Yes {
+		if ok, asked := cli.Ask(r.In, r.ErrOut, plan.Question); asked && !ok {
+			return cli.Errorf(cli.ExitDeclined, "not confirmed: nothing was changed")
+		}
+	}
+	user := journal.User(ctx, c.Kube)
+	lock, err := Acquire(ctx, c.Kube, g.IstioNamespace, Holder{User: user, Command: command}, r.Progress.Printf)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	entries, err := j.List(ctx)
+	if err != nil {
+		return err
+	}
+	if n := len(entries); n > 0 && entries[n-1].ID != head {
+		e := entries[n-1]
+		return cli.Errorf(cli.ExitLocked, "entry %s (%s by %s) was written while this step planned: the cluster changed; nothing was changed, rerun to plan again", e.ID, e.CommandLine(), e.User)
+	}
+	var rec *journal.Recorder
+	if n := len(entries); n > 0 && entries[n-1].Resumable() && entries[n-1].Step == s.Name() && entries[n-1].Command == command {
+		rec = j.Resume(entries[n-1])
+		r.Progress.Printf("resuming journal entry %s (%s): %d changes were made before it stopped", entries[n-1].ID, entries[n-1].Status(), len(entries[n-1].Done))
+	} else {
+		rec = j.Begin(s.Name(), command)
+		rec.Entry().User = user
+	}
+	if err := rec.Capture(ctx, plan.Record...); err != nil {
+		return err
+	}
+	if err := rec.Save(ctx); err != nil {
+		return fmt.Errorf("%w; nothing was changed", err)
+	}
+	r.rec = rec
+	r.Result.Journal = rec.Entry().ID
+
+	// Apply and gate; revert on a failed gate when the step can.
+	runErr := s.Apply(ctx, r)
+	state := journal.StateInEffect
+	switch code := cli.CodeOf(runErr); {
+	case runErr == nil:
+	case errors.Is(runErr, ErrCancelled) || (r.Stopping() && ctx.Err() != nil):
+		state = journal.StateCancelled
+		if !errors.Is(runErr, ErrCancelled) {
+			runErr = fmt.Errorf("%w (%v)", ErrCancelled, runErr)
+		}
+	case code == cli.ExitGateFailed || code == cli.ExitTimeout:
+		state = journal.StateIncomplete
+		if rv, ok := s.(Reverter); ok {
+			rctx := context.WithoutCancel(ctx)
+			if done, rerr := rv.Revert(rctx, r, runErr); rerr != nil {
+				runErr = cli.Errorf(code, "%v; revert failed: %v", runErr, rerr)
+			} else if done {
+				r.markRolledBack()
+			}
+		}
+	default:
+		state = journal.StateIncomplete
+	}
+	if r.rolledBack {
+		state = journal.StateRolledBack
+	}
+	rec.Entry().State = state
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := rec.Save(sctx); err != nil {
+		r.Progress.Printf("warning: journal entry %s could not be marked %s: %v", rec.Entry().ID, state, err)
+	}
+
+	// Diff and output.
+	if after, err := mesh.Read(sctx, c, g.ReadOptions("", true)); err == nil {
+		r.Result.Diff = mesh.Compare(r.Before, after)
+	}
+	if runErr != nil {
+		if r.Result.Summary != "" {
+			r.Result.Summary += "; "
+		}
+		r.Result.Summary += "HALTED: " + runErr.Error()
+		if state == journal.StateRolledBack {
+			r.Result.Summary += " (rolled back)"
+		}
+	}
+	if err := r.Result.Write(r.Out, g.Output); err != nil {
+		return err
+	}
+	return runErr
+}
+
+// watchSignals turns the first signal into Stopping and the second into an abort.
+func watchSignals(ctx context.Context, signals <-chan os.Signal, r *Run, abort context.CancelFunc) {
+	if signals == nil {
+		return
+	}
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-signals:
+			n++
+			if n == 1 {
+				r.Progress.Printf("%s: stopping after the work in flight (again to abort at once)", sig)
+				close(r.stopping)
+				continue
+			}
+			r.Progress.Printf("%s: aborting", sig)
+			abort()
+			return
+		}
+	}
+}
+
+func lastID(ctx context.Context, j *journal.Journal) (string, error) {
+	entries, err := j.List(ctx)
+	if err != nil || len(entries) == 0 {
+		return "", err
+	}
+	return entries[len(entries)-1].ID, nil
+}

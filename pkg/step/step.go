@@ -1,0 +1,236 @@
+// Package step is the engine every mutating runbook step runs through, in one order:
+// Complete → Validate → Plan → confirm (-y) → lock (Lease) → journal → Apply (none/client/server through
+// one path) → Gate → Revert on failure → diff → output. A step supplies only its own logic: its flags,
+// its plan, its writes (through Run.Write, which honours --dry-run), its gates and its revert.
+package step
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// FieldManager is the field manager of every write a step makes.
+const FieldManager = kube.FieldManager
+
+// Step is one mutating runbook step.
+type Step interface {
+	// Name names the step's journal entries and results ("migrate-ns").
+	Name() string
+	// Validate checks flags and arguments without I/O (r has no clients yet; r.Namespace is set).
+	Validate(r *Run, args []string) error
+	// Plan reads the cluster and decides what to change; it writes nothing. An error leaves the cluster
+	// untouched.
+	Plan(ctx context.Context, r *Run) (*Plan, error)
+	// Apply makes the planned changes through r.Write and gates them (r.Live says whether gates run).
+	// Between units of work it checks r.Stopping and returns r.Cancelled() when told to stop.
+	Apply(ctx context.Context, r *Run) error
+}
+
+// Reverter is a step that can take back its own failed work (a failed gate) before the runner reports.
+// It returns false when it chose not to (migrate-ns without --rollback-on-failure).
+type Reverter interface {
+	Revert(ctx context.Context, r *Run, cause error) (bool, error)
+}
+
+// Plan is what a step will do, decided before anything changes.
+type Plan struct {
+	// Nothing, when set, says there is nothing to change: the runner prints it and stops (exit 0)
+	// without a question, lock or journal entry.
+	Nothing string
+	// Question is asked on a terminal before anything changes (without -y).
+	Question string
+	// Record are the objects whose prior state the journal keeps (captured before the first write).
+	Record []journal.ObjectRef
+}
+
+// Options are the flags the runner gives every mutating step.
+type Options struct {
+	DryRunStr string
+	Yes       bool
+}
+
+// Run is one execution of a step: its clients, its result, its journal entry and its lock.
+type Run struct {
+	genericiooptions.IOStreams
+	G *cli.Global
+	// C are the clients (nil until Complete).
+	C *kube.Clients
+	// Namespace is -n, or the kubeconfig context's namespace.
+	Namespace string
+	DryRun    cli.DryRun
+	Yes       bool
+	Progress  *cli.Progress
+	Result    *cli.Result
+	// Before is the mesh as Plan saw it (proxies included on a real run); Raw the lists it was built from.
+	Before *mesh.Snapshot
+	Raw    *mesh.Inputs
+	// Command is the command line as the journal records it (credentials left out).
+	Command string
+
+	rec        *journal.Recorder
+	rolledBack bool
+	mu         sync.Mutex
+	stopping chan struct{}
+	parent   *Run
+}
+
+// Live says the run changes the cluster (no dry run): only then do gates wait and the journal record.
+func (r *Run) Live() bool { return r.DryRun == cli.DryRunNone }
+
+// Stopping says SIGINT or SIGTERM asked the step to stop: finish or revert the in-flight unit, start
+// no new one.
+func (r *Run) Stopping() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// ErrCancelled is returned by a step that stopped because it was told to.
+var ErrCancelled = cli.Errorf(cli.ExitCancelled, "cancelled: stopped after the in-flight work; a rerun of the same command resumes")
+
+// Cancelled is the error a step returns when it stops on r.Stopping.
+func (r *Run) Cancelled() error { return ErrCancelled }
+
+// Entry is the journal entry of this run (nil under a dry run).
+func (r *Run) Entry() *journal.Entry {
+	if r.rec == nil {
+		return nil
+	}
+	return r.rec.Entry()
+}
+
+// Capture records more objects' prior state mid-run (the entry is saved before returning), for
+// objects a step only finds while acting.
+func (r *Run) Capture(ctx context.Context, refs ...journal.ObjectRef) error {
+	if r.rec == nil {
+		return nil
+	}
+	if err := r.rec.Capture(ctx, refs...); err != nil {
+		return err
+	}
+	return r.rec.Save(ctx)
+}
+
+// Write is the one path of every change: with --dry-run=client it only records what would be sent;
+// otherwise it calls do with the request's dryRun (["All"] on a server dry run) and records the
+// action once the apiserver accepted it. object is "kind/name", verb what happens to it.
+func (r *Run) Write(object, verb string, do func(dryRun []string) error) error {
+	if r.DryRun != cli.DryRunClient {
+		if err := do(r.DryRun.APIDryRun()); err != nil {
+			return err
+		}
+	}
+	r.Record(object, verb)
+	return nil
+}
+
+// Record notes an action that already happened (or, in a dry run, would).
+func (r *Run) Record(object, verb string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Result.Add(object, verb)
+	if r.rec != nil && r.Live() {
+		e := r.rec.Entry()
+		e.Done = append(e.Done, object+" "+verb)
+	}
+}
+
+// CreateOptions, UpdateOptions, PatchOptions and DeleteOptions carry the run's dry run and field manager.
+func (r *Run) CreateOptions() metav1.CreateOptions {
+	return metav1.CreateOptions{DryRun: r.DryRun.APIDryRun(), FieldManager: FieldManager}
+}
+
+func (r *Run) UpdateOptions() metav1.UpdateOptions {
+	return metav1.UpdateOptions{DryRun: r.DryRun.APIDryRun(), FieldManager: FieldManager}
+}
+
+func (r *Run) PatchOptions() metav1.PatchOptions {
+	return metav1.PatchOptions{DryRun: r.DryRun.APIDryRun(), FieldManager: FieldManager}
+}
+
+func (r *Run) DeleteOptions() metav1.DeleteOptions {
+	return metav1.DeleteOptions{DryRun: r.DryRun.APIDryRun()}
+}
+
+// Sub runs another step inside this one (tag-move --restart runs migrate-ns): same clients, dry run,
+// lock and journal entry, so the whole command stays one undoable unit. Its result is returned for the
+// caller to embed. The sub-step plans on a fresh read of the mesh: it sees what the outer step changed.
+func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, error) {
+	sub := &Run{IOStreams: r.IOStreams, G: r.G, C: r.C, Namespace: r.Namespace, DryRun: r.DryRun, Yes: r.Yes,
+		Progress: r.Progress, Result: cli.NewResult(s.Name(), r.DryRun),
+		Command: r.Command, rec: r.rec, stopping: r.stopping, parent: r}
+	if err := s.Validate(sub, args); err != nil {
+		return sub.Result, err
+	}
+	raw, err := mesh.List(ctx, r.C, r.G.ReadOptions("", r.Live()))
+	if err != nil {
+		return sub.Result, err
+	}
+	sub.Raw, sub.Before = raw, mesh.Build(*raw)
+	p, err := s.Plan(ctx, sub)
+	if err != nil {
+		return sub.Result, err
+	}
+	if p.Nothing != "" {
+		sub.Result.Summary = p.Nothing
+		return sub.Result, nil
+	}
+	if r.rec != nil {
+		if err := r.Capture(ctx, p.Record...); err != nil {
+			return sub.Result, err
+		}
+	}
+	err = s.Apply(ctx, sub)
+	if err != nil && r.Live() && !errors.Is(err, ErrCancelled) {
+		if rv, ok := s.(Reverter); ok {
+			if done, rerr := rv.Revert(ctx, sub, err); rerr != nil {
+				err = fmt.Errorf("%w; revert failed: %v", err, rerr)
+			} else if done {
+				sub.markRolledBack()
+			}
+		}
+	}
+	r.mu.Lock()
+	for _, a := range sub.Result.Actions {
+		if r.rec != nil && r.Live() {
+			e := r.rec.Entry()
+			e.Done = append(e.Done, a.Object+" "+a.Verb)
+		}
+	}
+	r.mu.Unlock()
+	return sub.Result, err
+}
+
+// rolledBack is set when a step's revert took its work back.
+func (r *Run) markRolledBack() {
+	for x := r; x != nil; x = x.parent {
+		x.rolledBack = true
+	}
+}
+
+// Wait polls cond every second until it is done, fails, or timeout passes; the live progress line shows
+// cond's reason. A timeout is exit 74 with the last reason; cond's error ends the wait at once.
+func (r *Run) Wait(ctx context.Context, timeout time.Duration, what string, cond Condition) error {
+	return WaitFor(ctx, r.Progress, timeout, what, cond)
+}
+
+// Add registers the runner's flags (--dry-run, -y) on a step's command.
+func (o *Options) AddFlags(cmd *cobra.Command) {
+	cli.AddDryRunFlag(cmd.Flags(), &o.DryRunStr)
+	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation (without a terminal nothing is asked anyway)")
+}

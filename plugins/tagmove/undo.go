@@ -1,0 +1,36 @@
+package tagmove
+
+import (
+	"context"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
+)
+
+// Undo takes a tag move back as one unit: the tag first (webhook, tag Service, default validator), so
+// the pods a restart creates are injected by the old revision again, then what --restart restarted,
+// the way migrate-ns is undone.
+func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	var actions []journal.Action
+	restarts := *e
+	restarts.Objects = nil
+	for _, o := range e.Objects {
+		switch o.Ref.Kind {
+		case "Namespace", "Deployment", "StatefulSet", "DaemonSet":
+			restarts.Objects = append(restarts.Objects, o)
+			continue
+		}
+		a, err := j.RestoreObject(ctx, o, dryRun)
+		if err != nil {
+			return actions, err
+		}
+		actions = append(actions, a)
+	}
+	if len(restarts.Objects) == 0 {
+		return actions, nil
+	}
+	more, err := migratens.Undo(ctx, c, j, &restarts, dryRun, p)
+	return append(actions, more...), err
+}
