@@ -47,3 +47,6 @@ func (g *Global) Journal() (*journal.Journal, error) {
 	}
 	return journal.New(c.Kube, c.Dynamic, g.IstioNamespace), nil
 }
+
+// SetClients gives the command clients built elsewhere (tests: fake clientsets).
+func (g *Global) SetClients(c *kube.Clients) { g.clients = c }

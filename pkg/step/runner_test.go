@@ -1,0 +1,293 @@
+package step
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
+)
+
+// fakeStep patches one ConfigMap key per batch; its gate fails when gateErr is set.
+type fakeStep struct {
+	batches  int
+	gateErr  error
+	reverted bool
+	onBatch  func(i int)
+}
+
+func (s *fakeStep) Name() string                   { return "fake" }
+func (s *fakeStep) Validate(*Run, []string) error { return nil }
+func (s *fakeStep) Plan(context.Context, *Run) (*Plan, error) {
+	return &Plan{Question: "go?", Record: []journal.ObjectRef{journal.ConfigMapRef("shop", "target")}}, nil
+}
+
+func (s *fakeStep) Apply(ctx context.Context, r *Run) error {
+	for i := 0; i < s.batches; i++ {
+		if r.Stopping() {
+			return r.Cancelled()
+		}
+		cm, err := r.C.Kube.CoreV1().ConfigMaps("shop").Get(ctx, "target", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cm.Data[fmt.Sprint(i)] != "" {
+			continue // a rerun resumes: done batches are skipped
+		}
+		patch := []byte(fmt.Sprintf(`{"data":{"%d":"done"}}`, i))
+		if err := r.Write(fmt.Sprintf("configmap/target batch %d", i), "patched", func([]string) error {
+			_, err := r.C.Kube.CoreV1().ConfigMaps("shop").Patch(ctx, "target", types.MergePatchType, patch, r.PatchOptions())
+			return err
+		}); err != nil {
+			return err
+		}
+		if s.onBatch != nil {
+			s.onBatch(i)
+		}
+	}
+	if r.Live() && s.gateErr != nil {
+		return s.gateErr
+	}
+	return nil
+}
+
+func (s *fakeStep) Revert(context.Context, *Run, error) (bool, error) {
+	s.reverted = true
+	return true, nil
+}
+
+// write is one mutating request the fake cluster saw.
+type write struct {
+	verb, resource, name string
+	dryRun               []string
+	manager              string
+}
+
+type bed struct {
+	t      *testing.T
+	c      *journaltest.Cluster
+	g      *cli.Global
+	writes []write
+	out    *bytes.Buffer
+	errOut *bytes.Buffer
+}
+
+func newBed(t *testing.T, objs ...runtime.Object) *bed {
+	t.Helper()
+	objs = append(objs,
+		&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
+		&corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: metav1.ObjectMeta{Name: "target", Namespace: "shop"}, Data: map[string]string{}})
+	b := &bed{t: t, c: journaltest.New(t, objs...)}
+	b.g = &cli.Global{ConfigFlags: genericclioptions.NewConfigFlags(true), IstioNamespace: "istio-system", Output: cli.OutputJSON}
+	b.g.SetClients(b.c.Clients)
+	record := func(a k8stesting.Action) (bool, runtime.Object, error) {
+		w := write{verb: a.GetVerb(), resource: a.GetResource().Resource}
+		switch x := a.(type) {
+		case k8stesting.CreateActionImpl:
+			w.name, w.dryRun, w.manager = x.GetObject().(metav1.Object).GetName(), x.CreateOptions.DryRun, x.CreateOptions.FieldManager
+		case k8stesting.UpdateActionImpl:
+			w.name, w.dryRun, w.manager = x.GetObject().(metav1.Object).GetName(), x.UpdateOptions.DryRun, x.UpdateOptions.FieldManager
+		case k8stesting.PatchActionImpl:
+			w.name, w.dryRun, w.manager = x.Name, x.PatchOptions.DryRun, x.PatchOptions.FieldManager
+		case k8stesting.DeleteActionImpl:
+			w.name, w.dryRun = x.Name, x.DeleteOptions.DryRun
+		default:
+			return false, nil, nil
+		}
+		if w.resource == "selfsubjectreviews" {
+			return false, nil, nil
+		}
+		b.writes = append(b.writes, w)
+		return false, nil, nil
+	}
+	b.c.Clients.Kube.(interface {
+		PrependReactor(string, string, k8stesting.ReactionFunc)
+	}).PrependReactor("*", "*", record)
+	return b
+}
+
+func (b *bed) run(s Step, dry string, signals chan os.Signal) error {
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	b.out, b.errOut = out, errOut
+	return Execute(context.Background(), b.g, streams, s, &Options{DryRunStr: dry, Yes: true}, "kubectl istio-upgrade fake shop", nil, signals)
+}
+
+func (b *bed) entries() []*journal.Entry {
+	b.t.Helper()
+	l, err := b.c.Journal.List(context.Background())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return l
+}
+
+func (b *bed) data() map[string]string {
+	cm, err := b.c.Clients.Kube.CoreV1().ConfigMaps("shop").Get(context.Background(), "target", metav1.GetOptions{})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return cm.Data
+}
+
+func TestClientDryRunSendsNoWrite(t *testing.T) {
+	b := newBed(t)
+	if err := b.run(&fakeStep{batches: 3}, "client", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.writes) != 0 {
+		t.Errorf("client dry run wrote: %+v", b.writes)
+	}
+	if !strings.Contains(b.out.String(), `"configmap/target batch 2"`) || !strings.Contains(b.out.String(), `"dryRun": "client"`) {
+		t.Errorf("client dry run must print what would be sent:\n%s", b.out)
+	}
+}
+
+func TestServerDryRunSendsOnlyDryRunWrites(t *testing.T) {
+	b := newBed(t)
+	if err := b.run(&fakeStep{batches: 3}, "server", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.writes) != 3 {
+		t.Fatalf("want the 3 step writes (no lock, no journal), got %+v", b.writes)
+	}
+	for _, w := range b.writes {
+		if len(w.dryRun) != 1 || w.dryRun[0] != "All" {
+			t.Errorf("server dry run sent a real write: %+v", w)
+		}
+	}
+}
+
+func TestRealRunLocksJournalsAndUsesFieldManager(t *testing.T) {
+	b := newBed(t)
+	if err := b.run(&fakeStep{batches: 2}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, w := range b.writes {
+		order = append(order, w.verb+" "+w.resource)
+		if w.verb != "delete" && w.manager != FieldManager {
+			t.Errorf("write without field manager: %+v", w)
+		}
+	}
+	want := "create leases,create configmaps,patch configmaps,patch configmaps,update configmaps,delete leases"
+	if strings.Join(order, ",") != want {
+		t.Errorf("lifecycle order:\n got %s\nwant %s", strings.Join(order, ","), want)
+	}
+	e := b.entries()
+	if len(e) != 1 || e[0].State != journal.StateInEffect || len(e[0].Done) != 2 || e[0].Command != "kubectl istio-upgrade fake shop" {
+		t.Fatalf("entry: %+v", e)
+	}
+}
+
+func TestFailedGateExitCodeAndRevert(t *testing.T) {
+	for _, code := range []cli.ExitCode{cli.ExitGateFailed, cli.ExitTimeout} {
+		b := newBed(t)
+		s := &fakeStep{batches: 1, gateErr: cli.Errorf(code, "gate")}
+		err := b.run(s, "none", nil)
+		if cli.CodeOf(err) != code || !s.reverted {
+			t.Errorf("exit %d (want %d), reverted %v", cli.CodeOf(err), code, s.reverted)
+		}
+		if e := b.entries(); len(e) != 1 || e[0].State != journal.StateRolledBack {
+			t.Errorf("a reverted step's entry must say rolled-back: %+v", e)
+		}
+	}
+	b := newBed(t)
+	s := &fakeStep{batches: 1, gateErr: errors.New("api down")}
+	if err := b.run(s, "none", nil); cli.CodeOf(err) != cli.ExitError || s.reverted {
+		t.Errorf("an API error is not a gate: exit %d, reverted %v", cli.CodeOf(err), s.reverted)
+	}
+	if e := b.entries(); e[0].State != journal.StateIncomplete {
+		t.Errorf("state %s, want incomplete", e[0].State)
+	}
+}
+
+func heldLease(renewed time.Time) *coordinationv1.Lease {
+	at := metav1.NewMicroTime(renewed)
+	return &coordinationv1.Lease{TypeMeta: metav1.TypeMeta{APIVersion: "coordination.k8s.io/v1", Kind: "Lease"},
+		ObjectMeta: metav1.ObjectMeta{Name: LockName, Namespace: "istio-system", Annotations: map[string]string{AnnotationCommand: "kubectl istio-upgrade migrate-ns a --to=1-31", AnnotationUser: "alice"}},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("alice@host/1"), LeaseDurationSeconds: ptr.To(int32(30)), AcquireTime: &at, RenewTime: &at}}
+}
+
+func TestHeldLockRefusesBeforeAnyWrite(t *testing.T) {
+	b := newBed(t, heldLease(time.Now()))
+	err := b.run(&fakeStep{batches: 1}, "none", nil)
+	if cli.CodeOf(err) != cli.ExitLocked || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "migrate-ns a") {
+		t.Fatalf("want exit 73 naming the holder and command, got %d %v", cli.CodeOf(err), err)
+	}
+	if len(b.writes) != 0 || len(b.data()) != 0 || len(b.entries()) != 0 {
+		t.Errorf("a refused step wrote: %+v", b.writes)
+	}
+}
+
+func TestStaleLockIsTakenOverWithAWarning(t *testing.T) {
+	b := newBed(t, heldLease(time.Now().Add(-time.Minute)))
+	if err := b.run(&fakeStep{batches: 1}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.errOut.String(), "taking over the lock from alice") {
+		t.Errorf("no warning: %s", b.errOut)
+	}
+}
+
+func TestCancellationLeavesACancelledEntryARerunCompletes(t *testing.T) {
+	b := newBed(t)
+	sig := make(chan os.Signal, 1)
+	s := &fakeStep{batches: 4, onBatch: func(i int) {
+		if i == 1 {
+			sig <- syscall.SIGINT
+			time.Sleep(100 * time.Millisecond) // the runner sees it before the next batch
+		}
+	}}
+	err := b.run(s, "none", sig)
+	if cli.CodeOf(err) != cli.ExitCancelled {
+		t.Fatalf("exit %d, want 130: %v", cli.CodeOf(err), err)
+	}
+	e := b.entries()
+	if len(e) != 1 || e[0].State != journal.StateCancelled || len(e[0].Done) != 2 || len(b.data()) != 2 {
+		t.Fatalf("cancelled after the batch in flight: entry %+v, data %v", e, b.data())
+	}
+	if err := b.run(&fakeStep{batches: 4}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	e = b.entries()
+	if len(e) != 1 || e[0].State != journal.StateInEffect || len(b.data()) != 4 || len(e[0].Done) != 4 {
+		t.Errorf("the rerun must resume the same entry and complete it: %+v data %v", e, b.data())
+	}
+	if before, _, _ := unstructured.NestedStringMap(e[0].Objects[0].State.Object, "data"); len(before) != 0 {
+		t.Errorf("the resumed entry must keep the state before the first run: %+v", e[0].Objects[0].State)
+	}
+}
+
+func TestCommandLineLeavesCredentialsOut(t *testing.T) {
+	cmd := &cobra.Command{Use: "migrate-ns", RunE: func(*cobra.Command, []string) error { return nil }}
+	genericclioptions.NewConfigFlags(true).AddFlags(cmd.Flags())
+	var to string
+	cmd.Flags().StringVar(&to, "to", "", "")
+	if err := cmd.ParseFlags([]string{"--token", "s3cret", "--client-key=/secret/key", "--as", "admin", "--kubeconfig", "/k", "--context", "prod", "--to", "1-31"}); err != nil {
+		t.Fatal(err)
+	}
+	got := CommandLine(cmd, []string{"shop", "a b"})
+	if got != "kubectl istio-upgrade migrate-ns shop 'a b' --context=prod --to=1-31" {
+		t.Errorf("got %q", got)
+	}
+}
