@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 )
 
 func tagState(t *testing.T) (webhookRev, serviceRev, url string) {
@@ -83,21 +85,21 @@ func TestTagMoveRestartAndUndo(t *testing.T) {
 		t.Errorf("tag-move --restart must keep the namespace on the tag, label is %q", l)
 	}
 
-	// The newest entry is the restart; undoing it before the tag moves back would restart the pods
-	// onto 1-31 again, so undo asks for the tag move first.
-	if u := plugin(t, "undo"); u.code != 65 || !strings.Contains(u.stderr, "undo "+res.Journal+" first") {
-		t.Errorf("undo of the restart before the tag move: exit %d (want 65) %q", u.code, u.stderr)
+	// One command, one journal unit: one `undo -y` puts the tag back, then restarts payments onto 1-30,
+	// rolled out when undo returns.
+	var h struct {
+		Entries []journal.Entry `json:"entries"`
 	}
-	u := plugin(t, "undo", res.Journal)
+	mustJSON(t, plugin(t, "history", "-o", "json"), &h)
+	if last := h.Entries[len(h.Entries)-1]; last.ID != res.Journal || last.Step != "tag-move" || last.Status() != journal.StateInEffect {
+		t.Errorf("the move and its restart must be one entry %s in effect, newest is %+v", res.Journal, last)
+	}
+	u := plugin(t, "undo", "-y")
 	if u.code != 0 {
-		t.Fatalf("undo %s: exit %d %s", res.Journal, u.code, u.stderr)
+		t.Fatalf("undo -y: exit %d %s", u.code, u.stderr)
 	}
 	if wr, sr, url := tagState(t); wr != "1-30" || sr != "1-30" || !strings.Contains(url, "localhost") || url != oldURL {
 		t.Errorf("after undo: webhook %s service %s url %s (want %s)", wr, sr, url, oldURL)
-	}
-	// Then the restart: payments' pods go back to 1-30, rolled out when undo returns.
-	if u := plugin(t, "undo"); u.code != 0 {
-		t.Fatalf("undo of the restart: exit %d %s", u.code, u.stderr)
 	}
 	eventually(t, 30*time.Second, "payments back on 1-30", func() error {
 		for p, rev := range injectedPods(t, "payments") {

@@ -133,8 +133,8 @@ func TestGatewayCanaryShiftCleanupUndo(t *testing.T) {
 	}
 	rv := istiodRV()
 	res, r := cleanup(t)
-	if r.code != 75 {
-		t.Fatalf("cleanup with dependents: exit %d, want 75", r.code)
+	if r.code != 66 {
+		t.Fatalf("cleanup with dependents: exit %d, want 66", r.code)
 	}
 	kinds := map[string]bool{}
 	for _, b := range res.Details.Blockers {

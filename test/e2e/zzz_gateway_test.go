@@ -130,8 +130,8 @@ func canaryShift(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	deadURL := closed.URL
 	closed.Close()
-	if d, r := step(t, append([]string{"shift", "--weight", "50", "--step", "0", "--probe-url", deadURL, "--probes", "1"}, gw...)...); r.code != 75 || !strings.Contains(d.Summary, "reverted") {
-		t.Errorf("shift with a failing probe: exit %d, summary %q, want 75 and reverted", r.code, d.Summary)
+	if d, r := step(t, append([]string{"shift", "--weight", "50", "--step", "0", "--probe-url", deadURL, "--probes", "1"}, gw...)...); r.code != 75 || !strings.Contains(d.Summary, "rolled back") {
+		t.Errorf("shift with a failing probe: exit %d, summary %q, want 75 and rolled back", r.code, d.Summary)
 	}
 	for _, c := range []struct{ name, path, want string }{
 		{"istio-ingressgateway", "{.spec.replicas}", "2"},
@@ -189,15 +189,15 @@ func undoShifts(t *testing.T, canaryGW string) {
 		return kubectl(t, "-n", "istio-ingress", "get", "deployment", name, "-o", "jsonpath={.spec.replicas} {.spec.template.spec.readinessGates[*].conditionType}")
 	}
 	state := ingressState(t)
-	if r := plugin(t, "undo", canaryGW); r.code != 65 || !strings.Contains(r.stderr, "shift") {
-		t.Errorf("undo of canary-gw under two shifts: exit %d (want 65) %q", r.code, r.stderr)
+	if r := plugin(t, "undo", canaryGW); r.code != 66 || !strings.Contains(r.stderr, "shift") {
+		t.Errorf("undo of canary-gw under two shifts: exit %d (want 66) %q", r.code, r.stderr)
 	}
 	if ingressState(t) != state {
 		t.Error("a refused undo changed istio-ingress")
 	}
-	// On a terminal undo asks first: "n" changes nothing (exit 75), "y" goes on.
-	if r := onTerminal(t, "n\n", "undo"); r.code != 75 || !strings.Contains(r.stdout, "[y/N]") || ingressState(t) != state {
-		t.Errorf("undo answered no on a terminal: exit %d (want 75), changed %v:\n%s", r.code, ingressState(t) != state, r.stdout)
+	// On a terminal undo asks first: "n" changes nothing (exit 67), "y" goes on.
+	if r := onTerminal(t, "n\n", "undo"); r.code != 67 || !strings.Contains(r.stdout, "[y/N]") || ingressState(t) != state {
+		t.Errorf("undo answered no on a terminal: exit %d (want 67), changed %v:\n%s", r.code, ingressState(t) != state, r.stdout)
 	}
 	for i, c := range []struct{ old, canary string }{
 		{"1 ", "1 "},                         // undo of shift 100: back to 50 %
