@@ -15,17 +15,17 @@ import (
 type ExitCode int
 
 const (
-	ExitOK           ExitCode = 0  // success
-	ExitError        ExitCode = 1  // unexpected or API error
-	ExitUsage        ExitCode = 64 // bad flags or arguments
-	ExitBadInput     ExitCode = 65 // unknown revision, tag, namespace, …
-	ExitBlocked      ExitCode = 66 // refused because something still depends on what the step would change
-	ExitDeclined     ExitCode = 67 // the person at the terminal answered no
-	ExitLocked       ExitCode = 73 // another mutating step holds the cluster's lock
-	ExitTimeout      ExitCode = 74 // a gate did not pass in time: the step halted
-	ExitGateFailed   ExitCode = 75 // a gate failed: the step halted (and reverted when asked)
-	ExitNotPermitted ExitCode = 77 // RBAC denied an operation
-	ExitPrecheck     ExitCode = 79 // precheck found blocking issues
+	ExitOK           ExitCode = 0   // success
+	ExitError        ExitCode = 1   // unexpected or API error
+	ExitUsage        ExitCode = 64  // bad flags or arguments
+	ExitBadInput     ExitCode = 65  // unknown revision, tag, namespace, …
+	ExitBlocked      ExitCode = 66  // refused because something still depends on what the step would change
+	ExitDeclined     ExitCode = 67  // the person at the terminal answered no
+	ExitLocked       ExitCode = 73  // another mutating step holds the cluster's lock
+	ExitTimeout      ExitCode = 74  // a gate did not pass in time: the step halted
+	ExitGateFailed   ExitCode = 75  // a gate failed: the step halted (and reverted when asked)
+	ExitNotPermitted ExitCode = 77  // RBAC denied an operation
+	ExitPrecheck     ExitCode = 79  // precheck found blocking issues
 	ExitCancelled    ExitCode = 130 // SIGINT/SIGTERM: the step stopped after its in-flight work
 )
 

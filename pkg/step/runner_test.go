@@ -36,7 +36,7 @@ type fakeStep struct {
 	onBatch  func(i int)
 }
 
-func (s *fakeStep) Name() string                   { return "fake" }
+func (s *fakeStep) Name() string                  { return "fake" }
 func (s *fakeStep) Validate(*Run, []string) error { return nil }
 func (s *fakeStep) Plan(context.Context, *Run) (*Plan, error) {
 	return &Plan{Question: "go?", Record: []journal.ObjectRef{journal.ConfigMapRef("shop", "target")}}, nil

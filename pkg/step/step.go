@@ -82,8 +82,8 @@ type Run struct {
 	rec        *journal.Recorder
 	rolledBack bool
 	mu         sync.Mutex
-	stopping chan struct{}
-	parent   *Run
+	stopping   chan struct{}
+	parent     *Run
 }
 
 // Live says the run changes the cluster (no dry run): only then do gates wait and the journal record.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
 func wl(kind, ns, name string, replicas int32, injected ...string) mesh.Workload {

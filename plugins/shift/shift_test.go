@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
