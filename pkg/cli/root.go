@@ -95,9 +95,10 @@ func NewRootCommand(streams genericiooptions.IOStreams, subcommands ...CommandFa
   history     what each step changed
   undo        put a step's changes back
 
-Every mutating step accepts --dry-run=none|client|server, records what it changes (see history, undo),
-and prints the proxy-status diff (before → after). On a terminal, cleanup, tag-move, undo and
-migrate-ns (after its canary) ask before going on: -y answers yes; without a terminal nothing waits.`,
+Every mutating step accepts --dry-run=none|client|server and -y, takes the cluster's lock (one mutating
+step at a time), records what it changes as one journal entry (see history, undo), and prints the
+proxy-status diff (before → after). On a terminal each asks before changing anything: -y answers yes;
+without a terminal nothing waits. Ctrl-C stops after the work in flight; the same command resumes.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations: map[string]string{

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -115,7 +116,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	for _, rev := range before.Revisions {
 		if rev.Name == o.Revision {
 			known = true
-		} else if rev.Installed && (next == "" || rev.Version > versionOf(before, next)) {
+		} else if rev.Installed && (next == "" || newer(rev.Version, versionOf(before, next))) {
 			next = rev.Name
 		}
 	}
@@ -273,6 +274,16 @@ func refOf(u *unstructured.Unstructured) journal.ObjectRef {
 		}
 	}
 	return journal.ObjectRef{Group: group, Version: version, Resource: resource, Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()}
+}
+
+// newer orders Istio versions as versions (1.10 after 1.9); an unparsable one is never newer.
+func newer(a, b string) bool {
+	va, err := version.ParseGeneric(a)
+	if err != nil {
+		return false
+	}
+	vb, err := version.ParseGeneric(b)
+	return err != nil || va.GreaterThan(vb)
 }
 
 func versionOf(s *mesh.Snapshot, rev string) string {

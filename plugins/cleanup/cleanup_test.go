@@ -76,3 +76,14 @@ func TestRevisionKindsNeverIncludeShared(t *testing.T) {
 		}
 	}
 }
+
+func TestNewerOrdersVersionsNotStrings(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{{"1.10.0", "1.9.3", true}, {"1.9.3", "1.10.0", false}, {"1.31.0", "1.30.0", true}, {"dev", "1.30.0", false}, {"1.30.0", "unknown", true}} {
+		if got := newer(c.a, c.b); got != c.want {
+			t.Errorf("newer(%s, %s) = %v", c.a, c.b, got)
+		}
+	}
+}

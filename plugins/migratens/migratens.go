@@ -101,7 +101,7 @@ injection, gateways (use canary-gw and shift) and workloads pinned by their own 
 
 After each batch, a gate: every rollout complete (watched), every new pod injected by the target
 revision, its proxy SYNCED on the target istiod (syncz), and the target istiod's error counters
-(rejected configs, push errors) did not rise. A failed or timed-out gate halts the step (exit 75);
+(rejected configs, push errors) did not rise. A failed gate halts the step (exit 75), a timed-out one too (exit 74);
 with --rollback-on-failure the namespaces are relabelled back and what was restarted is restarted
 again onto the old revision.
 
