@@ -124,7 +124,7 @@ workloads are warned about and restarted last.`,
 	f.StringVarP(&o.Selector, "selector", "l", "", "Migrate the namespaces matching this label selector")
 	f.BoolVar(&o.All, "all", false, "Migrate every namespace that selects a revision (injection label or istio.io/rev)")
 	f.StringVar(&o.To, "to", "", "The revision or revision tag to label namespaces with (required)")
-	f.StringVar(&o.CanaryStr, "canary", "", "Restart this workload (KIND/NAME or NAMESPACE/KIND/NAME) first, alone, verify it, and ask before continuing")
+	f.StringVar(&o.CanaryStr, "canary", "", "Restart this workload (KIND/NAME or NAMESPACE/KIND/NAME) first, alone, verify it, and ask before continuing (-y continues without asking)")
 	f.IntVar(&o.BatchSize, "batch-size", 5, "Workloads restarted together before each gate")
 	f.IntVar(&o.MaxUnavailableNamespaces, "max-unavailable-namespaces", 1, "Namespaces relabelled and migrating at the same time")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long one batch may take to pass its gate")
