@@ -34,7 +34,6 @@ type Lock struct {
 	k        kubernetes.Interface
 	ns       string
 	identity string
-	uid      types.UID
 	stop     chan struct{}
 	done     chan struct{}
 	warn     func(string, ...any)
@@ -68,14 +67,13 @@ func Acquire(ctx context.Context, k kubernetes.Interface, namespace string, h Ho
 	for attempt := 0; attempt < 3; attempt++ {
 		cur, err := leases.Get(ctx, LockName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			got, err := leases.Create(ctx, want(&coordinationv1.Lease{}), metav1.CreateOptions{FieldManager: FieldManager})
+			_, err := leases.Create(ctx, want(&coordinationv1.Lease{}), metav1.CreateOptions{FieldManager: FieldManager})
 			if apierrors.IsAlreadyExists(err) {
 				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("lock: create lease %s/%s: %w", namespace, LockName, err)
 			}
-			l.uid = got.UID
 			l.start()
 			return l, nil
 		}
@@ -90,14 +88,13 @@ func Acquire(ctx context.Context, k kubernetes.Interface, namespace string, h Ho
 			}
 			warn("warning: taking over the lock from %s (`%s`), which stopped renewing it %s ago", cur.Annotations[AnnotationUser], cur.Annotations[AnnotationCommand], sinceRenew(cur))
 		}
-		got, err := leases.Update(ctx, want(cur), metav1.UpdateOptions{FieldManager: FieldManager})
+		_, err = leases.Update(ctx, want(cur), metav1.UpdateOptions{FieldManager: FieldManager})
 		if apierrors.IsConflict(err) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("lock: take lease %s/%s: %w", namespace, LockName, err)
 		}
-		l.uid = got.UID
 		l.start()
 		return l, nil
 	}
@@ -174,6 +171,3 @@ func (l *Lock) Release() {
 	}
 	_ = l.k.CoordinationV1().Leases(l.ns).Delete(ctx, LockName, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}})
 }
-
-// Identity is the holder string this lock writes ("user@host/pid").
-func (l *Lock) Identity() string { return l.identity }

@@ -68,11 +68,14 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	}
 	go watchSignals(ctx, signals, r, abort)
 
-	// Plan, on one read of the mesh.
+	// Plan, on one read of the mesh. A real run notes the newest journal entry first: one written while
+	// it planned means the plan may be stale.
 	j := journal.New(c.Kube, c.Dynamic, g.IstioNamespace)
-	head, err := lastID(ctx, j)
-	if err != nil {
-		return err
+	head := ""
+	if r.Live() {
+		if head, err = lastID(ctx, j); err != nil {
+			return err
+		}
 	}
 	proxies := r.Live()
 	if pr, ok := s.(ProxyReader); ok && pr.ProxiesInDryRun() {
@@ -140,28 +143,19 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	// Apply and gate; revert on a failed gate when the step can.
 	runErr := s.Apply(ctx, r)
 	state := journal.StateInEffect
-	switch code := cli.CodeOf(runErr); {
+	switch {
 	case runErr == nil:
 	case errors.Is(runErr, ErrCancelled) || (r.Stopping() && ctx.Err() != nil):
 		state = journal.StateCancelled
 		if !errors.Is(runErr, ErrCancelled) {
 			runErr = fmt.Errorf("%w (%v)", ErrCancelled, runErr)
 		}
-	case code == cli.ExitGateFailed || code == cli.ExitTimeout:
-		state = journal.StateIncomplete
-		if rv, ok := s.(Reverter); ok {
-			rctx := context.WithoutCancel(ctx)
-			if done, rerr := rv.Revert(rctx, r, runErr); rerr != nil {
-				runErr = cli.Errorf(code, "%v; revert failed: %v", runErr, rerr)
-			} else if done {
-				r.markRolledBack()
-			}
-		}
 	default:
 		state = journal.StateIncomplete
-	}
-	if r.rolledBack {
-		state = journal.StateRolledBack
+		var rolledBack bool
+		if rolledBack, runErr = revert(ctx, s, r, runErr); rolledBack {
+			state = journal.StateRolledBack
+		}
 	}
 	rec.Entry().State = state
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -291,3 +291,29 @@ func TestCommandLineLeavesCredentialsOut(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// outerStep runs fakeStep inside itself, as tag-move --restart runs migrate-ns.
+type outerStep struct{ fakeStep }
+
+func (s *outerStep) Name() string { return "outer" }
+func (s *outerStep) Apply(ctx context.Context, r *Run) error {
+	if err := r.Write("configmap/target outer", "patched", func([]string) error { return nil }); err != nil {
+		return err
+	}
+	_, err := r.Sub(ctx, &fakeStep{batches: 2}, nil)
+	return err
+}
+
+func TestSubStepIsOneJournalUnit(t *testing.T) {
+	b := newBed(t)
+	if err := b.run(&outerStep{}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	e := b.entries()
+	if len(e) != 1 || e[0].Step != "outer" || e[0].State != journal.StateInEffect {
+		t.Fatalf("one command must be one entry: %+v", e)
+	}
+	if len(e[0].Done) != 3 {
+		t.Errorf("each change recorded once (1 outer + 2 sub), got %q", e[0].Done)
+	}
+}

@@ -6,8 +6,6 @@ package step
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -79,11 +77,9 @@ type Run struct {
 	// Command is the command line as the journal records it (credentials left out).
 	Command string
 
-	rec        *journal.Recorder
-	rolledBack bool
-	mu         sync.Mutex
-	stopping   chan struct{}
-	parent     *Run
+	rec      *journal.Recorder
+	mu       sync.Mutex
+	stopping chan struct{}
 }
 
 // Live says the run changes the cluster (no dry run): only then do gates wait and the journal record.
@@ -173,7 +169,7 @@ func (r *Run) DeleteOptions() metav1.DeleteOptions {
 func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, error) {
 	sub := &Run{IOStreams: r.IOStreams, G: r.G, C: r.C, Namespace: r.Namespace, DryRun: r.DryRun, Yes: r.Yes,
 		Progress: r.Progress, Result: cli.NewResult(s.Name(), r.DryRun),
-		Command: r.Command, rec: r.rec, stopping: r.stopping, parent: r}
+		Command: r.Command, rec: r.rec, stopping: r.stopping}
 	if err := s.Validate(sub, args); err != nil {
 		return sub.Result, err
 	}
@@ -190,37 +186,29 @@ func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, erro
 		sub.Result.Summary = p.Nothing
 		return sub.Result, nil
 	}
-	if r.rec != nil {
-		if err := r.Capture(ctx, p.Record...); err != nil {
-			return sub.Result, err
-		}
+	if err := r.Capture(ctx, p.Record...); err != nil {
+		return sub.Result, err
 	}
-	err = s.Apply(ctx, sub)
-	if err != nil && r.Live() && !errors.Is(err, ErrCancelled) {
-		if rv, ok := s.(Reverter); ok {
-			if done, rerr := rv.Revert(ctx, sub, err); rerr != nil {
-				err = fmt.Errorf("%w; revert failed: %v", err, rerr)
-			} else if done {
-				sub.markRolledBack()
-			}
-		}
-	}
-	r.mu.Lock()
-	for _, a := range sub.Result.Actions {
-		if r.rec != nil && r.Live() {
-			e := r.rec.Entry()
-			e.Done = append(e.Done, a.Object+" "+a.Verb)
-		}
-	}
-	r.mu.Unlock()
+	// The sub-step's writes go into the shared entry through sub.Record. Its revert takes back only its
+	// own part: the outer step's changes stay in effect, so the entry is never marked rolled back by it.
+	_, err = revert(ctx, s, sub, s.Apply(ctx, sub))
 	return sub.Result, err
 }
 
-// rolledBack is set when a step's revert took its work back.
-func (r *Run) markRolledBack() {
-	for x := r; x != nil; x = x.parent {
-		x.rolledBack = true
+// revert gives a step whose gate failed or timed out (on a real run) the chance to take its work back:
+// the one rule for the runner and sub-steps. It says whether the step's own work was taken back
+// completely, and returns the error to report.
+func revert(ctx context.Context, s Step, r *Run, err error) (bool, error) {
+	code := cli.CodeOf(err)
+	rv, ok := s.(Reverter)
+	if !ok || !r.Live() || (code != cli.ExitGateFailed && code != cli.ExitTimeout) {
+		return false, err
 	}
+	done, rerr := rv.Revert(context.WithoutCancel(ctx), r, err)
+	if rerr != nil {
+		return false, cli.Errorf(code, "%v; revert failed: %v", err, rerr)
+	}
+	return done, err
 }
 
 // Wait polls cond every second until it is done, fails, or timeout passes; the live progress line shows

@@ -446,12 +446,11 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 			}
 			batchNo++
 			g, err := o.runBatch(ctx, r, batchNo, b, baseline)
-			if !r.Live() {
-				continue
+			if r.Live() {
+				o.det.Gates = append(o.det.Gates, g)
 			}
-			o.det.Gates = append(o.det.Gates, g)
 			if err != nil {
-				return err
+				return err // in a server dry run: the apiserver refused a restart
 			}
 			if merr == nil && g.Metrics != nil {
 				for k, v := range g.Metrics {

@@ -243,8 +243,8 @@ func (o *Options) writePlan() error {
 
 // load finds the old gateway, its canary, their HPAs and Services, and plans the steps. Any error
 // here leaves the cluster untouched.
-func (r *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) ([]Step, error) {
-	o, c := r, r.r.C
+func (o *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) ([]Step, error) {
+	c := o.r.C
 	old, err := c.Kube.AppsV1().Deployments(o.Namespace).Get(ctx, o.Old, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, cli.BadInputf("gateway deployment %s/%s not found", o.Namespace, o.Old)
@@ -252,7 +252,7 @@ func (r *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 	if err != nil {
 		return nil, err
 	}
-	r.old = old
+	o.old = old
 	l, err := c.Kube.AppsV1().Deployments(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.Old, istio.LabelRev: o.Revision}.String()})
 	if err != nil {
 		return nil, err
@@ -261,21 +261,21 @@ func (r *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 		return nil, cli.BadInputf("%d canaries of %s/%s on revision %s (want 1): create one with `kubectl istio-upgrade canary-gw --gateway %s/%s --revision %s`",
 			len(l.Items), o.Namespace, o.Old, o.Revision, o.Namespace, o.Old, o.Revision)
 	}
-	r.canary = &l.Items[0]
-	r.det.Canary = o.Namespace + "/" + r.canary.Name
+	o.canary = &l.Items[0]
+	o.det.Canary = o.Namespace + "/" + o.canary.Name
 	for _, gw := range s.Gateways {
 		if gw.Namespace == o.Namespace && gw.Name == o.Old {
-			r.oldRev = gw.Revision
+			o.oldRev = gw.Revision
 		}
 	}
-	if r.oldRev == "" {
+	if o.oldRev == "" {
 		return nil, cli.BadInputf("%s/%s is not an Istio gateway", o.Namespace, o.Old)
 	}
 	if err := canarygw.RevisionReady(s, o.Revision); err != nil {
 		return nil, err
 	}
-	for _, rev := range []string{o.Revision, r.oldRev} {
-		r.syncz[rev] = gate.NewIstiod(c, canarygw.IstiodPods(raw, rev), r.r.G.ReadOptions("", true))
+	for _, rev := range []string{o.Revision, o.oldRev} {
+		o.syncz[rev] = gate.NewIstiod(c, canarygw.IstiodPods(raw, rev), o.r.G.ReadOptions("", true))
 	}
 	svcs, err := c.Kube.CoreV1().Services(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -283,16 +283,16 @@ func (r *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 	}
 	for _, svc := range svcs.Items {
 		if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(old.Spec.Template.Labels)) {
-			r.services = append(r.services, svc.Name)
-			r.det.Services = append(r.det.Services, fmt.Sprintf("%s (uid %s)", svc.Name, svc.UID))
-			if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(r.canary.Spec.Template.Labels)) {
+			o.services = append(o.services, svc.Name)
+			o.det.Services = append(o.det.Services, fmt.Sprintf("%s (uid %s)", svc.Name, svc.UID))
+			if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(o.canary.Spec.Template.Labels)) {
 				return nil, cli.BadInputf("service %s/%s does not select the canary's pods (selector %v): traffic cannot be shared by ready pods", o.Namespace, svc.Name, svc.Spec.Selector)
 			}
 		}
 	}
-	if len(r.services) == 0 {
-		r.det.Warnings = append(r.det.Warnings, "no Service selects the gateway: nothing to shift traffic on, only replicas move")
-		r.r.Progress.Printf("warning: no Service in %s selects %s", o.Namespace, o.Old)
+	if len(o.services) == 0 {
+		o.det.Warnings = append(o.det.Warnings, "no Service selects the gateway: nothing to shift traffic on, only replicas move")
+		o.r.Progress.Printf("warning: no Service in %s selects %s", o.Namespace, o.Old)
 	}
 	hpas, err := c.Kube.AutoscalingV2().HorizontalPodAutoscalers(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -301,30 +301,30 @@ func (r *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 	var hpaRange *Range
 	oldHPA := canarygw.HPAFor(hpas.Items, old.Name)
 	if oldHPA != nil {
-		r.hpa[old.Name] = oldHPA.Name
+		o.hpa[old.Name] = oldHPA.Name
 	}
-	if h := canarygw.HPAFor(hpas.Items, r.canary.Name); h != nil {
-		r.hpa[r.canary.Name] = h.Name
+	if h := canarygw.HPAFor(hpas.Items, o.canary.Name); h != nil {
+		o.hpa[o.canary.Name] = h.Name
 	}
 	// The range to split is the old gateway's as canary-gw found it (shift has changed the live one
 	// since); an HPA added after canary-gw is taken as it is now.
-	rng := r.canary.Annotations[canarygw.AnnotationHPARange]
+	rng := o.canary.Annotations[canarygw.AnnotationHPARange]
 	if rng == "" {
 		rng = canarygw.HPARange(oldHPA)
 	}
-	if min, max, ok := canarygw.ParseHPARange(rng); ok && len(r.hpa) > 0 {
+	if min, max, ok := canarygw.ParseHPARange(rng); ok && len(o.hpa) > 0 {
 		hpaRange = &Range{Min: min, Max: max}
 	}
-	r.current = Step{Old: replicas(old), Canary: replicas(r.canary)}
-	if canarygw.HasServingGate(&r.canary.Spec.Template.Spec) {
-		r.current.Canary = 0 // held out of traffic: its pods serve nothing yet
-		r.held = r.canary.DeepCopy()
+	o.current = Step{Old: replicas(old), Canary: replicas(o.canary)}
+	if canarygw.HasServingGate(&o.canary.Spec.Template.Spec) {
+		o.current.Canary = 0 // held out of traffic: its pods serve nothing yet
+		o.held = o.canary.DeepCopy()
 	}
-	r.current.Effective = effective(r.current.Canary, r.current.Old)
-	r.current.Weight = r.current.Effective
-	r.det.From = r.current
-	r.total = r.current.Old + r.current.Canary
-	steps, err := Plan(Input{Old: r.current.Old, Canary: r.current.Canary, Target: o.Weight, StepSize: o.StepSize, HPA: hpaRange})
+	o.current.Effective = effective(o.current.Canary, o.current.Old)
+	o.current.Weight = o.current.Effective
+	o.det.From = o.current
+	o.total = o.current.Old + o.current.Canary
+	steps, err := Plan(Input{Old: o.current.Old, Canary: o.current.Canary, Target: o.Weight, StepSize: o.StepSize, HPA: hpaRange})
 	if err != nil {
 		return nil, cli.BadInputf("%v", err)
 	}
@@ -345,31 +345,31 @@ func (o *Options) describe(s Step) {
 
 // run executes the steps; a failed gate stops (the runner then calls Revert for that step). Told to
 // stop, it finishes the step in flight and starts no other.
-func (r *Options) run(ctx context.Context, steps []Step) error {
+func (o *Options) run(ctx context.Context, steps []Step) error {
 	for i, s := range steps {
-		if r.r.Stopping() {
-			return r.r.Cancelled()
+		if o.r.Stopping() {
+			return o.r.Cancelled()
 		}
-		prev := r.current
-		r.r.Progress.Printf("step %d/%d: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", i+1, len(steps), prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
-		g, err := r.step(ctx, prev, s)
-		r.det.Gates = append(r.det.Gates, g)
+		prev := o.current
+		o.r.Progress.Printf("step %d/%d: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", i+1, len(steps), prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
+		g, err := o.step(ctx, prev, s)
+		o.det.Gates = append(o.det.Gates, g)
 		if err != nil {
-			r.failed, r.prev = &s, &prev
-			r.r.Progress.Printf("step %d/%d: gate FAILED: %v; reverting to %d%%", i+1, len(steps), err, prev.Effective)
+			o.failed, o.prev = &s, &prev
+			o.r.Progress.Printf("step %d/%d: gate FAILED: %v; reverting to %d%%", i+1, len(steps), err, prev.Effective)
 			code := cli.CodeOf(err)
 			if code != cli.ExitTimeout {
 				code = cli.ExitGateFailed
 			}
 			return cli.Errorf(code, "step %d (%d%%) failed: %v", i+1, s.Weight, err)
 		}
-		r.r.Progress.Printf("step %d/%d: gate passed: %d%% (%d ready endpoints) in %.1fs", i+1, len(steps), s.Effective, g.ReadyEndpoints, g.Seconds)
-		if i < len(steps)-1 && r.Interval > 0 {
-			r.r.Progress.Printf("holding %s before the next step", r.Interval)
+		o.r.Progress.Printf("step %d/%d: gate passed: %d%% (%d ready endpoints) in %.1fs", i+1, len(steps), s.Effective, g.ReadyEndpoints, g.Seconds)
+		if i < len(steps)-1 && o.Interval > 0 {
+			o.r.Progress.Printf("holding %s before the next step", o.Interval)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(r.Interval):
+			case <-time.After(o.Interval):
 			}
 		}
 	}
@@ -377,54 +377,54 @@ func (r *Options) run(ctx context.Context, steps []Step) error {
 }
 
 // step moves from prev to s, adding first, then removing, and gates the result.
-func (r *Options) step(ctx context.Context, prev, s Step) (Gate, error) {
+func (o *Options) step(ctx context.Context, prev, s Step) (Gate, error) {
 	start := time.Now()
 	g := Gate{Weight: s.Weight}
-	sctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	fail := func(err error) (Gate, error) {
-		r.r.Progress.Done()
+		o.r.Progress.Done()
 		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
 		return g, err
 	}
-	if err := r.moveTo(sctx, prev, s); err != nil {
+	if err := o.moveTo(sctx, prev, s); err != nil {
 		return fail(err)
 	}
-	r.current = s
-	n, err := r.verify(sctx, s)
+	o.current = s
+	n, err := o.verify(sctx, s)
 	g.ReadyEndpoints = n
 	if err != nil {
 		return fail(err)
 	}
-	if r.ProbeURL != "" {
-		if err := r.probe(sctx); err != nil {
+	if o.ProbeURL != "" {
+		if err := o.probe(sctx); err != nil {
 			return fail(err)
 		}
-		g.Probes = r.Probes
+		g.Probes = o.Probes
 	}
-	r.r.Progress.Done()
+	o.r.Progress.Done()
 	g.Passed, g.Seconds = true, time.Since(start).Seconds()
 	return g, nil
 }
 
 // moveTo scales the growing side first and waits for it, then the shrinking side.
-func (r *Options) moveTo(ctx context.Context, from, to Step) error {
+func (o *Options) moveTo(ctx context.Context, from, to Step) error {
 	type change struct {
 		d      *appsv1.Deployment
 		n      int32
 		hpa    *Range
 		growth int32
 	}
-	changes := []change{{r.canary, to.Canary, to.CanaryHPA, to.Canary - from.Canary}, {r.old, to.Old, to.OldHPA, to.Old - from.Old}}
+	changes := []change{{o.canary, to.Canary, to.CanaryHPA, to.Canary - from.Canary}, {o.old, to.Old, to.OldHPA, to.Old - from.Old}}
 	if changes[1].growth > changes[0].growth {
 		changes[0], changes[1] = changes[1], changes[0]
 	}
 	for _, ch := range changes {
-		if err := r.scale(ctx, ch.d, ch.n, ch.hpa); err != nil {
+		if err := o.scale(ctx, ch.d, ch.n, ch.hpa); err != nil {
 			return err
 		}
 		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: ch.d.Namespace, Name: ch.d.Name}
-		if err := kube.WaitRollouts(ctx, r.r.C.Kube, []kube.WorkloadRef{ref}, func(m string) { r.r.Progress.Update("%s", m) }); err != nil {
+		if err := kube.WaitRollouts(ctx, o.r.C.Kube, []kube.WorkloadRef{ref}, func(m string) { o.r.Progress.Update("%s", m) }); err != nil {
 			return err
 		}
 	}
@@ -447,14 +447,14 @@ type hpaRangePatch struct {
 }
 
 // patchDeployment sends a JSON patch through the run (honouring its dry run) and keeps the live object.
-func (r *Options) patchDeployment(ctx context.Context, d *appsv1.Deployment, verb string, ops []jsonPatchOp) error {
+func (o *Options) patchDeployment(ctx context.Context, d *appsv1.Deployment, verb string, ops []jsonPatchOp) error {
 	body, err := json.Marshal(ops)
 	if err != nil {
 		return err
 	}
-	return r.r.Write("deployment/"+d.Name, verb, func([]string) error {
-		out, err := r.r.C.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, body, r.r.PatchOptions())
-		if err == nil && r.r.Live() {
+	return o.r.Write("deployment/"+d.Name, verb, func([]string) error {
+		out, err := o.r.C.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, body, o.r.PatchOptions())
+		if err == nil && o.r.Live() {
 			*d = *out
 		}
 		return err
@@ -463,16 +463,16 @@ func (r *Options) patchDeployment(ctx context.Context, d *appsv1.Deployment, ver
 
 // scale sets a side's HPA range (first, so the HPA agrees with what follows) and replicas; a canary
 // going into service loses its readiness gate in the same patch.
-func (r *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng *Range) error {
-	if h := r.hpa[d.Name]; h != "" && rng != nil {
+func (o *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng *Range) error {
+	if h := o.hpa[d.Name]; h != "" && rng != nil {
 		var p hpaRangePatch
 		p.Spec.MinReplicas, p.Spec.MaxReplicas = rng.Min, rng.Max
 		body, err := json.Marshal(p)
 		if err != nil {
 			return err
 		}
-		err = r.r.Write("horizontalpodautoscaler/"+h, fmt.Sprintf("range %d-%d", rng.Min, rng.Max), func([]string) error {
-			_, err := r.r.C.Kube.AutoscalingV2().HorizontalPodAutoscalers(d.Namespace).Patch(ctx, h, types.MergePatchType, body, r.r.PatchOptions())
+		err = o.r.Write("horizontalpodautoscaler/"+h, fmt.Sprintf("range %d-%d", rng.Min, rng.Max), func([]string) error {
+			_, err := o.r.C.Kube.AutoscalingV2().HorizontalPodAutoscalers(d.Namespace).Patch(ctx, h, types.MergePatchType, body, o.r.PatchOptions())
 			return err
 		})
 		if err != nil {
@@ -481,7 +481,7 @@ func (r *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng 
 	}
 	ops := []jsonPatchOp{{Op: "replace", Path: "/spec/replicas", Value: n}}
 	verb := fmt.Sprintf("scaled to %d", n)
-	if d == r.canary && n > 0 {
+	if d == o.canary && n > 0 {
 		for i, g := range d.Spec.Template.Spec.ReadinessGates {
 			if g.ConditionType == canarygw.ServingGate {
 				path := fmt.Sprintf("/spec/template/spec/readinessGates/%d", i)
@@ -490,29 +490,29 @@ func (r *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng 
 			}
 		}
 	}
-	if err := r.patchDeployment(ctx, d, verb, ops); err != nil {
+	if err := o.patchDeployment(ctx, d, verb, ops); err != nil {
 		return fmt.Errorf("scale deployment %s to %d: %w", d.Name, n, err)
 	}
-	if len(ops) > 1 && r.r.Live() {
-		r.r.Progress.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canarygw.ServingGate)
+	if len(ops) > 1 && o.r.Live() {
+		o.r.Progress.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canarygw.ServingGate)
 	}
 	return nil
 }
 
 // verify waits until every pod of both sides runs its revision SYNCED and the Services have at least
 // the original number of ready endpoints.
-func (r *Options) verify(ctx context.Context, s Step) (int, error) {
+func (o *Options) verify(ctx context.Context, s Step) (int, error) {
 	ready := 0
-	err := r.r.Wait(ctx, r.Timeout, "waiting", func(ctx context.Context) (string, bool, error) {
+	err := o.r.Wait(ctx, o.Timeout, "waiting", func(ctx context.Context) (string, bool, error) {
 		var reason string
-		reason, ready = r.check(ctx, s)
+		reason, ready = o.check(ctx, s)
 		return reason, reason == "", nil
 	})
 	return ready, err
 }
 
-func (r *Options) check(ctx context.Context, s Step) (string, int) {
-	pods, err := r.r.C.Kube.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(r.old.Spec.Selector)})
+func (o *Options) check(ctx context.Context, s Step) (string, int) {
+	pods, err := o.r.C.Kube.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(o.old.Spec.Selector)})
 	if err != nil {
 		return err.Error(), 0
 	}
@@ -520,23 +520,23 @@ func (r *Options) check(ctx context.Context, s Step) (string, int) {
 		d   *appsv1.Deployment
 		n   int32
 		rev string
-	}{{r.canary, s.Canary, r.Revision}, {r.old, s.Old, r.oldRev}} {
+	}{{o.canary, s.Canary, o.Revision}, {o.old, s.Old, o.oldRev}} {
 		if side.n == 0 {
 			continue
 		}
 		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: side.d.Namespace, Name: side.d.Name}
-		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, r.syncz[side.rev].Proxies(ctx), side.rev); why != "" {
+		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, o.syncz[side.rev].Proxies(ctx), side.rev); why != "" {
 			return why, 0
 		}
 	}
 	ready := 0
-	for _, svc := range r.services {
-		n, err := ReadyEndpoints(ctx, r.r.C, r.Namespace, svc)
+	for _, svc := range o.services {
+		n, err := ReadyEndpoints(ctx, o.r.C, o.Namespace, svc)
 		if err != nil {
 			return err.Error(), 0
 		}
-		if n < int(r.total) {
-			return fmt.Sprintf("service %s has %d ready endpoints, want at least %d", svc, n, r.total), n
+		if n < int(o.total) {
+			return fmt.Sprintf("service %s has %d ready endpoints, want at least %d", svc, n, o.total), n
 		}
 		ready = n
 	}
@@ -561,23 +561,23 @@ func ReadyEndpoints(ctx context.Context, c *kube.Clients, namespace, service str
 }
 
 // probe sends the probe requests; any transport error or 5xx fails the gate.
-func (r *Options) probe(ctx context.Context) error {
+func (o *Options) probe(ctx context.Context) error {
 	client := &http.Client{Timeout: 5 * time.Second}
-	for i := 0; i < r.Probes; i++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.ProbeURL, nil)
+	for i := 0; i < o.Probes; i++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.ProbeURL, nil)
 		if err != nil {
 			return err
 		}
-		if r.ProbeHost != "" {
-			req.Host = r.ProbeHost
+		if o.ProbeHost != "" {
+			req.Host = o.ProbeHost
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return fmt.Errorf("probe %d/%d: %w", i+1, r.Probes, err)
+			return fmt.Errorf("probe %d/%d: %w", i+1, o.Probes, err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode >= 500 {
-			return fmt.Errorf("probe %d/%d: %s answered %s", i+1, r.Probes, r.ProbeURL, resp.Status)
+			return fmt.Errorf("probe %d/%d: %s answered %s", i+1, o.Probes, o.ProbeURL, resp.Status)
 		}
 	}
 	return nil
@@ -586,28 +586,28 @@ func (r *Options) probe(ctx context.Context) error {
 // Revert takes back the step whose gate failed, to the split before it, adding back first; a canary
 // that step put into service goes back out of traffic as canary-gw left it. It reports done only when
 // that leaves the cluster as the shift found it (the first step failed): earlier steps stay in effect.
-func (r *Options) Revert(ctx context.Context, _ *step.Run, _ error) (bool, error) {
-	if r.failed == nil {
+func (o *Options) Revert(ctx context.Context, _ *step.Run, _ error) (bool, error) {
+	if o.failed == nil {
 		return false, nil
 	}
-	failed, prev := *r.failed, *r.prev
-	rctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	failed, prev := *o.failed, *o.prev
+	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if err := r.moveTo(rctx, failed, prev); err != nil {
+	if err := o.moveTo(rctx, failed, prev); err != nil {
 		return false, err
 	}
-	if r.held != nil && prev.Canary == 0 && !canarygw.HasServingGate(&r.canary.Spec.Template.Spec) {
+	if o.held != nil && prev.Canary == 0 && !canarygw.HasServingGate(&o.canary.Spec.Template.Spec) {
 		ops := []jsonPatchOp{
-			{Op: "add", Path: "/spec/template/spec/readinessGates", Value: r.held.Spec.Template.Spec.ReadinessGates},
-			{Op: "replace", Path: "/spec/replicas", Value: replicas(r.held)},
+			{Op: "add", Path: "/spec/template/spec/readinessGates", Value: o.held.Spec.Template.Spec.ReadinessGates},
+			{Op: "replace", Path: "/spec/replicas", Value: replicas(o.held)},
 		}
-		if err := r.patchDeployment(rctx, r.canary, fmt.Sprintf("readiness gate restored, scaled to %d (out of traffic again)", replicas(r.held)), ops); err != nil {
+		if err := o.patchDeployment(rctx, o.canary, fmt.Sprintf("readiness gate restored, scaled to %d (out of traffic again)", replicas(o.held)), ops); err != nil {
 			return false, fmt.Errorf("put the canary back out of traffic: %w", err)
 		}
-		r.r.Progress.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", r.canary.Name, canarygw.ServingGate, replicas(r.canary))
+		o.r.Progress.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", o.canary.Name, canarygw.ServingGate, replicas(o.canary))
 	}
-	r.current = prev
-	r.det.Reverted = true
-	r.r.Progress.Done()
-	return prev.Canary == r.det.From.Canary && prev.Old == r.det.From.Old, nil
+	o.current = prev
+	o.det.Reverted = true
+	o.r.Progress.Done()
+	return prev.Canary == o.det.From.Canary && prev.Old == o.det.From.Old, nil
 }
