@@ -4,12 +4,9 @@
 package gate
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -73,98 +70,4 @@ func CompareMetrics(before, after map[string]float64) []string {
 		}
 	}
 	return out
-}
-
-// Istiod asks one revision's istiods for syncz, again and again while a gate waits, over one token and
-// one port-forward per istiod pod kept for the whole step: minting a token and opening port-forwards on
-// every poll was most of a gated step's apiserver requests. Close releases the port-forwards.
-type Istiod struct {
-	c      *kube.Clients
-	pods   []corev1.Pod
-	opts   mesh.ReadOptions
-	token  string
-	minted time.Time
-	fwd    map[string]forward // istiod pod → its port-forward
-	mu     sync.Mutex
-	ctx    context.Context // the port-forwards' lifetime: until Close
-	cancel context.CancelFunc
-}
-
-type forward struct {
-	addr string
-	stop func()
-}
-
-// tokenLife is how long a minted token is reused (it is requested for 10 minutes).
-const tokenLife = 5 * time.Minute
-
-// NewIstiod prepares syncz polling of the given istiod pods (one revision's).
-func NewIstiod(c *kube.Clients, pods []corev1.Pod, opts mesh.ReadOptions) *Istiod {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Istiod{c: c, pods: pods, opts: opts, fwd: map[string]forward{}, ctx: ctx, cancel: cancel}
-}
-
-// Proxies returns namespace/pod → sync state from every running istiod pod.
-func (i *Istiod) Proxies(ctx context.Context) map[string]string {
-	out := map[string]string{}
-	add := func(sz mesh.IstiodSyncz) {
-		for _, p := range sz.Proxies {
-			out[p.Namespace+"/"+p.Pod] = p.State()
-		}
-	}
-	if i.opts.XDS.Address != "" {
-		for _, sz := range mesh.GatherSyncz(ctx, i.c, i.pods, i.opts) {
-			add(sz)
-		}
-		return out
-	}
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.token == "" || time.Since(i.minted) > tokenLife {
-		t, err := mesh.Token(ctx, i.c, i.opts.IstioNamespace)
-		if err != nil {
-			return out
-		}
-		i.token, i.minted = t, time.Now()
-	}
-	timeout := i.opts.XDS.Timeout
-	if timeout == 0 {
-		timeout = istio.DefaultTimeout
-	}
-	for _, p := range i.pods {
-		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
-			continue
-		}
-		f, ok := i.fwd[p.Name]
-		if !ok {
-			// The forward outlives this poll: it lasts until Close, or until a fetch through it fails.
-			addr, stop, err := kube.PortForward(i.ctx, i.c.Config, p.Namespace, p.Name, i.opts.XDS.Port)
-			if err != nil {
-				continue
-			}
-			f = forward{addr, stop}
-			i.fwd[p.Name] = f
-		}
-		fctx, cancel := context.WithTimeout(ctx, timeout)
-		sz := mesh.FetchAt(fctx, f.addr, i.token, false, i.opts.IstioNamespace)
-		cancel()
-		if sz.Err != nil {
-			f.stop()
-			delete(i.fwd, p.Name)
-			continue
-		}
-		add(sz)
-	}
-	return out
-}
-
-// Close stops the port-forwards.
-func (i *Istiod) Close() {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	for k, f := range i.fwd {
-		f.stop()
-		delete(i.fwd, k)
-	}
-	i.cancel()
 }

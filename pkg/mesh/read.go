@@ -3,13 +3,11 @@ package mesh
 import (
 	"context"
 	"fmt"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -32,6 +30,9 @@ type ReadOptions struct {
 	Namespace      string // "" = all namespaces
 	Proxies        bool   // ask every istiod for syncz
 	XDS            XDSOptions
+	// Istiod, when set, is the client syncz is asked through (its token and port-forwards are reused);
+	// otherwise a read opens one of its own and closes it.
+	Istiod *Istiod
 }
 
 // Read takes a Snapshot of the cluster: a handful of parallel LIST calls, plus syncz from every istiod
@@ -68,7 +69,12 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 		in.IstiodPods = l.Items
 		// syncz needs only the istiod pods: it runs while the big LISTs are still coming in.
 		if opts.Proxies {
-			in.Syncz = GatherSyncz(gctx, c, l.Items, opts)
+			client := opts.Istiod
+			if client == nil {
+				client = NewIstiod(c, opts)
+				defer client.Close()
+			}
+			in.Syncz = client.Syncz(gctx, l.Items)
 		}
 		return nil
 	})
@@ -199,92 +205,4 @@ func wrap(what string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// GatherSyncz asks every running istiod pod of every revision for syncz, in parallel, through a
-// port-forward to its xDS port with a token (as istioctl does), or asks opts.XDS.Address once.
-func GatherSyncz(ctx context.Context, c *kube.Clients, istiodPods []corev1.Pod, opts ReadOptions) []IstiodSyncz {
-	timeout := opts.XDS.Timeout
-	if timeout == 0 {
-		timeout = istio.DefaultTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	revOfPod := map[string]string{}
-	for _, p := range istiodPods {
-		revOfPod[p.Name] = istio.RevisionOf(p.Labels)
-	}
-	if opts.XDS.Address != "" {
-		token := ""
-		if !opts.XDS.Plaintext {
-			t, err := Token(ctx, c, opts.IstioNamespace)
-			if err != nil {
-				return []IstiodSyncz{{Pod: opts.XDS.Address, Err: err}}
-			}
-			token = t
-		}
-		sz := FetchAt(ctx, opts.XDS.Address, token, opts.XDS.Plaintext, opts.IstioNamespace)
-		if sz.Pod == "" {
-			sz.Pod = opts.XDS.Address
-		}
-		sz.Revision = revOfPod[sz.Pod]
-		return []IstiodSyncz{sz}
-	}
-	var running []corev1.Pod
-	for _, p := range istiodPods {
-		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
-			running = append(running, p)
-		}
-	}
-	out := make([]IstiodSyncz, len(running))
-	if len(running) == 0 {
-		return out
-	}
-	token, terr := Token(ctx, c, opts.IstioNamespace)
-	var wg sync.WaitGroup
-	for i, p := range running {
-		out[i] = IstiodSyncz{Pod: p.Name, Revision: istio.RevisionOf(p.Labels)}
-		if terr != nil {
-			out[i].Err = terr
-			continue
-		}
-		wg.Add(1)
-		go func(i int, p corev1.Pod) {
-			defer wg.Done()
-			addr, stop, err := kube.PortForward(ctx, c.Config, p.Namespace, p.Name, opts.XDS.Port)
-			if err != nil {
-				out[i].Err = err
-				return
-			}
-			defer stop()
-			sz := FetchAt(ctx, addr, token, false, opts.IstioNamespace)
-			out[i].Version, out[i].Proxies, out[i].Err = sz.Version, sz.Proxies, sz.Err
-		}(i, p)
-	}
-	wg.Wait()
-	return out
-}
-
-// FetchAt asks the istiod at addr (a port-forward or --xds-address) for syncz.
-func FetchAt(ctx context.Context, addr, token string, plaintext bool, ns string) IstiodSyncz {
-	conn, err := istio.Dial(ctx, addr, token, plaintext)
-	if err != nil {
-		return IstiodSyncz{Err: err}
-	}
-	defer conn.Close()
-	info, proxies, err := istio.FetchSyncz(ctx, conn, ns)
-	return IstiodSyncz{Pod: info.ID, Version: info.Version, Proxies: proxies, Err: err}
-}
-
-// Token asks the apiserver for a short-lived token of istio-system/default with audience istio-ca,
-// the identity istiod accepts for debug requests.
-func Token(ctx context.Context, c *kube.Clients, istioNamespace string) (string, error) {
-	exp := int64(600)
-	tr, err := c.Kube.CoreV1().ServiceAccounts(istioNamespace).CreateToken(ctx, "default", &authv1.TokenRequest{
-		Spec: authv1.TokenRequestSpec{Audiences: []string{"istio-ca"}, ExpirationSeconds: &exp},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s/default (needed to ask istiod for proxy status): %w", istioNamespace, err)
-	}
-	return tr.Status.Token, nil
 }

@@ -59,6 +59,8 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 		return err
 	}
 	r.C, r.Namespace = c, c.Namespace
+	r.Istiod = mesh.NewIstiod(c, g.ReadOptions("", true))
+	defer r.Istiod.Close()
 	if r.Namespace == "" {
 		r.Namespace = "default"
 	}
@@ -81,7 +83,7 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	if pr, ok := s.(ProxyReader); ok && pr.ProxiesInDryRun() {
 		proxies = true
 	}
-	raw, err := mesh.List(ctx, c, g.ReadOptions("", proxies))
+	raw, err := mesh.List(ctx, c, r.ReadOptions(proxies))
 	if err != nil {
 		return err
 	}
@@ -165,7 +167,7 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	}
 
 	// Diff and output.
-	if after, err := mesh.Read(sctx, c, g.ReadOptions("", true)); err == nil {
+	if after, err := mesh.Read(sctx, c, r.ReadOptions(true)); err == nil {
 		r.Result.Diff = mesh.Compare(r.Before, after)
 	}
 	if runErr != nil {

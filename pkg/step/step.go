@@ -76,10 +76,20 @@ type Run struct {
 	Raw    *mesh.Inputs
 	// Command is the command line as the journal records it (credentials left out).
 	Command string
+	// Istiod is the run's one istiod client (syncz, routing, metrics): its token and port-forwards
+	// last for the whole run, snapshots included.
+	Istiod *mesh.Istiod
 
 	rec      *journal.Recorder
 	mu       sync.Mutex
 	stopping chan struct{}
+}
+
+// ReadOptions are the options of a whole-mesh read through the run's istiod client.
+func (r *Run) ReadOptions(proxies bool) mesh.ReadOptions {
+	o := r.G.ReadOptions("", proxies)
+	o.Istiod = r.Istiod
+	return o
 }
 
 // Live says the run changes the cluster (no dry run): only then do gates wait and the journal record.
@@ -169,11 +179,11 @@ func (r *Run) DeleteOptions() metav1.DeleteOptions {
 func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, error) {
 	sub := &Run{IOStreams: r.IOStreams, G: r.G, C: r.C, Namespace: r.Namespace, DryRun: r.DryRun, Yes: r.Yes,
 		Progress: r.Progress, Result: cli.NewResult(s.Name(), r.DryRun),
-		Command: r.Command, rec: r.rec, stopping: r.stopping}
+		Command: r.Command, Istiod: r.Istiod, rec: r.rec, stopping: r.stopping}
 	if err := s.Validate(sub, args); err != nil {
 		return sub.Result, err
 	}
-	raw, err := mesh.List(ctx, r.C, r.G.ReadOptions("", r.Live()))
+	raw, err := mesh.List(ctx, r.C, r.ReadOptions(r.Live()))
 	if err != nil {
 		return sub.Result, err
 	}

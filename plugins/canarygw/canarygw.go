@@ -329,8 +329,6 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 	defer cancel()
 	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.Namespace, Name: o.CanaryName}
 	istiod := IstiodPods(r.Raw, o.Revision)
-	syncz := gate.NewIstiod(c, istiod, r.G.ReadOptions("", true))
-	defer syncz.Close()
 	sel := labels.Set{LabelCanaryOf: o.Old}.AsSelector().String()
 	var pods []corev1.Pod
 	err := r.Wait(vctx, o.Timeout, "canary "+o.CanaryName+": waiting", func(ctx context.Context) (string, bool, error) {
@@ -341,7 +339,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 		pods = l.Items
 		reason := PodsReady(pods, o.Replicas)
 		if reason == "" {
-			_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, syncz.Proxies(ctx), o.Revision)
+			_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, r.Istiod.Proxies(ctx, istiod), o.Revision)
 		}
 		return reason, reason == "", nil
 	})
@@ -384,12 +382,11 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 		det.Verified = true
 		return nil
 	}
-	opts := r.G.ReadOptions("", true)
-	want, err := mesh.RoutingOf(vctx, c, IstiodPods(r.Raw, oldRev), opts, refPod.Namespace, refPod.Name)
+	want, err := r.Istiod.Routing(vctx, IstiodPods(r.Raw, oldRev), refPod.Namespace, refPod.Name)
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", refPod.Name, oldRev, err)
 	}
-	got, err := mesh.RoutingOf(vctx, c, istiod, opts, o.Namespace, pods[0].Name)
+	got, err := r.Istiod.Routing(vctx, istiod, o.Namespace, pods[0].Name)
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", pods[0].Name, o.Revision, err)
 	}

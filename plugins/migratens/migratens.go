@@ -49,7 +49,6 @@ type Options struct {
 	plan     *Plan
 	det      *Details
 	istiod   []corev1.Pod // target revision's istiod pods
-	syncz    *gate.Istiod // asks them for syncz while gates wait
 	relabel  []string
 	restarts []kube.WorkloadRef
 }
@@ -199,10 +198,6 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 // Apply relabels and restarts wave by wave, gating every batch; it stops between batches when told to.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	start := time.Now()
-	if r.Live() {
-		o.syncz = gate.NewIstiod(r.C, o.istiod, r.G.ReadOptions("", true))
-		defer o.syncz.Close()
-	}
 	err := o.migrate(ctx, r)
 	skippedOnTarget := 0
 	for _, s := range o.plan.Skipped {
@@ -413,7 +408,7 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 	var baseline map[string]float64
 	var merr error
 	if r.Live() {
-		baseline, merr = mesh.IstiodMetrics(ctx, r.C, o.istiod, o.plan.Revision)
+		baseline, merr = r.Istiod.Metrics(ctx, o.istiod, o.plan.Revision)
 		if merr != nil {
 			r.Progress.Printf("warning: istiod %s metrics unavailable (%v): the gates check rollouts, injection and sync only", o.plan.Revision, merr)
 			o.det.Warnings = append(o.det.Warnings, "istiod metrics unavailable: "+merr.Error())
@@ -519,14 +514,14 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 			return err.Error(), false, nil
 		}
 		var reason string
-		g.Pods, reason = gate.EvaluatePods(batch, pods, o.syncz.Proxies(ctx), o.plan.Revision)
+		g.Pods, reason = gate.EvaluatePods(batch, pods, r.Istiod.Proxies(ctx, o.istiod), o.plan.Revision)
 		return reason, reason == "", nil
 	})
 	if err != nil {
 		return fail(err)
 	}
 	if baseline != nil {
-		after, err := mesh.IstiodMetrics(gctx, r.C, o.istiod, o.plan.Revision)
+		after, err := r.Istiod.Metrics(gctx, o.istiod, o.plan.Revision)
 		if err != nil {
 			return fail(fmt.Errorf("reading istiod metrics: %w", err))
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,7 +47,7 @@ type Options struct {
 	old      *appsv1.Deployment
 	canary   *appsv1.Deployment
 	oldRev   string
-	syncz    map[string]*gate.Istiod // revision → its istiods, asked for syncz
+	istiod   map[string][]corev1.Pod // revision → its istiod pods, asked for syncz
 	services []string
 	total    int32
 	hpa      map[string]string // deployment name → its HPA's name
@@ -168,7 +169,7 @@ func (o *Options) Validate(r *step.Run, _ []string) error {
 // Plan finds the old gateway, its canary, their HPAs and Services, and plans the steps.
 func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	o.r = r
-	o.hpa, o.syncz = map[string]string{}, map[string]*gate.Istiod{}
+	o.hpa, o.istiod = map[string]string{}, map[string][]corev1.Pod{}
 	o.det = &Details{Gateway: o.Namespace + "/" + o.Old, Revision: o.Revision, Services: []string{}, Steps: []Step{}, Gates: []Gate{}, Warnings: []string{}}
 	r.Result.Details = o.det
 	steps, err := o.load(ctx, r.Before, r.Raw)
@@ -192,11 +193,6 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 // Apply runs the steps: in a dry run it sends (server) or shows (client) each step's changes; on a real
 // run each step is gated, and the step is told to stop only between steps.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
-	defer func() {
-		for _, s := range o.syncz {
-			s.Close()
-		}
-	}()
 	switch r.DryRun {
 	case cli.DryRunClient:
 		for _, s := range o.steps {
@@ -275,7 +271,7 @@ func (o *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 		return nil, err
 	}
 	for _, rev := range []string{o.Revision, o.oldRev} {
-		o.syncz[rev] = gate.NewIstiod(c, canarygw.IstiodPods(raw, rev), o.r.G.ReadOptions("", true))
+		o.istiod[rev] = canarygw.IstiodPods(raw, rev)
 	}
 	svcs, err := c.Kube.CoreV1().Services(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -525,7 +521,7 @@ func (o *Options) check(ctx context.Context, s Step) (string, int) {
 			continue
 		}
 		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: side.d.Namespace, Name: side.d.Name}
-		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, o.syncz[side.rev].Proxies(ctx), side.rev); why != "" {
+		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, o.r.Istiod.Proxies(ctx, o.istiod[side.rev]), side.rev); why != "" {
 			return why, 0
 		}
 	}
