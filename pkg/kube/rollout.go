@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -43,9 +45,11 @@ func (w WorkloadRef) String() string {
 // Restart restarts a workload the way `kubectl rollout restart` does: it stamps the pod template with
 // the restart time, so the controller rolls out new pods under the workload's own strategy.
 func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time.Time, dryRun []string) error {
-	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, at.Format(time.RFC3339)))
+	patch, err := json.Marshal(newRestartPatch(at))
+	if err != nil {
+		return err
+	}
 	opts := metav1.PatchOptions{DryRun: dryRun, FieldManager: FieldManager}
-	var err error
 	switch w.Kind {
 	case "Deployment":
 		_, err = k.AppsV1().Deployments(w.Namespace).Patch(ctx, w.Name, types.StrategicMergePatchType, patch, opts)
@@ -60,6 +64,24 @@ func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time
 		return fmt.Errorf("restart %s: %w", w, err)
 	}
 	return nil
+}
+
+// restartPatch is the patch of a restart: only the pod template's restartedAt annotation (a whole
+// typed Deployment would carry null fields that a strategic merge patch deletes).
+type restartPatch struct {
+	Spec struct {
+		Template struct {
+			Metadata struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		} `json:"template"`
+	} `json:"spec"`
+}
+
+func newRestartPatch(at time.Time) restartPatch {
+	var p restartPatch
+	p.Spec.Template.Metadata.Annotations = map[string]string{RestartedAtAnnotation: at.Format(time.RFC3339)}
+	return p
 }
 
 // RolloutFailed is a rollout that waiting cannot complete: the gate fails at once instead of waiting out
@@ -121,6 +143,9 @@ func WaitRollouts(ctx context.Context, k kubernetes.Interface, refs []WorkloadRe
 		go func(r WorkloadRef) {
 			lw := listWatch(k, r)
 			_, err := watchtools.UntilWithSync(ctx, lw, newObject(r.Kind), nil, func(ev watch.Event) (bool, error) {
+				if m, err := meta.Accessor(ev.Object); err == nil && m.GetName() != r.Name {
+					return false, nil // a client that ignores the field selector (fakes) sends others too
+				}
 				if ev.Type == watch.Deleted {
 					return false, fmt.Errorf("%s was deleted during its rollout", r)
 				}
@@ -137,6 +162,9 @@ func WaitRollouts(ctx context.Context, k kubernetes.Interface, refs []WorkloadRe
 			})
 			var failed *RolloutFailed
 			if err != nil && !errors.As(err, &failed) {
+				if ctx.Err() != nil {
+					err = ctx.Err() // the caller's deadline (a timeout, exit 74) or cancellation, not watchtools' own error
+				}
 				mu.Lock()
 				err = fmt.Errorf("rollout of %s not complete (%s): %w", r, state[r.String()], err)
 				mu.Unlock()
@@ -163,10 +191,11 @@ func newObject(kind string) runtime.Object {
 	return &appsv1.Deployment{}
 }
 
-// listWatch watches one workload by name.
-func listWatch(k kubernetes.Interface, r WorkloadRef) *cache.ListWatch {
+// listWatch watches one workload by name. The wrapper tells the reflector when k cannot stream lists
+// (fake clientsets), so the watch starts with a plain list instead of waiting for initial events.
+func listWatch(k kubernetes.Interface, r WorkloadRef) cache.ListerWatcher {
 	sel := fields.OneTermEqualSelector("metadata.name", r.Name).String()
-	return &cache.ListWatch{
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
 			switch r.Kind {
@@ -187,5 +216,5 @@ func listWatch(k kubernetes.Interface, r WorkloadRef) *cache.ListWatch {
 			}
 			return k.AppsV1().Deployments(r.Namespace).Watch(ctx, o)
 		},
-	}
+	}, k)
 }

@@ -90,6 +90,9 @@ func (i *Istiod) forward(ctx context.Context, p corev1.Pod, port int) (string, e
 	if ok {
 		return f.addr, nil
 	}
+	if i.c.Config == nil { // fake clients in unit tests: nothing to forward through
+		return "", fmt.Errorf("port-forward to %s/%s:%d: no REST config", p.Namespace, p.Name, port)
+	}
 	// Bounded by ctx while it opens; once open it lives until Close (or until a request through it fails).
 	type opened struct {
 		forward

@@ -3,6 +3,7 @@
 package journaltest
 
 import (
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
@@ -25,33 +27,83 @@ type Cluster struct {
 	Dynamic *dynfake.FakeDynamicClient
 	// Writes are "verb resource name" for every create, update, patch and delete, by either client.
 	Writes []string
+	// Sent are the same writes with the options they were sent with.
+	Sent []Sent
 }
 
-// New returns a cluster holding objs, which must carry their apiVersion and kind.
+// Sent is one write and its options.
+type Sent struct {
+	Write   string
+	DryRun  []string
+	Manager string
+}
+
+// New returns a cluster holding objs, which must carry their apiVersion and kind. Built-in kinds live
+// in one store that both clients read and write, as on a real apiserver: what a step writes through the
+// typed client, undo reads back through the dynamic one. Other kinds (Istio's, Gateway API's) are
+// *unstructured.Unstructured and live in the dynamic client alone.
 func New(t *testing.T, objs ...runtime.Object) *Cluster {
 	t.Helper()
 	c := &Cluster{}
-	kc := fake.NewClientset(objs...)
+	var typed, custom []runtime.Object
 	kinds := map[schema.GroupVersionResource]string{}
-	var dyn []runtime.Object
 	for _, o := range objs {
-		gvk := o.GetObjectKind().GroupVersionKind()
-		gvr, _ := meta.UnsafeGuessKindToResource(gvk)
-		kinds[gvr] = gvk.Kind + "List"
-		dyn = append(dyn, Unstructured(t, o))
+		if _, ok := o.(*unstructured.Unstructured); ok {
+			custom = append(custom, o)
+			gvk := o.GetObjectKind().GroupVersionKind()
+			gvr, _ := meta.UnsafeGuessKindToResource(gvk)
+			kinds[gvr] = gvk.Kind + "List"
+			continue
+		}
+		typed = append(typed, o)
 	}
-	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds, dyn...)
+	kc := fake.NewClientset(typed...)
+	builtin := map[schema.GroupVersionResource]bool{}
+	for gvk := range scheme.Scheme.AllKnownTypes() {
+		if base, ok := strings.CutSuffix(gvk.Kind, "List"); ok && base != "" && gvk.Version != "" && gvk.Version != runtime.APIVersionInternal {
+			gvr, _ := meta.UnsafeGuessKindToResource(gvk.GroupVersion().WithKind(base))
+			kinds[gvr], builtin[gvr] = gvk.Kind, true
+		}
+	}
+	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds, custom...)
+	// Built-in kinds: the dynamic client's requests are served from the typed client's store.
+	shared := k8stesting.ObjectReaction(kc.Tracker())
+	dc.PrependReactor("*", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if !builtin[a.GetResource()] {
+			return false, nil, nil
+		}
+		a, err := toTyped(a)
+		if err != nil {
+			return true, nil, err
+		}
+		handled, obj, err := shared(a)
+		if err != nil || obj == nil {
+			return handled, obj, err
+		}
+		u, err := toUnstructured(obj)
+		return handled, u, err
+	})
 	record := func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "token" { // a TokenRequest to ask istiod: changes nothing
+			return false, nil, nil
+		}
+		var s Sent
 		var name string
-		switch a.GetVerb() {
-		case "create", "update":
-			name = a.(interface{ GetObject() runtime.Object }).GetObject().(metav1.Object).GetName()
-		case "patch", "delete":
-			name = a.(interface{ GetName() string }).GetName()
+		switch x := a.(type) {
+		case k8stesting.CreateActionImpl:
+			name, s.DryRun, s.Manager = x.GetObject().(metav1.Object).GetName(), x.CreateOptions.DryRun, x.CreateOptions.FieldManager
+		case k8stesting.UpdateActionImpl:
+			name, s.DryRun, s.Manager = x.GetObject().(metav1.Object).GetName(), x.UpdateOptions.DryRun, x.UpdateOptions.FieldManager
+		case k8stesting.PatchActionImpl:
+			name, s.DryRun, s.Manager = x.Name, x.PatchOptions.DryRun, x.PatchOptions.FieldManager
+		case k8stesting.DeleteActionImpl:
+			name, s.DryRun = x.Name, x.DeleteOptions.DryRun
 		default:
 			return false, nil, nil
 		}
-		c.Writes = append(c.Writes, a.GetVerb()+" "+a.GetResource().Resource+" "+name)
+		s.Write = a.GetVerb() + " " + a.GetResource().Resource + " " + name
+		c.Writes = append(c.Writes, s.Write)
+		c.Sent = append(c.Sent, s)
 		return false, nil, nil
 	}
 	kc.PrependReactor("*", "*", record)
@@ -60,6 +112,59 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 	c.Journal = journal.New(kc, dc, "istio-system")
 	c.Dynamic = dc
 	return c
+}
+
+// toTyped turns the unstructured object of a dynamic create or update into its typed form, for the
+// typed client's store.
+func toTyped(a k8stesting.Action) (k8stesting.Action, error) {
+	convert := func(o runtime.Object) (runtime.Object, error) {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			return o, nil
+		}
+		typed, err := scheme.Scheme.New(u.GroupVersionKind())
+		if err != nil {
+			return nil, err
+		}
+		return typed, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, typed)
+	}
+	var err error
+	switch x := a.(type) {
+	case k8stesting.CreateActionImpl:
+		x.Object, err = convert(x.Object)
+		return x, err
+	case k8stesting.UpdateActionImpl:
+		x.Object, err = convert(x.Object)
+		return x, err
+	}
+	return a, nil
+}
+
+// toUnstructured is what the apiserver sends the dynamic client: apiVersion and kind set, on a list's
+// items too.
+func toUnstructured(obj runtime.Object) (runtime.Object, error) {
+	gvks, _, err := scheme.Scheme.ObjectKinds(obj)
+	if err != nil {
+		return nil, err
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetGroupVersionKind(gvks[0])
+	if !meta.IsListType(obj) {
+		return u, nil
+	}
+	list, err := u.ToList()
+	if err != nil {
+		return nil, err
+	}
+	item := gvks[0].GroupVersion().WithKind(strings.TrimSuffix(gvks[0].Kind, "List"))
+	for i := range list.Items {
+		list.Items[i].SetGroupVersionKind(item)
+	}
+	return list, nil
 }
 
 // Unstructured converts a typed object.

@@ -1,0 +1,114 @@
+package migratens
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
+)
+
+func toShop(timeout time.Duration, rollback bool) func() step.Step {
+	return func() step.Step {
+		o := NewOptions()
+		o.To, o.Timeout, o.RollbackOnFailure = "1-31", timeout, rollback
+		return o
+	}
+}
+
+func TestRunContract(t *testing.T) {
+	steptest.Contract(t, steptest.Mesh, toShop(time.Minute, false), "shop")
+}
+
+func nsLabel(t *testing.T, b *steptest.Bed) string {
+	n, err := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.Labels[istio.LabelRev]
+}
+
+// Fakes run no pods: the gate never sees web's new pods, times out (74), and --rollback-on-failure
+// relabels shop back and restarts web again, all in one rolled-back entry.
+func TestRunGateTimeoutRollsBack(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	err := b.Run(toShop(1500*time.Millisecond, true)(), "none", nil, "shop")
+	if cli.CodeOf(err) != cli.ExitTimeout {
+		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
+	}
+	want := []string{"patch namespaces shop", "patch deployments web", "patch namespaces shop", "patch deployments web"}
+	if got := b.StepWrites(); !slices.Equal(got, want) {
+		t.Errorf("writes %v, want relabel, restart, then both again to roll back %v", got, want)
+	}
+	if l := nsLabel(t, b); l != "1-30" {
+		t.Errorf("shop labelled %q after the rollback, want 1-30", l)
+	}
+	b.CheckFieldManager()
+	e := b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateRolledBack {
+		t.Fatalf("entries %+v, want one rolled-back entry", e)
+	}
+}
+
+// Without --rollback-on-failure a timed-out gate leaves the change and an incomplete entry that undo takes back.
+func TestRunGateTimeoutIncompleteThenUndo(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	err := b.Run(toShop(time.Second, false)(), "none", nil, "shop")
+	if cli.CodeOf(err) != cli.ExitTimeout {
+		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
+	}
+	e := b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateIncomplete || nsLabel(t, b) != "1-31" {
+		t.Fatalf("entries %+v, label %s", e, nsLabel(t, b))
+	}
+	b.Reset()
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, cli.NewProgress(b.ErrOut)); err != nil {
+		t.Fatal(err)
+	}
+	if l := nsLabel(t, b); l != "1-30" {
+		t.Errorf("undo left shop labelled %q", l)
+	}
+}
+
+// SIGINT before the first batch: a cancelled entry with nothing done; the rerun resumes that entry.
+func TestRunCancelledThenResumed(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	sig := make(chan os.Signal, 1)
+	b.Clients.Kube.(interface {
+		PrependReactor(string, string, k8stesting.ReactionFunc)
+	}).PrependReactor("create", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if strings.HasPrefix(a.(k8stesting.CreateAction).GetObject().(metav1.Object).GetName(), journal.NamePrefix) && len(sig) == 0 && cap(sig) == 1 {
+			sig <- syscall.SIGINT // as the entry is written, before Apply
+			time.Sleep(100 * time.Millisecond)
+		}
+		return false, nil, nil
+	})
+	err := b.Run(toShop(time.Second, false)(), "none", sig, "shop")
+	if cli.CodeOf(err) != cli.ExitCancelled {
+		t.Fatalf("exit %d (%v), want 130", cli.CodeOf(err), err)
+	}
+	e := b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateCancelled || len(e[0].Done) != 0 || nsLabel(t, b) != "1-30" {
+		t.Fatalf("entries %+v, label %s", e, nsLabel(t, b))
+	}
+	err = b.Run(toShop(time.Second, false)(), "none", nil, "shop")
+	if cli.CodeOf(err) != cli.ExitTimeout { // the fake gate again; what matters is which entry it wrote
+		t.Fatalf("rerun: exit %d (%v)", cli.CodeOf(err), err)
+	}
+	e = b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateIncomplete || len(e[0].Done) != 2 {
+		t.Errorf("the rerun must resume the cancelled entry: %+v", e)
+	}
+}
