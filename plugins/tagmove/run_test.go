@@ -2,13 +2,16 @@ package tagmove
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -17,14 +20,17 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
 
 // cluster holds revision 1-31 (istiod, injector, Service) and a namespace on the tag prod-stable.
-func cluster(t *testing.T) *journaltest.Cluster {
+func cluster(t *testing.T) *journaltest.Cluster { return journaltest.New(t, objects()...) }
+
+func objects() []runtime.Object {
 	one := int32(1)
 	wh := injector("1-31")
 	wh.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
-	return journaltest.New(t,
+	return []runtime.Object{
 		&appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 			ObjectMeta: metav1.ObjectMeta{Name: "istiod-1-31", Namespace: "istio-system", Labels: map[string]string{"app": "istiod", istio.LabelRev: "1-31"}},
 			Spec:       appsv1.DeploymentSpec{Replicas: &one}, Status: appsv1.DeploymentStatus{ReadyReplicas: 1}},
@@ -34,7 +40,11 @@ func cluster(t *testing.T) *journaltest.Cluster {
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc-xds", Port: 15012}}}},
 		&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 			ObjectMeta: metav1.ObjectMeta{Name: "payments", Labels: map[string]string{istio.LabelRev: "prod-stable"}}},
-	)
+	}
+}
+
+func TestRunContract(t *testing.T) {
+	steptest.Contract(t, objects, func() step.Step { return &Options{To: "1-31", BatchSize: 5, Timeout: time.Minute} }, "prod-stable")
 }
 
 func execute(t *testing.T, c *journaltest.Cluster, dry string, args ...string) error {
@@ -80,5 +90,14 @@ func TestRunThroughTheRunner(t *testing.T) {
 	if e.Step != "tag-move" || e.State != journal.StateInEffect || len(e.Objects) != 2 || e.Objects[0].Existed {
 		t.Errorf("entry: %+v", e)
 	}
-	// Its undo (tagmove.Undo) is proven in e2e: the fake typed and dynamic clients do not share writes.
+	// Its undo removes the tag it created: webhook and Service.
+	if _, err := Undo(context.Background(), c.Clients, c.Journal, e, nil, cli.NewProgress(io.Discard)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Clients.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "istio-revision-tag-prod-stable", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("undo left the tag's webhook: %v", err)
+	}
+	if _, err := c.Clients.Kube.CoreV1().Services("istio-system").Get(context.Background(), "istiod-revision-tag-prod-stable", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("undo left the tag's Service: %v", err)
+	}
 }

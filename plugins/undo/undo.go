@@ -42,8 +42,11 @@ func Command(restorers Restorers) cli.CommandFactory {
 	}
 }
 
+// New returns undo's step with the steps' restorers.
+func New(restorers Restorers) *Options { return &Options{restorers: restorers} }
+
 func newCommand(g *cli.Global, streams genericiooptions.IOStreams, restorers Restorers) *cobra.Command {
-	o := &Options{restorers: restorers}
+	o := New(restorers)
 	cmd := &cobra.Command{
 		Use:   "undo [ID]",
 		Short: "Restore the objects a step changed to their recorded state",

@@ -83,35 +83,65 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 		u, err := toUnstructured(obj)
 		return handled, u, err
 	})
-	record := func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.GetSubresource() == "token" { // a TokenRequest to ask istiod: changes nothing
+	record := func(dynamic bool) k8stesting.ReactionFunc {
+		return func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.GetSubresource() == "token" { // a TokenRequest to ask istiod: changes nothing
+				return false, nil, nil
+			}
+			var s Sent
+			var name string
+			switch x := a.(type) {
+			case k8stesting.CreateActionImpl:
+				name, s.DryRun, s.Manager = x.GetObject().(metav1.Object).GetName(), x.CreateOptions.DryRun, x.CreateOptions.FieldManager
+			case k8stesting.UpdateActionImpl:
+				name, s.DryRun, s.Manager = x.GetObject().(metav1.Object).GetName(), x.UpdateOptions.DryRun, x.UpdateOptions.FieldManager
+			case k8stesting.PatchActionImpl:
+				name, s.DryRun, s.Manager = x.Name, x.PatchOptions.DryRun, x.PatchOptions.FieldManager
+			case k8stesting.DeleteActionImpl:
+				name, s.DryRun = x.Name, x.DeleteOptions.DryRun
+			default:
+				return false, nil, nil
+			}
+			s.Write = a.GetVerb() + " " + a.GetResource().Resource + " " + name
+			c.Writes = append(c.Writes, s.Write)
+			c.Sent = append(c.Sent, s)
+			if len(s.DryRun) > 0 {
+				return dryRun(a, kc.Tracker(), dc.Tracker(), dynamic, builtin[a.GetResource()])
+			}
 			return false, nil, nil
 		}
-		var s Sent
-		var name string
-		switch x := a.(type) {
-		case k8stesting.CreateActionImpl:
-			name, s.DryRun, s.Manager = x.GetObject().(metav1.Object).GetName(), x.CreateOptions.DryRun, x.CreateOptions.FieldManager
-		case k8stesting.UpdateActionImpl:
-			name, s.DryRun, s.Manager = x.GetObject().(metav1.Object).GetName(), x.UpdateOptions.DryRun, x.UpdateOptions.FieldManager
-		case k8stesting.PatchActionImpl:
-			name, s.DryRun, s.Manager = x.Name, x.PatchOptions.DryRun, x.PatchOptions.FieldManager
-		case k8stesting.DeleteActionImpl:
-			name, s.DryRun = x.Name, x.DeleteOptions.DryRun
-		default:
-			return false, nil, nil
-		}
-		s.Write = a.GetVerb() + " " + a.GetResource().Resource + " " + name
-		c.Writes = append(c.Writes, s.Write)
-		c.Sent = append(c.Sent, s)
-		return false, nil, nil
 	}
-	kc.PrependReactor("*", "*", record)
-	dc.PrependReactor("*", "*", record)
+	kc.PrependReactor("*", "*", record(false))
+	dc.PrependReactor("*", "*", record(true))
 	c.Clients = &kube.Clients{Kube: kc, Dynamic: dc}
 	c.Journal = journal.New(kc, dc, "istio-system")
 	c.Dynamic = dc
 	return c
+}
+
+// dryRun answers a dryRun write as the apiserver does, without storing anything: a create or update
+// returns the object sent, a patch the object as it is (unpatched: close enough for what steps read
+// back), a delete nothing. Built-in kinds live in the typed store; the dynamic client gets them as
+// unstructured objects.
+func dryRun(a k8stesting.Action, typed, custom k8stesting.ObjectTracker, dynamicClient, builtin bool) (bool, runtime.Object, error) {
+	switch x := a.(type) {
+	case k8stesting.CreateActionImpl:
+		return true, x.Object, nil
+	case k8stesting.UpdateActionImpl:
+		return true, x.Object, nil
+	case k8stesting.PatchActionImpl:
+		if !builtin {
+			obj, err := custom.Get(x.Resource, x.Namespace, x.Name)
+			return true, obj, err
+		}
+		obj, err := typed.Get(x.Resource, x.Namespace, x.Name)
+		if err != nil || !dynamicClient {
+			return true, obj, err
+		}
+		u, err := toUnstructured(obj)
+		return true, u, err
+	}
+	return true, nil, nil
 }
 
 // toTyped turns the unstructured object of a dynamic create or update into its typed form, for the

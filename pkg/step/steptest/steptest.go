@@ -31,6 +31,9 @@ type Bed struct {
 	T           *testing.T
 	G           *cli.Global
 	Out, ErrOut *bytes.Buffer
+	// Flags are added to the command line the journal records (a rerun with the same line resumes an
+	// entry that did not finish).
+	Flags string
 }
 
 // New returns a bed holding objs (see journaltest.New).
@@ -46,7 +49,7 @@ func New(t *testing.T, objs ...runtime.Object) *Bed {
 func (b *Bed) Run(s step.Step, dry string, signals <-chan os.Signal, args ...string) error {
 	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
 	b.Out, b.ErrOut = out, errOut
-	cmd := "kubectl istio-upgrade " + s.Name() + " " + strings.Join(args, " ")
+	cmd := strings.Join(append([]string{"kubectl istio-upgrade", s.Name(), b.Flags}, args...), " ")
 	return step.Execute(context.Background(), b.G, streams, s, &step.Options{DryRunStr: dry, Yes: true}, cmd, args, signals)
 }
 

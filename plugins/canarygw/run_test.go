@@ -1,0 +1,97 @@
+package canarygw
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
+)
+
+// withHPAAndPDB is steptest.Mesh with an HPA (2-5) and a PDB on the ingress gateway.
+func withHPAAndPDB() []runtime.Object {
+	return append(steptest.Mesh(),
+		&autoscalingv2.HorizontalPodAutoscaler{TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
+			ObjectMeta: metav1.ObjectMeta{Name: "istio-ingressgateway", Namespace: "istio-ingress"},
+			Spec: autoscalingv2.HorizontalPodAutoscalerSpec{MinReplicas: ptr(int32(2)), MaxReplicas: 5,
+				ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "istio-ingressgateway"}}},
+		&policyv1.PodDisruptionBudget{TypeMeta: metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
+			ObjectMeta: metav1.ObjectMeta{Name: "istio-ingressgateway", Namespace: "istio-ingress"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr(intstr.FromInt32(1)),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "istio-ingressgateway"}}}},
+	)
+}
+
+func canaryOn(rev string, timeout time.Duration) func() step.Step {
+	return func() step.Step {
+		return &Options{Target: Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: rev}, Replicas: 1, Timeout: timeout}
+	}
+}
+
+func TestRunContract(t *testing.T) {
+	steptest.Contract(t, withHPAAndPDB, canaryOn("1-31", time.Minute))
+}
+
+// Fakes run no pods: verification times out (74). The canary, its HPA and PDB stay, out of traffic, in
+// an incomplete entry that undo removes; the old gateway is never written.
+func TestRunVerificationTimeout(t *testing.T) {
+	b := steptest.New(t, withHPAAndPDB()...)
+	err := b.Run(canaryOn("1-31", time.Second)(), "none", nil)
+	if cli.CodeOf(err) != cli.ExitTimeout {
+		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
+	}
+	want := []string{"create deployments istio-ingressgateway-1-31", "create horizontalpodautoscalers istio-ingressgateway-1-31", "create poddisruptionbudgets istio-ingressgateway-1-31"}
+	if got := b.StepWrites(); !slices.Equal(got, want) {
+		t.Errorf("writes %v, want %v", got, want)
+	}
+	b.CheckFieldManager()
+	c, err := b.Clients.Kube.AppsV1().Deployments("istio-ingress").Get(context.Background(), "istio-ingressgateway-1-31", metav1.GetOptions{})
+	if err != nil || !HasServingGate(&c.Spec.Template.Spec) {
+		t.Fatalf("the canary must stay out of traffic: %v", err)
+	}
+	e := b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateIncomplete || len(e[0].Objects) != 3 {
+		t.Fatalf("entries %+v", e)
+	}
+	b.Reset()
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, cli.NewProgress(b.ErrOut)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := b.Clients.Kube.AppsV1().Deployments("istio-ingress").List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(l.Items) != 1 || l.Items[0].Name != "istio-ingressgateway" {
+		t.Errorf("after undo: %v %v", names(l), err)
+	}
+	if h, err := b.Clients.Kube.AutoscalingV2().HorizontalPodAutoscalers("istio-ingress").List(context.Background(), metav1.ListOptions{}); err != nil || len(h.Items) != 1 {
+		t.Errorf("undo must remove the canary's HPA too: %v", err)
+	}
+}
+
+func TestRunRefusesUnknownRevision(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	err := b.Run(canaryOn("1-99", time.Second)(), "none", nil)
+	if cli.CodeOf(err) != cli.ExitBadInput || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), changes %v; want 65 and nothing changed", cli.CodeOf(err), err, b.Changes())
+	}
+}
+
+func names(l *appsv1.DeploymentList) []string {
+	var out []string
+	if l == nil {
+		return nil
+	}
+	for _, d := range l.Items {
+		out = append(out, d.Name)
+	}
+	return out
+}

@@ -1,0 +1,80 @@
+package shift
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
+)
+
+// withCanary is steptest.Mesh plus the canary canary-gw leaves: one replica on 1-31, out of traffic.
+func withCanary() []runtime.Object {
+	objs := steptest.Mesh()
+	var old *appsv1.Deployment
+	for _, o := range objs {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == "istio-ingressgateway" {
+			old = d
+		}
+	}
+	c := canarygw.Derive(old, "1-31", "istio-ingressgateway-1-31", 1, "")
+	c.Generation, c.Status = 1, appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1}
+	return append(objs, c)
+}
+
+func toHalf(timeout time.Duration) func() step.Step {
+	return func() step.Step {
+		return &Options{Target: canarygw.Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"},
+			Weight: 50, Probes: 1, Timeout: timeout}
+	}
+}
+
+func TestRunContract(t *testing.T) {
+	steptest.Contract(t, withCanary, toHalf(time.Minute))
+}
+
+func get(t *testing.T, b *steptest.Bed, name string) *appsv1.Deployment {
+	d, err := b.Clients.Kube.AppsV1().Deployments("istio-ingress").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Fakes run no pods: the first step's gate times out (74) and shift's revert puts both gateways back as
+// they were, the canary out of traffic again; the entry says rolled back.
+func TestRunGateTimeoutReverts(t *testing.T) {
+	b := steptest.New(t, withCanary()...)
+	err := b.Run(toHalf(time.Second)(), "none", nil)
+	if cli.CodeOf(err) != cli.ExitTimeout {
+		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
+	}
+	if len(b.StepWrites()) < 2 {
+		t.Fatalf("the first step never ran: %v", b.StepWrites())
+	}
+	b.CheckFieldManager()
+	old, canary := get(t, b, "istio-ingressgateway"), get(t, b, "istio-ingressgateway-1-31")
+	if *old.Spec.Replicas != 2 || *canary.Spec.Replicas != 1 || !canarygw.HasServingGate(&canary.Spec.Template.Spec) {
+		t.Errorf("after the revert: old %d replicas, canary %d replicas, serving gate %v; want 2, 1, true",
+			*old.Spec.Replicas, *canary.Spec.Replicas, canarygw.HasServingGate(&canary.Spec.Template.Spec))
+	}
+	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateRolledBack {
+		t.Errorf("entries %+v, want one rolled-back entry", e)
+	}
+}
+
+func TestRunRefusesWithoutCanary(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	err := b.Run(toHalf(time.Second)(), "none", nil)
+	if cli.CodeOf(err) != cli.ExitBadInput || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), changes %v; want 65 and nothing changed", cli.CodeOf(err), err, b.Changes())
+	}
+}
