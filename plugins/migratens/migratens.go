@@ -18,6 +18,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
@@ -42,6 +43,8 @@ type Options struct {
 	Timeout                  time.Duration
 	RollbackOnFailure        bool
 	AllowDowntime            bool
+	// IncludeSystem lets kube-system, kube-public and kube-node-lease be migrated when named.
+	IncludeSystem bool
 	// KeepLabels restarts without relabelling (tag-move --restart: the namespaces already select the tag).
 	KeepLabels bool
 
@@ -98,6 +101,10 @@ prior labels recorded in the journal. Deployments, StatefulSets and DaemonSets a
 skipped (a rerun resumes and never restarts a workload twice), as are workloads that opt out of
 injection, gateways (use canary-gw and shift) and workloads pinned by their own istio.io/rev label.
 
+--all and -l never take the Istio namespace or Kubernetes' own (kube-system, kube-public,
+kube-node-lease); they are listed as left out. Named as arguments, the Istio namespace is refused and
+the system ones need --include-system.
+
 After each batch, a gate: every rollout complete (watched), every new pod injected by the target
 revision, its proxy SYNCED on the target istiod (syncz), and the target istiod's error counters
 (rejected configs, push errors) did not rise. A failed gate halts the step (exit 75), a timed-out one too (exit 74);
@@ -129,6 +136,7 @@ workloads are warned about and restarted last.`,
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long one batch may take to pass its gate")
 	f.BoolVar(&o.RollbackOnFailure, "rollback-on-failure", false, "When a gate fails, relabel the touched namespaces back and restart what was restarted")
 	f.BoolVar(&o.AllowDowntime, "allow-downtime", false, "Restart workloads even when their rollout would leave no ready pod")
+	f.BoolVar(&o.IncludeSystem, "include-system", false, "Allow kube-system, kube-public and kube-node-lease when named as arguments (never taken by --all or -l)")
 	return step.NewCommand(g, streams, o, cmd)
 }
 
@@ -297,17 +305,41 @@ func (o *Options) selectNamespaces(ctx context.Context, r *step.Run) ([]string, 
 		}
 		out = o.Namespaces
 	}
-	var filtered []string
+	var filtered, left []string
 	for _, n := range out {
-		if n == s.IstioNamespace {
-			return nil, cli.BadInputf("refusing to relabel the Istio namespace %s", n)
+		switch {
+		case n == s.IstioNamespace:
+			if len(o.Namespaces) > 0 {
+				return nil, cli.BadInputf("refusing to relabel the Istio namespace %s", n)
+			}
+			left = append(left, n)
+		case SystemNamespace(n) && !o.IncludeSystem:
+			if len(o.Namespaces) > 0 {
+				return nil, cli.BadInputf("refusing to relabel the system namespace %s: its pods run the cluster; give --include-system if you really mean it", n)
+			}
+			left = append(left, n)
+		default:
+			filtered = append(filtered, n)
 		}
-		filtered = append(filtered, n)
+	}
+	if len(left) > 0 {
+		r.Progress.Printf("left out: %s (the Istio and system namespaces are migrated only by name, the system ones with --include-system)", strings.Join(left, ", "))
+		o.det.Warnings = append(o.det.Warnings, "left out: "+strings.Join(left, ", "))
 	}
 	if len(filtered) == 0 {
 		return nil, cli.BadInputf("no namespaces selected")
 	}
 	return filtered, nil
+}
+
+// SystemNamespace says whether a namespace is Kubernetes' own: never migrated by --all or -l, and by
+// name only with --include-system.
+func SystemNamespace(n string) bool {
+	switch n {
+	case "kube-system", "kube-public", "kube-node-lease":
+		return true
+	}
+	return false
 }
 
 // guard stops before anything changes when a restart would drop a workload to zero ready pods, and
@@ -330,7 +362,7 @@ func (o *Options) guard(ctx context.Context, r *step.Run) error {
 	if pdbs != nil && hpas != nil {
 		pdbItems, hpaItems = pdbs.Items, hpas.Items
 	}
-	var blocking []string
+	var blocking, stuck []string
 	for i := range raw.Deployments {
 		d := &raw.Deployments[i]
 		if !restart[kube.WorkloadRef{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name}] {
@@ -344,6 +376,36 @@ func (o *Options) guard(ctx context.Context, r *step.Run) error {
 		if drops := dropsToZero(d); drops != "" {
 			blocking = append(blocking, fmt.Sprintf("deployment/%s/%s: %s", d.Namespace, d.Name, drops))
 		}
+	}
+	for i := range raw.StatefulSets {
+		ss := &raw.StatefulSets[i]
+		if !restart[kube.WorkloadRef{Kind: "StatefulSet", Namespace: ss.Namespace, Name: ss.Name}] {
+			continue
+		}
+		if never := statefulSetNeverRolls(ss); never != "" {
+			stuck = append(stuck, fmt.Sprintf("statefulset/%s/%s: %s", ss.Namespace, ss.Name, never))
+		} else if drops := statefulSetDropsToZero(ss); drops != "" {
+			blocking = append(blocking, fmt.Sprintf("statefulset/%s/%s: %s", ss.Namespace, ss.Name, drops))
+		}
+	}
+	for i := range raw.DaemonSets {
+		ds := &raw.DaemonSets[i]
+		if !restart[kube.WorkloadRef{Kind: "DaemonSet", Namespace: ds.Namespace, Name: ds.Name}] {
+			continue
+		}
+		if ds.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType {
+			stuck = append(stuck, fmt.Sprintf("daemonset/%s/%s: updateStrategy OnDelete: a restart replaces no pod until each is deleted by hand", ds.Namespace, ds.Name))
+			continue
+		}
+		drops, gap := daemonSetDropsToZero(ds)
+		if drops != "" {
+			blocking = append(blocking, fmt.Sprintf("daemonset/%s/%s: %s", ds.Namespace, ds.Name, drops))
+		} else if gap != "" {
+			o.det.Warnings = append(o.det.Warnings, fmt.Sprintf("daemonset/%s/%s: %s", ds.Namespace, ds.Name, gap))
+		}
+	}
+	if len(stuck) > 0 {
+		return cli.BadInputf("these workloads would never finish a restart, so their gate could only time out (nothing was changed):\n  %s\nchange their update strategy, or migrate their namespace without them (istio.io/rev on the workload pins it)", strings.Join(stuck, "\n  "))
 	}
 	for _, w := range o.det.Warnings {
 		r.Progress.Printf("warning: %s", w)
@@ -371,6 +433,62 @@ func dropsToZero(d *appsv1.Deployment) string {
 		return fmt.Sprintf("maxUnavailable %d of %d replicas", u, n)
 	}
 	return ""
+}
+
+// statefulSetNeverRolls says why a restart of a StatefulSet would never complete, or "".
+func statefulSetNeverRolls(ss *appsv1.StatefulSet) string {
+	st := ss.Spec.UpdateStrategy
+	if st.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		return "updateStrategy OnDelete: a restart replaces no pod until each is deleted by hand"
+	}
+	if ru := st.RollingUpdate; ru != nil && ru.Partition != nil && *ru.Partition > 0 {
+		return fmt.Sprintf("partition %d: pods below ordinal %d are never replaced", *ru.Partition, *ru.Partition)
+	}
+	return ""
+}
+
+// statefulSetDropsToZero says why a StatefulSet's rolling restart would pass through zero ready pods:
+// it deletes a pod before starting its replacement, so one replica (or maxUnavailable of all) is a gap.
+func statefulSetDropsToZero(ss *appsv1.StatefulSet) string {
+	n := 1
+	if ss.Spec.Replicas != nil {
+		n = int(*ss.Spec.Replicas)
+	}
+	if n == 0 {
+		return ""
+	}
+	if n == 1 {
+		return "one replica: a StatefulSet stops its pod before starting the replacement"
+	}
+	if ru := ss.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.MaxUnavailable != nil {
+		if u, _ := intstr.GetScaledValueFromIntOrPercent(ru.MaxUnavailable, n, false); n-u < 1 {
+			return fmt.Sprintf("maxUnavailable %d of %d replicas", u, n)
+		}
+	}
+	return ""
+}
+
+// daemonSetDropsToZero says why a DaemonSet's rolling restart would pass through zero ready pods (the
+// rule Deployments follow), and, as a warning, that nodes go without their pod for a moment: without
+// maxSurge each node's pod stops before its replacement starts.
+func daemonSetDropsToZero(ds *appsv1.DaemonSet) (drops, gap string) {
+	n := int(ds.Status.DesiredNumberScheduled)
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	unavailable, surge := intstr.FromInt32(1), intstr.FromInt32(0)
+	if ru != nil && ru.MaxUnavailable != nil {
+		unavailable = *ru.MaxUnavailable
+	}
+	if ru != nil && ru.MaxSurge != nil {
+		surge = *ru.MaxSurge
+	}
+	if s, _ := intstr.GetScaledValueFromIntOrPercent(&surge, n, true); s > 0 || n == 0 {
+		return "", ""
+	}
+	u, _ := intstr.GetScaledValueFromIntOrPercent(&unavailable, n, true)
+	if n-u < 1 {
+		return fmt.Sprintf("maxUnavailable %d of %d pods and no maxSurge", u, n), ""
+	}
+	return "", "maxSurge 0: each node's pod stops before its replacement starts (node-local traffic pauses; set maxSurge 1, maxUnavailable 0)"
 }
 
 func (o *Options) nsPlan(name string) *NamespacePlan {

@@ -226,6 +226,49 @@ func TestDropsToZero(t *testing.T) {
 	}
 }
 
+func TestStatefulSetAndDaemonSetGuard(t *testing.T) {
+	sts := func(replicas int32, st appsv1.StatefulSetUpdateStrategy) *appsv1.StatefulSet {
+		return &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Replicas: ptr(replicas), UpdateStrategy: st}}
+	}
+	rolling := appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}
+	if statefulSetDropsToZero(sts(1, rolling)) == "" {
+		t.Error("a one-replica StatefulSet stops its pod first")
+	}
+	if statefulSetDropsToZero(sts(3, rolling)) != "" || statefulSetNeverRolls(sts(3, rolling)) != "" {
+		t.Error("three replicas rolling one at a time keep ready pods")
+	}
+	all := rolling
+	all.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{MaxUnavailable: ptr(intstr.FromString("100%"))}
+	if statefulSetDropsToZero(sts(3, all)) == "" {
+		t.Error("maxUnavailable 100% drops to zero")
+	}
+	if statefulSetNeverRolls(sts(3, appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType})) == "" {
+		t.Error("OnDelete never rolls")
+	}
+	part := rolling
+	part.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr(int32(2))}
+	if statefulSetNeverRolls(sts(3, part)) == "" {
+		t.Error("a partition leaves pods unreplaced")
+	}
+	ds := func(nodes int32, unav, surge *intstr.IntOrString) *appsv1.DaemonSet {
+		return &appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
+			RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: unav, MaxSurge: surge}}},
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: nodes}}
+	}
+	if drops, gap := daemonSetDropsToZero(ds(3, nil, nil)); drops != "" || gap == "" {
+		t.Errorf("3 nodes, one at a time: ready pods remain, but each node pauses: %q %q", drops, gap)
+	}
+	if drops, _ := daemonSetDropsToZero(ds(1, nil, nil)); drops == "" {
+		t.Error("one node without maxSurge drops to zero")
+	}
+	if drops, _ := daemonSetDropsToZero(ds(3, ptr(intstr.FromString("100%")), nil)); drops == "" {
+		t.Error("maxUnavailable 100% drops to zero")
+	}
+	if drops, gap := daemonSetDropsToZero(ds(1, ptr(intstr.FromInt32(0)), ptr(intstr.FromInt32(1)))); drops != "" || gap != "" {
+		t.Errorf("maxSurge keeps each node's pod until its replacement is ready: %q %q", drops, gap)
+	}
+}
+
 // TestRestartAndLabelPatches checks the requests sent (fakes ignore DryRun, so we assert it is passed).
 func TestRestartAndLabelPatches(t *testing.T) {
 	k := fake.NewClientset(

@@ -112,3 +112,26 @@ func TestRunCancelledThenResumed(t *testing.T) {
 		t.Errorf("the rerun must resume the cancelled entry: %+v", e)
 	}
 }
+
+// kube-system is refused by name (nothing changed) unless --include-system, and never taken by --all.
+func TestRunSystemNamespaces(t *testing.T) {
+	objs := append(steptest.Mesh(), steptest.Namespace("kube-system", map[string]string{istio.LabelRev: "1-30"}))
+	b := steptest.New(t, objs...)
+	err := b.Run(toShop(time.Second, false)(), "none", nil, "kube-system")
+	if cli.CodeOf(err) != cli.ExitBadInput || !strings.Contains(err.Error(), "--include-system") || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), changes %v; want 65 naming --include-system, nothing changed", cli.CodeOf(err), err, b.Changes())
+	}
+	all := NewOptions()
+	all.To, all.All = "1-31", true
+	if err := b.Run(all, "client", nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.Out.String(), `"namespace/kube-system`) || !strings.Contains(b.Out.String(), `"namespace/shop`) {
+		t.Errorf("--all must take shop and leave kube-system out:\n%s", b.Out)
+	}
+	named := NewOptions()
+	named.To, named.IncludeSystem = "1-31", true
+	if err := b.Run(named, "client", nil, "kube-system"); err != nil {
+		t.Errorf("--include-system: %v", err)
+	}
+}
