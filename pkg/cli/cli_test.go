@@ -15,11 +15,12 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
 func TestExitCodeTable(t *testing.T) {
-	want := map[ExitCode]int{ExitOK: 0, ExitError: 1, ExitUsage: 64, ExitBadInput: 65, ExitBlocked: 66, ExitDeclined: 67, ExitLocked: 73,
+	want := map[ExitCode]int{ExitOK: 0, ExitError: 1, ExitUsage: 64, ExitBadInput: 65, ExitBlocked: 66, ExitDeclined: 67, ExitDrifted: 68, ExitLocked: 73,
 		ExitTimeout: 74, ExitGateFailed: 75, ExitNotPermitted: 77, ExitPrecheck: 79, ExitCancelled: 130}
 	if len(ExitCodes) != len(want) {
 		t.Fatalf("ExitCodes has %d rows, want %d", len(ExitCodes), len(want))
@@ -49,6 +50,7 @@ func TestCodeOf(t *testing.T) {
 		{fmt.Errorf("list: %w", forbidden), ExitNotPermitted},
 		{context.DeadlineExceeded, ExitTimeout},
 		{fmt.Errorf("gate: %w", &kube.RolloutFailed{Err: errors.New("exceeded its progress deadline")}), ExitGateFailed},
+		{fmt.Errorf("undo: %w", &journal.DriftError{Why: "changed"}), ExitDrifted},
 	}
 	for _, c := range cases {
 		if got := CodeOf(c.err); got != c.want {

@@ -7,6 +7,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
@@ -21,6 +22,7 @@ const (
 	ExitBadInput     ExitCode = 65  // unknown revision, tag, namespace, …
 	ExitBlocked      ExitCode = 66  // refused because something still depends on what the step would change
 	ExitDeclined     ExitCode = 67  // the person at the terminal answered no
+	ExitDrifted      ExitCode = 68  // undo refused: others changed what the step changed since
 	ExitLocked       ExitCode = 73  // another mutating step holds the cluster's lock
 	ExitTimeout      ExitCode = 74  // a gate did not pass in time: the step halted
 	ExitGateFailed   ExitCode = 75  // a gate failed: the step halted (and reverted when asked)
@@ -41,6 +43,7 @@ var ExitCodes = []struct {
 	{ExitBadInput, "BadInput", "bad input: unknown revision, tag, namespace or object; nothing was changed"},
 	{ExitBlocked, "Blocked", "refused because something still depends on what the step would change (cleanup's blockers, undo of an entry later steps changed again); nothing was changed"},
 	{ExitDeclined, "Declined", "answered no at the confirmation prompt; nothing was changed"},
+	{ExitDrifted, "Drifted", "undo refused: fields the step changed were changed again since (or the object was deleted or re-created); the fields are listed, nothing was changed; undo --force restores them anyway"},
 	{ExitLocked, "Locked", "another mutating step holds the cluster's lock (the Lease istio-upgrade-lock in the Istio namespace); nothing was changed"},
 	{ExitTimeout, "Timeout", "a gate did not pass within --timeout: the step halted (and reverted when asked)"},
 	{ExitGateFailed, "GateFailed", "a gate failed: the step halted (and reverted when asked)"},
@@ -78,6 +81,10 @@ func CodeOf(err error) ExitCode {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
+	}
+	var drift *journal.DriftError
+	if errors.As(err, &drift) {
+		return ExitDrifted
 	}
 	var rollout *kube.RolloutFailed
 	if errors.As(err, &rollout) {

@@ -8,6 +8,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -65,6 +66,14 @@ type Object struct {
 	Existed bool `json:"existed"`
 	// State is the object as it was (server-managed fields removed).
 	State *unstructured.Unstructured `json:"state,omitempty"`
+	// Left says After, Gone and UID record the object as the step left it (entries written before
+	// this existed lack it): undo then puts back only the fields the step changed.
+	Left  bool                       `json:"left,omitempty"`
+	After *unstructured.Unstructured `json:"after,omitempty"`
+	Gone  bool                       `json:"gone,omitempty"`
+	UID   string                     `json:"uid,omitempty"`
+	// Slim says only what undo reads was recorded (a workload's restart stamp): never written back.
+	Slim bool `json:"slim,omitempty"`
 }
 
 // States of an entry. An entry is written as running before the first change and ends in one of the
@@ -96,6 +105,10 @@ type Entry struct {
 	Done []string `json:"done,omitempty"`
 	// Notes are facts a later step needs (e.g. when the last proxy left a revision).
 	Notes map[string]string `json:"notes,omitempty"`
+	// Signed says the entry carries this journal's signature (set when read; see Trusted).
+	Signed bool `json:"-"`
+	// Unreadable says why a ConfigMap with the journal label could not be read as an entry.
+	Unreadable string `json:"-"`
 }
 
 // CommandLine is how history shows the entry's command.
@@ -128,6 +141,10 @@ type Journal struct {
 	Dynamic   dynamic.Interface
 	Namespace string
 	Now       func() time.Time
+	// Force restores fields others changed since the step too (undo --force).
+	Force bool
+
+	signKey []byte
 }
 
 // New returns a journal in the Istio namespace.
@@ -181,6 +198,72 @@ func (r *Recorder) Capture(ctx context.Context, refs ...ObjectRef) error {
 		r.seen[ref] = true
 	}
 	return nil
+}
+
+// CaptureSlim records objects whose undo only reads their restart stamp (the workloads migrate-ns
+// restarts): their whole spec would fill the entry for nothing.
+func (r *Recorder) CaptureSlim(ctx context.Context, refs ...ObjectRef) error {
+	for _, ref := range refs {
+		if r.seen[ref] {
+			continue
+		}
+		obj, err := r.j.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Slim: true})
+		case err != nil:
+			return fmt.Errorf("journal: read %s: %w", ref, err)
+		default:
+			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Existed: true, Slim: true, State: slim(obj)})
+		}
+		r.seen[ref] = true
+	}
+	return nil
+}
+
+// slim keeps an object's identity and its pod template's annotations.
+func slim(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	out := &unstructured.Unstructured{Object: map[string]any{}}
+	out.SetAPIVersion(obj.GetAPIVersion())
+	out.SetKind(obj.GetKind())
+	out.SetNamespace(obj.GetNamespace())
+	out.SetName(obj.GetName())
+	if a, ok, _ := unstructured.NestedStringMap(obj.Object, "spec", "template", "metadata", "annotations"); ok {
+		_ = unstructured.SetNestedStringMap(out.Object, a, "spec", "template", "metadata", "annotations")
+	}
+	return out
+}
+
+// CaptureAfter records how the step left every object of the entry: undo compares the live object with
+// it, to put back only what the step changed and to see what others changed since.
+func (r *Recorder) CaptureAfter(ctx context.Context) error {
+	for i := range r.entry.Objects {
+		o := &r.entry.Objects[i]
+		obj, err := r.j.Dynamic.Resource(o.Ref.GVR()).Namespace(o.Ref.Namespace).Get(ctx, o.Ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			o.After, o.Gone, o.UID = nil, true, ""
+		case err != nil:
+			return fmt.Errorf("journal: read %s: %w", o.Ref, err)
+		default:
+			o.Gone, o.UID = false, string(obj.GetUID())
+			if o.Slim {
+				o.After = slim(obj)
+			} else {
+				o.After = Sanitize(obj)
+			}
+		}
+		o.Left = true
+	}
+	return nil
+}
+
+// DropAfter forgets the after states (an entry too large to hold them): undo then writes back whole objects.
+func (r *Recorder) DropAfter() {
+	for i := range r.entry.Objects {
+		o := &r.entry.Objects[i]
+		o.Left, o.After, o.Gone, o.UID = false, nil, false, ""
+	}
 }
 
 // CaptureObject records an object already read (saves a GET).
@@ -255,6 +338,16 @@ func (j *Journal) nextID(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%04d", max+1), nil
 }
 
+// ErrTooLarge is an entry over what one ConfigMap holds.
+var ErrTooLarge = errors.New("journal entry too large for one ConfigMap")
+
+const (
+	// maxData bounds an entry's compressed data: a ConfigMap holds 1 MiB, metadata included.
+	maxData = 900 << 10
+	// maxDecoded bounds what reading an entry decompresses.
+	maxDecoded = 32 << 20
+)
+
 func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -264,10 +357,19 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
+	if buf.Len() > maxData {
+		return fmt.Errorf("%w: entry %s is %d KiB compressed, %d KiB at most", ErrTooLarge, e.ID, buf.Len()>>10, maxData>>10)
+	}
+	key, err := j.key(ctx, true)
+	if err != nil {
+		return err
+	}
+	name := NamePrefix + e.ID
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: NamePrefix + e.ID, Namespace: j.Namespace,
-			Labels: map[string]string{LabelJournal: "entry", LabelStep: labelValue(e.Step), "app.kubernetes.io/managed-by": ManagedBy},
+			Name: name, Namespace: j.Namespace,
+			Labels:      map[string]string{LabelJournal: "entry", LabelStep: labelValue(e.Step), "app.kubernetes.io/managed-by": ManagedBy},
+			Annotations: map[string]string{AnnotationSignature: sign(key, name, buf.Bytes())},
 		},
 		BinaryData: map[string][]byte{dataKey: buf.Bytes()},
 	}
@@ -285,6 +387,10 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	}
 	cur.BinaryData = cm.BinaryData
 	cur.Labels = cm.Labels
+	if cur.Annotations == nil {
+		cur.Annotations = map[string]string{}
+	}
+	cur.Annotations[AnnotationSignature] = cm.Annotations[AnnotationSignature]
 	_, err = cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy})
 	if err != nil {
 		return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
@@ -320,11 +426,13 @@ func (j *Journal) List(ctx context.Context) ([]*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: list in %s: %w", j.Namespace, err)
 	}
+	key, _ := j.key(ctx, false)
 	out := make([]*Entry, 0, len(l.Items))
 	for i := range l.Items {
-		e, err := decode(&l.Items[i])
+		e, err := decode(&l.Items[i], key)
 		if err != nil {
-			return nil, err
+			// One bad ConfigMap must not stop every step: it is listed, and never replayed.
+			e = &Entry{ID: strings.TrimPrefix(l.Items[i].Name, NamePrefix), Step: "unreadable", Unreadable: err.Error()}
 		}
 		out = append(out, e)
 	}
@@ -338,25 +446,33 @@ func (j *Journal) Get(ctx context.Context, id string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decode(cm)
+	key, _ := j.key(ctx, false)
+	return decode(cm, key)
 }
 
 // Update rewrites an existing entry (used to mark it undone).
 func (j *Journal) Update(ctx context.Context, e *Entry) error { return j.write(ctx, e, false) }
 
-func decode(cm *corev1.ConfigMap) (*Entry, error) {
+func decode(cm *corev1.ConfigMap, key []byte) (*Entry, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(cm.BinaryData[dataKey]))
 	if err != nil {
 		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
 	}
-	b, err := io.ReadAll(zr)
+	b, err := io.ReadAll(io.LimitReader(zr, maxDecoded+1))
 	if err != nil {
 		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
+	}
+	if len(b) > maxDecoded {
+		return nil, fmt.Errorf("journal: %s: decompresses to more than %d MiB: not an entry this tool wrote", cm.Name, maxDecoded>>20)
 	}
 	e := &Entry{}
 	if err := json.Unmarshal(b, e); err != nil {
 		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
 	}
+	if NamePrefix+e.ID != cm.Name {
+		return nil, fmt.Errorf("journal: %s holds entry %q", cm.Name, e.ID)
+	}
+	e.Signed = verify(key, cm)
 	return e, nil
 }
 

@@ -41,3 +41,23 @@ func HPARef(ns, name string) ObjectRef {
 func PDBRef(ns, name string) ObjectRef {
 	return ObjectRef{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets", Kind: "PodDisruptionBudget", Namespace: ns, Name: name}
 }
+
+func ServiceAccountRef(ns, name string) ObjectRef {
+	return ObjectRef{Version: "v1", Resource: "serviceaccounts", Kind: "ServiceAccount", Namespace: ns, Name: name}
+}
+
+func RoleRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles", Kind: "Role", Namespace: ns, Name: name}
+}
+
+func RoleBindingRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings", Kind: "RoleBinding", Namespace: ns, Name: name}
+}
+
+func ClusterRoleRef(name string) ObjectRef {
+	return ObjectRef{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles", Kind: "ClusterRole", Name: name}
+}
+
+func ClusterRoleBindingRef(name string) ObjectRef {
+	return ObjectRef{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings", Kind: "ClusterRoleBinding", Name: name}
+}

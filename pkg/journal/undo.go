@@ -2,10 +2,14 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -46,12 +50,118 @@ func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) 
 }
 
 func (j *Journal) restoreOnce(ctx context.Context, o Object, dryRun []string) (Action, error) {
+	return j.decide(ctx, o, dryRun, true)
+}
+
+// Preview says what undoing e would do to each object, writing nothing, and refuses (a DriftError
+// naming every object and field) when others changed since the step what the step changed.
+func (j *Journal) Preview(ctx context.Context, e *Entry) ([]Action, error) {
+	var actions []Action
+	var drifts []string
+	for i := len(e.Objects) - 1; i >= 0; i-- {
+		o := e.Objects[i]
+		if o.Slim {
+			actions = append(actions, Action{Ref: o.Ref, Verb: "restarted if the step restarted it"})
+			continue
+		}
+		a, err := j.decide(ctx, o, nil, false)
+		var d *DriftError
+		switch {
+		case errors.As(err, &d):
+			drifts = append(drifts, d.Error())
+		case err != nil:
+			return nil, fmt.Errorf("undo: %s: %w", o.Ref, err)
+		default:
+			actions = append(actions, a)
+		}
+	}
+	if len(drifts) > 0 {
+		return actions, &DriftError{Why: "changed since the step", Fields: drifts, list: true}
+	}
+	return actions, nil
+}
+
+// decide works out what undo does to one object and, when write is set, does it.
+func (j *Journal) decide(ctx context.Context, o Object, dryRun []string, write bool) (Action, error) {
+	if o.Slim {
+		return Action{}, fmt.Errorf("only its restart was recorded: its step's own undo restarts it")
+	}
 	ri := j.Dynamic.Resource(o.Ref.GVR()).Namespace(o.Ref.Namespace)
 	cur, err := ri.Get(ctx, o.Ref.Name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return Action{}, fmt.Errorf("read: %w", err)
 	}
 	exists := err == nil
+	if !o.Left {
+		if !write {
+			return Action{Ref: o.Ref, Verb: "restored"}, nil
+		}
+		return j.restoreWhole(ctx, ri, o, cur, exists, dryRun)
+	}
+	switch {
+	case !o.Existed && !exists:
+		return Action{Ref: o.Ref, Verb: "unchanged"}, nil
+	case !o.Existed: // the step created it: delete it, unless it is not the object the step left
+		if o.UID != "" && string(cur.GetUID()) != o.UID && !j.Force {
+			return Action{}, &DriftError{Ref: o.Ref, Why: "was deleted and created again since the step"}
+		}
+		if o.After != nil && !j.Force {
+			if d, _ := Compare(o.After.Object, o.After.Object, Sanitize(cur).Object); d.Kept > 0 {
+				return Action{}, &DriftError{Ref: o.Ref, Why: fmt.Sprintf("the step created it and %d of its fields were changed since", d.Kept)}
+			}
+		}
+		uid := cur.GetUID()
+		if !write {
+			return Action{Ref: o.Ref, Verb: "deleted"}, nil
+		}
+		if err := ri.Delete(ctx, o.Ref.Name, metav1.DeleteOptions{DryRun: dryRun, Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) {
+			return Action{}, fmt.Errorf("delete: %w", err)
+		}
+		return Action{Ref: o.Ref, Verb: "deleted"}, nil
+	case !exists: // deleted by the step (cleanup), or by someone since
+		if !o.Gone && !j.Force {
+			return Action{}, &DriftError{Ref: o.Ref, Why: "was deleted since the step"}
+		}
+		if !write {
+			return Action{Ref: o.Ref, Verb: "recreated"}, nil
+		}
+		if _, err := ri.Create(ctx, o.State.DeepCopy(), metav1.CreateOptions{DryRun: dryRun, FieldManager: ManagedBy}); err != nil {
+			return Action{}, fmt.Errorf("re-create: %w", err)
+		}
+		return Action{Ref: o.Ref, Verb: "recreated"}, nil
+	case o.Gone: // the step deleted it and someone created it again
+		if !j.Force {
+			return Action{}, &DriftError{Ref: o.Ref, Why: "the step deleted it and it was created again since"}
+		}
+		if !write {
+			return Action{Ref: o.Ref, Verb: "restored"}, nil
+		}
+		return j.restoreWhole(ctx, ri, o, cur, exists, dryRun)
+	}
+	d, fields := Compare(o.State.Object, o.After.Object, Sanitize(cur).Object)
+	if len(d.Conflicts) > 0 && !j.Force {
+		return Action{}, &DriftError{Ref: o.Ref, Fields: d.Conflicts, Why: "fields the step changed were changed again since"}
+	}
+	if len(fields) == 0 {
+		return Action{Ref: o.Ref, Verb: "unchanged"}, nil
+	}
+	if !write {
+		return Action{Ref: o.Ref, Verb: "restored"}, nil
+	}
+	want := &unstructured.Unstructured{Object: Desired(o.State.Object, cur.Object, fields)}
+	if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun, FieldManager: ManagedBy}); err != nil {
+		return Action{}, err // a conflict (resourceVersion) is retried on a fresh read
+	}
+	verb := fmt.Sprintf("restored %d fields", len(fields))
+	if d.Kept > 0 {
+		verb += fmt.Sprintf(" (%d fields changed by others since kept)", d.Kept)
+	}
+	return Action{Ref: o.Ref, Verb: verb}, nil
+}
+
+// restoreWhole writes the recorded object back whole: entries written before after-states existed,
+// and --force over an object deleted and created again.
+func (j *Journal) restoreWhole(ctx context.Context, ri dynamic.ResourceInterface, o Object, cur *unstructured.Unstructured, exists bool, dryRun []string) (Action, error) {
 	switch {
 	case !o.Existed && !exists:
 		return Action{Ref: o.Ref, Verb: "unchanged"}, nil
@@ -73,9 +183,29 @@ func (j *Journal) restoreOnce(ctx context.Context, o Object, dryRun []string) (A
 	want.SetResourceVersion(cur.GetResourceVersion())
 	want.SetUID(cur.GetUID())
 	if _, err := ri.Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun, FieldManager: ManagedBy}); err != nil {
-		return Action{}, err // a conflict is retried as it is
+		return Action{}, err
 	}
 	return Action{Ref: o.Ref, Verb: "restored"}, nil
+}
+
+// DriftError is an undo refused because others changed the object since the step: undoing would
+// overwrite their change. --force restores anyway.
+type DriftError struct {
+	Ref    ObjectRef
+	Fields []string
+	Why    string
+	list   bool // Fields are whole messages, one per object (Check)
+}
+
+func (e *DriftError) Error() string {
+	if e.list {
+		return fmt.Sprintf("%d objects %s:\n  %s", len(e.Fields), e.Why, strings.Join(e.Fields, "\n  "))
+	}
+	msg := fmt.Sprintf("%s %s", e.Ref, e.Why)
+	if len(e.Fields) > 0 {
+		msg += ": " + strings.Join(e.Fields, ", ")
+	}
+	return msg + "; undo would overwrite that (nothing was changed for it; --force restores it anyway)"
 }
 
 // NoteFollows names, on an entry that completes another (a tag move's restart), the entry it

@@ -133,13 +133,10 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 		rec = j.Begin(s.Name(), command)
 		rec.Entry().User = user
 	}
-	if err := rec.Capture(ctx, plan.Record...); err != nil {
-		return err
-	}
-	if err := rec.Save(ctx); err != nil {
+	r.rec = rec
+	if err := r.capture(ctx, plan); err != nil {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
-	r.rec = rec
 	r.Result.Journal = rec.Entry().ID
 
 	// Apply and gate; revert on a failed gate when the step can.
@@ -162,7 +159,17 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	rec.Entry().State = state
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := rec.Save(sctx); err != nil {
+	if err := rec.CaptureAfter(sctx); err != nil {
+		r.Progress.Printf("warning: journal entry %s: %v; its undo will write back whole objects", rec.Entry().ID, err)
+		rec.DropAfter()
+	}
+	err = rec.Save(sctx)
+	if errors.Is(err, journal.ErrTooLarge) {
+		r.Progress.Printf("warning: journal entry %s is too large with the state the step left; its undo will write back whole objects", rec.Entry().ID)
+		rec.DropAfter()
+		err = rec.Save(sctx)
+	}
+	if err != nil {
 		r.Progress.Printf("warning: journal entry %s could not be marked %s: %v", rec.Entry().ID, state, err)
 	}
 

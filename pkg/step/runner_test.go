@@ -189,7 +189,7 @@ func TestRealRunLocksJournalsAndUsesFieldManager(t *testing.T) {
 			t.Errorf("write without field manager: %+v", w)
 		}
 	}
-	want := "create leases,create configmaps,patch configmaps,patch configmaps,update configmaps,delete leases"
+	want := "create leases,create secrets,create configmaps,patch configmaps,patch configmaps,update configmaps,delete leases"
 	if strings.Join(order, ",") != want {
 		t.Errorf("lifecycle order:\n got %s\nwant %s", strings.Join(order, ","), want)
 	}

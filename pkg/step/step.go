@@ -51,6 +51,8 @@ type Plan struct {
 	Question string
 	// Record are the objects whose prior state the journal keeps (captured before the first write).
 	Record []journal.ObjectRef
+	// Slim are objects whose undo only reads their restart stamp (workloads migrate-ns restarts).
+	Slim []journal.ObjectRef
 }
 
 // Options are the flags the runner gives every mutating step.
@@ -123,10 +125,18 @@ func (r *Run) Entry() *journal.Entry {
 // Capture records more objects' prior state mid-run (the entry is saved before returning), for
 // objects a step only finds while acting.
 func (r *Run) Capture(ctx context.Context, refs ...journal.ObjectRef) error {
+	return r.capture(ctx, &Plan{Record: refs})
+}
+
+// capture records a plan's objects, whole and slim, and saves the entry.
+func (r *Run) capture(ctx context.Context, p *Plan) error {
 	if r.rec == nil {
 		return nil
 	}
-	if err := r.rec.Capture(ctx, refs...); err != nil {
+	if err := r.rec.Capture(ctx, p.Record...); err != nil {
+		return err
+	}
+	if err := r.rec.CaptureSlim(ctx, p.Slim...); err != nil {
 		return err
 	}
 	return r.rec.Save(ctx)
@@ -196,7 +206,7 @@ func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, erro
 		sub.Result.Summary = p.Nothing
 		return sub.Result, nil
 	}
-	if err := r.Capture(ctx, p.Record...); err != nil {
+	if err := r.capture(ctx, p); err != nil {
 		return sub.Result, err
 	}
 	// The sub-step's writes go into the shared entry through sub.Record. Its revert takes back only its

@@ -105,6 +105,12 @@ func (o *Options) Run(ctx context.Context) error {
 		case e.UndoOf != "":
 			state += " (undo of " + e.UndoOf + ")"
 		}
+		switch {
+		case e.Unreadable != "":
+			state = "unreadable: " + e.Unreadable
+		case !e.Signed:
+			state += " (unsigned: undo refuses it)"
+		}
 		rows = append(rows, []string{e.ID, e.Time.Format("2006-01-02T15:04:05Z"), e.Step, e.User, fmt.Sprint(len(e.Objects)), state, e.CommandLine()})
 	}
 	if len(rows) == 0 {

@@ -194,11 +194,11 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	for _, n := range o.plan.Namespaces {
 		p.Record = append(p.Record, journal.NamespaceRef(n.Name))
 		for _, w := range n.Restart {
-			p.Record = append(p.Record, workloadJournalRef(w))
+			p.Slim = append(p.Slim, workloadJournalRef(w))
 		}
 	}
 	if o.plan.Canary != nil {
-		p.Record = append(p.Record, workloadJournalRef(*o.plan.Canary))
+		p.Slim = append(p.Slim, workloadJournalRef(*o.plan.Canary))
 	}
 	return p, nil
 }

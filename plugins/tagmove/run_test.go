@@ -70,7 +70,7 @@ func TestRunThroughTheRunner(t *testing.T) {
 	if err := execute(t, c, "none", "prod-stable"); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"create leases istio-upgrade-lock", "create configmaps istio-upgrade-journal-0001",
+	want := []string{"create leases istio-upgrade-lock", "create secrets istio-upgrade-journal-key", "create configmaps istio-upgrade-journal-0001",
 		"create mutatingwebhookconfigurations istio-revision-tag-prod-stable", "create services istiod-revision-tag-prod-stable",
 		"update configmaps istio-upgrade-journal-0001", "delete leases istio-upgrade-lock"}
 	var got []string

@@ -108,3 +108,69 @@ func TestRunRefusesAnOverwrittenEntry(t *testing.T) {
 		t.Fatalf("exit %d (%v), changes %v; want 66, nothing changed", cli.CodeOf(err), err, b.Changes())
 	}
 }
+
+func setLabel(t *testing.T, b *steptest.Bed, key, value string) {
+	t.Helper()
+	n, err := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Labels[key] = value
+	if _, err := b.Clients.Kube.CoreV1().Namespaces().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+}
+
+// A label a teammate adds after the step survives undo.
+func TestRunKeepsOutsideChanges(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	migrated(t, b, "1-31")
+	setLabel(t, b, "team", "payments-oncall")
+	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	n, _ := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
+	if n.Labels[istio.LabelRev] != "1-30" || n.Labels["team"] != "payments-oncall" {
+		t.Errorf("labels after undo %v: want istio.io/rev=1-30 back and team kept", n.Labels)
+	}
+}
+
+// Someone changed the label the step set: undo refuses (68) naming it, changes nothing; --force restores.
+func TestRunRefusesDriftUnlessForced(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	migrated(t, b, "1-31")
+	setLabel(t, b, istio.LabelRev, "canary")
+	err := b.Run(undo.New(restorers), "none", nil)
+	if cli.CodeOf(err) != cli.ExitDrifted || !strings.Contains(err.Error(), `metadata.labels["istio.io/rev"]`) || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), changes %v; want 68 naming the label, nothing changed", cli.CodeOf(err), err, b.Changes())
+	}
+	forced := undo.New(restorers)
+	forced.Force = true
+	if err := b.Run(forced, "none", nil); err != nil {
+		t.Fatalf("--force: %v", err)
+	}
+	if label(t, b) != "1-30" {
+		t.Errorf("--force left shop on %s", label(t, b))
+	}
+}
+
+// A ConfigMap with the journal label that this tool did not write is never replayed.
+func TestRunRefusesAHandMadeEntry(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	migrated(t, b, "1-31")
+	cms := b.Clients.Kube.CoreV1().ConfigMaps("istio-system")
+	cm, err := cms.Get(context.Background(), journal.NamePrefix+"0001", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Name, cm.ResourceVersion, cm.Annotations = journal.NamePrefix+"0002", "", nil
+	if _, err := cms.Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	err = b.Run(undo.New(restorers), "none", nil, "0002")
+	if cli.CodeOf(err) != cli.ExitBadInput || !strings.Contains(err.Error(), "entry 0002 is not") || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), changes %v; want 65, nothing changed", cli.CodeOf(err), err, b.Changes())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -26,10 +27,13 @@ type Restorers map[string]Restorer
 type Options struct {
 	restorers Restorers
 
-	ID string
+	ID    string
+	Force bool
 
-	entry *journal.Entry
-	j     *journal.Journal
+	entry    *journal.Entry
+	j        *journal.Journal
+	restorer Restorer
+	preview  []journal.Action
 }
 
 // Name is the step's name in the journal and results.
@@ -50,12 +54,22 @@ func newCommand(g *cli.Global, streams genericiooptions.IOStreams, restorers Res
 	cmd := &cobra.Command{
 		Use:   "undo [ID]",
 		Short: "Restore the objects a step changed to their recorded state",
-		Long: `Restore every object of a journal entry to the state recorded before the step acted: objects the
-step changed are written back, objects it deleted are re-created, objects it created are deleted.
+		Long: `Put back what a journal entry's step changed: fields the step changed are set back to their
+recorded values, objects it deleted are re-created, objects it created are deleted. Only what the step
+changed is put back: a label or field others changed since, that the step never touched, stays.
+
+Before anything is changed, every object is compared with the state the step left. When others
+changed a field the step changed (or deleted or re-created an object the step touched), undo refuses
+with exit 68 and lists each object and field; --force restores them anyway. Only entries this tool
+wrote are replayed: each entry is signed with a key kept in the Secret istio-upgrade-journal-key, and
+names only the kinds its step touches; anything else is refused (exit 65). The question lists who ran
+the step, when, and what undo will do to each object.
+
 Without ID, the last entry that is not an undo, was not undone and was not rolled back by its own step.
 One command is one entry: a tag-move --restart is undone whole, the tag first, then its workloads
-restarted onto the old revision. The undo is itself journaled, so it can be undone too; a failed undo
-is retried by running it again. Prints the proxy-status diff (before → after).
+restarted onto the old revision. The undo is itself journaled, so it can be undone too (in its step's
+order: a migrate-ns undo is undone by relabelling first, then restarting); a failed undo is retried by
+running it again. Prints the proxy-status diff (before → after).
 
 An entry whose objects a later step changed again is refused (exit 66) until that later entry is
 undone: undoing canary-gw while a later shift has the canary serving would delete live capacity.
@@ -68,9 +82,13 @@ restarted, watched until complete (exit 75 if not).`,
   kubectl istio-upgrade undo
 
   # See what undoing entry 0002 would do, without changing anything
-  kubectl istio-upgrade undo 0002 --dry-run=server`,
+  kubectl istio-upgrade undo 0002 --dry-run=server
+
+  # Someone changed a label migrate-ns set since: put it back anyway
+  kubectl istio-upgrade undo 0002 --force`,
 		Args: cli.MaximumNArgs(1),
 	}
+	cmd.Flags().BoolVar(&o.Force, "force", false, "Restore fields others changed since the step too (undo refuses with exit 68 and lists them otherwise)")
 	return step.NewCommand(g, streams, o, cmd)
 }
 
@@ -109,12 +127,43 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		return nil, cli.Errorf(cli.ExitBlocked, "entry %s (%s) cannot be undone yet: later entries changed its objects again and are still in effect: %s; undo them first, newest first",
 			e.ID, e.Step, strings.Join(names, ", "))
 	}
-	o.entry = e
-	p := &step.Plan{Question: fmt.Sprintf("Undo entry %s (%s, %s by %s): put %d objects back?", e.ID, e.CommandLine(), e.Status(), e.User, len(e.Objects))}
+	if err := journal.Trusted(e); err != nil {
+		return nil, cli.BadInputf("%v", err)
+	}
+	o.entry, o.restorer = e, o.restorerFor(e, entries)
+	o.j.Force = o.Force
+	o.preview, err = o.j.Preview(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	lines := make([]string, 0, len(o.preview))
+	for _, a := range o.preview {
+		lines = append(lines, a.Ref.String()+" "+a.Verb)
+	}
+	p := &step.Plan{Question: fmt.Sprintf("Undo entry %s (%s, %s by %s at %s):\n  %s\n?", e.ID, e.CommandLine(), e.Status(), e.User,
+		e.Time.Format(time.RFC3339), strings.Join(lines, "\n  "))}
 	for _, ob := range e.Objects {
-		p.Record = append(p.Record, ob.Ref)
+		if ob.Slim {
+			p.Slim = append(p.Slim, ob.Ref)
+		} else {
+			p.Record = append(p.Record, ob.Ref)
+		}
 	}
 	return p, nil
+}
+
+// restorerFor is e's step's own restorer; an undo entry is undone by the restorer of the step it
+// undid (its order: namespace labels before restarts, the tag before its workloads).
+func (o *Options) restorerFor(e *journal.Entry, entries []*journal.Entry) Restorer {
+	name := e.Step
+	if e.UndoOf != "" {
+		for _, x := range entries {
+			if x.ID == e.UndoOf {
+				name = x.Step
+			}
+		}
+	}
+	return o.restorers[name]
 }
 
 // Apply restores the entry with its step's own restorer (object by object for the others) and marks
@@ -122,13 +171,8 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	e := o.entry
 	if r.DryRun == cli.DryRunClient {
-		for i := len(e.Objects) - 1; i >= 0; i-- {
-			ob := e.Objects[i]
-			verb := "restored"
-			if !ob.Existed {
-				verb = "deleted"
-			}
-			r.Record(ob.Ref.String(), verb)
+		for _, a := range o.preview {
+			r.Record(a.Ref.String(), a.Verb)
 		}
 		r.Result.Summary = fmt.Sprintf("Would undo entry %s (%s).", e.ID, e.CommandLine())
 		return nil
@@ -138,8 +182,8 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	}
 	var actions []journal.Action
 	var err error
-	if restore, ok := o.restorers[e.Step]; ok {
-		actions, err = restore(ctx, r.C, o.j, e, r.DryRun.APIDryRun(), r.Progress)
+	if o.restorer != nil {
+		actions, err = o.restorer(ctx, r.C, o.j, e, r.DryRun.APIDryRun(), r.Progress)
 	} else {
 		actions, err = o.j.Restore(ctx, e, r.DryRun.APIDryRun())
 	}

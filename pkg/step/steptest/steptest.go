@@ -65,11 +65,11 @@ func (b *Bed) Changes() []string {
 	return out
 }
 
-// StepWrites are Changes without the runner's own (the lock and the journal).
+// StepWrites are Changes without the runner's own (the lock, the journal and its key).
 func (b *Bed) StepWrites() []string {
 	var out []string
 	for _, w := range b.Changes() {
-		if !strings.Contains(w, " leases "+step.LockName) && !strings.Contains(w, " configmaps "+journal.NamePrefix) {
+		if !strings.Contains(w, " leases "+step.LockName) && !strings.Contains(w, " configmaps "+journal.NamePrefix) && !strings.Contains(w, " secrets "+journal.KeySecret) {
 			out = append(out, w)
 		}
 	}

@@ -1,0 +1,148 @@
+package journal
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+func saved(t *testing.T, j *Journal, step string, refs ...ObjectRef) *Entry {
+	t.Helper()
+	rec := j.Begin(step, "kubectl istio-upgrade "+step)
+	for _, r := range refs {
+		rec.CaptureObject(r, nil)
+	}
+	if err := rec.Save(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Entry()
+}
+
+func only(t *testing.T, j *Journal, id string) *Entry {
+	t.Helper()
+	e, err := j.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestSignedEntriesAreTrusted(t *testing.T) {
+	j, _ := newFakes()
+	e := saved(t, j, "migrate-ns", NamespaceRef("shop"))
+	if err := Trusted(only(t, j, e.ID)); err != nil {
+		t.Fatalf("an entry the tool wrote: %v", err)
+	}
+	// Another process (a fresh Journal) reads the key from the Secret.
+	other := New(j.Kube, j.Dynamic, j.Namespace)
+	if err := Trusted(only(t, other, e.ID)); err != nil {
+		t.Errorf("read by another process: %v", err)
+	}
+}
+
+func TestEditedOrHandMadeEntriesAreNot(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	e := saved(t, j, "migrate-ns", NamespaceRef("shop"))
+	cms := j.Kube.CoreV1().ConfigMaps("istio-system")
+	cm, _ := cms.Get(ctx, NamePrefix+e.ID, metav1.GetOptions{})
+	// Edited: the same entry made to touch a Secret, signature left as it was.
+	forged := *only(t, j, e.ID)
+	forged.Objects = []Object{{Ref: ObjectRef{Version: "v1", Resource: "secrets", Kind: "Namespace", Name: "x"}, Existed: true}}
+	cm.BinaryData[dataKey] = gz(t, forged)
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Trusted(only(t, New(j.Kube, j.Dynamic, j.Namespace), e.ID)); err == nil || !strings.Contains(err.Error(), "not signed") {
+		t.Errorf("an edited entry: %v", err)
+	}
+	// Hand-made, with the journal label and no signature.
+	made := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + "0009", Namespace: "istio-system", Labels: map[string]string{LabelJournal: "entry"}},
+		BinaryData: map[string][]byte{dataKey: gz(t, Entry{ID: "0009", Step: "migrate-ns"})}}
+	if _, err := cms.Create(ctx, made, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Trusted(only(t, j, "0009")); err == nil {
+		t.Error("a hand-made entry is trusted")
+	}
+}
+
+func TestTrustedChecksKindsAndResources(t *testing.T) {
+	secret := ObjectRef{Version: "v1", Resource: "secrets", Kind: "Secret", Namespace: "istio-system", Name: "cacerts"}
+	disguised := NamespaceRef("x")
+	disguised.Resource = "secrets"
+	for name, e := range map[string]*Entry{
+		"a kind the step never touches": {ID: "1", Step: "migrate-ns", Signed: true, Objects: []Object{{Ref: DeploymentRef("a", "b")}, {Ref: ServiceRef("istio-system", "istiod")}}},
+		"an unknown kind":               {ID: "2", Step: "undo", Signed: true, Objects: []Object{{Ref: secret}}},
+		"a kind on another resource":    {ID: "3", Step: "migrate-ns", Signed: true, Objects: []Object{{Ref: disguised}}},
+		"an unknown step":               {ID: "4", Step: "rm-rf", Signed: true},
+	} {
+		if err := Trusted(e); err == nil {
+			t.Errorf("%s: trusted", name)
+		}
+	}
+	if err := Trusted(&Entry{ID: "5", Step: "cleanup", Signed: true, Objects: []Object{{Ref: ClusterRoleRef("istiod-clusterrole-1-30")}}}); err != nil {
+		t.Errorf("cleanup's ClusterRole: %v", err)
+	}
+}
+
+func TestEntryTooLargeChangesNothing(t *testing.T) {
+	j, _ := newFakes()
+	noise := make([]byte, 1<<20)
+	_, _ = rand.Read(noise)
+	big := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "big", "namespace": "istio-system"}, "data": map[string]any{"x": base64.StdEncoding.EncodeToString(noise)}}}
+	rec := j.Begin("cleanup", "kubectl istio-upgrade cleanup")
+	rec.CaptureObject(ConfigMapRef("istio-system", "big"), big)
+	if err := rec.Save(context.Background()); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("want ErrTooLarge, got %v", err)
+	}
+	if l, _ := j.List(context.Background()); len(l) != 0 {
+		t.Errorf("a too large entry was written: %d entries", len(l))
+	}
+}
+
+func TestDecompressionIsBounded(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(`{"id":"0001","x":"`))
+	zeros := make([]byte, 1<<20)
+	for range maxDecoded >> 20 {
+		zw.Write(zeros)
+	}
+	zw.Write([]byte(`"}`))
+	zw.Close()
+	_, err := j.Kube.CoreV1().ConfigMaps("istio-system").Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: NamePrefix + "0001", Namespace: "istio-system", Labels: map[string]string{LabelJournal: "entry"}},
+		BinaryData: map[string][]byte{dataKey: buf.Bytes()}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := j.List(ctx)
+	if err != nil || len(l) != 1 || !strings.Contains(l[0].Unreadable, "decompresses to more than") || Trusted(l[0]) == nil {
+		t.Errorf("a gzip bomb must be listed as unreadable and never trusted: %v %+v", err, l)
+	}
+}
+
+func gz(t *testing.T, e Entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(e); err != nil {
+		t.Fatal(err)
+	}
+	zw.Close()
+	return buf.Bytes()
+}
