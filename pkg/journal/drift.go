@@ -16,9 +16,9 @@ var volatile = [][]string{
 	{"webhooks", "*", "clientConfig", "caBundle"},
 }
 
-// settled are fields undo puts back even when they changed since the step, never calling that a
-// conflict: autoscalers own a Deployment's replica count between steps, and shift's undo scales a
-// canary to 0 before restoring it.
+// settled are fields undo always puts back as recorded, never calling a change since a conflict:
+// autoscalers own a Deployment's replica count between steps, and shift's undo scales a canary to 0
+// before its readiness gate returns, then restores the count.
 var settled = map[string]bool{strings.Join([]string{"spec", "replicas"}, fieldSep): true}
 
 // fieldSep joins path segments into a map key; label keys hold dots and slashes, never NUL.
@@ -106,6 +106,14 @@ func Compare(before, after, live map[string]any) (Drift, []string) {
 		default:
 			d.Conflicts = append(d.Conflicts, fieldName(k))
 			restore = append(restore, k)
+		}
+	}
+	for k := range settled {
+		bv, bok := b[k]
+		lv, lok := l[k]
+		if !changed[k] && bok && (!lok || !equality.Semantic.DeepEqual(lv, bv)) {
+			restore = append(restore, k) // set since by an autoscaler or the undo itself: back as recorded
+			changed[k] = true
 		}
 	}
 	for k := range union(a, l) {

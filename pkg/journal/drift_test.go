@@ -71,4 +71,8 @@ func TestCompareReplicasAreSettledNotConflicts(t *testing.T) {
 	if len(d.Conflicts) != 0 || len(fields) != 1 {
 		t.Errorf("drift %+v fields %q", d, fields)
 	}
+	// The step kept the count, the undo scaled it to 0 first: still restored.
+	if _, fields := Compare(dep(1), dep(1), dep(0)); len(fields) != 1 {
+		t.Errorf("a count the undo changed is not restored: %q", fields)
+	}
 }

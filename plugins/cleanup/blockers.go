@@ -1,9 +1,19 @@
 package cleanup
 
 import (
+	"context"
 	"fmt"
 	"sort"
+	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -79,4 +89,73 @@ func Blockers(s *mesh.Snapshot, old, next string) []Blocker {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
 	return out
+}
+
+// gatewayAPI is the Gateway API Gateway resource; clusters without its CRD have none.
+var gatewayAPI = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}
+
+// GatewayAPIBlockers are the Gateway API Gateways Istio runs (its classes: istio, istio-waypoint, …)
+// that resolve to revision old: by their own istio.io/rev label, else their namespace's revision,
+// else the default tag's. istiod deploys and injects their proxies on that revision.
+func GatewayAPIBlockers(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, old, next string) ([]Blocker, error) {
+	l, err := c.Dynamic.Resource(gatewayAPI).Namespace("").List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return nil, nil // no Gateway API CRDs
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list gateways.gateway.networking.k8s.io: %w", err)
+	}
+	nsRev := map[string]string{}
+	for _, n := range s.Namespaces {
+		nsRev[n.Name] = n.Revision
+	}
+	defaultRev, _, _ := s.Resolver().Resolve("default")
+	var out []Blocker
+	for _, g := range l.Items {
+		class, _, _ := unstructured.NestedString(g.Object, "spec", "gatewayClassName")
+		if !strings.HasPrefix(class, "istio") {
+			continue
+		}
+		rev, how := g.GetLabels()[istio.LabelRev], "its "+istio.LabelRev+" label"
+		if rev != "" {
+			if r, _, ok := s.Resolver().Resolve(rev); ok {
+				rev = r
+			}
+		} else if rev, how = nsRev[g.GetNamespace()], "its namespace"; rev == "" {
+			rev, how = defaultRev, "the default revision"
+		}
+		if rev != old {
+			continue
+		}
+		kind := "gateway"
+		if class == "istio-waypoint" {
+			kind = "waypoint"
+		}
+		out = append(out, Blocker{kind, "gateway/" + g.GetNamespace() + "/" + g.GetName(),
+			fmt.Sprintf("Gateway API %s (class %s) runs on %s through %s", kind, class, old, how),
+			fmt.Sprintf("kubectl -n %s label gateway %s %s=%s --overwrite", g.GetNamespace(), g.GetName(), istio.LabelRev, nextOr(next))})
+	}
+	return out, nil
+}
+
+// DataPlaneBlockers are ambient's node agents on revision old: ztunnel and istio-cni DaemonSets.
+func DataPlaneBlockers(raw *mesh.Inputs, istioNamespace, old string) []Blocker {
+	var out []Blocker
+	for _, d := range raw.DaemonSets {
+		if d.Namespace != istioNamespace || (d.Name != "ztunnel" && d.Name != "istio-cni-node") {
+			continue
+		}
+		if d.Labels[istio.LabelRev] == old || d.Spec.Template.Labels[istio.LabelRev] == old {
+			out = append(out, Blocker{d.Name, "daemonset/" + d.Namespace + "/" + d.Name, fmt.Sprintf("%s runs on revision %s", d.Name, old),
+				fmt.Sprintf("upgrade %s to the new revision (helm upgrade, or istioctl install) first", d.Name)})
+		}
+	}
+	return out
+}
+
+func nextOr(next string) string {
+	if next == "" {
+		return "<new revision>"
+	}
+	return next
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/version"
@@ -30,6 +31,7 @@ type Options struct {
 
 	det    *Details
 	remove []*unstructured.Unstructured
+	next   string // the revision blockers suggest moving to
 }
 
 // Name is the step's name in the journal and results.
@@ -46,7 +48,10 @@ type Details struct {
 	// HelmOwned are objects left alone because Helm owns them (without --force), with the commands to run.
 	HelmOwned    []string `json:"helmOwned"`
 	HelmCommands []string `json:"helmCommands"`
-	Warnings     []string `json:"warnings"`
+	// Kept are objects labelled with the revision that stay, and why (a gateway's Service, a
+	// ServiceAccount other pods run as).
+	Kept     []string `json:"kept"`
+	Warnings []string `json:"warnings"`
 }
 
 // revisionKinds are the kinds a revision owns, found by its istio.io/rev label. Tag webhooks and tag
@@ -123,12 +128,15 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if !known {
 		return nil, cli.BadInputf("revision %q not found (see `kubectl istio-upgrade status`)", o.Revision)
 	}
-	o.det = &Details{Revision: o.Revision, Blockers: Blockers(before, o.Revision, next), Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, Warnings: []string{}}
+	o.next = next
+	o.det = &Details{Revision: o.Revision, Blockers: []Blocker{}, Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, Kept: []string{}, Warnings: []string{}}
 	res := r.Result
 	res.Details = o.det
-	for _, w := range before.Warnings {
-		o.det.Blockers = append(o.det.Blockers, Blocker{"syncz", "istiod", w, "make every istiod answer, then rerun: a proxy might still be connected"})
+	blockers, err := o.blockers(ctx, r, before, r.Raw)
+	if err != nil {
+		return nil, err
 	}
+	o.det.Blockers = blockers
 	if len(o.det.Blockers) > 0 {
 		res.Summary = fmt.Sprintf("cleanup refused: %d things still depend on revision %s; nothing was changed", len(o.det.Blockers), o.Revision)
 		if r.G.Output == cli.OutputTable {
@@ -177,12 +185,53 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	return p, nil
 }
 
-// Apply deletes the revision's objects (the journal holds them whole: undo re-creates them).
+// blockers is everything that still resolves to the revision (see Blockers), plus Gateway API gateways
+// and waypoints on it and istiods that cannot say whether proxies are still connected.
+func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, raw *mesh.Inputs) ([]Blocker, error) {
+	out := Blockers(s, o.Revision, o.next)
+	gws, err := GatewayAPIBlockers(ctx, r.C, s, o.Revision, o.next)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, gws...)
+	out = append(out, DataPlaneBlockers(raw, r.G.IstioNamespace, o.Revision)...)
+	for _, w := range s.Warnings {
+		out = append(out, Blocker{"syncz", "istiod", w, "make every istiod answer, then rerun: a proxy might still be connected"})
+	}
+	return out, nil
+}
+
+// Apply deletes the revision's objects (the journal holds them whole: undo re-creates them). On a real
+// run the blockers are read again first: anything that came to depend on the revision since the plan
+// (and the question) stops it with nothing deleted. Every delete names the UID it planned to delete.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	if r.Live() {
+		raw, err := mesh.List(ctx, r.C, r.ReadOptions(true))
+		if err != nil {
+			return err
+		}
+		b, err := o.blockers(ctx, r, mesh.Build(*raw), raw)
+		if err != nil {
+			return err
+		}
+		if len(b) > 0 {
+			o.det.Blockers = b
+			var what []string
+			for _, x := range b {
+				what = append(what, x.Object+": "+x.Message)
+			}
+			return cli.Errorf(cli.ExitBlocked, "since the plan, %d things came to depend on revision %s (nothing was deleted): %s", len(b), o.Revision, strings.Join(what, "; "))
+		}
+	}
 	for _, u := range o.remove {
 		ref := refOf(u)
+		uid := u.GetUID()
 		err := r.Write(strings.ToLower(ref.Kind)+"/"+ref.Name, "deleted", func([]string) error {
-			return r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Delete(ctx, ref.Name, r.DeleteOptions())
+			opts := r.DeleteOptions()
+			if uid != "" {
+				opts.Preconditions = &metav1.Preconditions{UID: &uid}
+			}
+			return r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Delete(ctx, ref.Name, opts)
 		})
 		if err != nil {
 			return fmt.Errorf("delete %s: %w", ref, err)
@@ -196,18 +245,33 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	return nil
 }
 
-// revisionObjects lists what belongs to the revision: objects labelled istio.io/rev=OLD (not a tag's)
-// in the Istio namespace and cluster-wide, plus old gateway Deployments scaled to zero.
+// revisionObjects lists exactly the revision's control plane in this Istio namespace (see
+// controlPlane), each once, less what something else still uses; plus its old gateway Deployments
+// scaled to zero.
 func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstructured.Unstructured, error) {
-	c, s := r.C, r.Before
+	c, s, ns := r.C, r.Before, r.G.IstioNamespace
 	sel := metav1.ListOptions{LabelSelector: istio.LabelRev + "=" + o.Revision + "," + "!" + istio.LabelTag}
-	var out []*unstructured.Unstructured
-	for _, k := range revisionKinds {
-		ns := r.G.IstioNamespace
-		if clusterScoped[k.Kind] {
-			ns = ""
+	istiod := map[string]bool{}
+	for _, p := range r.Raw.IstiodPods {
+		if istio.RevisionOf(p.Labels) == o.Revision {
+			istiod[p.Namespace+"/"+p.Name] = true
 		}
-		l, err := c.Dynamic.Resource(k.GVR()).Namespace(ns).List(ctx, sel)
+	}
+	pods := append(append([]corev1.Pod{}, r.Raw.Pods...), r.Raw.IstiodPods...)
+	seen := map[journal.ObjectRef]bool{}
+	var out []*unstructured.Unstructured
+	add := func(u *unstructured.Unstructured) {
+		if ref := refOf(u); !seen[ref] {
+			seen[ref] = true
+			out = append(out, u)
+		}
+	}
+	for _, k := range revisionKinds {
+		lns := ns
+		if clusterScoped[k.Kind] {
+			lns = ""
+		}
+		l, err := c.Dynamic.Resource(k.GVR()).Namespace(lns).List(ctx, sel)
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", k.Resource, err)
 		}
@@ -216,13 +280,24 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 			if u.GetKind() == "" {
 				u.SetKind(k.Kind)
 			}
-			if k.Kind == "ValidatingWebhookConfiguration" && u.GetName() == istio.DefaultValidatorName {
-				continue // shared; a blocker when it calls OLD
+			if u.GetAPIVersion() == "" {
+				u.SetAPIVersion(k.GVR().GroupVersion().String())
 			}
-			if k.Kind == "ConfigMap" && strings.HasPrefix(u.GetName(), journal.NamePrefix) {
+			if !owned(u, o.Revision, ns) {
+				if !strings.HasPrefix(u.GetName(), journal.NamePrefix) {
+					o.det.Kept = append(o.det.Kept, refOf(u).String()+": labelled "+istio.LabelRev+"="+o.Revision+" but not part of its control plane")
+				}
 				continue
 			}
-			out = append(out, u)
+			why, err := inUse(ctx, c, u, pods, istiod)
+			if err != nil {
+				return nil, err
+			}
+			if why != "" {
+				o.det.Kept = append(o.det.Kept, refOf(u).String()+": "+why)
+				continue
+			}
+			add(u)
 		}
 	}
 	for _, g := range s.Gateways {
@@ -234,7 +309,7 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 			if u.GetKind() == "" {
 				u.SetKind("Deployment")
 			}
-			out = append(out, u)
+			add(u)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return refOf(out[i]).String() < refOf(out[j]).String() })

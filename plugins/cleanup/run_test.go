@@ -3,13 +3,19 @@ package cleanup
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -95,5 +101,130 @@ func TestRunRefusesWhileSomethingDepends(t *testing.T) {
 				t.Fatalf("exit %d (%v), changes %v; want 66 and nothing changed", cli.CodeOf(err), err, b.Changes())
 			}
 		})
+	}
+}
+
+func labelled(kind, apiVersion, ns, name, rev string) runtime.Object {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(apiVersion)
+	u.SetKind(kind)
+	u.SetNamespace(ns)
+	u.SetName(name)
+	u.SetLabels(map[string]string{istio.LabelRev: rev})
+	switch kind {
+	case "ServiceAccount":
+		return &corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: u.GetLabels()}}
+	case "Role":
+		return &rbacv1.Role{TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: u.GetLabels()}}
+	case "ClusterRole":
+		return &rbacv1.ClusterRole{TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, ObjectMeta: metav1.ObjectMeta{Name: name, Labels: u.GetLabels()}}
+	case "Service":
+		return &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: u.GetLabels()}}
+	}
+	panic(kind)
+}
+
+// Only the revision's control plane goes: what istioctl's gateway component labels with the revision
+// in the Istio namespace (Service, ServiceAccount, Role of an ingress gateway), another Istio namespace's
+// ClusterRole, and an istiod Service with ready endpoints on other pods all stay.
+func TestRunDeletesExactlyTheControlPlane(t *testing.T) {
+	ready := true
+	objs := append(moved(false)(),
+		labelled("ServiceAccount", "v1", "istio-system", "istiod-1-30", "1-30"),
+		labelled("Role", "rbac.authorization.k8s.io/v1", "istio-system", "istiod-1-30", "1-30"),
+		labelled("ClusterRole", "rbac.authorization.k8s.io/v1", "", "istiod-clusterrole-1-30-istio-system", "1-30"),
+		labelled("ClusterRole", "rbac.authorization.k8s.io/v1", "", "istiod-clusterrole-1-30-other-istio", "1-30"),
+		labelled("Service", "v1", "istio-system", "istio-ingressgateway", "1-30"),
+		labelled("ServiceAccount", "v1", "istio-system", "istio-ingressgateway-service-account", "1-30"),
+		labelled("Role", "rbac.authorization.k8s.io/v1", "istio-system", "istio-ingressgateway-sds", "1-30"),
+		// Something else serves behind istiod-1-30's Service.
+		&discoveryv1.EndpointSlice{TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+			ObjectMeta: metav1.ObjectMeta{Name: "istiod-1-30-x", Namespace: "istio-system", Labels: map[string]string{discoveryv1.LabelServiceName: "istiod-1-30"}},
+			Endpoints: []discoveryv1.Endpoint{{Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "istio-system", Name: "debug-proxy"}}}},
+	)
+	b := steptest.New(t, objs...)
+	if err := b.Run(removing("1-30")(), "none", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	got := b.StepWrites()
+	slices.Sort(got)
+	want := []string{"delete clusterroles istiod-clusterrole-1-30-istio-system", "delete configmaps istio-1-30", "delete deployments istiod-1-30",
+		"delete mutatingwebhookconfigurations istio-sidecar-injector-1-30", "delete roles istiod-1-30", "delete serviceaccounts istiod-1-30"}
+	if !slices.Equal(got, want) {
+		t.Errorf("deleted %v\nwant    %v", got, want)
+	}
+	for _, s := range b.Sent {
+		if strings.HasPrefix(s.Write, "delete ") && !strings.Contains(s.Write, "leases") && s.Precondition == "" {
+			t.Errorf("%s without a UID precondition", s.Write)
+		}
+	}
+	for _, kept := range []string{"istio-ingressgateway", "debug-proxy", "istiod-clusterrole-1-30-other-istio"} {
+		if !strings.Contains(b.Out.String(), kept) {
+			t.Errorf("the result does not say why %s was kept:\n%s", kept, b.Out)
+		}
+	}
+}
+
+func apiGateway(ns, name, class string, labels map[string]string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]any{"name": name, "namespace": ns}, "spec": map[string]any{"gatewayClassName": class}}}
+	u.SetLabels(labels)
+	return u
+}
+
+// A Gateway API gateway or waypoint on 1-30 (its label, else its namespace), ztunnel on 1-30: each blocks.
+func TestRunBlockedByGatewaysAndNodeAgents(t *testing.T) {
+	ztunnel := steptest.Deployment("istio-system", "x", 1, nil, nil) // only for its template
+	ds := &appsv1.DaemonSet{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system", Labels: map[string]string{istio.LabelRev: "1-30"}},
+		Spec:       appsv1.DaemonSetSpec{Selector: ztunnel.Spec.Selector, Template: ztunnel.Spec.Template}}
+	for name, extra := range map[string]runtime.Object{
+		"gateway labelled 1-30":        apiGateway("istio-ingress", "web", "istio", map[string]string{istio.LabelRev: "1-30"}),
+		"waypoint in a 1-30 namespace": apiGateway("legacy", "waypoint", "istio-waypoint", nil),
+		"ztunnel on 1-30":              ds,
+	} {
+		t.Run(name, func(t *testing.T) {
+			objs := append(moved(false)(), steptest.Namespace("legacy", map[string]string{istio.LabelRev: "1-30"}), extra)
+			if name != "waypoint in a 1-30 namespace" {
+				objs = append(moved(false)(), extra)
+			}
+			b := steptest.New(t, objs...)
+			err := b.Run(removing("1-30")(), "none", nil)
+			if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 {
+				t.Fatalf("exit %d (%v), changes %v; want 66, nothing changed", cli.CodeOf(err), err, b.Changes())
+			}
+		})
+	}
+	// Another class's Gateway is not Istio's.
+	b := steptest.New(t, append(moved(false)(), apiGateway("istio-ingress", "web", "envoy", map[string]string{istio.LabelRev: "1-30"}))...)
+	if err := b.Run(removing("1-30")(), "client", nil); err != nil {
+		t.Errorf("a Gateway of another class blocked: %v", err)
+	}
+}
+
+// Something that comes to depend on the revision after the plan (here: while the lock is taken) stops
+// cleanup before its first delete.
+func TestRunRechecksBlockersBeforeDeleting(t *testing.T) {
+	b := steptest.New(t, moved(false)()...)
+	kc := b.Clients.Kube.(*fake.Clientset)
+	nsGVR := corev1.SchemeGroupVersion.WithResource("namespaces")
+	kc.PrependReactor("create", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		o, err := kc.Tracker().Get(nsGVR, "", "shop") // the store directly: a reactor runs under the fake's lock
+		if err != nil {
+			return true, nil, err
+		}
+		n := o.(*corev1.Namespace).DeepCopy()
+		n.Labels[istio.LabelRev] = "1-30"
+		return false, nil, kc.Tracker().Update(nsGVR, n, "")
+	})
+	err := b.Run(removing("1-30")(), "none", nil)
+	if cli.CodeOf(err) != cli.ExitBlocked || !strings.Contains(err.Error(), "since the plan") {
+		t.Fatalf("exit %d (%v), want 66", cli.CodeOf(err), err)
+	}
+	for _, w := range b.StepWrites() {
+		if strings.HasPrefix(w, "delete ") {
+			t.Errorf("deleted after the cluster changed: %s", w)
+		}
 	}
 }

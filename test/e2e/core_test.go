@@ -101,7 +101,7 @@ func TestUndoRestoresRecordedState(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := journal.New(c.Kube, c.Dynamic, "istio-system")
-	rec := j.Begin("e2e-step", "e2e-undo")
+	rec := j.Begin("tag-move", "e2e-undo")
 	nsRef, whRef := journal.NamespaceRef("e2e-undo"), journal.MutatingWebhookRef("istio-revision-tag-prod-stable")
 	if err := rec.Capture(ctx, nsRef, whRef); err != nil {
 		t.Fatal(err)

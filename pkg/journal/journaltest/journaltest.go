@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -36,6 +37,8 @@ type Sent struct {
 	Write   string
 	DryRun  []string
 	Manager string
+	// Precondition is the UID a delete required.
+	Precondition string
 }
 
 // New returns a cluster holding objs, which must carry their apiVersion and kind. Built-in kinds live
@@ -48,14 +51,20 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 	var typed, custom []runtime.Object
 	kinds := map[schema.GroupVersionResource]string{}
 	for _, o := range objs {
+		if m, ok := o.(metav1.Object); ok && m.GetUID() == "" { // as an apiserver would: steps send UID preconditions
+			m.SetUID(types.UID("uid-" + o.GetObjectKind().GroupVersionKind().Kind + "-" + m.GetNamespace() + "-" + m.GetName()))
+		}
 		if _, ok := o.(*unstructured.Unstructured); ok {
 			custom = append(custom, o)
 			gvk := o.GetObjectKind().GroupVersionKind()
-			gvr, _ := meta.UnsafeGuessKindToResource(gvk)
-			kinds[gvr] = gvk.Kind + "List"
+			kinds[resourceOf(gvk)] = gvk.Kind + "List"
 			continue
 		}
 		typed = append(typed, o)
+	}
+	// CRDs steps list whether or not a test holds any.
+	for gk, r := range crdResources {
+		kinds[schema.GroupVersionResource{Group: gk.Group, Version: "v1", Resource: r}] = gk.Kind + "List"
 	}
 	kc := fake.NewClientset(typed...)
 	builtin := map[schema.GroupVersionResource]bool{}
@@ -65,7 +74,13 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 			kinds[gvr], builtin[gvr] = gvk.Kind, true
 		}
 	}
-	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds, custom...)
+	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds)
+	for _, o := range custom {
+		// Create with the real resource name: the tracker's own guess says "gatewaies".
+		if err := dc.Tracker().Create(resourceOf(o.GetObjectKind().GroupVersionKind()), o, o.(metav1.Object).GetNamespace()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Built-in kinds: the dynamic client's requests are served from the typed client's store.
 	shared := k8stesting.ObjectReaction(kc.Tracker())
 	dc.PrependReactor("*", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -99,6 +114,9 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 				name, s.DryRun, s.Manager = x.Name, x.PatchOptions.DryRun, x.PatchOptions.FieldManager
 			case k8stesting.DeleteActionImpl:
 				name, s.DryRun = x.Name, x.DeleteOptions.DryRun
+				if p := x.DeleteOptions.Preconditions; p != nil && p.UID != nil {
+					s.Precondition = string(*p.UID)
+				}
 			default:
 				return false, nil, nil
 			}
@@ -142,6 +160,19 @@ func dryRun(a k8stesting.Action, typed, custom k8stesting.ObjectTracker, dynamic
 		return true, u, err
 	}
 	return true, nil, nil
+}
+
+// crdResources are the resources of the custom kinds steps read.
+var crdResources = map[schema.GroupKind]string{
+	{Group: "gateway.networking.k8s.io", Kind: "Gateway"}: "gateways",
+}
+
+func resourceOf(gvk schema.GroupVersionKind) schema.GroupVersionResource {
+	if r, ok := crdResources[gvk.GroupKind()]; ok {
+		return gvk.GroupVersion().WithResource(r)
+	}
+	gvr, _ := meta.UnsafeGuessKindToResource(gvk)
+	return gvr
 }
 
 // toTyped turns the unstructured object of a dynamic create or update into its typed form, for the
