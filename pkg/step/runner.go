@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -96,6 +98,9 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	if plan.Nothing != "" {
 		r.Result.Summary = plan.Nothing
 		return r.Result.Write(r.Out, g.Output)
+	}
+	if err := checkAccess(ctx, r, plan); err != nil {
+		return err
 	}
 	if !r.Live() {
 		// Dry runs go through the same Apply: client records what would be sent, server sends it with dryRun.
@@ -190,6 +195,37 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 		return err
 	}
 	return runErr
+}
+
+// checkAccess asks the apiserver for everything the run will do before it does any of it: the step's
+// own access, reading every object the journal records, and the runner's lock, journal and signing
+// key. A server dry run is authorized like the real thing; a client dry run sends nothing.
+func checkAccess(ctx context.Context, r *Run, plan *Plan) error {
+	if r.DryRun == cli.DryRunClient {
+		return nil
+	}
+	want := append([]kube.Access{}, plan.Access...)
+	if r.Live() {
+		ns := r.G.IstioNamespace
+		want = append(want, kube.Can("coordination.k8s.io", "leases", ns, "get", "create", "update", "delete")...)
+		want = append(want, kube.Can("", "configmaps", ns, "list", "get", "create", "update")...)
+		want = append(want, kube.Can("", "secrets", ns, "get", "create")...)
+		for _, ref := range append(append([]journal.ObjectRef{}, plan.Record...), plan.Slim...) {
+			want = append(want, On(ref, "get")...)
+		}
+	}
+	missing, err := kube.Missing(ctx, r.C.Kube, want)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		lines := make([]string, len(missing))
+		for i, a := range missing {
+			lines[i] = a.String()
+		}
+		return cli.Errorf(cli.ExitNotPermitted, "not permitted (nothing was changed): this step needs\n  %s\nsee docs/rbac.md for the Role and ClusterRole each step needs", strings.Join(lines, "\n  "))
+	}
+	return nil
 }
 
 // watchSignals turns the first signal into Stopping and the second into an abort.

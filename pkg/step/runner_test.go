@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	authzv1 "k8s.io/api/authorization/v1"
 	"os"
 	"strings"
 	"syscall"
@@ -114,7 +115,7 @@ func newBed(t *testing.T, objs ...runtime.Object) *bed {
 		default:
 			return false, nil, nil
 		}
-		if w.resource == "selfsubjectreviews" {
+		if w.resource == "selfsubjectreviews" || w.resource == "selfsubjectaccessreviews" { // questions, not changes
 			return false, nil, nil
 		}
 		b.writes = append(b.writes, w)
@@ -236,6 +237,23 @@ func TestHeldLockRefusesBeforeAnyWrite(t *testing.T) {
 	}
 	if len(b.writes) != 0 || len(b.data()) != 0 || len(b.entries()) != 0 {
 		t.Errorf("a refused step wrote: %+v", b.writes)
+	}
+}
+
+// A denied verb stops the step before any write, exit 77, listing what is missing; a client dry run
+// asks nothing.
+func TestMissingPermissionRefusesBeforeAnyWrite(t *testing.T) {
+	b := newBed(t)
+	b.c.Deny = func(a authzv1.ResourceAttributes) bool { return a.Resource == "leases" && a.Verb == "delete" }
+	err := b.run(&fakeStep{batches: 2}, "none", nil)
+	if cli.CodeOf(err) != cli.ExitNotPermitted || !strings.Contains(err.Error(), "delete leases.coordination.k8s.io in istio-system") {
+		t.Fatalf("exit %d (%v), want 77 naming the verb", cli.CodeOf(err), err)
+	}
+	if len(b.writes) != 0 || len(b.data()) != 0 || len(b.entries()) != 0 {
+		t.Errorf("a refused step wrote: %+v", b.writes)
+	}
+	if err := b.run(&fakeStep{batches: 2}, "client", nil); err != nil {
+		t.Errorf("a client dry run needs no rights: %v", err)
 	}
 }
 

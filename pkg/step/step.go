@@ -53,6 +53,14 @@ type Plan struct {
 	Record []journal.ObjectRef
 	// Slim are objects whose undo only reads their restart stamp (workloads migrate-ns restarts).
 	Slim []journal.ObjectRef
+	// Access is every verb Apply (and Revert) will use, on what, where: the runner asks the apiserver
+	// for all of it, with its own, before anything changes (exit 77 and the list when any is denied).
+	Access []kube.Access
+}
+
+// On is the access of verbs on the object ref names (its kind, in its namespace).
+func On(ref journal.ObjectRef, verbs ...string) []kube.Access {
+	return kube.Can(ref.Group, ref.Resource, ref.Namespace, verbs...)
 }
 
 // Options are the flags the runner gives every mutating step.
@@ -205,6 +213,9 @@ func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, erro
 	if p.Nothing != "" {
 		sub.Result.Summary = p.Nothing
 		return sub.Result, nil
+	}
+	if err := checkAccess(ctx, sub, p); err != nil {
+		return sub.Result, err
 	}
 	if err := r.capture(ctx, p); err != nil {
 		return sub.Result, err

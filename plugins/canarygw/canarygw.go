@@ -208,6 +208,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		o.det.Objects = append(o.det.Objects, o.pdb)
 		p.Record = append(p.Record, journal.PDBRef(o.Namespace, o.pdb.Name))
 	}
+	for _, ref := range p.Record {
+		p.Access = append(p.Access, step.On(ref, "create")...)
+	}
+	// Verification lists the canary's pods and the endpoints that must not include them.
+	p.Access = append(p.Access, kube.Can("", "pods", o.Namespace, "list")...)
+	p.Access = append(p.Access, kube.Can("discovery.k8s.io", "endpointslices", o.Namespace, "list")...)
 	return p, nil
 }
 

@@ -180,6 +180,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	for _, u := range o.remove {
 		names = append(names, refOf(u).String())
 		p.Record = append(p.Record, refOf(u))
+		p.Access = append(p.Access, step.On(refOf(u), "delete")...)
 	}
 	p.Question = fmt.Sprintf("Delete %d objects of revision %s:\n  %s\n?", len(o.remove), o.Revision, strings.Join(names, "\n  "))
 	return p, nil

@@ -193,12 +193,20 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	}
 	for _, n := range o.plan.Namespaces {
 		p.Record = append(p.Record, journal.NamespaceRef(n.Name))
+		if n.Relabel {
+			p.Access = append(p.Access, step.On(journal.NamespaceRef(n.Name), "patch")...)
+		}
 		for _, w := range n.Restart {
 			p.Slim = append(p.Slim, workloadJournalRef(w))
 		}
 	}
 	if o.plan.Canary != nil {
 		p.Slim = append(p.Slim, workloadJournalRef(*o.plan.Canary))
+	}
+	// Restarts are patched, watched to the end of their rollout, and their pods listed by the gate.
+	for _, w := range p.Slim {
+		p.Access = append(p.Access, step.On(w, "patch", "list", "watch")...)
+		p.Access = append(p.Access, kube.Can("", "pods", w.Namespace, "list")...)
 	}
 	return p, nil
 }

@@ -187,6 +187,13 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	for _, h := range o.hpa {
 		p.Record = append(p.Record, journal.HPARef(o.Namespace, h))
 	}
+	for _, ref := range p.Record {
+		p.Access = append(p.Access, step.On(ref, "patch")...)
+	}
+	// Each step's gate watches the rollouts and counts pods and ready endpoints.
+	p.Access = append(p.Access, kube.Can("apps", "deployments", o.Namespace, "list", "watch")...)
+	p.Access = append(p.Access, kube.Can("", "pods", o.Namespace, "list")...)
+	p.Access = append(p.Access, kube.Can("discovery.k8s.io", "endpointslices", o.Namespace, "list")...)
 	return p, nil
 }
 

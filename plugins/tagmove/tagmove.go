@@ -21,6 +21,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
@@ -192,6 +193,21 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	}
 	if o.wantVal != nil {
 		p.Record = append(p.Record, journal.ValidatingWebhookRef(o.wantVal.Name))
+	}
+	for _, ref := range p.Record {
+		verb := "update"
+		if (ref.Kind == "MutatingWebhookConfiguration" && o.existingWh == nil) || (ref.Kind == "Service" && o.existingSvc == nil) {
+			verb = "create"
+		}
+		p.Access = append(p.Access, step.On(ref, verb)...)
+	}
+	if o.Restart { // migrate-ns restarts the workloads of every namespace on the tag
+		for _, n := range o.det.BlastRadius.Namespaces {
+			for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
+				p.Access = append(p.Access, kube.Can("apps", res, n.Name, "patch", "list", "watch")...)
+			}
+			p.Access = append(p.Access, kube.Can("", "pods", n.Name, "list")...)
+		}
 	}
 	return p, nil
 }

@@ -148,6 +148,17 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		} else {
 			p.Record = append(p.Record, ob.Ref)
 		}
+		switch ob.Ref.Kind {
+		case "Deployment", "StatefulSet", "DaemonSet": // restorers restart, scale and watch workloads
+			p.Access = append(p.Access, step.On(ob.Ref, "patch", "list", "watch")...)
+		}
+	}
+	verbs := map[string]string{"restored": "update", "recreated": "create", "deleted": "delete"}
+	for _, a := range o.preview {
+		verb, _, _ := strings.Cut(a.Verb, " ")
+		if v, ok := verbs[verb]; ok {
+			p.Access = append(p.Access, step.On(a.Ref, v)...)
+		}
 	}
 	return p, nil
 }

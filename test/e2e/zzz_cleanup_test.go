@@ -98,6 +98,7 @@ type cleanupResult struct {
 	Details struct {
 		Blockers []struct{ Kind, Object, Fix string }
 		Removed  []string
+		Kept     []string
 	}
 }
 
@@ -169,6 +170,24 @@ func TestGatewayCanaryShiftCleanupUndo(t *testing.T) {
 		return nil
 	})
 
+	// What istioctl's gateway component labels with the revision: in the Istio namespace a Service,
+	// ServiceAccount and Role of an ingress gateway; beside it, the Service the canary now serves through.
+	kubectl(t, "-n", "istio-system", "create", "service", "clusterip", "istio-ingressgateway", "--tcp=80:8080")
+	kubectl(t, "-n", "istio-system", "create", "serviceaccount", "istio-ingressgateway-service-account")
+	kubectl(t, "-n", "istio-system", "create", "role", "istio-ingressgateway-sds", "--verb=get", "--resource=secrets")
+	gwObjects := []string{"service/istio-ingressgateway", "serviceaccount/istio-ingressgateway-service-account", "role/istio-ingressgateway-sds"}
+	gwUIDs := map[string]string{}
+	for _, o := range gwObjects {
+		kubectl(t, "-n", "istio-system", "label", o, "istio.io/rev=1-30")
+		gwUIDs[o] = kubectl(t, "-n", "istio-system", "get", o, "-o", "jsonpath={.metadata.uid}")
+	}
+	defer func() {
+		for _, o := range gwObjects {
+			run(t, binDir+"/kubectl", "-n", "istio-system", "delete", o)
+		}
+	}()
+	kubectl(t, "-n", "istio-ingress", "label", "service", "istio-ingressgateway", "istio.io/rev=1-30")
+
 	rv = istiodRV()
 	if res, r := cleanup(t, "--dry-run=server"); r.code != 0 || len(res.Details.Removed) == 0 || istiodRV() != rv {
 		t.Errorf("--dry-run=server: exit %d, %d removed, resourceVersions %s → %s", r.code, len(res.Details.Removed), rv, istiodRV())
@@ -189,6 +208,14 @@ func TestGatewayCanaryShiftCleanupUndo(t *testing.T) {
 	for _, kept := range []string{"istio-revision-tag", "istiod-default-validator", "istiod-1-31", "istio-ingressgateway-1-31", "service/istio-ingressgateway"} {
 		if strings.Contains(removed, kept) {
 			t.Errorf("cleanup removed %s: %s", kept, removed)
+		}
+	}
+	for _, o := range gwObjects {
+		if uid := kubectl(t, "-n", "istio-system", "get", o, "-o", "jsonpath={.metadata.uid}"); uid != gwUIDs[o] {
+			t.Errorf("%s labelled with the old revision was replaced or removed (%s → %s)", o, gwUIDs[o], uid)
+		}
+		if !strings.Contains(strings.Join(res.Details.Kept, "\n"), strings.SplitN(o, "/", 2)[1]) {
+			t.Errorf("the result does not say why %s was kept: %v", o, res.Details.Kept)
 		}
 	}
 	if r := run(t, binDir+"/kubectl", "-n", "istio-system", "get", "deployment", "istiod-1-30"); r.code == 0 {

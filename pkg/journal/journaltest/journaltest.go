@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -30,6 +31,8 @@ type Cluster struct {
 	Writes []string
 	// Sent are the same writes with the options they were sent with.
 	Sent []Sent
+	// Deny, when set, says which SelfSubjectAccessReviews the apiserver refuses.
+	Deny func(authzv1.ResourceAttributes) bool
 }
 
 // Sent is one write and its options.
@@ -131,6 +134,12 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 	}
 	kc.PrependReactor("*", "*", record(false))
 	dc.PrependReactor("*", "*", record(true))
+	// The apiserver's answer to "may I?": yes, unless Deny says no.
+	kc.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authzv1.SelfSubjectAccessReview).DeepCopy()
+		r.Status.Allowed = c.Deny == nil || !c.Deny(*r.Spec.ResourceAttributes)
+		return true, r, nil
+	})
 	c.Clients = &kube.Clients{Kube: kc, Dynamic: dc}
 	c.Journal = journal.New(kc, dc, "istio-system")
 	c.Dynamic = dc

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -99,8 +100,9 @@ func HeldLease() *coordinationv1.Lease {
 }
 
 // Contract checks what every mutating step promises, each on a fresh bed of objs: --dry-run=client sends
-// no write; --dry-run=server sends at least one write and every one with dryRun=All; a lock another
-// operator holds refuses with exit 73 before any write. newStep returns the step with its flags set.
+// no write; --dry-run=server sends at least one write and every one with dryRun=All; an identity that may
+// not make the step's writes is refused with exit 77 before any write; a lock another operator holds
+// refuses with exit 73 before any write. newStep returns the step with its flags set.
 func Contract(t *testing.T, objs func() []runtime.Object, newStep func() step.Step, args ...string) {
 	t.Helper()
 	t.Run("client dry run sends no write", func(t *testing.T) {
@@ -130,6 +132,20 @@ func Contract(t *testing.T, objs func() []runtime.Object, newStep func() step.St
 		}
 		if len(b.Entries()) != 0 {
 			t.Error("a dry run wrote a journal entry")
+		}
+	})
+	t.Run("a denied write refuses before any write", func(t *testing.T) {
+		b := New(t, objs()...)
+		b.Deny = func(a authzv1.ResourceAttributes) bool {
+			runner := a.Resource == "leases" || a.Resource == "configmaps" || a.Resource == "secrets"
+			return !runner && (a.Verb == "create" || a.Verb == "update" || a.Verb == "patch" || a.Verb == "delete")
+		}
+		err := b.Run(newStep(), "none", nil, args...)
+		if cli.CodeOf(err) != cli.ExitNotPermitted {
+			t.Fatalf("exit %d (%v), want 77: the step must declare the writes it makes", cli.CodeOf(err), err)
+		}
+		if c := b.Changes(); len(c) != 0 || len(b.Entries()) != 0 {
+			t.Errorf("a refused step changed %v", c)
 		}
 	})
 	t.Run("held lock refuses before any write", func(t *testing.T) {

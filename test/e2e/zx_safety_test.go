@@ -1,0 +1,107 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// An outside label added after migrate-ns survives undo; an outside change to the label the step set
+// makes undo refuse (68) naming it, with nothing changed, and --force restores it.
+func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
+	ensureNewRevision(t)
+	kubectl(t, "create", "namespace", "e2e-drift")
+	defer kubectl(t, "delete", "namespace", "e2e-drift", "--wait=false")
+	kubectl(t, "label", "namespace", "e2e-drift", "istio.io/rev=1-30")
+	labels := func() string {
+		return kubectl(t, "get", "namespace", "e2e-drift", "-o", `jsonpath={.metadata.labels.istio\.io/rev} {.metadata.labels.team}`)
+	}
+
+	if r := plugin(t, "migrate-ns", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
+		t.Fatalf("migrate-ns: exit %d %s", r.code, r.stderr)
+	}
+	kubectl(t, "label", "namespace", "e2e-drift", "team=payments-oncall")
+	if r := plugin(t, "undo", "-y"); r.code != 0 {
+		t.Fatalf("undo: exit %d %s", r.code, r.stderr)
+	}
+	if got := labels(); got != "1-30 payments-oncall" {
+		t.Errorf("after undo: labels %q, want istio.io/rev back to 1-30 and team kept", got)
+	}
+
+	if r := plugin(t, "migrate-ns", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
+		t.Fatalf("migrate-ns again: exit %d %s", r.code, r.stderr)
+	}
+	kubectl(t, "label", "namespace", "e2e-drift", "istio.io/rev=1-30", "--overwrite") // someone moves it by hand
+	kubectl(t, "label", "namespace", "e2e-drift", "team=platform", "--overwrite")
+	before := labels()
+	r := plugin(t, "undo", "-y")
+	if r.code != 68 || !strings.Contains(r.stderr, `metadata.labels["istio.io/rev"]`) {
+		t.Errorf("undo over an outside change: exit %d (want 68 naming the label) %s", r.code, r.stderr)
+	}
+	if labels() != before {
+		t.Errorf("a refused undo changed the namespace: %q → %q", before, labels())
+	}
+	if r := plugin(t, "undo", "--force", "-y"); r.code != 0 {
+		t.Fatalf("undo --force: exit %d %s", r.code, r.stderr)
+	}
+	if got := labels(); got != "1-30 platform" {
+		t.Errorf("after undo --force: %q", got)
+	}
+}
+
+// A ConfigMap with the journal label that this tool did not write is never replayed.
+func TestUndoRefusesAHandMadeEntry(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_ = json.NewEncoder(zw).Encode(map[string]any{"id": "9999", "step": "migrate-ns", "objects": []any{
+		map[string]any{"ref": map[string]any{"version": "v1", "resource": "namespaces", "kind": "Namespace", "name": "kube-system"}, "existed": true,
+			"state": map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system", "labels": map[string]any{"owned": "yes"}}}}}})
+	zw.Close()
+	cm := map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata":   map[string]any{"name": "istio-upgrade-journal-9999", "namespace": "istio-system", "labels": map[string]any{"istio-upgrade.io/journal": "entry"}},
+		"binaryData": map[string]any{"entry.json.gz": base64.StdEncoding.EncodeToString(buf.Bytes())}}
+	b, _ := json.Marshal(cm)
+	f := filepath.Join(t.TempDir(), "forged.json")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "create", "-f", f)
+	defer kubectl(t, "-n", "istio-system", "delete", "configmap", "istio-upgrade-journal-9999")
+	before := kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.labels}")
+	r := plugin(t, "undo", "9999", "-y")
+	if r.code != 65 || !strings.Contains(r.stderr, "not signed") {
+		t.Errorf("undo of a forged entry: exit %d (want 65, not signed) %s", r.code, r.stderr)
+	}
+	if kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.labels}") != before {
+		t.Error("a forged entry changed kube-system")
+	}
+	if h := plugin(t, "history"); !strings.Contains(h.stdout, "unsigned") {
+		t.Errorf("history does not mark the forged entry unsigned:\n%s", h.stdout)
+	}
+}
+
+// kube-system is refused by name unless --include-system, and never taken by --all.
+func TestMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
+	ensureNewRevision(t)
+	rv := kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.resourceVersion}")
+	r := plugin(t, "migrate-ns", "kube-system", "--to", "1-31", "-y")
+	if r.code != 65 || !strings.Contains(r.stderr, "--include-system") {
+		t.Errorf("migrate-ns kube-system: exit %d (want 65) %s", r.code, r.stderr)
+	}
+	if kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.resourceVersion}") != rv {
+		t.Error("a refused migrate-ns changed kube-system")
+	}
+	kubectl(t, "label", "namespace", "kube-system", "istio-injection=enabled")
+	defer kubectl(t, "label", "namespace", "kube-system", "istio-injection-")
+	all := plugin(t, "migrate-ns", "--all", "--to", "1-31", "--dry-run=client", "-o", "json")
+	if all.code != 0 || strings.Contains(all.stdout, `"namespace/kube-system`) || !strings.Contains(all.stderr, "left out: ") {
+		t.Errorf("--all with kube-system labelled: exit %d, must leave it out and say so:\n%s\n%s", all.code, all.stdout, all.stderr)
+	}
+}
