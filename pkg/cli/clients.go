@@ -26,7 +26,7 @@ func (g *Global) Clients() (*kube.Clients, error) {
 func (g *Global) ReadOptions(namespace string, proxies bool) mesh.ReadOptions {
 	return mesh.ReadOptions{
 		IstioNamespace: g.IstioNamespace, Namespace: namespace, Proxies: proxies,
-		XDS: mesh.XDSOptions{Address: g.XDSAddress, Plaintext: g.Plaintext, Port: g.XDSPort, Timeout: 30 * time.Second},
+		XDS: mesh.XDSOptions{Address: g.XDSAddress, Plaintext: g.Plaintext, Insecure: g.InsecureXDS, Port: g.XDSPort, Timeout: 30 * time.Second},
 	}
 }
 

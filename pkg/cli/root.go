@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -29,6 +30,7 @@ type Global struct {
 	Output         string
 	XDSAddress     string
 	Plaintext      bool
+	InsecureXDS    bool
 	// XDSPort is the istiod port we port-forward to for syncz (istioctl's --xds-port).
 	XDSPort int
 
@@ -42,6 +44,7 @@ func (g *Global) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&g.Output, "output", "o", OutputTable, "Output format: table, json or yaml")
 	fs.StringVar(&g.XDSAddress, "xds-address", "", "Reach istiod's xDS debug endpoint at this address instead of port-forwarding to every istiod pod (one control plane only)")
 	fs.BoolVar(&g.Plaintext, "plaintext", false, "With --xds-address: plaintext gRPC without a token (istiod's port 15010)")
+	fs.BoolVar(&g.InsecureXDS, "insecure-xds", false, "With --xds-address: do not verify istiod's certificate against the mesh root before sending it a token (prints a warning)")
 	fs.IntVar(&g.XDSPort, "xds-port", 15012, "istiod pod port to port-forward to for xDS debug requests")
 }
 
@@ -55,6 +58,12 @@ func (g *Global) Validate() error {
 	}
 	if g.Plaintext && g.XDSAddress == "" {
 		return UsageErrorf("--plaintext needs --xds-address")
+	}
+	if g.InsecureXDS && (g.XDSAddress == "" || g.Plaintext) {
+		return UsageErrorf("--insecure-xds needs --xds-address over TLS (without --plaintext)")
+	}
+	if g.InsecureXDS {
+		fmt.Fprintln(os.Stderr, "warning: --insecure-xds: istiod's certificate at "+g.XDSAddress+" is not verified, and the token sent to it can mint mesh certificates")
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package istio
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -80,21 +81,66 @@ func FoldStates(types map[string]string) string {
 	return StateNotSent
 }
 
-// Dial connects to istiod's xDS port. With a token it uses TLS without verification and the token as
-// a bearer credential (istioctl's way to reach 15012); plaintext is for istiod's debug port 15010.
-func Dial(ctx context.Context, addr, token string, plaintext bool) (*grpc.ClientConn, error) {
+// Dial connects to istiod's xDS port. With a token it uses TLS and the token as a bearer credential
+// (istioctl's way to reach 15012): verified by verify when given (an --xds-address, see VerifyIstiod);
+// without, istiod was reached through the apiserver (a port-forward to its pod), which is what
+// authenticates it, as istioctl does. plaintext is for istiod's debug port 15010.
+func Dial(ctx context.Context, addr, token string, plaintext bool, verify *tls.Config) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}
 	if plaintext {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	} else {
-		// istiod's serving cert is signed by the mesh CA, which the client does not hold: like istioctl,
-		// we authenticate istiod by the apiserver path we reached it through and skip verification.
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))) //nolint:gosec
+		conf := verify
+		if conf == nil {
+			conf = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // reached through the apiserver's port-forward
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
 		if token != "" {
 			opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
 		}
 	}
 	return grpc.NewClient(addr, opts...)
+}
+
+// VerifyIstiod accepts only a serving certificate that chains to the mesh root (rootPEM, from the
+// istio-ca-root-cert ConfigMap) and names an istiod Service of the Istio namespace (istiod.NS.svc,
+// istiod-REV.NS.svc): any mesh workload holds a certificate of that root, only istiod one with those
+// names. The address is usually an IP or a tunnel, so the name is checked here, not against the address.
+func VerifyIstiod(rootPEM []byte, namespace string) (*tls.Config, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootPEM) {
+		return nil, fmt.Errorf("no certificate in the mesh root")
+	}
+	suffix := "." + namespace + ".svc"
+	return &tls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // verified below, by chain and name
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return fmt.Errorf("istiod sent no certificate")
+			}
+			certs := make([]*x509.Certificate, len(raw))
+			for i, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return err
+				}
+				certs[i] = c
+			}
+			inter := x509.NewCertPool()
+			for _, c := range certs[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				return fmt.Errorf("istiod's certificate does not chain to the mesh root: %w", err)
+			}
+			for _, n := range certs[0].DNSNames {
+				if strings.HasPrefix(n, "istiod") && (strings.HasSuffix(n, suffix) || strings.HasSuffix(n, suffix+".cluster.local")) {
+					return nil
+				}
+			}
+			return fmt.Errorf("the certificate names %v, no istiod Service of %s", certs[0].DNSNames, namespace)
+		},
+	}, nil
 }
 
 type bearer string

@@ -23,7 +23,7 @@ func TestRecordSyncz(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, *recordSyncz, "", true)
+	conn, err := Dial(ctx, *recordSyncz, "", true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

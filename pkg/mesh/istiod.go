@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -34,6 +35,7 @@ type Istiod struct {
 	token  string
 	minted time.Time
 	fwd    map[string]forward // "pod:port" → its port-forward
+	verify *tls.Config        // how an --xds-address istiod is verified
 	ctx    context.Context    // the port-forwards' lifetime: until Close
 	cancel context.CancelFunc
 }
@@ -126,6 +128,30 @@ func (i *Istiod) forward(ctx context.Context, p corev1.Pod, port int) (string, e
 	}
 }
 
+// rootCertMap holds the mesh root istiod writes into every namespace.
+const rootCertMap = "istio-ca-root-cert"
+
+// verifier checks an --xds-address istiod against the mesh root before the token (which can mint mesh
+// certificates) is sent to it.
+func (i *Istiod) verifier(ctx context.Context) (*tls.Config, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.verify != nil {
+		return i.verify, nil
+	}
+	cm, err := i.c.Kube.CoreV1().ConfigMaps(i.opts.IstioNamespace).Get(ctx, rootCertMap, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("cannot verify istiod at --xds-address without the mesh root (ConfigMap %s/%s): %w; --insecure-xds skips the check",
+			i.opts.IstioNamespace, rootCertMap, err)
+	}
+	v, err := istio.VerifyIstiod([]byte(cm.Data["root-cert.pem"]), i.opts.IstioNamespace)
+	if err != nil {
+		return nil, fmt.Errorf("ConfigMap %s/%s: %w", i.opts.IstioNamespace, rootCertMap, err)
+	}
+	i.verify = v
+	return v, nil
+}
+
 // drop closes a forward a request failed through, so the next one opens it again.
 func (i *Istiod) drop(p corev1.Pod, port int) {
 	key := fmt.Sprintf("%s:%d", p.Name, port)
@@ -156,7 +182,15 @@ func (i *Istiod) ask(ctx context.Context, p *corev1.Pod, fn func(grpc.ClientConn
 		}
 		addr, plaintext = a, false
 	}
-	conn, err := istio.Dial(ctx, addr, token, plaintext)
+	var verify *tls.Config
+	if p == nil && !plaintext && !x.Insecure {
+		v, err := i.verifier(ctx)
+		if err != nil {
+			return err
+		}
+		verify = v
+	}
+	conn, err := istio.Dial(ctx, addr, token, plaintext, verify)
 	if err == nil {
 		err = fn(conn)
 		conn.Close()

@@ -19,6 +19,8 @@ type XDSOptions struct {
 	// Address, when set, is asked instead of port-forwarding to every istiod pod.
 	Address   string
 	Plaintext bool
+	// Insecure skips verifying the certificate of the istiod at Address (--insecure-xds).
+	Insecure bool
 	// Port is the istiod pod port to port-forward to (15012).
 	Port    int
 	Timeout time.Duration

@@ -38,4 +38,17 @@ func TestXDSAddressModes(t *testing.T) {
 	if r := plugin(t, "status", "--plaintext"); r.code != 64 {
 		t.Errorf("--plaintext without --xds-address: exit %d", r.code)
 	}
+
+	// Something at --xds-address whose certificate is not istiod's (the apiserver's) gets no token: the
+	// check against the mesh root fails first, and says so.
+	server := strings.TrimPrefix(kubectl(t, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"), "https://")
+	r = plugin(t, "status", "--proxies", "-o", "json", "--xds-address", server)
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Proxies) != 0 || !strings.Contains(strings.Join(doc.Warnings, " "), "mesh root") {
+		t.Errorf("a non-istiod certificate: exit %d, %d proxies, warnings %v", r.code, len(doc.Proxies), doc.Warnings)
+	}
+	// --insecure-xds skips the check, with a warning.
+	r = plugin(t, "status", "--proxies", "-o", "json", "--xds-address", fmt.Sprintf("127.0.0.1:%d", p.SecureGRPC), "--insecure-xds")
+	if r.code != 0 || !strings.Contains(r.stderr, "not verified") {
+		t.Errorf("--insecure-xds: exit %d, stderr %q", r.code, r.stderr)
+	}
 }
