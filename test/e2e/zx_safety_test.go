@@ -38,7 +38,7 @@ func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
 	if r := plugin(t, "migrate-ns", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
 		t.Fatalf("migrate-ns again: exit %d %s", r.code, r.stderr)
 	}
-	kubectl(t, "label", "namespace", "e2e-drift", "istio.io/rev=1-30", "--overwrite") // someone moves it by hand
+	kubectl(t, "label", "namespace", "e2e-drift", "istio.io/rev=prod-stable", "--overwrite") // someone moves it by hand
 	kubectl(t, "label", "namespace", "e2e-drift", "team=platform", "--overwrite")
 	before := labels()
 	r := plugin(t, "undo", "-y")
