@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -41,6 +42,8 @@ type Report struct {
 	Findings     []checks.Finding `json:"findings"`
 	// Skipped names the checks that could not run (e.g. without read permissions).
 	Skipped []string `json:"skipped"`
+	// Steps says, per mutating step, whether this identity may run it here (empty without read access).
+	Steps []StepAccess `json:"steps"`
 }
 
 // NewCommand builds `precheck`.
@@ -111,7 +114,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	report := Report{TypeMeta: cli.NewTypeMeta("PrecheckReport"), Revision: o.Revision, FailOn: o.FailOn,
-		Findings: []checks.Finding{}, Skipped: []string{}, Counts: map[string]int{}}
+		Findings: []checks.Finding{}, Skipped: []string{}, Counts: map[string]int{}, Steps: []StepAccess{}}
 	in := &checks.Input{Target: o.Revision}
 	missing, readBlocked, err := missingPermissions(ctx, c, o.g.IstioNamespace)
 	if err != nil {
@@ -139,6 +142,9 @@ func (o *Options) Run(ctx context.Context) error {
 			return err
 		}
 		report.Findings = checks.Run(in, checks.All)
+		if report.Steps, err = checkSteps(ctx, c, in.Snapshot, o.g.IstioNamespace); err != nil {
+			return fmt.Errorf("checking permissions: %w", err)
+		}
 		if o.SaveSnapshot != "" {
 			if err := saveSnapshot(o.SaveSnapshot, in.Snapshot); err != nil {
 				return err
@@ -178,6 +184,21 @@ func saveSnapshot(path string, s *mesh.Snapshot) error {
 }
 
 func writeTable(w io.Writer, r Report) error {
+	if err := writeFindings(w, r); err != nil || len(r.Steps) == 0 {
+		return err
+	}
+	fmt.Fprintln(w, "\nSTEPS THIS IDENTITY MAY RUN")
+	for _, s := range r.Steps {
+		if s.Allowed {
+			fmt.Fprintf(w, "  %-12s yes\n", s.Step)
+			continue
+		}
+		fmt.Fprintf(w, "  %-12s no: %s\n", s.Step, strings.Join(s.Missing, ", "))
+	}
+	return nil
+}
+
+func writeFindings(w io.Writer, r Report) error {
 	if len(r.Findings) == 0 {
 		_, err := fmt.Fprintln(w, "No findings: nothing blocks the upgrade.")
 		return err

@@ -21,7 +21,9 @@ func sampleReport() Report {
 		{Severity: checks.Info, Code: "ISTIOCTL_INSTALL", Object: "namespace/istio-system", Message: "Istio is installed with istioctl"},
 	}
 	return Report{TypeMeta: cli.NewTypeMeta("PrecheckReport"), Revision: "1-31", FailOn: "error", Blocking: true,
-		Counts: map[string]int{"error": 1, "warning": 2, "info": 1}, Findings: fs, Skipped: []string{}}
+		Counts: map[string]int{"error": 1, "warning": 2, "info": 1}, Findings: fs, Skipped: []string{},
+		Steps: []StepAccess{{Step: "canary-gw", Allowed: true, Missing: []string{}},
+			{Step: "cleanup", Missing: []string{"delete clusterroles.rbac.authorization.k8s.io", "delete clusterrolebindings.rbac.authorization.k8s.io"}}}}
 }
 
 func TestTableGolden(t *testing.T) {
