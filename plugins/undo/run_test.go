@@ -2,11 +2,14 @@ package undo_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -172,5 +175,33 @@ func TestRunRefusesAHandMadeEntry(t *testing.T) {
 	err = b.Run(undo.New(restorers), "none", nil, "0002")
 	if cli.CodeOf(err) != cli.ExitBadInput || !strings.Contains(err.Error(), "entry 0002 is not") || len(b.Changes()) != 0 {
 		t.Fatalf("exit %d (%v), changes %v; want 65, nothing changed", cli.CodeOf(err), err, b.Changes())
+	}
+}
+
+// An undo that fails part way is retried by running it again: the failed undo resumes, and the entry
+// ends undone once.
+func TestRunFailedUndoIsRetried(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	migrated(t, b, "1-31")
+	failed := false
+	b.Dynamic.PrependReactor("update", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !failed {
+			failed = true
+			return true, nil, errors.New("etcdserver: request timed out")
+		}
+		return false, nil, nil
+	})
+	if err := b.Run(undo.New(restorers), "none", nil); err == nil {
+		t.Fatal("the first undo did not fail")
+	}
+	if label(t, b) != "1-31" {
+		t.Fatalf("shop on %s after the failed undo", label(t, b))
+	}
+	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
+		t.Fatalf("retry: %v\n%s", err, b.ErrOut)
+	}
+	e := b.Entries()
+	if label(t, b) != "1-30" || len(e) != 2 || e[0].UndoneBy != e[1].ID || e[1].Status() != journal.StateInEffect {
+		t.Errorf("after the retry: shop on %s, entries %+v / %+v", label(t, b), e[0], e[len(e)-1])
 	}
 }
