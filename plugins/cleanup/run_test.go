@@ -2,6 +2,7 @@ package cleanup
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -226,5 +227,47 @@ func TestRunRechecksBlockersBeforeDeleting(t *testing.T) {
 		if strings.HasPrefix(w, "delete ") {
 			t.Errorf("deleted after the cluster changed: %s", w)
 		}
+	}
+}
+
+// A cleanup that fails part way leaves an incomplete entry whose undo brings back what it deleted.
+func TestRunFailurePartWayIsUndoneCompletely(t *testing.T) {
+	b := steptest.New(t, moved(false)()...)
+	deletes := 0
+	b.Dynamic.PrependReactor("delete", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetResource().Resource == "leases" {
+			return false, nil, nil
+		}
+		if deletes++; deletes == 3 {
+			return true, nil, errors.New("etcdserver: request timed out")
+		}
+		return false, nil, nil
+	})
+	if err := b.Run(removing("1-30")(), "none", nil); err == nil {
+		t.Fatal("cleanup did not fail")
+	}
+	e := b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateIncomplete {
+		t.Fatalf("entries %+v", e)
+	}
+	gone := 0
+	for _, o := range e[0].Objects {
+		if o.Gone {
+			gone++
+		}
+	}
+	if gone != 2 {
+		t.Errorf("%d objects recorded as deleted, want the 2 deleted before the failure", gone)
+	}
+	if _, err := b.Journal.Restore(context.Background(), e[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"istio-1-30"} {
+		if _, err := b.Clients.Kube.CoreV1().ConfigMaps("istio-system").Get(context.Background(), name, metav1.GetOptions{}); err != nil {
+			t.Errorf("undo did not bring back %s: %v", name, err)
+		}
+	}
+	if _, err := b.Clients.Kube.AppsV1().Deployments("istio-system").Get(context.Background(), "istiod-1-30", metav1.GetOptions{}); err != nil {
+		t.Errorf("undo did not bring back istiod-1-30: %v", err)
 	}
 }
