@@ -338,15 +338,22 @@ func (j *Journal) nextID(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%04d", max+1), nil
 }
 
-// ErrTooLarge is an entry over what one ConfigMap holds.
-var ErrTooLarge = errors.New("journal entry too large for one ConfigMap")
+// ErrTooLarge is an entry over what the journal holds for one entry.
+var ErrTooLarge = errors.New("journal entry too large")
 
 const (
-	// maxData bounds an entry's compressed data: a ConfigMap holds 1 MiB, metadata included.
-	maxData = 900 << 10
+	// maxPart bounds the compressed data one ConfigMap holds: 1 MiB, metadata included. A larger entry
+	// is split over parts (ConfigMaps NAME-part-N).
+	maxPart = 900 << 10
+	// maxParts bounds how many ConfigMaps one entry spans.
+	maxParts = 8
 	// maxDecoded bounds what reading an entry decompresses.
 	maxDecoded = 32 << 20
+	// AnnotationParts counts the ConfigMaps of a split entry (absent: one).
+	AnnotationParts = "istio-upgrade.io/parts"
 )
+
+func partName(name string, i int) string { return fmt.Sprintf("%s-part-%d", name, i) }
 
 func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	var buf bytes.Buffer
@@ -357,8 +364,14 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	if buf.Len() > maxData {
-		return fmt.Errorf("%w: entry %s is %d KiB compressed, %d KiB at most", ErrTooLarge, e.ID, buf.Len()>>10, maxData>>10)
+	data := buf.Bytes()
+	var chunks [][]byte
+	for len(data) > maxPart {
+		chunks, data = append(chunks, data[:maxPart]), data[maxPart:]
+	}
+	chunks = append(chunks, data)
+	if len(chunks) > maxParts {
+		return fmt.Errorf("%w: entry %s is %d KiB compressed, %d KiB at most", ErrTooLarge, e.ID, buf.Len()>>10, maxParts*maxPart>>10)
 	}
 	key, err := j.key(ctx, true)
 	if err != nil {
@@ -369,31 +382,66 @@ func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: j.Namespace,
 			Labels:      map[string]string{LabelJournal: "entry", LabelStep: labelValue(e.Step), "app.kubernetes.io/managed-by": ManagedBy},
-			Annotations: map[string]string{AnnotationSignature: sign(key, name, buf.Bytes())},
+			Annotations: map[string]string{AnnotationSignature: sign(key, name, buf.Bytes()), AnnotationParts: strconv.Itoa(len(chunks))},
 		},
-		BinaryData: map[string][]byte{dataKey: buf.Bytes()},
+		BinaryData: map[string][]byte{dataKey: chunks[0]},
 	}
 	cms := j.Kube.CoreV1().ConfigMaps(j.Namespace)
+	before := 1
 	if create {
-		_, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: ManagedBy})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("journal: create %s/%s: %w", j.Namespace, cm.Name, err)
+		// The head first: creating it claims the ID (AlreadyExists: another step took it).
+		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: ManagedBy}); err != nil {
+			if !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("journal: create %s/%s: %w", j.Namespace, cm.Name, err)
+			}
+			return err
 		}
-		return err
+	} else {
+		cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("journal: read %s/%s: %w", j.Namespace, cm.Name, err)
+		}
+		if n, err := strconv.Atoi(cur.Annotations[AnnotationParts]); err == nil {
+			before = n
+		}
+		cur.BinaryData, cur.Labels = cm.BinaryData, cm.Labels
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		for k, v := range cm.Annotations {
+			cur.Annotations[k] = v
+		}
+		if _, err := cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy}); err != nil {
+			return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
+		}
 	}
-	cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
+	for i, c := range chunks[1:] {
+		if err := j.putPart(ctx, partName(name, i+1), c); err != nil {
+			return err
+		}
+	}
+	for i := len(chunks); i < before; i++ {
+		_ = cms.Delete(ctx, partName(name, i), metav1.DeleteOptions{}) // left over from a larger version
+	}
+	return nil
+}
+
+// putPart creates or updates one part of a split entry.
+func (j *Journal) putPart(ctx context.Context, name string, data []byte) error {
+	cms := j.Kube.CoreV1().ConfigMaps(j.Namespace)
+	part := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: j.Namespace,
+		Labels: map[string]string{LabelJournal: "part", "app.kubernetes.io/managed-by": ManagedBy}},
+		BinaryData: map[string][]byte{dataKey: data}}
+	_, err := cms.Create(ctx, part, metav1.CreateOptions{FieldManager: ManagedBy})
+	if apierrors.IsAlreadyExists(err) {
+		var cur *corev1.ConfigMap
+		if cur, err = cms.Get(ctx, name, metav1.GetOptions{}); err == nil {
+			cur.BinaryData = part.BinaryData
+			_, err = cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy})
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("journal: read %s/%s: %w", j.Namespace, cm.Name, err)
-	}
-	cur.BinaryData = cm.BinaryData
-	cur.Labels = cm.Labels
-	if cur.Annotations == nil {
-		cur.Annotations = map[string]string{}
-	}
-	cur.Annotations[AnnotationSignature] = cm.Annotations[AnnotationSignature]
-	_, err = cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy})
-	if err != nil {
-		return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
+		return fmt.Errorf("journal: write %s/%s: %w", j.Namespace, name, err)
 	}
 	return nil
 }
@@ -429,7 +477,7 @@ func (j *Journal) List(ctx context.Context) ([]*Entry, error) {
 	key, _ := j.key(ctx, false)
 	out := make([]*Entry, 0, len(l.Items))
 	for i := range l.Items {
-		e, err := decode(&l.Items[i], key)
+		e, err := j.decode(ctx, &l.Items[i], key)
 		if err != nil {
 			// One bad ConfigMap must not stop every step: it is listed, and never replayed.
 			e = &Entry{ID: strings.TrimPrefix(l.Items[i].Name, NamePrefix), Step: "unreadable", Unreadable: err.Error()}
@@ -447,14 +495,29 @@ func (j *Journal) Get(ctx context.Context, id string) (*Entry, error) {
 		return nil, err
 	}
 	key, _ := j.key(ctx, false)
-	return decode(cm, key)
+	return j.decode(ctx, cm, key)
 }
 
 // Update rewrites an existing entry (used to mark it undone).
 func (j *Journal) Update(ctx context.Context, e *Entry) error { return j.write(ctx, e, false) }
 
-func decode(cm *corev1.ConfigMap, key []byte) (*Entry, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(cm.BinaryData[dataKey]))
+func (j *Journal) decode(ctx context.Context, cm *corev1.ConfigMap, key []byte) (*Entry, error) {
+	data := cm.BinaryData[dataKey]
+	if p := cm.Annotations[AnnotationParts]; p != "" && p != "1" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > maxParts {
+			return nil, fmt.Errorf("journal: %s: %s %q", cm.Name, AnnotationParts, p)
+		}
+		data = append([]byte{}, data...)
+		for i := 1; i < n; i++ {
+			part, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).Get(ctx, partName(cm.Name, i), metav1.GetOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("journal: %s: part %d: %w", cm.Name, i, err)
+			}
+			data = append(data, part.BinaryData[dataKey]...)
+		}
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
 	}
@@ -472,7 +535,7 @@ func decode(cm *corev1.ConfigMap, key []byte) (*Entry, error) {
 	if NamePrefix+e.ID != cm.Name {
 		return nil, fmt.Errorf("journal: %s holds entry %q", cm.Name, e.ID)
 	}
-	e.Signed = verify(key, cm)
+	e.Signed = verify(key, cm, data)
 	return e, nil
 }
 

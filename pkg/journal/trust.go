@@ -66,7 +66,7 @@ func sign(key []byte, name string, data []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func verify(key []byte, cm *corev1.ConfigMap) bool {
+func verify(key []byte, cm *corev1.ConfigMap, data []byte) bool {
 	if key == nil {
 		return false
 	}
@@ -74,7 +74,7 @@ func verify(key []byte, cm *corev1.ConfigMap) bool {
 	if err != nil {
 		return false
 	}
-	got, _ := hex.DecodeString(sign(key, cm.Name, cm.BinaryData[dataKey]))
+	got, _ := hex.DecodeString(sign(key, cm.Name, data))
 	return hmac.Equal(want, got)
 }
 

@@ -96,14 +96,49 @@ func TestTrustedChecksKindsAndResources(t *testing.T) {
 	}
 }
 
+func noise(t *testing.T, name string, size int) *unstructured.Unstructured {
+	t.Helper()
+	b := make([]byte, size)
+	_, _ = rand.Read(b)
+	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": name, "namespace": "istio-system"}, "data": map[string]any{"x": base64.StdEncoding.EncodeToString(b)}}}
+}
+
+// An entry over one ConfigMap is split over parts, read back whole and signed as a whole.
+func TestLargeEntriesAreSplit(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	rec := j.Begin("cleanup", "kubectl istio-upgrade cleanup")
+	rec.CaptureObject(ConfigMapRef("istio-system", "big"), noise(t, "big", 2<<20))
+	if err := rec.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Save(ctx); err != nil { // an update rewrites the parts
+		t.Fatal(err)
+	}
+	parts, _ := j.Kube.CoreV1().ConfigMaps("istio-system").List(ctx, metav1.ListOptions{LabelSelector: LabelJournal + "=part"})
+	if len(parts.Items) < 2 {
+		t.Fatalf("%d parts for a ~2.7 MiB entry", len(parts.Items))
+	}
+	l, err := New(j.Kube, j.Dynamic, j.Namespace).List(ctx)
+	if err != nil || len(l) != 1 || Trusted(l[0]) != nil || len(l[0].Objects) != 1 || l[0].Objects[0].State.GetName() != "big" {
+		t.Fatalf("read back: %v %+v", err, l)
+	}
+	// A part edited by hand breaks the signature.
+	p := parts.Items[0]
+	p.BinaryData[dataKey][10] ^= 0xff
+	if _, err := j.Kube.CoreV1().ConfigMaps("istio-system").Update(ctx, &p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := New(j.Kube, j.Dynamic, j.Namespace).List(ctx); len(l) != 1 || Trusted(l[0]) == nil {
+		t.Errorf("an edited part is trusted: %+v", l)
+	}
+}
+
 func TestEntryTooLargeChangesNothing(t *testing.T) {
 	j, _ := newFakes()
-	noise := make([]byte, 1<<20)
-	_, _ = rand.Read(noise)
-	big := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{"name": "big", "namespace": "istio-system"}, "data": map[string]any{"x": base64.StdEncoding.EncodeToString(noise)}}}
 	rec := j.Begin("cleanup", "kubectl istio-upgrade cleanup")
-	rec.CaptureObject(ConfigMapRef("istio-system", "big"), big)
+	rec.CaptureObject(ConfigMapRef("istio-system", "big"), noise(t, "big", 8<<20))
 	if err := rec.Save(context.Background()); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("want ErrTooLarge, got %v", err)
 	}
