@@ -57,7 +57,7 @@ type Input struct {
 	CRDs []string
 	// Gateways are Istio Gateway resources: namespace/name → selector.
 	Gateways map[string]map[string]string
-	// HelmReleases are the names of Helm release secrets in the Istio namespace.
+	// HelmReleases describe Istio's deployed Helm releases (namespace/name, chart, version, revision values).
 	HelmReleases []string
 	// MissingPermissions lists "verb resource" pairs the caller may not do.
 	MissingPermissions []string

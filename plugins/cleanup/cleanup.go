@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
@@ -29,9 +30,10 @@ type Options struct {
 	Force    bool
 	Soak     time.Duration
 
-	det    *Details
-	remove []*unstructured.Unstructured
-	next   string // the revision blockers suggest moving to
+	det      *Details
+	remove   []*unstructured.Unstructured
+	next     string // the revision blockers suggest moving to
+	releases []helm.Release
 }
 
 // Name is the step's name in the journal and results.
@@ -86,8 +88,10 @@ and validator webhooks, revision RBAC) and old gateway Deployments scaled to zer
 objects, the Services in front of gateways, another revision's objects, CRDs or shared base resources.
 
 It warns when the last step that moved workloads ran less than --soak ago (the runbooks keep the old
-control plane 24-48 h as the rollback path). Helm-owned objects are left to helm (the commands are
-printed) unless --force. Journaled with the full deleted objects: undo brings the revision back.`,
+control plane 24-48 h as the rollback path). Helm-owned objects are left to helm unless --force: the
+commands printed name the real releases, read through the Helm SDK (helm uninstall of the istiod release,
+helm upgrade of the base release with --reuse-values --set defaultRevision=NEXT), and a default validator
+owned by the base release is a blocker whose fix is that helm upgrade. Journaled with the full deleted objects: undo brings the revision back.`,
 		Example: `  # What would be removed, or what still blocks it
   kubectl istio-upgrade cleanup --revision 1-30 --dry-run
 
@@ -132,6 +136,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	o.det = &Details{Revision: o.Revision, Blockers: []Blocker{}, Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, Kept: []string{}, Warnings: []string{}}
 	res := r.Result
 	res.Details = o.det
+	// Istio's Helm releases (all namespaces): who owns what, and the real commands. Without the right to
+	// read Secrets the commands fall back to the chart's conventional names.
+	var err error
+	if o.releases, err = helm.List(r.C.Kube, ""); err != nil {
+		o.det.Warnings = append(o.det.Warnings, "Helm releases unreadable: "+err.Error())
+	}
 	blockers, err := o.blockers(ctx, r, before, r.Raw)
 	if err != nil {
 		return nil, err
@@ -164,10 +174,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		o.remove = append(o.remove, u)
 	}
 	if len(o.det.HelmOwned) > 0 {
-		o.det.HelmCommands = []string{
-			fmt.Sprintf("helm uninstall istiod-%s -n %s", o.Revision, r.G.IstioNamespace),
-			fmt.Sprintf("helm upgrade istio-base istio/base -n %s --set defaultRevision=%s", r.G.IstioNamespace, next),
-		}
+		o.det.HelmCommands = helmCommands(o.releases, objs, o.Revision, next)
 		for _, h := range o.det.HelmCommands {
 			r.Progress.Printf("Helm owns %d objects of %s; run: %s", len(o.det.HelmOwned), o.Revision, h)
 		}
@@ -190,6 +197,16 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 // and waypoints on it and istiods that cannot say whether proxies are still connected.
 func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, raw *mesh.Inputs) ([]Blocker, error) {
 	out := Blockers(s, o.Revision, o.next)
+	for i, b := range out {
+		if b.Kind != "validator" {
+			continue
+		}
+		for _, rel := range o.releases {
+			if rel.Base() && (rel.DefaultRevision == o.Revision || (o.Revision == "default" && rel.DefaultRevision == "")) {
+				out[i].Fix = baseUpgrade(rel, o.next) // Helm owns the default validator: move it with Helm
+			}
+		}
+	}
 	gws, err := GatewayAPIBlockers(ctx, r.C, s, o.Revision, o.next)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
@@ -269,5 +270,49 @@ func TestRunFailurePartWayIsUndoneCompletely(t *testing.T) {
 	}
 	if _, err := b.Clients.Kube.AppsV1().Deployments("istio-system").Get(context.Background(), "istiod-1-30", metav1.GetOptions{}); err != nil {
 		t.Errorf("undo did not bring back istiod-1-30: %v", err)
+	}
+}
+
+// On a Helm install the default validator belongs to the base release: its blocker's fix is the helm
+// upgrade of that release (not a tag-move, which cannot move a revision named like the tag), and the
+// commands name the real releases.
+func TestRunHelmInstallNamesHelmFixes(t *testing.T) {
+	objs := moved(false)()
+	for _, o := range objs {
+		if v, ok := o.(*admregv1.ValidatingWebhookConfiguration); ok {
+			v.Labels[istio.LabelRev] = "1-30"
+		}
+	}
+	b := steptest.New(t, objs...)
+	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.30.0"},
+		map[string]any{"defaultRevision": "1-30"}); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	err := b.Run(removing("1-30")(), "none", nil)
+	if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), want 66 with nothing changed", cli.CodeOf(err), err)
+	}
+	if want := "helm upgrade istio-base istio/base -n istio-system --reuse-values --set defaultRevision=1-31"; !strings.Contains(b.Out.String(), want) {
+		t.Errorf("the validator blocker's fix is not %q:\n%s", want, b.Out)
+	}
+}
+
+func TestHelmCommandsFromReleases(t *testing.T) {
+	owned := func(kind, name, release string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetKind(kind)
+		u.SetName(name)
+		u.SetAnnotations(map[string]string{"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": "istio-system"})
+		return u
+	}
+	rels := []helm.Release{
+		{Name: "istiod", Namespace: "istio-system", Chart: "istiod"},
+		{Name: "istio-base", Namespace: "istio-system", Chart: "base", DefaultRevision: "default"},
+	}
+	got := helmCommands(rels, []*unstructured.Unstructured{owned("Deployment", "istiod", "istiod"), owned("Service", "istiod", "istiod")}, "default", "canary")
+	want := []string{"helm uninstall istiod -n istio-system", "helm upgrade istio-base istio/base -n istio-system --reuse-values --set defaultRevision=canary"}
+	if !slices.Equal(got, want) {
+		t.Errorf("commands %q\nwant     %q", got, want)
 	}
 }

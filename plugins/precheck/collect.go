@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -151,16 +152,19 @@ func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.R
 			in.Gateways[g.GetNamespace()+"/"+g.GetName()] = sel
 		}
 	}
-	secrets, err := c.Kube.CoreV1().Secrets(opts.IstioNamespace).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm"})
-	if err == nil {
-		seen := map[string]bool{}
-		for _, s := range secrets.Items {
-			if s.Type == "helm.sh/release.v1" && !seen[s.Labels["name"]] {
-				seen[s.Labels["name"]] = true
-				in.HelmReleases = append(in.HelmReleases, s.Labels["name"])
+	// Istio's Helm releases in every namespace (gateways live beside their apps), read through the Helm
+	// SDK's storage; without the right to read Secrets they are simply not shown.
+	if rels, err := helm.List(c.Kube, ""); err == nil {
+		for _, r := range rels {
+			desc := r.String()
+			switch {
+			case r.Base():
+				desc += " defaultRevision=" + orNone(r.DefaultRevision)
+			default:
+				desc += " revision=" + orNone(r.IstioRevision)
 			}
+			in.HelmReleases = append(in.HelmReleases, desc)
 		}
-		sort.Strings(in.HelmReleases)
 	}
 	for _, p := range in.Raw.Pods {
 		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
@@ -168,4 +172,11 @@ func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.R
 		}
 	}
 	return nil
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return `""`
+	}
+	return v
 }
