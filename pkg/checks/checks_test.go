@@ -237,6 +237,10 @@ func TestEachCheckFires(t *testing.T) {
 			in.Gateways["istio-ingress/main"] = map[string]string{istio.LabelIstio: "egressgateway"}
 		}},
 		{"HELM_INSTALL", Info, func(in *Input) { in.HelmReleases = []string{"istiod-1-30"} }},
+		{"GITOPS_MANAGED", Warning, func(in *Input) {
+			in.Raw.Namespaces[0].Labels["kustomize.toolkit.fluxcd.io/name"] = "apps"
+			rebuild(in)
+		}},
 		{"ORPHAN_INJECTOR", Warning, func(in *Input) {
 			in.Raw.MutatingWebhooks = append(in.Raw.MutatingWebhooks, injectorWebhook("istio-sidecar-injector-1-29", "1-29", []string{"1-29"}))
 			rebuild(in)

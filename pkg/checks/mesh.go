@@ -5,9 +5,11 @@ import (
 	"sort"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
 // Namespaces: one injection selector per namespace, naming something that exists, and pods that run
@@ -197,4 +199,51 @@ func Permissions(in *Input) []Finding {
 	}
 	return []Finding{{Error, "PERMISSIONS_MISSING", "user", "missing permissions the upgrade runbook needs: " + strings.Join(in.MissingPermissions, ", "),
 		"grant them (see docs/runbook.md#permissions) or run as a cluster admin"}}
+}
+
+// GitOps finds the namespaces, gateways and Istio objects a GitOps controller (Argo CD, Flux) manages:
+// a step that changes one warns, and the change must be committed (the step's -o yaml lists the patches),
+// or the controller puts it back mid-upgrade.
+func GitOps(in *Input) []Finding {
+	if in.Raw == nil || in.Snapshot == nil {
+		return nil
+	}
+	var out []Finding
+	add := func(object string, m metav1.Object) {
+		if owner := kube.GitOpsOwner(m); owner != "" {
+			out = append(out, Finding{Warning, "GITOPS_MANAGED", object, object + " is managed by " + owner + ": a step that changes it warns, and the controller reverts the change unless it is committed",
+				"commit the patches the step prints with --dry-run=client -o yaml, or pause the sync while upgrading"})
+		}
+	}
+	revisioned := map[string]bool{}
+	for _, n := range in.Snapshot.Namespaces {
+		if n.Revision != "" {
+			revisioned[n.Name] = true
+		}
+	}
+	for i := range in.Raw.Namespaces {
+		if n := &in.Raw.Namespaces[i]; revisioned[n.Name] {
+			add("namespace/"+n.Name, n)
+		}
+	}
+	gateways := map[string]bool{}
+	for _, g := range in.Snapshot.Gateways {
+		gateways[g.Namespace+"/"+g.Name] = true
+	}
+	for i := range in.Raw.Deployments {
+		if d := &in.Raw.Deployments[i]; gateways[d.Namespace+"/"+d.Name] {
+			add("deployment/"+d.Namespace+"/"+d.Name, d)
+		}
+	}
+	for i := range in.Raw.IstiodDeployments {
+		d := &in.Raw.IstiodDeployments[i]
+		add("deployment/"+d.Namespace+"/"+d.Name, d)
+	}
+	for i := range in.Raw.MutatingWebhooks {
+		add("mutatingwebhookconfiguration/"+in.Raw.MutatingWebhooks[i].Name, &in.Raw.MutatingWebhooks[i])
+	}
+	for i := range in.Raw.ValidatingWebhooks {
+		add("validatingwebhookconfiguration/"+in.Raw.ValidatingWebhooks[i].Name, &in.Raw.ValidatingWebhooks[i])
+	}
+	return out
 }

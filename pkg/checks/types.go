@@ -86,6 +86,7 @@ var All = []Check{
 	{"guardrails", Guardrails},
 	{"gateways", Gateways},
 	{"install-method", InstallMethod},
+	{"gitops", GitOps},
 }
 
 // Run runs checks and returns their findings, most severe first (stable within a severity).

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -69,6 +70,18 @@ type Result struct {
 	Summary  string     `json:"summary"`
 	// Details carries step-specific data (plans, blast radius, gate results).
 	Details any `json:"details,omitempty"`
+	// Patches are the changes as patches one can commit to Git (objects a GitOps controller manages
+	// would otherwise be put back).
+	Patches []Patch `json:"patches,omitempty"`
+	// Warnings the runner found (objects a GitOps controller manages).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Patch is one change as sent to the apiserver.
+type Patch struct {
+	Object string          `json:"object"`
+	Type   string          `json:"type"`
+	Patch  json.RawMessage `json:"patch"`
 }
 
 // NewResult starts a step result.

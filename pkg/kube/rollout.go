@@ -45,7 +45,7 @@ func (w WorkloadRef) String() string {
 // Restart restarts a workload the way `kubectl rollout restart` does: it stamps the pod template with
 // the restart time, so the controller rolls out new pods under the workload's own strategy.
 func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time.Time, dryRun []string) error {
-	patch, err := json.Marshal(newRestartPatch(at))
+	patch, err := RestartPatch(at)
 	if err != nil {
 		return err
 	}
@@ -77,6 +77,9 @@ type restartPatch struct {
 		} `json:"template"`
 	} `json:"spec"`
 }
+
+// RestartPatch is the strategic merge patch a restart at at sends.
+func RestartPatch(at time.Time) ([]byte, error) { return json.Marshal(newRestartPatch(at)) }
 
 func newRestartPatch(at time.Time) restartPatch {
 	var p restartPatch

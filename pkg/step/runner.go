@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -99,6 +100,7 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 		r.Result.Summary = plan.Nothing
 		return r.Result.Write(r.Out, g.Output)
 	}
+	gitOpsWarnings(ctx, r, plan)
 	if err := checkAccess(ctx, r, plan); err != nil {
 		return err
 	}
@@ -195,6 +197,22 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 		return err
 	}
 	return runErr
+}
+
+// gitOpsWarnings warns about every object the step will change that a GitOps controller manages: it
+// would put the change back unless it is committed (-o yaml lists the patches to commit).
+func gitOpsWarnings(ctx context.Context, r *Run, plan *Plan) {
+	for _, ref := range append(append([]journal.ObjectRef{}, plan.Record...), plan.Slim...) {
+		u, err := r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			continue // absent (the step creates it) or unreadable: nothing manages it yet
+		}
+		if owner := kube.GitOpsOwner(u); owner != "" {
+			w := fmt.Sprintf("%s is managed by %s: it will revert this change unless the change is committed to Git (-o yaml lists the patches)", ref, owner)
+			r.Progress.Printf("warning: %s", w)
+			r.Result.Warnings = append(r.Result.Warnings, w)
+		}
+	}
 }
 
 // checkAccess asks the apiserver for everything the run will do before it does any of it: the step's

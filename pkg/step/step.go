@@ -163,6 +163,14 @@ func (r *Run) Write(object, verb string, do func(dryRun []string) error) error {
 	return nil
 }
 
+// Patch notes a change as the patch sent for it, for -o json|yaml: what to commit to Git when a GitOps
+// controller manages the object.
+func (r *Run) Patch(object, patchType string, body []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Result.Patches = append(r.Result.Patches, cli.Patch{Object: object, Type: patchType, Patch: append([]byte{}, body...)})
+}
+
 // Record notes an action that already happened (or, in a dry run, would).
 func (r *Run) Record(object, verb string) {
 	r.mu.Lock()

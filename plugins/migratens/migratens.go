@@ -515,18 +515,22 @@ type labelPatch struct {
 	} `json:"metadata"`
 }
 
-// label sets the injection labels of a namespace: values given, nil removes.
-func label(ctx context.Context, r *step.Run, ns string, labels map[string]*string) error {
+// label sets the injection labels of a namespace (values given, nil removes) through the run's one
+// write path, noting the patch for -o json|yaml.
+func label(ctx context.Context, r *step.Run, ns, verb string, labels map[string]*string) error {
 	var p labelPatch
 	p.Metadata.Labels = labels
 	body, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	if _, err := r.C.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, body, r.PatchOptions()); err != nil {
-		return fmt.Errorf("label namespace %s: %w", ns, err)
-	}
-	return nil
+	r.Patch("namespace/"+ns, string(types.MergePatchType), body)
+	return r.Write("namespace/"+ns, verb, func([]string) error {
+		if _, err := r.C.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, body, r.PatchOptions()); err != nil {
+			return fmt.Errorf("label namespace %s: %w", ns, err)
+		}
+		return nil
+	})
 }
 
 // migrate runs the waves: relabel, restart in batches, gate each batch (gates only on a real run).
@@ -550,9 +554,7 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 			if np == nil || !np.Relabel || slices.Contains(o.relabel, ns) {
 				continue
 			}
-			err := r.Write("namespace/"+ns, "labeled "+np.AfterLabel, func([]string) error {
-				return label(ctx, r, ns, map[string]*string{istio.LabelRev: &o.To, istio.LabelInjection: nil})
-			})
+			err := label(ctx, r, ns, "labeled "+np.AfterLabel, map[string]*string{istio.LabelRev: &o.To, istio.LabelInjection: nil})
 			if err != nil {
 				return err
 			}
@@ -607,6 +609,9 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 	}
 	now := time.Now()
 	for _, w := range batch {
+		if body, err := kube.RestartPatch(now); err == nil {
+			r.Patch(w.String(), string(types.StrategicMergePatchType), body)
+		}
 		if err := r.Write(w.String(), "restarted", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
 			return g, err
 		}
@@ -694,9 +699,7 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 	}
 	for _, ns := range o.relabel {
 		b := before[ns]
-		err := r.Write("namespace/"+ns, "labels restored", func([]string) error {
-			return label(ctx, r, ns, map[string]*string{istio.LabelRev: orNil(b.RevLabel), istio.LabelInjection: orNil(b.InjectionLabel)})
-		})
+		err := label(ctx, r, ns, "labels restored", map[string]*string{istio.LabelRev: orNil(b.RevLabel), istio.LabelInjection: orNil(b.InjectionLabel)})
 		if err != nil {
 			return false, err
 		}

@@ -275,10 +275,10 @@ func TestRestartAndLabelPatches(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio-injection": "enabled", "team": "x"}}},
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}},
 	)
-	r := &step.Run{C: &kube.Clients{Kube: k}, DryRun: cli.DryRunServer}
+	r := &step.Run{C: &kube.Clients{Kube: k}, DryRun: cli.DryRunServer, Result: cli.NewResult("migrate-ns", cli.DryRunServer)}
 	ctx := context.Background()
 	to := "1-31"
-	if err := label(ctx, r, "shop", map[string]*string{"istio.io/rev": &to, "istio-injection": nil}); err != nil {
+	if err := label(ctx, r, "shop", "labeled", map[string]*string{"istio.io/rev": &to, "istio-injection": nil}); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 23, 1, 2, 3, 0, time.UTC)

@@ -1,7 +1,9 @@
 package migratens
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"slices"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
@@ -133,5 +136,44 @@ func TestRunSystemNamespaces(t *testing.T) {
 	named.To, named.IncludeSystem = "1-31", true
 	if err := b.Run(named, "client", nil, "kube-system"); err != nil {
 		t.Errorf("--include-system: %v", err)
+	}
+}
+
+// A namespace Argo CD manages: the step warns that Argo CD will revert the change, and the result
+// carries the exact patch to commit instead.
+func TestRunWarnsAboutGitOpsAndPrintsThePatch(t *testing.T) {
+	objs := steptest.Mesh()
+	for _, o := range objs {
+		if n, ok := o.(*corev1.Namespace); ok && n.Name == "shop" {
+			n.Annotations = map[string]string{"argocd.argoproj.io/tracking-id": "shop-apps:/Namespace:/shop"}
+		}
+	}
+	b := steptest.New(t, objs...)
+	if err := b.Run(toShop(time.Minute, false)(), "client", nil, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Warnings []string
+		Patches  []struct {
+			Object, Type string
+			Patch        json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(b.Out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "Argo CD application shop-apps") || !strings.Contains(b.ErrOut.String(), "revert") {
+		t.Errorf("warnings %q, stderr %s", res.Warnings, b.ErrOut)
+	}
+	found := false
+	for _, p := range res.Patches {
+		var compact bytes.Buffer
+		_ = json.Compact(&compact, p.Patch)
+		if p.Object == "namespace/shop" && p.Type == "application/merge-patch+json" && compact.String() == `{"metadata":{"labels":{"istio-injection":null,"istio.io/rev":"1-31"}}}` {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no committable patch for namespace/shop: %+v", res.Patches)
 	}
 }

@@ -105,3 +105,25 @@ func TestMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
 		t.Errorf("--all with kube-system labelled: exit %d, must leave it out and say so:\n%s\n%s", all.code, all.stdout, all.stderr)
 	}
 }
+
+// A namespace Argo CD manages: migrate-ns warns that Argo CD will revert the relabel, and -o yaml
+// carries the patch to commit.
+func TestGitOpsManagedNamespaceWarnsWithThePatch(t *testing.T) {
+	ensureNewRevision(t)
+	kubectl(t, "create", "namespace", "e2e-argo")
+	defer kubectl(t, "delete", "namespace", "e2e-argo", "--wait=false")
+	kubectl(t, "label", "namespace", "e2e-argo", "istio.io/rev=1-30")
+	kubectl(t, "annotate", "namespace", "e2e-argo", "argocd.argoproj.io/tracking-id=platform:/Namespace:/e2e-argo")
+	r := plugin(t, "migrate-ns", "e2e-argo", "--to", "1-31", "--dry-run=client", "-o", "yaml")
+	if r.code != 0 || !strings.Contains(r.stderr, "managed by Argo CD application platform") {
+		t.Errorf("exit %d, no Argo CD warning: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"object: namespace/e2e-argo", "type: application/merge-patch+json", "istio.io/rev: 1-31"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("-o yaml lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if p := plugin(t, "precheck", "-o", "json"); !strings.Contains(p.stdout, "GITOPS_MANAGED") {
+		t.Errorf("precheck does not report the Argo CD namespace:\n%s", p.stdout)
+	}
+}
