@@ -6,11 +6,14 @@ package step
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -169,6 +172,21 @@ func (r *Run) Patch(object, patchType string, body []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.Result.Patches = append(r.Result.Patches, cli.Patch{Object: object, Type: patchType, Patch: append([]byte{}, body...)})
+}
+
+// Manifest notes an object a step creates or replaces whole, as the manifest to commit (server-owned
+// fields left out).
+func (r *Run) Manifest(object, apiVersion, kind string, obj any) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return
+	}
+	u := journal.Sanitize(&unstructured.Unstructured{Object: m})
+	u.SetAPIVersion(apiVersion)
+	u.SetKind(kind)
+	if body, err := json.Marshal(u.Object); err == nil {
+		r.Patch(object, "manifest", body)
+	}
 }
 
 // Record notes an action that already happened (or, in a dry run, would).

@@ -221,6 +221,13 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 // of traffic (exit 75); undo removes it.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	k := r.C.Kube
+	r.Manifest(o.Namespace+"/deployment/"+o.CanaryName, "apps/v1", "Deployment", o.canary)
+	if o.hpa != nil {
+		r.Manifest(o.Namespace+"/horizontalpodautoscaler/"+o.hpa.Name, "autoscaling/v2", "HorizontalPodAutoscaler", o.hpa)
+	}
+	if o.pdb != nil {
+		r.Manifest(o.Namespace+"/poddisruptionbudget/"+o.pdb.Name, "policy/v1", "PodDisruptionBudget", o.pdb)
+	}
 	if err := r.Write("deployment/"+o.CanaryName, "created", func([]string) error {
 		_, err := k.AppsV1().Deployments(o.Namespace).Create(ctx, o.canary, r.CreateOptions())
 		return err

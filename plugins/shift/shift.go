@@ -455,6 +455,7 @@ func (o *Options) patchDeployment(ctx context.Context, d *appsv1.Deployment, ver
 	if err != nil {
 		return err
 	}
+	o.r.Patch(d.Namespace+"/deployment/"+d.Name, string(types.JSONPatchType), body)
 	return o.r.Write("deployment/"+d.Name, verb, func([]string) error {
 		out, err := o.r.C.Kube.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, body, o.r.PatchOptions())
 		if err == nil && o.r.Live() {
@@ -474,6 +475,7 @@ func (o *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng 
 		if err != nil {
 			return err
 		}
+		o.r.Patch(d.Namespace+"/horizontalpodautoscaler/"+h, string(types.MergePatchType), body)
 		err = o.r.Write("horizontalpodautoscaler/"+h, fmt.Sprintf("range %d-%d", rng.Min, rng.Max), func([]string) error {
 			_, err := o.r.C.Kube.AutoscalingV2().HorizontalPodAutoscalers(d.Namespace).Patch(ctx, h, types.MergePatchType, body, o.r.PatchOptions())
 			return err

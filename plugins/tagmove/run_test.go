@@ -2,6 +2,7 @@ package tagmove
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -99,5 +100,31 @@ func TestRunThroughTheRunner(t *testing.T) {
 	}
 	if _, err := c.Clients.Kube.CoreV1().Services("istio-system").Get(context.Background(), "istiod-revision-tag-prod-stable", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("undo left the tag's Service: %v", err)
+	}
+}
+
+// The result carries the tag's webhook and Service as manifests to commit (GitOps installs).
+func TestRunResultCarriesManifests(t *testing.T) {
+	b := steptest.New(t, objects()...)
+	if err := b.Run(&Options{To: "1-31", BatchSize: 5, Timeout: time.Minute}, "client", nil, "prod-stable"); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Patches []struct {
+			Object, Type string
+			Patch        map[string]any
+		}
+	}
+	if err := json.Unmarshal(b.Out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]string{}
+	for _, p := range res.Patches {
+		if p.Type == "manifest" {
+			kinds[p.Object], _ = p.Patch["kind"].(string)
+		}
+	}
+	if kinds["mutatingwebhookconfiguration/istio-revision-tag-prod-stable"] != "MutatingWebhookConfiguration" || kinds["istio-system/service/istiod-revision-tag-prod-stable"] != "Service" {
+		t.Errorf("manifests %v", kinds)
 	}
 }

@@ -232,6 +232,11 @@ func (o *Options) validators(ctx context.Context, r *step.Run) (*admregv1.Valida
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	adm := r.C.Kube.AdmissionregistrationV1()
 	whName := o.wantWh.Name
+	r.Manifest("mutatingwebhookconfiguration/"+whName, "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", o.wantWh)
+	r.Manifest(r.G.IstioNamespace+"/service/"+o.wantSvc.Name, "v1", "Service", o.wantSvc)
+	if o.wantVal != nil {
+		r.Manifest("validatingwebhookconfiguration/"+o.wantVal.Name, "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", o.wantVal)
+	}
 	err := r.Write("mutatingwebhookconfiguration/"+whName, verb(o.existingWh != nil), func([]string) error {
 		if o.existingWh == nil {
 			_, err := adm.MutatingWebhookConfigurations().Create(ctx, o.wantWh, r.CreateOptions())
