@@ -72,7 +72,7 @@ var runbookPermissions = func() []permission {
 
 // missingPermissions asks the apiserver (SelfSubjectAccessReview) for every permission, in parallel.
 // It returns the missing ones and whether any of them is needed just to read the mesh.
-func missingPermissions(ctx context.Context, c *kube.Clients, istioNS string) (missing []string, readBlocked bool, err error) {
+func missingPermissions(ctx context.Context, c *kube.Clients, istioNS string) (missing, readMissing []string, err error) {
 	var mu sync.Mutex
 	var firstErr error
 	sem := make(chan struct{}, 8)
@@ -99,13 +99,16 @@ func missingPermissions(ctx context.Context, c *kube.Clients, istioNS string) (m
 			}
 			if !r.Status.Allowed {
 				missing = append(missing, p.String())
-				readBlocked = readBlocked || p.read
+				if p.read {
+					readMissing = append(readMissing, p.String())
+				}
 			}
 		}(p)
 	}
 	wg.Wait()
 	sort.Strings(missing)
-	return missing, readBlocked, firstErr
+	sort.Strings(readMissing)
+	return missing, readMissing, firstErr
 }
 
 var (

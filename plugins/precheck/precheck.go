@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -55,8 +56,9 @@ func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Comman
 		Long: `Run every check the upgrade runbooks ask for before (and during) a canary upgrade, and report each
 problem as a finding: severity, a stable code, the object, what is wrong and how to fix it.
 
-Checks: Kubernetes version against each Istio version's supported range; the permissions the whole
-runbook needs; each istiod ready and not single-replica; the target revision (--revision) installed with
+Checks: Kubernetes version against each Istio version's supported range; the permissions to read the
+mesh (PERMISSIONS_MISSING) and, per mutating step, to run it here, asked in the namespaces that step
+acts on (STEP_NOT_PERMITTED, and steps[] in -o json); each istiod ready and not single-replica; the target revision (--revision) installed with
 its injector and ConfigMaps; version skew between revisions; Istio CRDs; one root of trust across
 revisions; injector webhooks that overlap (IST0139) and tags or the default validator pointing at a
 missing revision; namespace labels (both labels IST0123, unknown revision, legacy istio-injection, pods
@@ -116,11 +118,17 @@ func (o *Options) Run(ctx context.Context) error {
 	report := Report{TypeMeta: cli.NewTypeMeta("PrecheckReport"), Revision: o.Revision, FailOn: o.FailOn,
 		Findings: []checks.Finding{}, Skipped: []string{}, Counts: map[string]int{}, Steps: []StepAccess{}}
 	in := &checks.Input{Target: o.Revision}
-	missing, readBlocked, err := missingPermissions(ctx, c, o.g.IstioNamespace)
+	missing, readMissing, err := missingPermissions(ctx, c, o.g.IstioNamespace)
 	if err != nil {
 		return fmt.Errorf("checking permissions: %w", err)
 	}
-	in.MissingPermissions = missing
+	// With read access, the rights to change things are judged per step, in the namespaces each acts on
+	// (a team with namespaced Roles is not told it lacks cluster-wide rights it never needs).
+	in.MissingPermissions = readMissing
+	readBlocked := len(readMissing) > 0
+	if readBlocked {
+		in.MissingPermissions = missing
+	}
 	if readBlocked {
 		// Without read access every other check would be a stack of API errors: report what is missing.
 		report.Findings = checks.Permissions(in)
@@ -145,6 +153,14 @@ func (o *Options) Run(ctx context.Context) error {
 		if report.Steps, err = checkSteps(ctx, c, in.Snapshot, o.g.IstioNamespace); err != nil {
 			return fmt.Errorf("checking permissions: %w", err)
 		}
+		for _, st := range report.Steps {
+			if !st.Allowed {
+				report.Findings = append(report.Findings, checks.Finding{Severity: checks.Warning, Code: "STEP_NOT_PERMITTED", Object: "step/" + st.Step,
+					Message: "this identity may not run " + st.Step + " here: missing " + strings.Join(st.Missing, ", "),
+					Fix:     "grant them (docs/rbac.md), or let someone who holds them run this step"})
+			}
+		}
+		sort.SliceStable(report.Findings, func(i, j int) bool { return report.Findings[i].Severity.Rank() > report.Findings[j].Severity.Rank() })
 		if o.SaveSnapshot != "" {
 			if err := saveSnapshot(o.SaveSnapshot, in.Snapshot); err != nil {
 				return err

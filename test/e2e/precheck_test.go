@@ -144,4 +144,31 @@ func TestPrecheckMissingPermissions(t *testing.T) {
 	if entries() != before || kubectl(t, "get", "namespace", "e2e-rbac", "-o", "jsonpath={.metadata.resourceVersion}") != rv {
 		t.Error("a step refused for permissions changed the cluster")
 	}
+
+	// With the rights to read the mesh (port-forward and tokens in the Istio namespace), writes are judged
+	// per step: no PERMISSIONS_MISSING, a STEP_NOT_PERMITTED per step it may not run.
+	kubectl(t, "-n", "istio-system", "create", "role", "e2e-limited", "--verb=create", "--resource=pods/portforward,serviceaccounts/token")
+	kubectl(t, "-n", "istio-system", "create", "rolebinding", "e2e-limited", "--role=e2e-limited", "--serviceaccount=e2e-rbac:limited")
+	t.Cleanup(func() {
+		run(t, binDir+"/kubectl", "-n", "istio-system", "delete", "rolebinding", "e2e-limited")
+		run(t, binDir+"/kubectl", "-n", "istio-system", "delete", "role", "e2e-limited")
+	})
+	r = plugin(t, "precheck", "-o", "json", "--kubeconfig", limited)
+	var full struct {
+		Findings []struct{ Code, Object, Message string }
+		Steps    []struct {
+			Step    string
+			Allowed bool
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &full); err != nil {
+		t.Fatalf("not JSON (exit %d): %s / %s", r.code, r.stdout, r.stderr)
+	}
+	codes := map[string]int{}
+	for _, f := range full.Findings {
+		codes[f.Code]++
+	}
+	if codes["PERMISSIONS_MISSING"] != 0 || codes["STEP_NOT_PERMITTED"] != 5 || len(full.Steps) != 5 {
+		t.Errorf("with read access: findings %v, steps %+v; want no PERMISSIONS_MISSING and 5 STEP_NOT_PERMITTED", codes, full.Steps)
+	}
 }
