@@ -35,7 +35,10 @@ func step(t *testing.T, args ...string) (stepDoc, result) {
 
 // ingressState is every resourceVersion in istio-ingress's Deployments, HPAs, PDBs and Services.
 func ingressState(t *testing.T) string {
-	return kubectl(t, "-n", "istio-ingress", "get", "deployments,hpa,pdb,services", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion} {end}")
+	// generation moves with every spec change and never with the controllers' status updates (an HPA or
+	// a rollout settling after a shift), which made resourceVersions flaky here; Services have none.
+	return kubectl(t, "-n", "istio-ingress", "get", "deployments,hpa,pdb", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.generation} {end}") +
+		kubectl(t, "-n", "istio-ingress", "get", "services", "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion} {end}")
 }
 
 // canaryShift moves the ingress gateway to 1-31 with canary-gw and shift, checking refusals and dry
