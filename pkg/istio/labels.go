@@ -6,6 +6,8 @@ package istio
 import (
 	"encoding/json"
 	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Label and annotation names Istio uses to select and record revisions.
@@ -89,4 +91,10 @@ func IsGatewayTemplate(labels, annotations map[string]string) bool {
 		return true
 	}
 	return false
+}
+
+// NeverMatch is the selector istioctl gives the injector of the revision named default when the
+// default tag takes over istio-injection=enabled: the webhook stays, and matches nothing.
+func NeverMatch() *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"istio.io/deactivated": "never-match"}}
 }

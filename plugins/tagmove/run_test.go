@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	admregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -126,5 +127,54 @@ func TestRunResultCarriesManifests(t *testing.T) {
 	}
 	if kinds["mutatingwebhookconfiguration/istio-revision-tag-prod-stable"] != "MutatingWebhookConfiguration" || kinds["istio-system/service/istiod-revision-tag-prod-stable"] != "Service" {
 		t.Errorf("manifests %v", kinds)
+	}
+}
+
+// From a non-revisioned install (the revision named default, seed 000's start): `tag-move default`
+// creates the default tag and deactivates the old injector, as istioctl's `tag set default` does; its
+// undo puts the old injector back first, then removes the tag.
+func TestRunDefaultTagOverNonRevisionedInstall(t *testing.T) {
+	one := int32(1)
+	old := injector("default")
+	old.Name = "istio-sidecar-injector"
+	old.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
+	validator := func(name, rev string) *admregv1.ValidatingWebhookConfiguration {
+		url := "https://istiod-" + rev + ".istio-system.svc:443/validate"
+		return &admregv1.ValidatingWebhookConfiguration{TypeMeta: metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingWebhookConfiguration"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{istio.LabelRev: rev}},
+			Webhooks:   []admregv1.ValidatingWebhook{{Name: "validation.istio.io", ClientConfig: admregv1.WebhookClientConfig{URL: &url}}}}
+	}
+	objs := append(objects(), old,
+		&appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+			ObjectMeta: metav1.ObjectMeta{Name: "istiod", Namespace: "istio-system", Labels: map[string]string{"app": "istiod", istio.LabelRev: "default"}},
+			Spec:       appsv1.DeploymentSpec{Replicas: &one}, Status: appsv1.DeploymentStatus{ReadyReplicas: 1}},
+		validator(istio.DefaultValidatorName, "default"), validator("istio-validator-1-31-istio-system", "1-31"),
+		&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Labels: map[string]string{istio.LabelInjection: "enabled"}}})
+	b := steptest.New(t, objs...)
+	if err := b.Run(&Options{To: "1-31", BatchSize: 5, Timeout: time.Minute}, "none", nil, "default"); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	adm := b.Clients.Kube.AdmissionregistrationV1()
+	cur, err := adm.MutatingWebhookConfigurations().Get(context.Background(), "istio-sidecar-injector", metav1.GetOptions{})
+	if err != nil || cur.Webhooks[0].NamespaceSelector.MatchLabels["istio.io/deactivated"] != "never-match" {
+		t.Fatalf("the old injector is not deactivated: %v %+v", err, cur)
+	}
+	if _, err := adm.MutatingWebhookConfigurations().Get(context.Background(), "istio-revision-tag-default", metav1.GetOptions{}); err != nil {
+		t.Fatalf("no default tag: %v", err)
+	}
+	e := b.Entries()
+	if e[0].Objects[0].Ref.Name != "istio-sidecar-injector" {
+		t.Errorf("the old injector must be recorded first (undo restores it first): %+v", e[0].Objects[0].Ref)
+	}
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, cli.NewProgress(io.Discard)); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ = adm.MutatingWebhookConfigurations().Get(context.Background(), "istio-sidecar-injector", metav1.GetOptions{})
+	if cur.Webhooks[0].NamespaceSelector.MatchLabels["istio.io/deactivated"] != "" {
+		t.Errorf("undo left the old injector deactivated: %+v", cur.Webhooks[0].NamespaceSelector)
+	}
+	if _, err := adm.MutatingWebhookConfigurations().Get(context.Background(), "istio-revision-tag-default", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("undo left the default tag: %v", err)
 	}
 }

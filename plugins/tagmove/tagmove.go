@@ -44,6 +44,8 @@ type Options struct {
 	revSvc      *corev1.Service
 	wantSvc     *corev1.Service
 	wantVal     *admregv1.ValidatingWebhookConfiguration
+	// deactivate is the injector of the revision named default, which the default tag replaces.
+	deactivate string
 }
 
 // Details is the step-specific part of the result.
@@ -74,7 +76,10 @@ Before acting it prints the blast radius: the namespaces selecting TAG, their wo
 move on their next restart, and gateways whose pods select TAG. --restart then restarts them with
 migrate-ns's batched, gated machinery, in the same journal entry: one undo puts the tag back, then
 restarts those workloads onto the old revision. Moving an existing tag needs --overwrite; a tag may not
-be named like a revision.`,
+be named like a revision, with one exception: the default tag over a non-revisioned install (the
+revision named default, istiod and istio-sidecar-injector). As istioctl's tag set default does, the
+default tag then takes over istio-injection=enabled and the old injector is deactivated (kept, matching
+nothing); undo reactivates it before it removes the tag.`,
 		Example: `  # Who would move if prod-stable pointed at 1-31?
   kubectl istio-upgrade tag-move prod-stable --to 1-31 --overwrite --dry-run
 
@@ -117,7 +122,13 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	for i := range before.Revisions {
 		rev := &before.Revisions[i]
 		if rev.Name == o.Tag && rev.Installed {
-			return nil, cli.BadInputf("%q is the name of a revision; a tag may not shadow it", o.Tag)
+			if o.Tag != istio.DefaultRevision || rev.InjectorWebhook == "" {
+				return nil, cli.BadInputf("%q is the name of a revision; a tag may not shadow it", o.Tag)
+			}
+			// The non-revisioned control plane: as istioctl's `tag set default`, the default tag takes
+			// over istio-injection=enabled and the revision's own injector is deactivated (kept, never
+			// matching), so no pod is injected twice.
+			o.deactivate = rev.InjectorWebhook
 		}
 		if rev.Name == o.To {
 			target = rev
@@ -194,9 +205,15 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if o.wantVal != nil {
 		p.Record = append(p.Record, journal.ValidatingWebhookRef(o.wantVal.Name))
 	}
+	if o.deactivate != "" {
+		// Recorded first: undo restores in this order, so the old injector is active again before the
+		// tag's webhook goes and istio-injection=enabled is never without an injector.
+		p.Record = append([]journal.ObjectRef{journal.MutatingWebhookRef(o.deactivate)}, p.Record...)
+		p.Question += fmt.Sprintf(" The injector %s of the revision named default is deactivated (kept, never matching).", o.deactivate)
+	}
 	for _, ref := range p.Record {
 		verb := "update"
-		if (ref.Kind == "MutatingWebhookConfiguration" && o.existingWh == nil) || (ref.Kind == "Service" && o.existingSvc == nil) {
+		if (ref.Kind == "MutatingWebhookConfiguration" && ref.Name == o.wantWh.Name && o.existingWh == nil) || (ref.Kind == "Service" && o.existingSvc == nil) {
 			verb = "create"
 		}
 		p.Access = append(p.Access, step.On(ref, verb)...)
@@ -290,6 +307,24 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		})
 		if err != nil {
 			return fmt.Errorf("default validator: %w", err)
+		}
+	}
+	if o.deactivate != "" { // after the tag's webhook exists: istio-injection=enabled always has an injector
+		err := r.Write("mutatingwebhookconfiguration/"+o.deactivate, "deactivated (the default tag injects istio-injection=enabled now)", func([]string) error {
+			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				cur, err := adm.MutatingWebhookConfigurations().Get(ctx, o.deactivate, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				for i := range cur.Webhooks {
+					cur.Webhooks[i].NamespaceSelector, cur.Webhooks[i].ObjectSelector = istio.NeverMatch(), istio.NeverMatch()
+				}
+				_, err = adm.MutatingWebhookConfigurations().Update(ctx, cur, r.UpdateOptions())
+				return err
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("deactivate %s: %w", o.deactivate, err)
 		}
 	}
 	rad := o.det.BlastRadius
