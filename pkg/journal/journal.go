@@ -182,6 +182,16 @@ func (r *Recorder) Entry() *Entry { return r.entry }
 // Capture records the current state of ref (or that it does not exist yet). The first capture of an
 // object wins: its state before the step is what undo restores.
 func (r *Recorder) Capture(ctx context.Context, refs ...ObjectRef) error {
+	return r.capture(ctx, false, refs)
+}
+
+// CaptureSlim records objects whose undo only reads their restart stamp (the workloads migrate-ns
+// restarts): their whole spec would fill the entry for nothing.
+func (r *Recorder) CaptureSlim(ctx context.Context, refs ...ObjectRef) error {
+	return r.capture(ctx, true, refs)
+}
+
+func (r *Recorder) capture(ctx context.Context, isSlim bool, refs []ObjectRef) error {
 	for _, ref := range refs {
 		if r.seen[ref] {
 			continue
@@ -189,36 +199,23 @@ func (r *Recorder) Capture(ctx context.Context, refs ...ObjectRef) error {
 		obj, err := r.j.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref})
+			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Slim: isSlim})
 		case err != nil:
 			return fmt.Errorf("journal: read %s: %w", ref, err)
 		default:
-			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Existed: true, State: Sanitize(obj)})
+			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Existed: true, Slim: isSlim, State: stateOf(obj, isSlim)})
 		}
 		r.seen[ref] = true
 	}
 	return nil
 }
 
-// CaptureSlim records objects whose undo only reads their restart stamp (the workloads migrate-ns
-// restarts): their whole spec would fill the entry for nothing.
-func (r *Recorder) CaptureSlim(ctx context.Context, refs ...ObjectRef) error {
-	for _, ref := range refs {
-		if r.seen[ref] {
-			continue
-		}
-		obj, err := r.j.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Slim: true})
-		case err != nil:
-			return fmt.Errorf("journal: read %s: %w", ref, err)
-		default:
-			r.entry.Objects = append(r.entry.Objects, Object{Ref: ref, Existed: true, Slim: true, State: slim(obj)})
-		}
-		r.seen[ref] = true
+// stateOf is what the journal keeps of an object: all of it, or its restart stamp alone.
+func stateOf(obj *unstructured.Unstructured, isSlim bool) *unstructured.Unstructured {
+	if isSlim {
+		return slim(obj)
 	}
-	return nil
+	return Sanitize(obj)
 }
 
 // slim keeps an object's identity and its pod template's annotations.
@@ -246,12 +243,7 @@ func (r *Recorder) CaptureAfter(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("journal: read %s: %w", o.Ref, err)
 		default:
-			o.Gone, o.UID = false, string(obj.GetUID())
-			if o.Slim {
-				o.After = slim(obj)
-			} else {
-				o.After = Sanitize(obj)
-			}
+			o.Gone, o.UID, o.After = false, string(obj.GetUID()), stateOf(obj, o.Slim)
 		}
 		o.Left = true
 	}

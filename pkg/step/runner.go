@@ -215,6 +215,14 @@ func gitOpsWarnings(ctx context.Context, r *Run, plan *Plan) {
 	}
 }
 
+// EngineAccess is what the runner itself does on every real run, in the Istio namespace: the lock,
+// the journal and its signing key.
+func EngineAccess(istioNS string) []kube.Access {
+	return append(append(kube.Can("coordination.k8s.io", "leases", istioNS, "get", "create", "update", "delete"),
+		kube.Can("", "configmaps", istioNS, "list", "get", "create", "update")...),
+		kube.Can("", "secrets", istioNS, "get", "create")...)
+}
+
 // checkAccess asks the apiserver for everything the run will do before it does any of it: the step's
 // own access, reading every object the journal records, and the runner's lock, journal and signing
 // key. A server dry run is authorized like the real thing; a client dry run sends nothing.
@@ -224,10 +232,7 @@ func checkAccess(ctx context.Context, r *Run, plan *Plan) error {
 	}
 	want := append([]kube.Access{}, plan.Access...)
 	if r.Live() {
-		ns := r.G.IstioNamespace
-		want = append(want, kube.Can("coordination.k8s.io", "leases", ns, "get", "create", "update", "delete")...)
-		want = append(want, kube.Can("", "configmaps", ns, "list", "get", "create", "update")...)
-		want = append(want, kube.Can("", "secrets", ns, "get", "create")...)
+		want = append(want, EngineAccess(r.G.IstioNamespace)...)
 		for _, ref := range append(append([]journal.ObjectRef{}, plan.Record...), plan.Slim...) {
 			want = append(want, On(ref, "get")...)
 		}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"sync"
 
-	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,16 +24,16 @@ type permission struct {
 	read                               bool // needed to read the mesh at all
 }
 
-func (p permission) String() string {
-	r := p.resource
-	if p.subresource != "" {
-		r += "/" + p.subresource
+// access is the permission asked in the Istio namespace where it applies there.
+func (p permission) access(istioNS string) kube.Access {
+	a := kube.Access{Verb: p.verb, Group: p.group, Resource: p.resource, Subresource: p.subresource}
+	if p.istioNS {
+		a.Namespace = istioNS
 	}
-	if p.group != "" {
-		r += "." + p.group
-	}
-	return p.verb + " " + r
+	return a
 }
+
+func (p permission) String() string { return p.access("").String() }
 
 // runbookPermissions is what the whole runbook (status … cleanup, undo) does.
 var runbookPermissions = func() []permission {
@@ -70,45 +68,26 @@ var runbookPermissions = func() []permission {
 	return ps
 }()
 
-// missingPermissions asks the apiserver (SelfSubjectAccessReview) for every permission, in parallel.
-// It returns the missing ones and whether any of them is needed just to read the mesh.
+// missingPermissions asks the apiserver (SelfSubjectAccessReview) for every permission. It returns the
+// missing ones and, of those, the ones needed just to read the mesh.
 func missingPermissions(ctx context.Context, c *kube.Clients, istioNS string) (missing, readMissing []string, err error) {
-	var mu sync.Mutex
-	var firstErr error
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
+	want := make([]kube.Access, 0, len(runbookPermissions))
+	of := map[kube.Access]permission{}
 	for _, p := range runbookPermissions {
-		wg.Add(1)
-		go func(p permission) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			attrs := &authzv1.ResourceAttributes{Verb: p.verb, Group: p.group, Resource: p.resource, Subresource: p.subresource}
-			if p.istioNS {
-				attrs.Namespace = istioNS
-			}
-			r, err := c.Kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
-				&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: attrs}}, metav1.CreateOptions{})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
-			}
-			if !r.Status.Allowed {
-				missing = append(missing, p.String())
-				if p.read {
-					readMissing = append(readMissing, p.String())
-				}
-			}
-		}(p)
+		a := p.access(istioNS)
+		want, of[a] = append(want, a), p
 	}
-	wg.Wait()
+	denied, err := kube.Missing(ctx, c.Kube, want)
+	for _, a := range denied {
+		p := of[a]
+		missing = append(missing, p.String())
+		if p.read {
+			readMissing = append(readMissing, p.String())
+		}
+	}
 	sort.Strings(missing)
 	sort.Strings(readMissing)
-	return missing, readMissing, firstErr
+	return missing, readMissing, err
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 )
 
@@ -20,9 +21,7 @@ type StepAccess struct {
 // docs/rbac.md), with namespaced rights in the namespaces the step would act on in this mesh: the
 // namespaces that select a revision for migrate-ns, the gateways' namespaces for canary-gw and shift.
 func stepAccess(s *mesh.Snapshot, istioNS string) map[string][]kube.Access {
-	engine := append(append(kube.Can("coordination.k8s.io", "leases", istioNS, "get", "create", "update", "delete"),
-		kube.Can("", "configmaps", istioNS, "list", "get", "create", "update")...),
-		kube.Can("", "secrets", istioNS, "get", "create")...)
+	engine := step.EngineAccess(istioNS)
 	with := func(as ...[]kube.Access) []kube.Access {
 		out := append([]kube.Access{}, engine...)
 		for _, a := range as {
