@@ -35,14 +35,6 @@ func TestRunContract(t *testing.T) {
 	steptest.Contract(t, steptest.Mesh, toShop(time.Minute, false), "shop")
 }
 
-func nsLabel(t *testing.T, b *steptest.Bed) string {
-	n, err := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n.Labels[istio.LabelRev]
-}
-
 // Fakes run no pods: the gate never sees web's new pods, times out (74), and --rollback-on-failure
 // relabels shop back and restarts web again, all in one rolled-back entry.
 func TestRunGateTimeoutRollsBack(t *testing.T) {
@@ -55,7 +47,7 @@ func TestRunGateTimeoutRollsBack(t *testing.T) {
 	if got := b.StepWrites(); !slices.Equal(got, want) {
 		t.Errorf("writes %v, want relabel, restart, then both again to roll back %v", got, want)
 	}
-	if l := nsLabel(t, b); l != "1-30" {
+	if l := b.Rev("shop"); l != "1-30" {
 		t.Errorf("shop labelled %q after the rollback, want 1-30", l)
 	}
 	b.CheckFieldManager()
@@ -73,14 +65,14 @@ func TestRunGateTimeoutIncompleteThenUndo(t *testing.T) {
 		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
 	}
 	e := b.Entries()
-	if len(e) != 1 || e[0].State != journal.StateIncomplete || nsLabel(t, b) != "1-31" {
-		t.Fatalf("entries %+v, label %s", e, nsLabel(t, b))
+	if len(e) != 1 || e[0].State != journal.StateIncomplete || b.Rev("shop") != "1-31" {
+		t.Fatalf("entries %+v, label %s", e, b.Rev("shop"))
 	}
 	b.Reset()
 	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, cli.NewProgress(b.ErrOut)); err != nil {
 		t.Fatal(err)
 	}
-	if l := nsLabel(t, b); l != "1-30" {
+	if l := b.Rev("shop"); l != "1-30" {
 		t.Errorf("undo left shop labelled %q", l)
 	}
 }
@@ -103,8 +95,8 @@ func TestRunCancelledThenResumed(t *testing.T) {
 		t.Fatalf("exit %d (%v), want 130", cli.CodeOf(err), err)
 	}
 	e := b.Entries()
-	if len(e) != 1 || e[0].State != journal.StateCancelled || len(e[0].Done) != 0 || nsLabel(t, b) != "1-30" {
-		t.Fatalf("entries %+v, label %s", e, nsLabel(t, b))
+	if len(e) != 1 || e[0].State != journal.StateCancelled || len(e[0].Done) != 0 || b.Rev("shop") != "1-30" {
+		t.Fatalf("entries %+v, label %s", e, b.Rev("shop"))
 	}
 	err = b.Run(toShop(time.Second, false)(), "none", nil, "shop")
 	if cli.CodeOf(err) != cli.ExitTimeout { // the fake gate again; what matters is which entry it wrote

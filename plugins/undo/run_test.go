@@ -35,14 +35,6 @@ func migrated(t *testing.T, b *steptest.Bed, rev string) {
 	b.Reset()
 }
 
-func label(t *testing.T, b *steptest.Bed) string {
-	n, err := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n.Labels[istio.LabelRev]
-}
-
 func TestRunDryRuns(t *testing.T) {
 	b := steptest.New(t, steptest.Mesh()...)
 	migrated(t, b, "1-31")
@@ -60,8 +52,8 @@ func TestRunDryRuns(t *testing.T) {
 			t.Errorf("a real write in a server dry run: %+v", s)
 		}
 	}
-	if label(t, b) != "1-31" || len(b.Entries()) != 1 {
-		t.Errorf("a dry run changed the cluster: shop on %s, %d entries", label(t, b), len(b.Entries()))
+	if b.Rev("shop") != "1-31" || len(b.Entries()) != 1 {
+		t.Errorf("a dry run changed the cluster: shop on %s, %d entries", b.Rev("shop"), len(b.Entries()))
 	}
 }
 
@@ -85,8 +77,8 @@ func TestRunUndoesTheLastEntryOnce(t *testing.T) {
 	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
 		t.Fatalf("%v\n%s", err, b.ErrOut)
 	}
-	if label(t, b) != "1-30" {
-		t.Errorf("shop on %s after undo, want 1-30", label(t, b))
+	if b.Rev("shop") != "1-30" {
+		t.Errorf("shop on %s after undo, want 1-30", b.Rev("shop"))
 	}
 	b.CheckFieldManager()
 	e := b.Entries()
@@ -153,8 +145,8 @@ func TestRunRefusesDriftUnlessForced(t *testing.T) {
 	if err := b.Run(forced, "none", nil); err != nil {
 		t.Fatalf("--force: %v", err)
 	}
-	if label(t, b) != "1-30" {
-		t.Errorf("--force left shop on %s", label(t, b))
+	if b.Rev("shop") != "1-30" {
+		t.Errorf("--force left shop on %s", b.Rev("shop"))
 	}
 }
 
@@ -194,14 +186,14 @@ func TestRunFailedUndoIsRetried(t *testing.T) {
 	if err := b.Run(undo.New(restorers), "none", nil); err == nil {
 		t.Fatal("the first undo did not fail")
 	}
-	if label(t, b) != "1-31" {
-		t.Fatalf("shop on %s after the failed undo", label(t, b))
+	if b.Rev("shop") != "1-31" {
+		t.Fatalf("shop on %s after the failed undo", b.Rev("shop"))
 	}
 	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
 		t.Fatalf("retry: %v\n%s", err, b.ErrOut)
 	}
 	e := b.Entries()
-	if label(t, b) != "1-30" || len(e) != 2 || e[0].UndoneBy != e[1].ID || e[1].Status() != journal.StateInEffect {
-		t.Errorf("after the retry: shop on %s, entries %+v / %+v", label(t, b), e[0], e[len(e)-1])
+	if b.Rev("shop") != "1-30" || len(e) != 2 || e[0].UndoneBy != e[1].ID || e[1].Status() != journal.StateInEffect {
+		t.Errorf("after the retry: shop on %s, entries %+v / %+v", b.Rev("shop"), e[0], e[len(e)-1])
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
@@ -169,4 +170,14 @@ func (b *Bed) CheckFieldManager() {
 			b.T.Errorf("%s sent with field manager %q, want %q", s.Write, s.Manager, step.FieldManager)
 		}
 	}
+}
+
+// Rev is the istio.io/rev label of namespace ns as the cluster holds it now.
+func (b *Bed) Rev(ns string) string {
+	b.T.Helper()
+	n, err := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{})
+	if err != nil {
+		b.T.Fatal(err)
+	}
+	return n.Labels[istio.LabelRev]
 }
