@@ -129,7 +129,7 @@ func Trusted(e *Entry) error {
 	var bad []string
 	for _, o := range e.Objects {
 		want, known := kinds[o.Ref.Kind]
-		if !known || want.GVR() != o.Ref.GVR() || !contains(allowed, o.Ref.Kind) || (clusterScoped[o.Ref.Kind] && o.Ref.Namespace != "") {
+		if !known || want.GVR() != o.Ref.GVR() || !contains(allowed, o.Ref.Kind) || (ClusterScoped[o.Ref.Kind] && o.Ref.Namespace != "") {
 			bad = append(bad, o.Ref.String()+" ("+o.Ref.GVR().String()+")")
 		}
 	}
@@ -139,7 +139,8 @@ func Trusted(e *Entry) error {
 	return nil
 }
 
-var clusterScoped = map[string]bool{"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true, "ClusterRole": true, "ClusterRoleBinding": true}
+// ClusterScoped are the kinds steps touch that live outside any namespace.
+var ClusterScoped = map[string]bool{"Namespace": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true, "ClusterRole": true, "ClusterRoleBinding": true}
 
 func contains(s []string, x string) bool {
 	for _, v := range s {

@@ -62,14 +62,9 @@ var revisionKinds = []journal.ObjectRef{
 	journal.MutatingWebhookRef(""), journal.ValidatingWebhookRef(""),
 	journal.DeploymentRef("", ""), journal.ServiceRef("", ""), journal.ConfigMapRef("", ""),
 	journal.HPARef("", ""), journal.PDBRef("", ""),
-	{Version: "v1", Resource: "serviceaccounts", Kind: "ServiceAccount"},
-	{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles", Kind: "Role"},
-	{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings", Kind: "RoleBinding"},
-	{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles", Kind: "ClusterRole"},
-	{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings", Kind: "ClusterRoleBinding"},
+	journal.ServiceAccountRef("", ""), journal.RoleRef("", ""), journal.RoleBindingRef("", ""),
+	journal.ClusterRoleRef(""), journal.ClusterRoleBindingRef(""),
 }
-
-var clusterScoped = map[string]bool{"MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true, "ClusterRole": true, "ClusterRoleBinding": true}
 
 // NewCommand builds `cleanup`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
@@ -286,7 +281,7 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 	}
 	for _, k := range revisionKinds {
 		lns := ns
-		if clusterScoped[k.Kind] {
+		if journal.ClusterScoped[k.Kind] {
 			lns = ""
 		}
 		l, err := c.Dynamic.Resource(k.GVR()).Namespace(lns).List(ctx, sel)

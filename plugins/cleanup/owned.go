@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
@@ -45,7 +46,7 @@ func owned(u *unstructured.Unstructured, revision, ns string) bool {
 	if u.GetLabels()[istio.LabelRev] != revision || u.GetLabels()[istio.LabelTag] != "" {
 		return false
 	}
-	if !clusterScoped[u.GetKind()] && u.GetNamespace() != ns {
+	if !journal.ClusterScoped[u.GetKind()] && u.GetNamespace() != ns {
 		return false
 	}
 	for _, n := range controlPlane(revision, ns)[u.GetKind()] {
