@@ -19,6 +19,8 @@ export TESTBED_DIR
 K8S_VERSION  := v1.36.3
 KWOK_VERSION := v0.8.0
 ETCD_VERSION := v3.6.8
+# helm for the Helm profile: the same Helm SDK release the plugin reads releases with.
+HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3"{print $$2}' test/testbed/tools/helm/go.mod)
 # Development builds of istio.io/istio, stamped as an "old" and a "new" release for the test bed.
 ISTIO_OLD_VERSION := 1.30.0
 ISTIO_NEW_VERSION := 1.31.0
@@ -28,6 +30,7 @@ ISTIO_NEW_PSEUDO  := $(shell awk '$$1=="istio.io/istio"{print $$2}' test/testbed
 K8S_BIN       := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 KWOK_BIN      := $(CACHE_DIR)/kwok-$(KWOK_VERSION)
 ETCD_BIN      := $(CACHE_DIR)/etcd-$(ETCD_VERSION)
+HELM_BIN      := $(CACHE_DIR)/helm-$(HELM_VERSION)
 ISTIO_OLD_BIN := $(CACHE_DIR)/istio-$(ISTIO_OLD_VERSION)-$(lastword $(subst -, ,$(ISTIO_OLD_PSEUDO)))
 ISTIO_NEW_BIN := $(CACHE_DIR)/istio-$(ISTIO_NEW_VERSION)-$(lastword $(subst -, ,$(ISTIO_NEW_PSEUDO)))
 AGENT         := $(TESTBED_DIR)/bin/testbed-agent
@@ -47,8 +50,8 @@ build: ## Build the plugin into bin/
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-.PHONY: test unit e2e lint golden
-test: lint unit docs-check e2e ## Everything CI runs: lint, unit tests, docs check, e2e on the test bed
+.PHONY: test unit e2e e2e-istioctl e2e-helm lint golden
+test: lint unit docs-check e2e ## Everything CI runs: lint, unit tests, docs check, e2e on both test-bed profiles
 
 unit: ## Unit tests with the race detector (fake clientsets, golden files, recorded syncz)
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
@@ -63,12 +66,22 @@ lint: ## go vet (plugin, e2e, agent), gofmt and go mod tidy
 	cd test/testbed/agent && $(GO) vet ./...
 	@out=$$(gofmt -l cmd pkg plugins test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-e2e: testbed-tools build $(AGENT) ## Start the test bed, run the e2e suite through the real kubectl, stop the test bed
+e2e: e2e-istioctl e2e-helm ## The e2e suite on both test-bed profiles (each: start the bed, run through the real kubectl, stop it)
+
+# e2e_on PROFILE GO-TEST-SELECTION: one profile's bed and the tests written for it (TestHelm* need the helm one).
+define e2e_on
 	@$(TESTBED_ENV) test/testbed/testbed.sh down >/dev/null 2>&1 || true
 	@set -e; trap '$(TESTBED_ENV) test/testbed/testbed.sh down' EXIT; \
-	$(TESTBED_ENV) test/testbed/testbed.sh up; \
-	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(TESTBED_DIR)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; \
+	TESTBED_PROFILE=$(1) $(TESTBED_ENV) test/testbed/testbed.sh up; \
+	$(GO) test -tags e2e -count=1 -timeout 40m -v $(2) ./test/e2e 2>&1 | tee $(TESTBED_DIR)/e2e-$(1).log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; \
 	test $${PIPESTATUS[0]} -eq 0
+endef
+
+e2e-istioctl: testbed-tools build $(AGENT) ## e2e on the istioctl profile (revision 1-30, tag prod-stable, the repository's fixtures)
+	$(call e2e_on,istioctl,-skip '^TestHelm')
+
+e2e-helm: testbed-tools build $(AGENT) ## e2e on the helm profile (seed 000 on Istio's own charts, from the non-revisioned default)
+	$(call e2e_on,helm,-run '^TestHelm')
 
 .PHONY: docs docs-check
 docs: ## Generate docs/cli from the cobra commands
@@ -110,6 +123,12 @@ $(ETCD_BIN)/.done:
 	cd test/testbed/tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -o $(ETCD_BIN)/etcd go.etcd.io/etcd/server/v3
 	touch $@
 
+$(HELM_BIN)/.done:
+	@echo ">> building helm $(HELM_VERSION) into $(HELM_BIN)"
+	cd test/testbed/tools/helm && CGO_ENABLED=0 $(GO) build -trimpath \
+		-ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" -o $(HELM_BIN)/helm helm.sh/helm/v3/cmd/helm
+	touch $@
+
 $(ISTIO_OLD_BIN)/.done:
 	@echo ">> building istio $(ISTIO_OLD_VERSION) (dev build $(ISTIO_OLD_PSEUDO)) into $(ISTIO_OLD_BIN)"
 	cd test/testbed/tools/istio-old && CGO_ENABLED=0 $(GO) build -trimpath \
@@ -125,10 +144,10 @@ $(ISTIO_NEW_BIN)/.done:
 	touch $@
 
 .PHONY: testbed-tools
-testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ETCD_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
+testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ETCD_BIN)/.done $(HELM_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
 
 # ---- the test bed ----
-TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ETCD_BIN=$(ETCD_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
+TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ETCD_BIN=$(ETCD_BIN) HELM_BIN=$(HELM_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
 	ISTIO_OLD_VERSION=$(ISTIO_OLD_VERSION) ISTIO_NEW_VERSION=$(ISTIO_NEW_VERSION)
 REV ?= 1-31
 export REV
@@ -137,7 +156,7 @@ $(AGENT): $(shell find test/testbed/agent -name '*.go' -o -name 'go.*')
 	cd test/testbed/agent && CGO_ENABLED=0 $(GO) build -trimpath -o $(AGENT) .
 
 .PHONY: testbed-up testbed-down testbed-env testbed-new-revision
-testbed-up: testbed-tools build $(AGENT) ## Start the simulated cluster with the old revision and the fixtures
+testbed-up: testbed-tools build $(AGENT) ## Start the simulated cluster with the old revision and the fixtures (TESTBED_PROFILE=helm: Istio's charts)
 	$(TESTBED_ENV) test/testbed/testbed.sh up
 
 testbed-down: ## Stop the simulated cluster; leaves no process or port behind
@@ -146,7 +165,7 @@ testbed-down: ## Stop the simulated cluster; leaves no process or port behind
 testbed-env: ## Print export lines for KUBECONFIG and PATH (kubectl, istioctl-old, istioctl-new, the plugin)
 	@$(TESTBED_ENV) test/testbed/testbed.sh env
 
-testbed-new-revision: ## Install the new revision (REV, default 1-31) with the new istioctl
+testbed-new-revision: ## Install the new revision (REV, default 1-31): the new istioctl, or helm install istiod-REV on the helm profile
 	$(TESTBED_ENV) test/testbed/testbed.sh new-revision
 
 .PHONY: bench

@@ -205,6 +205,17 @@ func istioctlProxies(t *testing.T, istioctl, revision string) (map[string]string
 	return out, nil
 }
 
+// istioctlOf is the istioctl of each revision's version on either profile.
+var istioctlOf = map[string]string{"1-30": "istioctl-old", "1-31": "istioctl-new", "default": "istioctl-old", "canary": "istioctl-new"}
+
+// istiodPodPrefix: pods of the non-revisioned istiod are istiod-<hash>, the others istiod-<rev>-<hash>.
+func istiodPodPrefix(rev string) string {
+	if rev == "default" {
+		return "istiod-"
+	}
+	return "istiod-" + rev + "-"
+}
+
 // checkProxiesOnInjectedRevision: every injected running pod is SYNCED on an istiod of the revision
 // that injected it, in our status AND in the real istioctl of that revision.
 func checkProxiesOnInjectedRevision(t *testing.T, namespace string) error {
@@ -224,7 +235,7 @@ func checkProxiesOnInjectedRevision(t *testing.T, namespace string) error {
 		if real[rev] != nil {
 			continue
 		}
-		istioctl := map[string]string{"1-30": "istioctl-old", "1-31": "istioctl-new"}[rev]
+		istioctl := istioctlOf[rev]
 		if istioctl == "" {
 			return fmt.Errorf("unexpected revision %q", rev)
 		}
@@ -240,7 +251,7 @@ func checkProxiesOnInjectedRevision(t *testing.T, namespace string) error {
 		}
 		ns, name, _ := strings.Cut(pod, "/")
 		istiod := real[rev][name+"."+ns]
-		if !strings.HasPrefix(istiod, "istiod-"+rev+"-") {
+		if !strings.HasPrefix(istiod, istiodPodPrefix(rev)) {
 			return fmt.Errorf("%s injected by %s: istioctl proxy-status --revision %s lists it on %q", pod, rev, rev, istiod)
 		}
 	}

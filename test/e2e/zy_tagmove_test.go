@@ -5,17 +5,17 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 )
 
+// url is the Service the tag's webhook calls.
 func tagState(t *testing.T) (webhookRev, serviceRev, url string) {
 	webhookRev = kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.metadata.labels.istio\\.io/rev}")
 	serviceRev = kubectl(t, "-n", "istio-system", "get", "service", "istiod-revision-tag-prod-stable", "-o", "jsonpath={.spec.selector.istio\\.io/rev}")
-	url = kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.webhooks[0].clientConfig.url}")
+	url = kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.webhooks[0].clientConfig.service.name}")
 	return
 }
 
@@ -98,7 +98,7 @@ func TestTagMoveRestartAndUndo(t *testing.T) {
 	if u.code != 0 {
 		t.Fatalf("undo -y: exit %d %s", u.code, u.stderr)
 	}
-	if wr, sr, url := tagState(t); wr != "1-30" || sr != "1-30" || !strings.Contains(url, "localhost") || url != oldURL {
+	if wr, sr, url := tagState(t); wr != "1-30" || sr != "1-30" || url != "istiod-1-30" || url != oldURL {
 		t.Errorf("after undo: webhook %s service %s url %s (want %s)", wr, sr, url, oldURL)
 	}
 	eventually(t, 30*time.Second, "payments back on 1-30", func() error {

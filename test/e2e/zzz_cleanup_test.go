@@ -96,9 +96,10 @@ type cleanupResult struct {
 	Journal string `json:"journalEntry"`
 	Summary string
 	Details struct {
-		Blockers []struct{ Kind, Object, Fix string }
-		Removed  []string
-		Kept     []string
+		Blockers     []struct{ Kind, Object, Fix string }
+		Removed      []string
+		Kept         []string
+		HelmCommands []string
 	}
 }
 

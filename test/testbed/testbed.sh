@@ -2,13 +2,15 @@
 # The simulated cluster: a real Kubernetes control plane (KWOK binary runtime), real istiod processes
 # of two Istio versions, and the agent that connects them. Everything listens on loopback only.
 #
-#   testbed.sh up             cluster + old revision (1-30) + fixtures, all proxies SYNCED
+#   testbed.sh up             cluster + old revision + fixtures, all proxies SYNCED; TESTBED_PROFILE chooses how
+#                             Istio is installed: istioctl (default: revision 1-30, tag prod-stable) or helm
+#                             (Istio's own charts, seed 000: istio-base, non-revisioned istiod, istio-ingress)
 #   testbed.sh down           stop everything, remove state
 #   testbed.sh env            print export lines for KUBECONFIG and PATH
 #   testbed.sh new-revision   install the new revision ($REV, default 1-31) with the new istioctl
 #   testbed.sh wait-synced    wait until every injected running pod shows SYNCED in proxy-status
 #
-# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ETCD_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN.
+# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ETCD_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN, HELM_BIN.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -18,6 +20,7 @@ OLD_REV=${OLD_REV:-1-30}
 REV=${REV:-1-31}
 ISTIO_NS=istio-system
 KCFG=$TESTBED_DIR/kubeconfig
+PROFILE_FILE=$TESTBED_DIR/profile
 BIN=$TESTBED_DIR/bin
 export KWOK_WORKDIR=$TESTBED_DIR/kwok
 
@@ -44,6 +47,7 @@ link_tools() {
   ln -sf "$ISTIO_OLD_BIN/istioctl" "$BIN/istioctl-old"
   ln -sf "$ISTIO_NEW_BIN/istioctl" "$BIN/istioctl-new"
   ln -sf "$KWOK_BIN/kwokctl" "$BIN/kwokctl"
+  [ -n "${HELM_BIN:-}" ] && [ -x "$HELM_BIN/helm" ] && ln -sf "$HELM_BIN/helm" "$BIN/helm"
   [ -x "$ROOT/bin/kubectl-istio_upgrade" ] && ln -sf "$ROOT/bin/kubectl-istio_upgrade" "$BIN/kubectl-istio_upgrade"
   return 0
 }
@@ -60,6 +64,7 @@ pod_stages() {
 start_agent() {
   [ -f "$TESTBED_DIR/agent.pid" ] && kill -0 "$(cat "$TESTBED_DIR/agent.pid")" 2>/dev/null && return 0
   "$TESTBED_DIR/bin/testbed-agent" --kubeconfig "$KCFG" --dir "$TESTBED_DIR" --istio-namespace "$ISTIO_NS" \
+    --egress-socket "$TESTBED_DIR/egress.sock" \
     --pilot-discovery "$ISTIO_OLD_VERSION=$ISTIO_OLD_BIN/pilot-discovery" \
     --pilot-discovery "$ISTIO_NEW_VERSION=$ISTIO_NEW_BIN/pilot-discovery" \
     >>"$TESTBED_DIR/logs/agent.log" 2>&1 &
@@ -77,9 +82,34 @@ istiod_ready() { # REV: the local istiod of REV answers /ready with 200 (bash's 
   [ "$status" = 200 ]
 }
 
-injector_repointed() { # REV
-  kc get mutatingwebhookconfiguration "istio-sidecar-injector-$1" -o jsonpath='{.webhooks[0].clientConfig.url}' | grep -q localhost &&
-  [ -n "$(kc get mutatingwebhookconfiguration "istio-sidecar-injector-$1" -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]
+# webhook_ready NAME: the local istiod has filled the webhook's caBundle (the apiserver reaches it through
+# the agent's egress proxy; the configuration itself is left as its installer wrote it).
+webhook_ready() {
+  [ -n "$(kc get mutatingwebhookconfiguration "$1" -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]
+}
+
+# kwok_config writes the KWOK configuration: the repository's, plus the apiserver's egress selector that
+# sends cluster traffic (webhook calls, kubelet connections) to the agent.
+kwok_config() {
+  cat >"$TESTBED_DIR/egress.yaml" <<EOF
+apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: $TESTBED_DIR/egress.sock
+EOF
+  { cat "$ROOT/test/testbed/config/kwok.yaml"; cat <<EOF
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  - key: egress-selector-config-file
+    value: $TESTBED_DIR/egress.yaml
+EOF
+  } >"$TESTBED_DIR/kwok.yaml"
 }
 
 install_revision() { # ISTIOCTL REV
@@ -89,8 +119,72 @@ install_revision() { # ISTIOCTL REV
     --set values.pilot.autoscaleEnabled=false --set components.pilot.k8s.replicaCount=1 \
     >"$TESTBED_DIR/logs/istioctl-install-$rev.log" 2>&1 || { tail -20 "$TESTBED_DIR/logs/istioctl-install-$rev.log" >&2; die "istioctl install $rev failed"; }
   wait_for "istiod $rev ready" 120 istiod_ready "$rev"
-  wait_for "injector webhook $rev pointed at the local istiod" 60 injector_repointed "$rev"
+  wait_for "injector webhook $rev served by the local istiod" 60 webhook_ready "istio-sidecar-injector-$rev"
 }
+
+istio_src() { # old|new: the istio.io/istio module directory (charts, samples) of that test-bed version
+  (cd "$ROOT/test/testbed/tools/istio-$1" && go list -m -f '{{.Dir}}' istio.io/istio)
+}
+
+helm_() { "$BIN/helm" --kubeconfig "$KCFG" "$@"; }
+
+# helm_revision old|new REV: seed 000's istiod install from Istio's own chart ("" = the non-revisioned
+# default). The image tag names the pilot-discovery build the agent runs for it.
+helm_revision() {
+  local which=$1 rev=$2 version release=istiod args=()
+  version=$ISTIO_OLD_VERSION; [ "$which" = new ] && version=$ISTIO_NEW_VERSION
+  if [ -n "$rev" ]; then release=istiod-$rev; args=(--set "revision=$rev"); fi
+  log "helm install $release (istiod chart $version${rev:+, revision $rev})"
+  helm_ install "$release" "$(istio_src "$which")/manifests/charts/istio-control/istio-discovery" -n "$ISTIO_NS" \
+    --set global.hub=docker.io/istio --set global.tag="$version" --set pilot.autoscaleEnabled=false \
+    --set pilot.replicaCount=1 "${args[@]}" >"$TESTBED_DIR/logs/helm-$release.log" 2>&1 \
+    || { tail -20 "$TESTBED_DIR/logs/helm-$release.log" >&2; die "helm install $release failed"; }
+  wait_for "istiod ${rev:-default} ready" 120 istiod_ready "${rev:-default}"
+  wait_for "injector webhook ${rev:-default} served by the local istiod" 60 webhook_ready "istio-sidecar-injector${rev:+-$rev}"
+}
+
+# up_helm: seed 000's starting point with Istio's own charts and bookinfo sample.
+up_helm() {
+  need HELM_BIN
+  local charts; charts=$(istio_src old)/manifests/charts
+  # Both versions' sources (charts, samples) where the e2e suite and a user find them.
+  ln -sfn "$(istio_src old)" "$TESTBED_DIR/istio-old-src"
+  ln -sfn "$(istio_src new)" "$TESTBED_DIR/istio-new-src"
+  if ! helm_ status istio-base -n "$ISTIO_NS" >/dev/null 2>&1; then
+    kc create namespace "$ISTIO_NS" >/dev/null 2>&1 || true
+    log "helm install istio-base (defaultRevision=default)"
+    helm_ install istio-base "$charts/base" -n "$ISTIO_NS" --set defaultRevision=default >"$TESTBED_DIR/logs/helm-istio-base.log" 2>&1 \
+      || { tail -20 "$TESTBED_DIR/logs/helm-istio-base.log" >&2; die "helm install istio-base failed"; }
+  fi
+  helm_ status istiod -n "$ISTIO_NS" >/dev/null 2>&1 || helm_revision old ""
+  if ! helm_ status istio-ingress -n istio-ingress >/dev/null 2>&1; then
+    kc create namespace istio-ingress >/dev/null 2>&1 || true
+    log "helm install istio-ingress (gateway chart: 2 replicas, HPA, PDB)"
+    helm_ install istio-ingress "$charts/gateway" -n istio-ingress --set revision=default \
+      --set replicaCount=2 --set autoscaling.minReplicas=2 --set autoscaling.maxReplicas=4 \
+      --set podDisruptionBudget.minAvailable=1 >"$TESTBED_DIR/logs/helm-istio-ingress.log" 2>&1 \
+      || { tail -20 "$TESTBED_DIR/logs/helm-istio-ingress.log" >&2; die "helm install istio-ingress failed"; }
+  fi
+  log "applying bookinfo (Istio's sample) in namespace bookinfo, istio-injection=enabled"
+  kc create namespace bookinfo >/dev/null 2>&1 || true
+  kc label namespace bookinfo istio-injection=enabled --overwrite >/dev/null
+  kc apply -n bookinfo -f "$(istio_src old)/samples/bookinfo/platform/kube/bookinfo.yaml" >/dev/null
+  kc apply -f "$ROOT/test/fixtures/helm/" >/dev/null
+}
+
+# up_istioctl: revision 1-30 by istioctl, tag prod-stable, the repository's fixtures.
+up_istioctl() {
+  if ! kc -n "$ISTIO_NS" get deploy "istiod-$OLD_REV" >/dev/null 2>&1; then
+    install_revision "$BIN/istioctl-old" "$OLD_REV"
+  fi
+  "$BIN/istioctl-old" --kubeconfig "$KCFG" tag set prod-stable --revision "$OLD_REV" --overwrite -y >/dev/null 2>&1 ||
+    "$BIN/istioctl-old" --kubeconfig "$KCFG" tag set prod-stable --revision "$OLD_REV" --overwrite >/dev/null
+  wait_for "tag prod-stable served by the local istiod" 60 webhook_ready istio-revision-tag-prod-stable
+  log "applying fixtures"
+  kc apply -f "$ROOT/test/fixtures/" >/dev/null
+}
+
+profile() { cat "$PROFILE_FILE" 2>/dev/null || echo "${TESTBED_PROFILE:-istioctl}"; }
 
 all_pods_ready() {
   local notready
@@ -111,16 +205,20 @@ cmd_up() {
   need K8S_BIN; need KWOK_BIN; need ETCD_BIN; need ISTIO_OLD_BIN; need ISTIO_NEW_BIN
   local t0=$SECONDS
   link_tools
+  if [ -n "${TESTBED_PROFILE:-}" ] && [ -f "$PROFILE_FILE" ] && [ "$(cat "$PROFILE_FILE")" != "$TESTBED_PROFILE" ]; then
+    die "the test bed is up with the $(cat "$PROFILE_FILE") profile; make testbed-down before TESTBED_PROFILE=$TESTBED_PROFILE"
+  fi
   if [ -f "$KCFG" ] && kc get --raw /readyz >/dev/null 2>&1; then
     log "cluster already up"
   else
     pod_stages
+    kwok_config
     log "creating KWOK cluster $CLUSTER"
     PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" create cluster --name "$CLUSTER" --runtime binary \
       --kube-apiserver-binary "$K8S_BIN/kube-apiserver" --kube-controller-manager-binary "$K8S_BIN/kube-controller-manager" \
       --kube-scheduler-binary "$K8S_BIN/kube-scheduler" --kwok-controller-binary "$KWOK_BIN/kwok" \
       --etcd-binary "$ETCD_BIN/etcd" --kubeconfig "" \
-      --config "$ROOT/test/testbed/config/kwok.yaml" "${STAGE_ARGS[@]}" --wait 2m >"$TESTBED_DIR/logs/kwokctl.log" 2>&1 \
+      --config "$TESTBED_DIR/kwok.yaml" "${STAGE_ARGS[@]}" --wait 2m >"$TESTBED_DIR/logs/kwokctl.log" 2>&1 \
       || { tail -20 "$TESTBED_DIR/logs/kwokctl.log" >&2; die "kwokctl create cluster failed"; }
     "$KWOK_BIN/kwokctl" get kubeconfig --name "$CLUSTER" > "$KCFG"
     log "cluster up ($((SECONDS - t0))s)"
@@ -129,24 +227,26 @@ cmd_up() {
   wait_for "3 nodes Ready" 60 bash -c "[ \$('$BIN/kubectl' --kubeconfig '$KCFG' get nodes --no-headers | grep -c ' Ready') -eq 3 ]"
   wait_for "default service account" 60 kc -n default get serviceaccount default
   start_agent
-  if ! kc -n "$ISTIO_NS" get deploy "istiod-$OLD_REV" >/dev/null 2>&1; then
-    install_revision "$BIN/istioctl-old" "$OLD_REV"
-  fi
-  "$BIN/istioctl-old" --kubeconfig "$KCFG" tag set prod-stable --revision "$OLD_REV" --overwrite -y >/dev/null 2>&1 ||
-    "$BIN/istioctl-old" --kubeconfig "$KCFG" tag set prod-stable --revision "$OLD_REV" --overwrite >/dev/null
-  wait_for "tag prod-stable pointed at the local istiod" 60 bash -c \
-    "'$BIN/kubectl' --kubeconfig '$KCFG' get mutatingwebhookconfiguration istio-revision-tag-prod-stable -o jsonpath='{.webhooks[0].clientConfig.url}' | grep -q localhost"
-  log "applying fixtures"
-  kc apply -f "$ROOT/test/fixtures/" >/dev/null
+  local prof; prof=$(profile)
+  case "$prof" in
+    istioctl) up_istioctl ;;
+    helm) up_helm ;;
+    *) die "TESTBED_PROFILE=$prof: want istioctl or helm" ;;
+  esac
+  echo "$prof" >"$PROFILE_FILE"
   wait_for "all pods Running and Ready" 180 all_pods_ready
   wait_for "all sidecars SYNCED on their istiod" 120 synced
-  log "test bed up in $((SECONDS - t0))s; kubeconfig: $KCFG"
+  log "test bed ($prof profile) up in $((SECONDS - t0))s; kubeconfig: $KCFG"
 }
 
 cmd_new_revision() {
   need ISTIO_NEW_BIN
   link_tools
-  install_revision "$BIN/istioctl-new" "$REV"
+  if [ "$(profile)" = helm ]; then
+    helm_revision new "$REV"
+  else
+    install_revision "$BIN/istioctl-new" "$REV"
+  fi
 }
 
 cmd_down() {
@@ -160,7 +260,8 @@ cmd_down() {
   if [ -n "${KWOK_BIN:-}" ] && [ -x "$KWOK_BIN/kwokctl" ]; then
     PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
   fi
-  rm -rf "$TESTBED_DIR/kwok" "$TESTBED_DIR/istiod" "$TESTBED_DIR/istiod-ports.json" "$KCFG" "$TESTBED_DIR/stages"
+  rm -rf "$TESTBED_DIR/kwok" "$TESTBED_DIR/istiod" "$TESTBED_DIR/istiod-ports.json" "$KCFG" "$TESTBED_DIR/stages" \
+    "$PROFILE_FILE" "$TESTBED_DIR/istio-old-src" "$TESTBED_DIR/istio-new-src" "$TESTBED_DIR/egress.sock" "$TESTBED_DIR/egress.yaml" "$TESTBED_DIR/kwok.yaml"
   check_clean
   log "test bed down"
 }
@@ -186,6 +287,7 @@ check_clean() {
 cmd_env() {
   echo "export KUBECONFIG=$KCFG"
   echo "export PATH=$BIN:\$PATH"
+  echo "export TESTBED_PROFILE=$(profile)"
 }
 
 case "${1:-}" in

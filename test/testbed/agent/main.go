@@ -1,8 +1,9 @@
 // Command testbed-agent plays, for the simulated cluster, the parts a real cluster's nodes would:
 //   - runs one real pilot-discovery process per istiod revision, named like its simulated pod;
 //   - keeps KWOK PortForward rules so `kubectl port-forward` to an istiod pod reaches that process;
-//   - repoints Istio's webhooks from their Service to the local istiod of their revision (kube-proxy's
-//     part), so the apiserver really calls the injector;
+//   - is the apiserver's egress proxy, routing calls to an istiod Service to the local istiod of its
+//     revision (kube-proxy's part), so the apiserver really calls the injector and validator while
+//     webhook configurations stay exactly as Helm or istioctl wrote them;
 //   - simulates the sidecar of every running injected pod with a real xDS client connected to the
 //     istiod of the revision that injected it.
 //
@@ -43,6 +44,7 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the simulated cluster")
 	dir := flag.String("dir", ".testbed", "state directory (ports, pids, logs)")
 	istioNS := flag.String("istio-namespace", "istio-system", "Istio namespace")
+	egressSocket := flag.String("egress-socket", "", "unix socket the apiserver's egress selector sends cluster traffic to (HTTP CONNECT)")
 	flag.Var(pilots, "pilot-discovery", "VERSION=PATH of a pilot-discovery build; an istiod pod runs the build matching its image tag (repeatable)")
 	flag.Parse()
 	// adsc logs every xDS response; a test bed with thousands of sidecars only wants errors.
@@ -68,10 +70,16 @@ func main() {
 	sup := newSupervisor(*dir, *kubeconfig, *istioNS, pilots, ports, kc, dc)
 	factory := informers.NewSharedInformerFactory(kc, 0)
 	sup.register(ctx, factory)
-	newRepointer(kc, *istioNS, ports).register(ctx, factory)
+	eg := newEgress(*istioNS, ports)
+	eg.register(factory)
 	newSimulator(ports).register(ctx, factory)
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
+	if *egressSocket != "" {
+		if err := eg.serve(ctx, *egressSocket); err != nil {
+			log.Fatal(err)
+		}
+	}
 	log.Printf("testbed-agent running (pid %d)", os.Getpid())
 	<-ctx.Done()
 	sup.stopAll()

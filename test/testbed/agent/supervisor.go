@@ -187,8 +187,8 @@ func (s *supervisor) start(rev string, pod *corev1.Pod) error {
 		"--ctrlz_address", "127.0.0.1")
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+s.ns, "REVISION="+rev, "POD_NAME="+pod.Name, "CLUSTER_ID=Kubernetes",
-		"ISTIOD_CUSTOM_HOST=localhost",
-		"INJECTION_WEBHOOK_CONFIG_NAME=istio-sidecar-injector-"+rev)
+		"ISTIOD_CUSTOM_HOST=localhost")
+	cmd.Env = append(cmd.Env, webhookEnv(pod, rev)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -202,6 +202,27 @@ func (s *supervisor) start(rev string, pod *corev1.Pod) error {
 	_ = os.WriteFile(filepath.Join(s.dir, "istiod", rev+".http-port"), []byte(strconv.Itoa(p.HTTP)), 0o644)
 	log.Printf("istiod %s: started pilot-discovery %s as pod %s (pid %d, xds %d)", rev, tag, pod.Name, cmd.Process.Pid, p.GRPC)
 	return nil
+}
+
+// webhookEnv names the webhook configurations istiod keeps (caBundle, failure policy) as its pod says
+// (istioctl and the Helm chart name them differently for the non-revisioned istiod).
+func webhookEnv(pod *corev1.Pod, rev string) []string {
+	inj := "istio-sidecar-injector-" + rev
+	if rev == "default" {
+		inj = "istio-sidecar-injector"
+	}
+	out := []string{"INJECTION_WEBHOOK_CONFIG_NAME=" + inj}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != "discovery" {
+			continue
+		}
+		for _, e := range c.Env {
+			if (e.Name == "INJECTION_WEBHOOK_CONFIG_NAME" || e.Name == "VALIDATION_WEBHOOK_CONFIG_NAME") && e.Value != "" {
+				out = append(out, e.Name+"="+e.Value) // later entries win in exec's environment
+			}
+		}
+	}
+	return out
 }
 
 func (s *supervisor) stop(rev string) {

@@ -1,0 +1,241 @@
+//go:build e2e
+
+package e2e
+
+// The helm profile (make e2e-helm): seed 000 end to end on Istio's own charts, from the non-revisioned
+// default control plane to the revision "canary", through the real plugin and the real helm.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func requireProfile(t *testing.T, want string) {
+	t.Helper()
+	got, _ := os.ReadFile(filepath.Join(testbedDir, "profile"))
+	if p := strings.TrimSpace(string(got)); p != want {
+		t.Skipf("needs the %s test-bed profile (this bed: %q): make e2e-%s", want, p, want)
+	}
+}
+
+// helmRepo serves the new Istio version's charts as the Helm repository "istio" on loopback, so the
+// commands the plugin prints (helm upgrade istio-base istio/base ...) run exactly as printed.
+func helmRepo(t *testing.T) {
+	t.Helper()
+	home := t.TempDir()
+	for _, v := range []string{"HELM_CONFIG_HOME", "HELM_CACHE_HOME", "HELM_DATA_HOME"} {
+		t.Setenv(v, filepath.Join(home, v))
+	}
+	dir := t.TempDir()
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	charts := filepath.Join(testbedDir, "istio-new-src", "manifests", "charts")
+	for _, c := range []string{"base", "istio-control/istio-discovery", "gateway"} {
+		helmOK(t, "package", filepath.Join(charts, c), "-d", dir)
+	}
+	helmOK(t, "repo", "index", dir, "--url", srv.URL)
+	helmOK(t, "repo", "add", "istio", srv.URL)
+}
+
+func helmOK(t *testing.T, args ...string) string {
+	t.Helper()
+	r := run(t, filepath.Join(binDir, "helm"), args...)
+	if r.code != 0 {
+		t.Fatalf("helm %v: exit %d: %s", args, r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+// shell runs a command line the plugin printed, as a user pastes it.
+func shell(t *testing.T, line string) {
+	t.Helper()
+	cmd := exec.Command("bash", "-c", line)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+binDir+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
+	t.Logf("ran: %s", line)
+}
+
+type helmRelease struct {
+	Name, Namespace, Status, Chart string
+}
+
+func helmReleases(t *testing.T) map[string]helmRelease {
+	t.Helper()
+	var l []helmRelease
+	if err := json.Unmarshal([]byte(helmOK(t, "list", "-A", "-o", "json")), &l); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]helmRelease{}
+	for _, r := range l {
+		out[r.Namespace+"/"+r.Name] = r
+	}
+	return out
+}
+
+// helmConsistent: every deployed release's objects exist (nothing deleted behind Helm's back).
+func helmConsistent(t *testing.T) {
+	t.Helper()
+	for key, rel := range helmReleases(t) {
+		if rel.Status != "deployed" {
+			t.Errorf("release %s is %s", key, rel.Status)
+			continue
+		}
+		manifest := helmOK(t, "get", "manifest", rel.Name, "-n", rel.Namespace)
+		cmd := exec.Command(filepath.Join(binDir, "kubectl"), "--kubeconfig", kubeconfig, "get", "-n", rel.Namespace, "-f", "-", "-o", "name")
+		cmd.Stdin = strings.NewReader(manifest)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("release %s: objects missing: %v\n%s", key, err, out)
+		}
+	}
+}
+
+func TestHelmSeed000(t *testing.T) {
+	requireProfile(t, "helm")
+	helmRepo(t)
+
+	// The starting point: the non-revisioned default control plane, everything SYNCED on it.
+	d := status(t)
+	if !revisionInstalled(d, "default") || len(d.Revisions) != 1 {
+		t.Fatalf("status: revisions %+v, want only default", d.Revisions)
+	}
+	if err := checkProxiesOnInjectedRevision(t, "bookinfo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkProxiesOnInjectedRevision(t, "istio-ingress"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range d.Namespaces {
+		if ns.Name == "bookinfo" && ns.Revision != "default" {
+			t.Errorf("bookinfo (istio-injection=enabled) resolves to %q, want default", ns.Revision)
+		}
+	}
+
+	// precheck names the real releases, read through the Helm SDK.
+	rep, _ := precheck(t)
+	var helmFinding string
+	for _, f := range rep.Findings {
+		if f.Code == "HELM_INSTALL" {
+			helmFinding += f.Message
+		}
+	}
+	for _, want := range []string{"istio-system/istio-base (base", "defaultRevision=default", "istio-system/istiod (istiod", "istio-ingress/istio-ingress (gateway"} {
+		if !strings.Contains(helmFinding, want) {
+			t.Errorf("precheck HELM_INSTALL does not name %q: %q", want, helmFinding)
+		}
+	}
+
+	// helm install istiod-canary ... --set revision=canary (the test bed's new-revision on this profile).
+	cmd := exec.Command("make", "-C", "../..", "-s", "testbed-new-revision", "REV=canary")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make testbed-new-revision REV=canary: %v\n%s", err, out)
+	}
+	if rel := helmReleases(t)["istio-system/istiod-canary"]; rel.Status != "deployed" {
+		t.Fatalf("istiod-canary release: %+v", rel)
+	}
+
+	// The gateway: a canary beside the release's Deployment, then all traffic to it. The Service the
+	// load balancer points at is never replaced.
+	svcUID := kubectl(t, "-n", "istio-ingress", "get", "service", "istio-ingress", "-o", "jsonpath={.metadata.uid}")
+	gw := []string{"--gateway", "istio-ingress/istio-ingress", "--revision", "canary"}
+	if d, r := step(t, append([]string{"canary-gw", "-y"}, gw...)...); r.code != 0 {
+		t.Fatalf("canary-gw: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
+	if d, r := step(t, append([]string{"shift", "--weight", "100", "--step", "50", "--interval", "0s", "-y"}, gw...)...); r.code != 0 {
+		t.Fatalf("shift --weight 100: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
+	eventually(t, 60*time.Second, "gateway on canary", func() error { return checkProxiesOnInjectedRevision(t, "istio-ingress") })
+
+	// The workloads: one canary workload first, then the rest.
+	if res, r := migrate(t, "bookinfo", "--to", "canary", "--canary", "deploy/details-v1"); r.code != 0 || len(res.Details.Restarted) != 1 {
+		t.Fatalf("migrate-ns --canary: exit %d restarted %v %s", r.code, res.Details.Restarted, r.stderr)
+	}
+	if _, r := migrate(t, "bookinfo", "--to", "canary", "-y"); r.code != 0 {
+		t.Fatalf("migrate-ns: exit %d %s", r.code, r.stderr)
+	}
+	eventually(t, 90*time.Second, "bookinfo on canary", func() error {
+		for p, rev := range injectedPods(t, "bookinfo") {
+			if rev != "canary" {
+				return fmt.Errorf("%s still on %s", p, rev)
+			}
+		}
+		return checkProxiesOnInjectedRevision(t, "bookinfo")
+	})
+
+	// cleanup of default: the default validator (the base release's defaultRevision) blocks it, and the
+	// fix is Helm's, runnable as printed.
+	clean := func(args ...string) (cleanupResult, result) {
+		r := plugin(t, append([]string{"cleanup", "--revision", "default", "-o", "json"}, args...)...)
+		var res cleanupResult
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			t.Fatalf("cleanup %v: exit %d, not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
+		}
+		return res, r
+	}
+	res, r := clean("-y")
+	if r.code != 66 {
+		t.Fatalf("cleanup with the validator on default: exit %d, want 66: %+v %s", r.code, res.Details.Blockers, r.stderr)
+	}
+	for _, b := range res.Details.Blockers {
+		if !strings.HasPrefix(b.Fix, "helm upgrade istio-base istio/base ") || !strings.Contains(b.Fix, "defaultRevision=canary") {
+			t.Fatalf("blocker %+v: want Helm's fix on the base release", b)
+		}
+		shell(t, b.Fix)
+	}
+	if rel := helmReleases(t)["istio-system/istio-base"]; rel.Status != "deployed" {
+		t.Fatalf("istio-base after the fix: %+v", rel)
+	}
+
+	// Now nothing depends on default: cleanup removes what is not Helm's and names Helm's commands for
+	// the rest, which run as printed.
+	eventually(t, 60*time.Second, "cleanup unblocked", func() error {
+		if res, r := clean("--dry-run=client"); r.code != 0 {
+			return fmt.Errorf("exit %d: %+v", r.code, res.Details.Blockers)
+		}
+		return nil
+	})
+	res, r = clean("-y")
+	if r.code != 0 {
+		t.Fatalf("cleanup: exit %d %s", r.code, r.stderr)
+	}
+	if len(res.Details.HelmCommands) == 0 || !strings.Contains(strings.Join(res.Details.HelmCommands, "\n"), "helm uninstall istiod -n istio-system") {
+		t.Fatalf("cleanup's Helm commands: %q", res.Details.HelmCommands)
+	}
+	for _, c := range res.Details.HelmCommands {
+		shell(t, c)
+	}
+
+	// The end: one revision, every proxy SYNCED on it, the same ingress Service, Helm consistent.
+	eventually(t, 90*time.Second, "only canary left", func() error {
+		d := status(t)
+		if len(d.Revisions) != 1 || d.Revisions[0].Name != "canary" {
+			return fmt.Errorf("revisions %+v", d.Revisions)
+		}
+		for _, p := range d.Proxies {
+			if p.Revision != "canary" || p.State != "SYNCED" {
+				return fmt.Errorf("proxy %s/%s: %s on %s", p.Namespace, p.Pod, p.State, p.Revision)
+			}
+		}
+		return nil
+	})
+	if got := kubectl(t, "-n", "istio-ingress", "get", "service", "istio-ingress", "-o", "jsonpath={.metadata.uid}"); got != svcUID {
+		t.Errorf("the ingress Service was replaced: UID %s → %s", svcUID, got)
+	}
+	rels := helmReleases(t)
+	if _, ok := rels["istio-system/istiod"]; ok {
+		t.Error("the istiod release is still installed")
+	}
+	if got := helmOK(t, "get", "values", "istio-base", "-n", "istio-system", "-o", "json"); !strings.Contains(got, `"defaultRevision":"canary"`) {
+		t.Errorf("istio-base values: %s", got)
+	}
+	helmConsistent(t)
+}
