@@ -31,6 +31,7 @@ func Commands() []cli.CommandFactory {
 			"shift":              shift.Undo,
 			"migrate-ns":         migratens.Undo,
 			"tag-move":           tagmove.Undo,
+			"cleanup":            cleanup.Undo,
 			"tag-move --restart": migratens.Undo, // entries written before one command was one entry
 		}),
 	}

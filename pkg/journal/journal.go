@@ -76,6 +76,37 @@ type Object struct {
 	Slim bool `json:"slim,omitempty"`
 }
 
+// HelmAction is one helm command a step ran: an upgrade that set one value on the release's own chart,
+// or an uninstall that kept the release's history. From is the version deployed before; To the
+// version the action left (an uninstall leaves From, uninstalled).
+type HelmAction struct {
+	Release   string `json:"release"`
+	Namespace string `json:"namespace"`
+	Action    string `json:"action"`
+	Set       string `json:"set,omitempty"`
+	From      int    `json:"from"`
+	To        int    `json:"to,omitempty"`
+}
+
+// Helm actions.
+const (
+	HelmUpgrade   = "upgrade"
+	HelmUninstall = "uninstall"
+)
+
+// Command is the helm command line the action ran.
+func (h HelmAction) Command() string {
+	if h.Action == HelmUninstall {
+		return fmt.Sprintf("helm uninstall %s -n %s --keep-history", h.Release, h.Namespace)
+	}
+	return fmt.Sprintf("helm upgrade %s -n %s --reuse-values --set %s", h.Release, h.Namespace, h.Set)
+}
+
+// UndoCommand is the helm command undo runs for it.
+func (h HelmAction) UndoCommand() string {
+	return fmt.Sprintf("helm rollback %s %d -n %s", h.Release, h.From, h.Namespace)
+}
+
 // States of an entry. An entry is written as running before the first change and ends in one of the
 // others; undone is told by UndoneBy.
 const (
@@ -105,6 +136,9 @@ type Entry struct {
 	Done []string `json:"done,omitempty"`
 	// Notes are facts a later step needs (e.g. when the last proxy left a revision).
 	Notes map[string]string `json:"notes,omitempty"`
+	// Helm lists the helm commands the step ran through the Helm SDK, in order: undo rolls each
+	// release back (newest first), Helm's own history holding the objects.
+	Helm []HelmAction `json:"helm,omitempty"`
 	// Signed says the entry carries this journal's signature (set when read; see Trusted).
 	Signed bool `json:"-"`
 	// Unreadable says why a ConfigMap with the journal label could not be read as an entry.

@@ -136,6 +136,11 @@ func Trusted(e *Entry) error {
 	if len(bad) > 0 {
 		return fmt.Errorf("journal entry %s (%s) names objects its step never touches: %s", e.ID, e.Step, strings.Join(bad, ", "))
 	}
+	for _, h := range e.Helm {
+		if e.Step != "cleanup" || (h.Action != HelmUpgrade && h.Action != HelmUninstall) || h.Release == "" || h.Namespace == "" || h.From < 1 {
+			return fmt.Errorf("journal entry %s (%s) names a helm action its step never runs: %+v", e.ID, e.Step, h)
+		}
+	}
 	return nil
 }
 

@@ -208,6 +208,9 @@ func (e *DriftError) Error() string {
 	return msg + "; undo would overwrite that (nothing was changed for it; --force restores it anyway)"
 }
 
+// NoteServing, on a shift that ended at 100 %, says which Deployment (and Helm release) serves.
+const NoteServing = "serving"
+
 // NoteFollows names, on an entry that completes another (a tag move's restart), the entry it
 // follows: undo takes that one back first.
 const NoteFollows = "follows"

@@ -441,13 +441,18 @@ func buildProxies(s *Snapshot, in Inputs, podOwner map[string]string) {
 	})
 }
 
-// IsHelmOwned says whether a Helm release owns an object. istioctl renders Istio's Helm charts too, so
-// chart labels alone do not mean a release; istioctl marks its objects with operator.istio.io labels.
+// IsHelmOwned says whether a Helm release owns an object. Helm's own ownership annotation decides: helm
+// sets it on everything a release installs and istioctl never does. Istio's chart templates stamp both
+// installers' objects with chart labels (managed-by: Helm, helm.sh/chart) and operator labels
+// (owning-resource: unknown), so those count only without the annotation (objects of Helm before 3.2).
 func IsHelmOwned(labels, annotations map[string]string) bool {
+	if annotations["meta.helm.sh/release-name"] != "" {
+		return true
+	}
 	if labels["operator.istio.io/component"] != "" || labels["install.operator.istio.io/owning-resource"] != "" {
 		return false
 	}
-	return annotations["meta.helm.sh/release-name"] != "" || labels["app.kubernetes.io/managed-by"] == "Helm" || labels["helm.sh/chart"] != ""
+	return labels["app.kubernetes.io/managed-by"] == "Helm" || labels["helm.sh/chart"] != ""
 }
 
 func ptrOr(p *int32, def int32) int32 {

@@ -158,3 +158,25 @@ func TestSnapshotGolden(t *testing.T) {
 	}
 	golden.Assert(t, "snapshot.json", append(b, '\n'))
 }
+
+// Istio's charts stamp chart and operator labels on what istioctl and helm install alike; only helm's
+// release annotation says a release owns the object.
+func TestIsHelmOwned(t *testing.T) {
+	chart := map[string]string{"app.kubernetes.io/managed-by": "Helm", "helm.sh/chart": "istiod-1.0.0",
+		"operator.istio.io/component": "Pilot", "install.operator.istio.io/owning-resource": "unknown"}
+	release := map[string]string{"meta.helm.sh/release-name": "istiod", "meta.helm.sh/release-namespace": "istio-system"}
+	for _, c := range []struct {
+		name        string
+		labels, ann map[string]string
+		want        bool
+	}{
+		{"helm install of Istio's chart", chart, release, true},
+		{"istioctl install of the same chart", chart, nil, false},
+		{"a chart of Helm before 3.2 (labels only)", map[string]string{"app.kubernetes.io/managed-by": "Helm"}, nil, true},
+		{"plain manifest", map[string]string{"app": "x"}, nil, false},
+	} {
+		if got := IsHelmOwned(c.labels, c.ann); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}

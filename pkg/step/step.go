@@ -189,6 +189,30 @@ func (r *Run) Manifest(object, apiVersion, kind string, obj any) {
 	}
 }
 
+// Helm records a helm command the step ran, saving the entry at once: were the step stopped right
+// after, undo still knows to roll the release back.
+func (r *Run) Helm(ctx context.Context, a journal.HelmAction) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Result.Add("helmrelease/"+a.Namespace+"/"+a.Release, a.Action)
+	if r.rec == nil || !r.Live() {
+		return nil
+	}
+	e := r.rec.Entry()
+	e.Helm = append(e.Helm, a)
+	e.Done = append(e.Done, a.Command())
+	return r.rec.Save(ctx)
+}
+
+// Note attaches a fact to the run's journal entry (history shows it); nothing under a dry run.
+func (r *Run) Note(key, value string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec != nil && r.Live() {
+		r.rec.Note(key, value)
+	}
+}
+
 // Record notes an action that already happened (or, in a dry run, would).
 func (r *Run) Record(object, verb string) {
 	r.mu.Lock()

@@ -20,6 +20,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
@@ -29,11 +30,14 @@ type Options struct {
 	Revision string
 	Force    bool
 	Soak     time.Duration
+	// Helm runs the Helm commands itself, through the Helm SDK (journaled: undo rolls the releases back).
+	Helm bool
 
 	det      *Details
 	remove   []*unstructured.Unstructured
 	next     string // the revision blockers suggest moving to
 	releases []helm.Release
+	helmRuns []journal.HelmAction // with --helm: what Apply runs, in order
 }
 
 // Name is the step's name in the journal and results.
@@ -50,6 +54,8 @@ type Details struct {
 	// HelmOwned are objects left alone because Helm owns them (without --force), with the commands to run.
 	HelmOwned    []string `json:"helmOwned"`
 	HelmCommands []string `json:"helmCommands"`
+	// HelmRan are the helm commands --helm ran (or, in a dry run, would run) through the Helm SDK.
+	HelmRan []string `json:"helmRan"`
 	// Kept are objects labelled with the revision that stay, and why (a gateway's Service, a
 	// ServiceAccount other pods run as).
 	Kept     []string `json:"kept"`
@@ -86,12 +92,26 @@ It warns when the last step that moved workloads ran less than --soak ago (the r
 control plane 24-48 h as the rollback path). Helm-owned objects are left to helm unless --force: the
 commands printed name the real releases, read through the Helm SDK (helm uninstall of the istiod release,
 helm upgrade of the base release with --reuse-values --set defaultRevision=NEXT), and a default validator
-owned by the base release is a blocker whose fix is that helm upgrade. Journaled with the full deleted objects: undo brings the revision back.`,
+owned by the base release is a blocker whose fix is that helm upgrade (versions pinned to the release's
+chart: only that value changes).
+
+With --helm, cleanup runs those helm commands itself through the Helm SDK, on each release's own stored
+chart: the base release's defaultRevision moves to NEXT first (the default validator is then no
+blocker), then the objects that are not Helm's are deleted, then gateway releases are upgraded to
+--set revision=NEXT and the istiod releases uninstalled with their history kept. Each helm command is
+journaled as it runs; undo rolls the releases back (helm rollback, newest first) and re-creates the
+deleted objects, refusing (exit 68) when a release was changed by helm since. A release uninstalled
+with its history kept still holds its name: 'helm uninstall NAME' again removes the history for good.
+
+Journaled with the full deleted objects: undo brings the revision back.`,
 		Example: `  # What would be removed, or what still blocks it
   kubectl istio-upgrade cleanup --revision 1-30 --dry-run
 
   # Remove it
   kubectl istio-upgrade cleanup --revision 1-30 -y
+
+  # A Helm install from the non-revisioned default: let cleanup run the helm commands itself
+  kubectl istio-upgrade cleanup --revision default --helm -y
 
   # Bring it back
   kubectl istio-upgrade undo`,
@@ -100,6 +120,7 @@ owned by the base release is a blocker whose fix is that helm upgrade. Journaled
 	f := cmd.Flags()
 	f.StringVar(&o.Revision, "revision", "", "The old revision to remove (required)")
 	f.BoolVar(&o.Force, "force", false, "Also delete Helm-owned objects")
+	f.BoolVar(&o.Helm, "helm", false, "Run the helm commands (base defaultRevision, gateway revision, istiod uninstall) through the Helm SDK, journaled")
 	f.DurationVar(&o.Soak, "soak", 24*time.Hour, "Warn when workloads were moved off the revision less than this long ago")
 	return step.NewCommand(g, streams, o, cmd)
 }
@@ -108,6 +129,9 @@ owned by the base release is a blocker whose fix is that helm upgrade. Journaled
 func (o *Options) Validate(*step.Run, []string) error {
 	if o.Revision == "" {
 		return cli.UsageErrorf("--revision is required: the old revision to remove")
+	}
+	if o.Helm && o.Force {
+		return cli.UsageErrorf("--helm and --force exclude each other: --helm lets helm remove what it owns, --force deletes it behind helm's back")
 	}
 	return nil
 }
@@ -128,14 +152,20 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		return nil, cli.BadInputf("revision %q not found (see `kubectl istio-upgrade status`)", o.Revision)
 	}
 	o.next = next
-	o.det = &Details{Revision: o.Revision, Blockers: []Blocker{}, Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, Kept: []string{}, Warnings: []string{}}
+	o.det = &Details{Revision: o.Revision, Blockers: []Blocker{}, Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, HelmRan: []string{}, Kept: []string{}, Warnings: []string{}}
 	res := r.Result
 	res.Details = o.det
 	// Istio's Helm releases (all namespaces): who owns what, and the real commands. Without the right to
 	// read Secrets the commands fall back to the chart's conventional names.
 	var err error
 	if o.releases, err = helm.List(r.C.Kube, ""); err != nil {
+		if o.Helm {
+			return nil, cli.Errorf(cli.ExitNotPermitted, "--helm needs Istio's Helm releases, which are unreadable: %v", err)
+		}
 		o.det.Warnings = append(o.det.Warnings, "Helm releases unreadable: "+err.Error())
+	}
+	if o.Helm && next == "" {
+		return nil, cli.BadInputf("--helm: no other revision is installed to point the releases at")
 	}
 	blockers, err := o.blockers(ctx, r, before, r.Raw)
 	if err != nil {
@@ -170,9 +200,14 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	}
 	if len(o.det.HelmOwned) > 0 {
 		o.det.HelmCommands = helmCommands(o.releases, objs, o.Revision, next)
-		for _, h := range o.det.HelmCommands {
-			r.Progress.Printf("Helm owns %d objects of %s; run: %s", len(o.det.HelmOwned), o.Revision, h)
+		if !o.Helm {
+			for _, h := range o.det.HelmCommands {
+				r.Progress.Printf("Helm owns %d objects of %s; run: %s", len(o.det.HelmOwned), o.Revision, h)
+			}
 		}
+	}
+	if o.Helm {
+		o.helmRuns = helmRuns(o.releases, objs, o.Revision, next)
 	}
 	for _, w := range o.det.Warnings {
 		r.Progress.Printf("warning: %s", w)
@@ -185,6 +220,15 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		p.Access = append(p.Access, step.On(refOf(u), "delete")...)
 	}
 	p.Question = fmt.Sprintf("Delete %d objects of revision %s:\n  %s\n?", len(o.remove), o.Revision, strings.Join(names, "\n  "))
+	if len(o.helmRuns) > 0 {
+		var cmds []string
+		for _, h := range o.helmRuns {
+			cmds = append(cmds, h.Command())
+			// helm reads and writes its release Secrets (and changes the release's objects)
+			p.Access = append(p.Access, kube.Can("", "secrets", h.Namespace, "list", "create", "update")...)
+		}
+		p.Question = fmt.Sprintf("Run through the Helm SDK:\n  %s\nand delete %d objects of revision %s:\n  %s\n?", strings.Join(cmds, "\n  "), len(o.remove), o.Revision, strings.Join(names, "\n  "))
+	}
 	return p, nil
 }
 
@@ -192,6 +236,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 // and waypoints on it and istiods that cannot say whether proxies are still connected.
 func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, raw *mesh.Inputs) ([]Blocker, error) {
 	out := Blockers(s, o.Revision, o.next)
+	helmFixed := map[int]bool{}
 	for i, b := range out {
 		if b.Kind != "validator" {
 			continue
@@ -199,8 +244,18 @@ func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, r
 		for _, rel := range o.releases {
 			if rel.Base() && (rel.DefaultRevision == o.Revision || (o.Revision == "default" && rel.DefaultRevision == "")) {
 				out[i].Fix = baseUpgrade(rel, o.next) // Helm owns the default validator: move it with Helm
+				helmFixed[i] = true
 			}
 		}
+	}
+	if o.Helm { // --helm runs that base upgrade first: the validator is then no blocker
+		kept := out[:0]
+		for i, b := range out {
+			if !helmFixed[i] {
+				kept = append(kept, b)
+			}
+		}
+		out = kept
 	}
 	gws, err := GatewayAPIBlockers(ctx, r.C, s, o.Revision, o.next)
 	if err != nil {
@@ -212,6 +267,40 @@ func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, r
 		out = append(out, Blocker{"syncz", "istiod", w, "make every istiod answer, then rerun: a proxy might still be connected"})
 	}
 	return out, nil
+}
+
+// runHelm runs the planned helm commands that pick selects, through the Helm SDK, journaling each as
+// it completes (a server dry run is helm's own, checked against the cluster; a client one runs nothing).
+func (o *Options) runHelm(ctx context.Context, r *step.Run, pick func(journal.HelmAction) bool) error {
+	if len(o.helmRuns) == 0 {
+		return nil
+	}
+	acts := helm.NewActions(r.C.Config)
+	dry := helm.DryRun(r.DryRun)
+	if r.Live() {
+		dry = ""
+	}
+	for _, h := range o.helmRuns {
+		if !pick(h) {
+			continue
+		}
+		var err error
+		if h.Action == journal.HelmUninstall {
+			h.From, err = acts.Uninstall(h.Namespace, h.Release, dry)
+		} else {
+			key, value, _ := strings.Cut(h.Set, "=")
+			h.From, h.To, err = acts.SetValue(ctx, h.Namespace, h.Release, key, value, dry)
+		}
+		if err != nil {
+			return cli.Errorf(cli.ExitError, "%v", err)
+		}
+		r.Progress.Printf("helm: %s", h.Command())
+		o.det.HelmRan = append(o.det.HelmRan, h.Command())
+		if err := r.Helm(ctx, h); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Apply deletes the revision's objects (the journal holds them whole: undo re-creates them). On a real
@@ -236,6 +325,10 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 			return cli.Errorf(cli.ExitBlocked, "since the plan, %d things came to depend on revision %s (nothing was deleted): %s", len(b), o.Revision, strings.Join(what, "; "))
 		}
 	}
+	// --helm: the base release's validator moves first, so nothing calls the old istiod once it goes.
+	if err := o.runHelm(ctx, r, func(h journal.HelmAction) bool { return h.Set != "" && strings.HasPrefix(h.Set, "defaultRevision=") }); err != nil {
+		return err
+	}
 	for _, u := range o.remove {
 		ref := refOf(u)
 		uid := u.GetUID()
@@ -250,6 +343,9 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 			return fmt.Errorf("delete %s: %w", ref, err)
 		}
 		o.det.Removed = append(o.det.Removed, ref.String())
+	}
+	if err := o.runHelm(ctx, r, func(h journal.HelmAction) bool { return !strings.HasPrefix(h.Set, "defaultRevision=") }); err != nil {
+		return err
 	}
 	r.Result.Summary = fmt.Sprintf("cleanup: removed %d objects of revision %s", len(o.det.Removed), o.Revision)
 	if !r.Live() {

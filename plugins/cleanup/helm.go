@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 )
 
 // helmCommands are the commands that remove a Helm-installed revision the way Helm expects, named from
@@ -38,8 +39,8 @@ func helmCommands(releases []helm.Release, objs []*unstructured.Unstructured, ol
 		case r.Istiod():
 			out = append(out, fmt.Sprintf("helm uninstall %s -n %s", r.Name, r.Namespace))
 		case r.Gateway():
-			out = append(out, fmt.Sprintf("helm upgrade %s istio/gateway -n %s --reuse-values --set revision=%s  # keep the release: its Service serves the canary",
-				r.Name, r.Namespace, nextOr(next)))
+			out = append(out, fmt.Sprintf("helm upgrade %s istio/gateway --version %s -n %s --reuse-values --set revision=%s  # keep the release: its Service serves the canary",
+				r.Name, r.Version, r.Namespace, nextOr(next)))
 		}
 	}
 	for _, r := range releases {
@@ -50,7 +51,38 @@ func helmCommands(releases []helm.Release, objs []*unstructured.Unstructured, ol
 	return out
 }
 
-// baseUpgrade points the base release's default validator at next, keeping its other values.
+// baseUpgrade points the base release's default validator at next, keeping its other values and its
+// chart version (a newer base chart would also change the CRDs: that is a separate, deliberate upgrade).
 func baseUpgrade(r helm.Release, next string) string {
-	return fmt.Sprintf("helm upgrade %s istio/base -n %s --reuse-values --set defaultRevision=%s", r.Name, r.Namespace, nextOr(next))
+	return fmt.Sprintf("helm upgrade %s istio/base --version %s -n %s --reuse-values --set defaultRevision=%s", r.Name, r.Version, r.Namespace, nextOr(next))
+}
+
+// helmRuns are the helm commands --helm runs, from the same releases helmCommands names: the base
+// release's defaultRevision (when it calls old), each gateway release's revision, each istiod release
+// uninstalled. A release that owns objects of old but is not deployed is left to the user (its command
+// is printed).
+func helmRuns(releases []helm.Release, objs []*unstructured.Unstructured, old, next string) []journal.HelmAction {
+	owners := map[string]bool{}
+	for _, u := range objs {
+		if name, ns := helm.Owner(u.GetAnnotations()); name != "" {
+			owners[ns+"/"+name] = true
+		}
+	}
+	var out []journal.HelmAction
+	for _, r := range releases {
+		if r.Base() && (r.DefaultRevision == old || (old == "default" && r.DefaultRevision == "")) {
+			out = append(out, journal.HelmAction{Release: r.Name, Namespace: r.Namespace, Action: journal.HelmUpgrade, Set: "defaultRevision=" + next})
+		}
+	}
+	for _, r := range releases {
+		if owners[r.Namespace+"/"+r.Name] && r.Gateway() {
+			out = append(out, journal.HelmAction{Release: r.Name, Namespace: r.Namespace, Action: journal.HelmUpgrade, Set: "revision=" + next})
+		}
+	}
+	for _, r := range releases {
+		if owners[r.Namespace+"/"+r.Name] && r.Istiod() {
+			out = append(out, journal.HelmAction{Release: r.Name, Namespace: r.Namespace, Action: journal.HelmUninstall})
+		}
+	}
+	return out
 }

@@ -293,7 +293,7 @@ func TestRunHelmInstallNamesHelmFixes(t *testing.T) {
 	if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 {
 		t.Fatalf("exit %d (%v), want 66 with nothing changed", cli.CodeOf(err), err)
 	}
-	if want := "helm upgrade istio-base istio/base -n istio-system --reuse-values --set defaultRevision=1-31"; !strings.Contains(b.Out.String(), want) {
+	if want := "helm upgrade istio-base istio/base --version 1.30.0 -n istio-system --reuse-values --set defaultRevision=1-31"; !strings.Contains(b.Out.String(), want) {
 		t.Errorf("the validator blocker's fix is not %q:\n%s", want, b.Out)
 	}
 }
@@ -308,10 +308,10 @@ func TestHelmCommandsFromReleases(t *testing.T) {
 	}
 	rels := []helm.Release{
 		{Name: "istiod", Namespace: "istio-system", Chart: "istiod"},
-		{Name: "istio-base", Namespace: "istio-system", Chart: "base", DefaultRevision: "default"},
+		{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", DefaultRevision: "default"},
 	}
 	got := helmCommands(rels, []*unstructured.Unstructured{owned("Deployment", "istiod", "istiod"), owned("Service", "istiod", "istiod")}, "default", "canary")
-	want := []string{"helm uninstall istiod -n istio-system", "helm upgrade istio-base istio/base -n istio-system --reuse-values --set defaultRevision=canary"}
+	want := []string{"helm uninstall istiod -n istio-system", "helm upgrade istio-base istio/base --version 1.0.0 -n istio-system --reuse-values --set defaultRevision=canary"}
 	if !slices.Equal(got, want) {
 		t.Errorf("commands %q\nwant     %q", got, want)
 	}

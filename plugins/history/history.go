@@ -4,6 +4,9 @@ package history
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -86,6 +89,9 @@ func (o *Options) Run(ctx context.Context) error {
 		for _, d := range e.Done {
 			fmt.Fprintf(o.Out, "  %s\n", d)
 		}
+		for _, k := range slices.Sorted(maps.Keys(e.Notes)) {
+			fmt.Fprintf(o.Out, "  note %s: %s\n", k, e.Notes[k])
+		}
 		rows := [][]string{}
 		for _, ob := range e.Objects {
 			prior := "absent (created by the step)"
@@ -110,6 +116,10 @@ func (o *Options) Run(ctx context.Context) error {
 			state = "unreadable: " + e.Unreadable
 		case !e.Signed:
 			state += " (unsigned: undo refuses it)"
+		}
+		if v := e.Notes[journal.NoteServing]; v != "" {
+			short, _, _ := strings.Cut(v, " (") // the whole note is in `history ID`
+			state += "; serving: " + short
 		}
 		rows = append(rows, []string{e.ID, e.Time.Format("2006-01-02T15:04:05Z"), e.Step, e.User, fmt.Sprint(len(e.Objects)), state, e.CommandLine()})
 	}

@@ -78,3 +78,30 @@ func TestRunRefusesWithoutCanary(t *testing.T) {
 		t.Fatalf("exit %d (%v), changes %v; want 65 and nothing changed", cli.CodeOf(err), err, b.Changes())
 	}
 }
+
+// At 100 % history says what serves: the canary Deployment, and whether a Helm release still owns the
+// Service's traffic path or the canary is its own release.
+func TestServingNote(t *testing.T) {
+	dep := func(name string, release string) *appsv1.Deployment {
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-ingress", Name: name}}
+		if release != "" {
+			d.Annotations = map[string]string{"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": "istio-ingress"}
+		}
+		return d
+	}
+	for _, c := range []struct {
+		old, canary *appsv1.Deployment
+		want        string
+	}{
+		{dep("gw", ""), dep("gw-1-31", ""), "Deployment istio-ingress/gw-1-31 (revision 1-31)"},
+		{dep("istio-ingress", "istio-ingress"), dep("istio-ingress-1-31", ""),
+			"Deployment istio-ingress/istio-ingress-1-31 (revision 1-31), not a Helm release: release istio-ingress/istio-ingress keeps the Service and its Deployment istio-ingress at 0 replicas"},
+		{dep("istio-ingress", "istio-ingress"), dep("istio-ingress-canary", "istio-ingress-canary"),
+			"Deployment istio-ingress/istio-ingress-canary (revision 1-31), of Helm release istio-ingress/istio-ingress-canary"},
+	} {
+		o := &Options{Target: canarygw.Target{Revision: "1-31"}, old: c.old, canary: c.canary}
+		if got := o.serving(); got != c.want {
+			t.Errorf("serving %q\nwant    %q", got, c.want)
+		}
+	}
+}

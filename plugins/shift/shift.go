@@ -22,6 +22,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -223,7 +224,23 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	err := o.run(ctx, o.steps)
 	r.Result.Summary = fmt.Sprintf("shift: %s serves %d%% (%d canary pods on %s, %d old on %s) after %d gated step(s) in %s",
 		o.det.Canary, o.current.Effective, o.current.Canary, o.Revision, o.current.Old, o.oldRev, len(o.det.Gates), time.Since(start).Round(time.Second))
+	if err == nil && o.current.Effective == 100 {
+		r.Note(journal.NoteServing, o.serving())
+	}
 	return err
+}
+
+// serving says, for history, what serves all traffic now: with a Helm gateway, that the release's own
+// Deployment no longer does (its Service still carries the traffic).
+func (o *Options) serving() string {
+	out := "Deployment " + o.canary.Namespace + "/" + o.canary.Name + " (revision " + o.Revision + ")"
+	if name, ns := helm.Owner(o.canary.Annotations); name != "" {
+		return out + ", of Helm release " + ns + "/" + name
+	}
+	if name, ns := helm.Owner(o.old.Annotations); name != "" {
+		out += fmt.Sprintf(", not a Helm release: release %s/%s keeps the Service and its Deployment %s at 0 replicas", ns, name, o.old.Name)
+	}
+	return out
 }
 
 // writePlan prints the steps as a table before the result (table output only).

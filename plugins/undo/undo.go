@@ -130,13 +130,21 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err := journal.Trusted(e); err != nil {
 		return nil, cli.BadInputf("%v", err)
 	}
+	for _, x := range entries {
+		if e.UndoOf != "" && x.ID == e.UndoOf && len(x.Helm) > 0 {
+			return nil, cli.Errorf(cli.ExitBlocked, "entry %s rolled back the helm releases of entry %s (%s): run that step again rather than undoing its undo", e.ID, x.ID, x.CommandLine())
+		}
+	}
 	o.entry, o.restorer = e, o.restorerFor(e, entries)
 	o.j.Force = o.Force
 	o.preview, err = o.j.Preview(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	lines := make([]string, 0, len(o.preview))
+	lines := make([]string, 0, len(o.preview)+len(e.Helm))
+	for i := len(e.Helm) - 1; i >= 0; i-- {
+		lines = append(lines, e.Helm[i].UndoCommand())
+	}
 	for _, a := range o.preview {
 		lines = append(lines, a.Ref.String()+" "+a.Verb)
 	}
@@ -182,6 +190,10 @@ func (o *Options) restorerFor(e *journal.Entry, entries []*journal.Entry) Restor
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	e := o.entry
 	if r.DryRun == cli.DryRunClient {
+		for i := len(e.Helm) - 1; i >= 0; i-- {
+			h := e.Helm[i]
+			r.Record("helmrelease/"+h.Namespace+"/"+h.Release, fmt.Sprintf("rolled back to version %d", h.From))
+		}
 		for _, a := range o.preview {
 			r.Record(a.Ref.String(), a.Verb)
 		}

@@ -172,7 +172,7 @@ func TestHelmSeed000(t *testing.T) {
 	})
 
 	// cleanup of default: the default validator (the base release's defaultRevision) blocks it, and the
-	// fix is Helm's, runnable as printed.
+	// fix is Helm's.
 	clean := func(args ...string) (cleanupResult, result) {
 		r := plugin(t, append([]string{"cleanup", "--revision", "default", "-o", "json"}, args...)...)
 		var res cleanupResult
@@ -182,21 +182,63 @@ func TestHelmSeed000(t *testing.T) {
 		return res, r
 	}
 	res, r := clean("-y")
-	if r.code != 66 {
+	if r.code != 66 || len(res.Details.Blockers) == 0 {
 		t.Fatalf("cleanup with the validator on default: exit %d, want 66: %+v %s", r.code, res.Details.Blockers, r.stderr)
 	}
 	for _, b := range res.Details.Blockers {
 		if !strings.HasPrefix(b.Fix, "helm upgrade istio-base istio/base ") || !strings.Contains(b.Fix, "defaultRevision=canary") {
 			t.Fatalf("blocker %+v: want Helm's fix on the base release", b)
 		}
+	}
+	fixes := res.Details.Blockers
+
+	// Path 1: --helm runs the helm commands through the SDK, journaled; undo rolls the releases back.
+	versions := func() string {
+		var out []string
+		for _, n := range []string{"istio-system/istio-base", "istio-system/istiod", "istio-ingress/istio-ingress"} {
+			ns, name, _ := strings.Cut(n, "/")
+			out = append(out, name+":"+strings.TrimSpace(kubectl(t, "-n", ns, "get", "secrets", "-l", "owner=helm,name="+name,
+				"-o", "jsonpath={range .items[*]}{.metadata.labels.version}={.metadata.labels.status} {end}")))
+		}
+		return strings.Join(out, " ")
+	}
+	before := versions()
+	if res, r := clean("--helm", "--dry-run=server"); r.code != 0 || len(res.Details.HelmRan) != 3 || versions() != before {
+		t.Fatalf("cleanup --helm --dry-run=server: exit %d, ran %q, releases %s → %s\n%s", r.code, res.Details.HelmRan, before, versions(), r.stderr)
+	}
+	res, r = clean("--helm", "-y")
+	if r.code != 0 || len(res.Details.HelmRan) != 3 {
+		t.Fatalf("cleanup --helm: exit %d, ran %q: %s", r.code, res.Details.HelmRan, r.stderr)
+	}
+	if rels := helmReleases(t); rels["istio-system/istiod"].Name != "" {
+		t.Errorf("cleanup --helm left the istiod release deployed: %+v", rels["istio-system/istiod"])
+	}
+	helmConsistent(t)
+	if got := helmOK(t, "get", "values", "istio-base", "-n", "istio-system", "-o", "json"); !strings.Contains(got, `"defaultRevision":"canary"`) {
+		t.Errorf("istio-base values after cleanup --helm: %s", got)
+	}
+	if u := plugin(t, "undo", "-y"); u.code != 0 {
+		t.Fatalf("undo of cleanup --helm: exit %d %s", u.code, u.stderr)
+	}
+	if rel := helmReleases(t)["istio-system/istiod"]; rel.Status != "deployed" {
+		t.Fatalf("after undo the istiod release is %+v", rel)
+	}
+	if got := helmOK(t, "get", "values", "istio-base", "-n", "istio-system", "-o", "json"); !strings.Contains(got, `"defaultRevision":"default"`) {
+		t.Errorf("istio-base values after undo: %s", got)
+	}
+	helmConsistent(t)
+	eventually(t, 60*time.Second, "default back after undo", func() error {
+		if !revisionInstalled(status(t), "default") {
+			return fmt.Errorf("revision default not back")
+		}
+		return nil
+	})
+
+	// Path 2: the printed commands, run as printed with the real helm. cleanup itself never deletes
+	// what a release owns.
+	for _, b := range fixes {
 		shell(t, b.Fix)
 	}
-	if rel := helmReleases(t)["istio-system/istio-base"]; rel.Status != "deployed" {
-		t.Fatalf("istio-base after the fix: %+v", rel)
-	}
-
-	// Now nothing depends on default: cleanup removes what is not Helm's and names Helm's commands for
-	// the rest, which run as printed.
 	eventually(t, 60*time.Second, "cleanup unblocked", func() error {
 		if res, r := clean("--dry-run=client"); r.code != 0 {
 			return fmt.Errorf("exit %d: %+v", r.code, res.Details.Blockers)
@@ -207,9 +249,10 @@ func TestHelmSeed000(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("cleanup: exit %d %s", r.code, r.stderr)
 	}
-	if len(res.Details.HelmCommands) == 0 || !strings.Contains(strings.Join(res.Details.HelmCommands, "\n"), "helm uninstall istiod -n istio-system") {
-		t.Fatalf("cleanup's Helm commands: %q", res.Details.HelmCommands)
+	if len(res.Details.HelmOwned) == 0 || !strings.Contains(strings.Join(res.Details.HelmCommands, "\n"), "helm uninstall istiod -n istio-system") {
+		t.Fatalf("cleanup's Helm-owned objects %q and commands %q", res.Details.HelmOwned, res.Details.HelmCommands)
 	}
+	helmConsistent(t) // nothing a release owns was deleted behind helm's back
 	for _, c := range res.Details.HelmCommands {
 		shell(t, c)
 	}

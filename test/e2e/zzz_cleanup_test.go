@@ -99,7 +99,9 @@ type cleanupResult struct {
 		Blockers     []struct{ Kind, Object, Fix string }
 		Removed      []string
 		Kept         []string
+		HelmOwned    []string
 		HelmCommands []string
+		HelmRan      []string
 	}
 }
 

@@ -170,6 +170,9 @@ up_helm() {
   kc label namespace bookinfo istio-injection=enabled --overwrite >/dev/null
   kc apply -n bookinfo -f "$(istio_src old)/samples/bookinfo/platform/kube/bookinfo.yaml" >/dev/null
   kc apply -f "$ROOT/test/fixtures/helm/" >/dev/null
+  # The chart leaves replicas to its HPA (minReplicas 2): wait for the HPA to bring the second pod.
+  wait_for "istio-ingress at 2 ready replicas (its HPA)" 90 bash -c \
+    "[ \"\$('$BIN/kubectl' --kubeconfig '$KCFG' -n istio-ingress get deploy istio-ingress -o jsonpath='{.status.readyReplicas}')\" = 2 ]"
 }
 
 # up_istioctl: revision 1-30 by istioctl, tag prod-stable, the repository's fixtures.

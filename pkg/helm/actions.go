@@ -1,0 +1,173 @@
+package helm
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/release"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+)
+
+// Actions runs helm's own commands through the SDK (pkg/action), on the releases' stored charts:
+// `helm upgrade NAME --reuse-values --set K=V` at the same chart version, `helm uninstall NAME
+// --keep-history` (so the uninstall can be rolled back) and `helm rollback NAME VERSION`.
+type Actions struct {
+	// Config is the action configuration of a namespace (tests give one on fakes).
+	Config func(namespace string) (*action.Configuration, error)
+}
+
+// NewActions talks to the cluster of cfg, with the Secrets storage driver helm uses by default.
+func NewActions(cfg *rest.Config) *Actions {
+	return &Actions{Config: func(namespace string) (*action.Configuration, error) {
+		ac := &action.Configuration{}
+		if err := ac.Init(&getter{cfg: cfg, ns: namespace}, namespace, "secret", func(string, ...any) {}); err != nil {
+			return nil, err
+		}
+		return ac, nil
+	}}
+}
+
+// DryRun is how an action is tried: "" runs it; "client" renders it only; "server" lets helm check
+// it against the cluster without changing anything.
+type DryRun string
+
+// SetValue is `helm upgrade NAME --reuse-values --set key=value` with the chart the release already
+// runs: only that value changes. It returns the release's version before and after.
+func (a *Actions) SetValue(ctx context.Context, namespace, name, key, value string, dry DryRun) (from, to int, err error) {
+	cfg, err := a.Config(namespace)
+	if err != nil {
+		return 0, 0, err
+	}
+	cur, err := action.NewGet(cfg).Run(name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("helm release %s/%s: %w", namespace, name, err)
+	}
+	if cur.Info == nil || cur.Info.Status != release.StatusDeployed {
+		return 0, 0, fmt.Errorf("helm release %s/%s is %s, not deployed", namespace, name, statusOf(cur))
+	}
+	if dry == "client" {
+		return cur.Version, cur.Version + 1, nil
+	}
+	u := action.NewUpgrade(cfg)
+	u.Namespace, u.ReuseValues = namespace, true
+	if dry == "server" {
+		u.DryRun, u.DryRunOption = true, "server"
+	}
+	rel, err := u.RunWithContext(ctx, name, cur.Chart, map[string]any{key: value})
+	if err != nil {
+		return cur.Version, 0, fmt.Errorf("helm upgrade %s/%s --set %s=%s: %w", namespace, name, key, value, err)
+	}
+	return cur.Version, rel.Version, nil
+}
+
+// Uninstall is `helm uninstall NAME --keep-history`: the release's objects are deleted by helm and its
+// history stays, so Rollback can bring it back. It returns the version that was deployed.
+func (a *Actions) Uninstall(namespace, name string, dry DryRun) (int, error) {
+	cfg, err := a.Config(namespace)
+	if err != nil {
+		return 0, err
+	}
+	cur, err := action.NewGet(cfg).Run(name)
+	if err != nil {
+		return 0, fmt.Errorf("helm release %s/%s: %w", namespace, name, err)
+	}
+	if cur.Info == nil || cur.Info.Status != release.StatusDeployed {
+		return 0, fmt.Errorf("helm release %s/%s is %s, not deployed", namespace, name, statusOf(cur))
+	}
+	if dry == "client" {
+		return cur.Version, nil
+	}
+	un := action.NewUninstall(cfg)
+	un.KeepHistory, un.DryRun = true, dry == "server"
+	if _, err := un.Run(name); err != nil {
+		return cur.Version, fmt.Errorf("helm uninstall %s/%s: %w", namespace, name, err)
+	}
+	return cur.Version, nil
+}
+
+// Rollback is `helm rollback NAME VERSION`; it first checks the release is as the action left it
+// (version, deployed or uninstalled), so a later helm change is never rolled over silently.
+func (a *Actions) Rollback(namespace, name string, version, leftVersion int, leftStatus release.Status, force bool, dry DryRun) error {
+	cfg, err := a.Config(namespace)
+	if err != nil {
+		return err
+	}
+	cur, err := cfg.Releases.Last(name)
+	if err != nil {
+		return fmt.Errorf("helm release %s/%s: %w", namespace, name, err)
+	}
+	if !force && (cur.Version != leftVersion || cur.Info == nil || cur.Info.Status != leftStatus) {
+		return &DriftError{Release: namespace + "/" + name, Want: fmt.Sprintf("version %d %s", leftVersion, leftStatus), Got: fmt.Sprintf("version %d %s", cur.Version, statusOf(cur))}
+	}
+	if dry == "client" {
+		return nil
+	}
+	rb := action.NewRollback(cfg)
+	rb.Version, rb.DryRun = version, dry == "server"
+	if err := rb.Run(name); err != nil {
+		return fmt.Errorf("helm rollback %s/%s %d: %w", namespace, name, version, err)
+	}
+	return nil
+}
+
+// DriftError says a release changed after the step's action (someone ran helm since).
+type DriftError struct{ Release, Want, Got string }
+
+func (e *DriftError) Error() string {
+	return fmt.Sprintf("helm release %s changed since the step (left at %s, now %s)", e.Release, e.Want, e.Got)
+}
+
+func statusOf(r *release.Release) string {
+	if r.Info == nil {
+		return "unknown"
+	}
+	return strings.ToLower(r.Info.Status.String())
+}
+
+// getter is the RESTClientGetter helm's kube client wants, from the plugin's own rest.Config.
+type getter struct {
+	cfg *rest.Config
+	ns  string
+}
+
+func (g *getter) ToRESTConfig() (*rest.Config, error) { return rest.CopyConfig(g.cfg), nil }
+
+func (g *getter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(g.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return memory.NewMemCacheClient(dc), nil
+}
+
+func (g *getter) ToRESTMapper() (meta.RESTMapper, error) {
+	dc, err := g.ToDiscoveryClient()
+	if err != nil {
+		return nil, err
+	}
+	return restmapper.NewDeferredDiscoveryRESTMapper(dc), nil
+}
+
+func (g *getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
+	return clientcmd.NewDefaultClientConfig(*clientcmdapi.NewConfig(), &clientcmd.ConfigOverrides{Context: clientcmdapi.Context{Namespace: g.ns}})
+}
+
+// Undo rolls back one helm action a step ran: to the version deployed before it, after checking the
+// release is still as the action left it (force rolls back anyway).
+func (a *Actions) Undo(h journal.HelmAction, force bool, dry DryRun) error {
+	left, status := h.To, release.StatusDeployed
+	if h.Action == journal.HelmUninstall {
+		left, status = h.From, release.StatusUninstalled
+	}
+	return a.Rollback(h.Namespace, h.Release, h.From, left, status, force, dry)
+}
