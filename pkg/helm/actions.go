@@ -102,12 +102,8 @@ func (a *Actions) Rollback(namespace, name string, version, leftVersion int, lef
 	if err != nil {
 		return err
 	}
-	cur, err := cfg.Releases.Last(name)
-	if err != nil {
-		return fmt.Errorf("helm release %s/%s: %w", namespace, name, err)
-	}
-	if !force && (cur.Version != leftVersion || cur.Info == nil || cur.Info.Status != leftStatus) {
-		return &DriftError{Release: namespace + "/" + name, Want: fmt.Sprintf("version %d %s", leftVersion, leftStatus), Got: fmt.Sprintf("version %d %s", cur.Version, statusOf(cur))}
+	if err := check(cfg, namespace, name, leftVersion, leftStatus, force); err != nil {
+		return err
 	}
 	if dry == "client" {
 		return nil
@@ -116,6 +112,17 @@ func (a *Actions) Rollback(namespace, name string, version, leftVersion int, lef
 	rb.Version, rb.DryRun = version, dry == "server"
 	if err := rb.Run(name); err != nil {
 		return fmt.Errorf("helm rollback %s/%s %d: %w", namespace, name, version, err)
+	}
+	return nil
+}
+
+func check(cfg *action.Configuration, namespace, name string, leftVersion int, leftStatus release.Status, force bool) error {
+	cur, err := cfg.Releases.Last(name)
+	if err != nil {
+		return fmt.Errorf("helm release %s/%s: %w", namespace, name, err)
+	}
+	if !force && (cur.Version != leftVersion || cur.Info == nil || cur.Info.Status != leftStatus) {
+		return &DriftError{Release: namespace + "/" + name, Want: fmt.Sprintf("version %d %s", leftVersion, leftStatus), Got: fmt.Sprintf("version %d %s", cur.Version, statusOf(cur))}
 	}
 	return nil
 }
@@ -165,9 +172,24 @@ func (g *getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
 // Undo rolls back one helm action a step ran: to the version deployed before it, after checking the
 // release is still as the action left it (force rolls back anyway).
 func (a *Actions) Undo(h journal.HelmAction, force bool, dry DryRun) error {
-	left, status := h.To, release.StatusDeployed
-	if h.Action == journal.HelmUninstall {
-		left, status = h.From, release.StatusUninstalled
-	}
+	left, status := left(h)
 	return a.Rollback(h.Namespace, h.Release, h.From, left, status, force, dry)
+}
+
+// Check says whether Undo would refuse h because helm changed the release since (a *DriftError).
+func (a *Actions) Check(h journal.HelmAction, force bool) error {
+	cfg, err := a.Config(h.Namespace)
+	if err != nil {
+		return err
+	}
+	left, status := left(h)
+	return check(cfg, h.Namespace, h.Release, left, status, force)
+}
+
+// left is the version and status h left its release in.
+func left(h journal.HelmAction) (int, release.Status) {
+	if h.Action == journal.HelmUninstall {
+		return h.From, release.StatusUninstalled
+	}
+	return h.To, release.StatusDeployed
 }

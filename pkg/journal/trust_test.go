@@ -86,6 +86,8 @@ func TestTrustedChecksKindsAndResources(t *testing.T) {
 		"an unknown kind":               {ID: "2", Step: "undo", Signed: true, Objects: []Object{{Ref: secret}}},
 		"a kind on another resource":    {ID: "3", Step: "migrate-ns", Signed: true, Objects: []Object{{Ref: disguised}}},
 		"an unknown step":               {ID: "4", Step: "rm-rf", Signed: true},
+		"a helm action of another step": {ID: "6", Step: "migrate-ns", Signed: true, Helm: []HelmAction{{Release: "istiod", Namespace: "istio-system", Action: HelmUninstall, From: 1}}},
+		"an unknown helm action":        {ID: "7", Step: "cleanup", Signed: true, Helm: []HelmAction{{Release: "istiod", Namespace: "istio-system", Action: "install", From: 1}}},
 	} {
 		if err := Trusted(e); err == nil {
 			t.Errorf("%s: trusted", name)
@@ -93,6 +95,9 @@ func TestTrustedChecksKindsAndResources(t *testing.T) {
 	}
 	if err := Trusted(&Entry{ID: "5", Step: "cleanup", Signed: true, Objects: []Object{{Ref: ClusterRoleRef("istiod-clusterrole-1-30")}}}); err != nil {
 		t.Errorf("cleanup's ClusterRole: %v", err)
+	}
+	if err := Trusted(&Entry{ID: "8", Step: "cleanup", Signed: true, Helm: []HelmAction{{Release: "istiod", Namespace: "istio-system", Action: HelmUninstall, From: 1}}}); err != nil {
+		t.Errorf("cleanup's helm uninstall: %v", err)
 	}
 }
 

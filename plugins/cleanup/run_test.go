@@ -22,6 +22,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
@@ -314,5 +315,99 @@ func TestHelmCommandsFromReleases(t *testing.T) {
 	want := []string{"helm uninstall istiod -n istio-system", "helm upgrade istio-base istio/base --version 1.0.0 -n istio-system --reuse-values --set defaultRevision=canary"}
 	if !slices.Equal(got, want) {
 		t.Errorf("commands %q\nwant     %q", got, want)
+	}
+}
+
+// --helm: the base release's defaultRevision moves, the istiod release is uninstalled with its history
+// kept, both through helm's own actions and journaled; cleanup deletes none of the releases' objects
+// itself. Undo rolls both back, and refuses (68) once helm changed a release since, unless forced.
+func TestRunHelmRunsAndUndoRollsBack(t *testing.T) {
+	objs := moved(false)()
+	owned := map[string]bool{"istiod-1-30": true, "istio-sidecar-injector-1-30": true}
+	for _, o := range objs {
+		switch x := o.(type) {
+		case *admregv1.ValidatingWebhookConfiguration:
+			x.Labels[istio.LabelRev] = "1-30"
+			x.Annotations = map[string]string{"meta.helm.sh/release-name": "istio-base", "meta.helm.sh/release-namespace": "istio-system"}
+		case *appsv1.Deployment:
+			if owned[x.Name] {
+				x.Annotations = map[string]string{"meta.helm.sh/release-name": "istiod-1-30", "meta.helm.sh/release-namespace": "istio-system"}
+			}
+		case *admregv1.MutatingWebhookConfiguration:
+			if owned[x.Name] {
+				x.Annotations = map[string]string{"meta.helm.sh/release-name": "istiod-1-30", "meta.helm.sh/release-namespace": "istio-system"}
+			}
+		}
+	}
+	b := steptest.New(t, objs...)
+	for _, r := range []struct {
+		rel  helm.Release
+		vals map[string]any
+	}{
+		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0"}, map[string]any{"defaultRevision": "1-30"}},
+		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0"}, map[string]any{"revision": "1-30"}},
+	} {
+		if err := helm.Record(b.Clients.Kube, r.rel, r.vals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acts := helm.FakeActions(b.Clients.Kube)
+	newActions = func(*kube.Clients) *helm.Actions { return acts }
+	t.Cleanup(func() { newActions = func(c *kube.Clients) *helm.Actions { return helm.NewActions(c.Config) } })
+	history := func(name string) string {
+		h, err := helm.History(b.Clients.Kube, "istio-system", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(h, ", ")
+	}
+
+	if err := b.Run(&Options{Revision: "1-30", Helm: true}, "none", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	if got := history("istio-base") + " | " + history("istiod-1-30"); got != "1 superseded, 2 deployed | 1 uninstalled" {
+		t.Errorf("releases after cleanup --helm: %s", got)
+	}
+	for _, w := range b.StepWrites() {
+		if w == "delete deployments istiod-1-30" || w == "delete mutatingwebhookconfigurations istio-sidecar-injector-1-30" {
+			t.Errorf("cleanup deleted a release's object itself: %s", w)
+		}
+	}
+	rels, _ := helm.List(b.Clients.Kube, "istio-system")
+	if len(rels) != 1 || rels[0].DefaultRevision != "1-31" {
+		t.Errorf("deployed releases %+v, want istio-base with defaultRevision=1-31", rels)
+	}
+	e := b.Entries()
+	if len(e) != 1 || len(e[0].Helm) != 2 || e[0].Helm[0].Set != "defaultRevision=1-31" || e[0].Helm[0].From != 1 || e[0].Helm[0].To != 2 ||
+		e[0].Helm[1].Action != journal.HelmUninstall || e[0].Helm[1].From != 1 {
+		t.Fatalf("entry %+v", e)
+	}
+	if err := journal.Trusted(e[0]); err != nil {
+		t.Errorf("the entry is not replayable: %v", err)
+	}
+
+	// helm changes the base release after the cleanup: undo refuses with nothing rolled back.
+	if _, _, err := acts.SetValue(context.Background(), "istio-system", "istio-base", "defaultRevision", "1-31", ""); err != nil {
+		t.Fatal(err)
+	}
+	before := history("istio-base") + " | " + history("istiod-1-30")
+	progress := cli.NewProgress(b.ErrOut)
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, progress); cli.CodeOf(err) != cli.ExitDrifted {
+		t.Fatalf("undo after a helm change: %v, want exit 68", err)
+	}
+	if got := history("istio-base") + " | " + history("istiod-1-30"); got != before {
+		t.Errorf("a refused undo changed releases: %s → %s", before, got)
+	}
+	b.Journal.Force = true
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, progress); err != nil {
+		t.Fatalf("undo --force: %v", err)
+	}
+	rels, _ = helm.List(b.Clients.Kube, "istio-system")
+	got := map[string]string{}
+	for _, r := range rels {
+		got[r.Name] = r.DefaultRevision + r.IstioRevision
+	}
+	if len(got) != 2 || got["istio-base"] != "1-30" || got["istiod-1-30"] != "1-30" {
+		t.Errorf("after undo --force: %v, want istio-base on 1-30 and istiod-1-30 deployed", got)
 	}
 }

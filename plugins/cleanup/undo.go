@@ -17,18 +17,24 @@ import (
 func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
 	var out []journal.Action
 	if len(e.Helm) > 0 {
-		acts := helm.NewActions(c.Config)
+		acts := newActions(c)
 		dry := helm.DryRun("")
 		if len(dryRun) > 0 {
 			dry = "server"
 		}
-		for i := len(e.Helm) - 1; i >= 0; i-- {
-			h := e.Helm[i]
-			if err := acts.Undo(h, j.Force, dry); err != nil {
+		// Every release is checked before any is rolled back: a refusal leaves all of them as they are.
+		for _, h := range e.Helm {
+			if err := acts.Check(h, j.Force); err != nil {
 				var d *helm.DriftError
 				if errors.As(err, &d) {
 					return out, cli.Errorf(cli.ExitDrifted, "%v: --force rolls it back anyway", err)
 				}
+				return out, err
+			}
+		}
+		for i := len(e.Helm) - 1; i >= 0; i-- {
+			h := e.Helm[i]
+			if err := acts.Undo(h, j.Force, dry); err != nil {
 				return out, err
 			}
 			p.Printf("helm: %s", h.UndoCommand())
