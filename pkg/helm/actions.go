@@ -1,11 +1,13 @@
 package helm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
@@ -172,6 +174,24 @@ func (g *getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
 // Undo rolls back one helm action a step ran: to the version deployed before it, after checking the
 // release is still as the action left it (force rolls back anyway).
 func (a *Actions) Undo(h journal.HelmAction, force bool, dry DryRun) error {
+	if h.Action == journal.HelmInstall { // an install is undone by uninstalling it, history and all
+		if err := a.Check(h, force); err != nil {
+			return err
+		}
+		cfg, err := a.Config(h.Namespace)
+		if err != nil {
+			return err
+		}
+		if dry == "client" {
+			return nil
+		}
+		un := action.NewUninstall(cfg)
+		un.DryRun = dry == "server"
+		if _, err := un.Run(h.Release); err != nil {
+			return fmt.Errorf("helm uninstall %s/%s: %w", h.Namespace, h.Release, err)
+		}
+		return nil
+	}
 	left, status := left(h)
 	return a.Rollback(h.Namespace, h.Release, h.From, left, status, force, dry)
 }
@@ -188,8 +208,64 @@ func (a *Actions) Check(h journal.HelmAction, force bool) error {
 
 // left is the version and status h left its release in.
 func left(h journal.HelmAction) (int, release.Status) {
-	if h.Action == journal.HelmUninstall {
+	switch h.Action {
+	case journal.HelmUninstall:
 		return h.From, release.StatusUninstalled
+	case journal.HelmInstall:
+		return h.To, release.StatusDeployed
 	}
 	return h.To, release.StatusDeployed
+}
+
+// InstallFrom is `helm install NAME` of the chart release `from` runs (same chart, same version),
+// with from's user values overlaid by vals; post changes the rendered manifests for what the chart has
+// no value for. It returns the release version and its manifest (rendered only, in a dry run).
+func (a *Actions) InstallFrom(ctx context.Context, namespace, from, name string, vals map[string]any, post func(string) (string, error), dry DryRun) (int, string, error) {
+	cfg, err := a.Config(namespace)
+	if err != nil {
+		return 0, "", err
+	}
+	src, err := action.NewGet(cfg).Run(from)
+	if err != nil {
+		return 0, "", fmt.Errorf("helm release %s/%s: %w", namespace, from, err)
+	}
+	if _, err := cfg.Releases.Last(name); err == nil {
+		return 0, "", fmt.Errorf("helm release %s/%s already exists", namespace, name)
+	}
+	in := action.NewInstall(cfg)
+	in.Namespace, in.ReleaseName = namespace, name
+	in.PostRenderer = postRenderer(post)
+	switch dry {
+	case "client":
+		in.DryRun, in.ClientOnly = true, true
+	case "server":
+		in.DryRun, in.DryRunOption = true, "server"
+	}
+	rel, err := in.RunWithContext(ctx, src.Chart, chartutil.CoalesceTables(vals, copyValues(src.Config)))
+	if err != nil {
+		return 0, "", fmt.Errorf("helm install %s/%s (chart of %s): %w", namespace, name, from, err)
+	}
+	return rel.Version, rel.Manifest, nil
+}
+
+// copyValues deep-copies values, since CoalesceTables writes into its second argument's maps.
+func copyValues(v map[string]any) map[string]any {
+	out := make(map[string]any, len(v))
+	for k, x := range v {
+		if m, ok := x.(map[string]any); ok {
+			x = copyValues(m)
+		}
+		out[k] = x
+	}
+	return out
+}
+
+type postRenderer func(string) (string, error)
+
+func (p postRenderer) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
+	out, err := p(in.String())
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewBufferString(out), nil
 }

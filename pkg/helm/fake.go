@@ -5,8 +5,10 @@ import (
 	"strconv"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
+	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/client-go/kubernetes"
@@ -41,3 +43,15 @@ func History(k kubernetes.Interface, namespace, name string) ([]string, error) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// RecordChart stores a deployed release of the chart in dir with values, as helm install would have
+// (nothing applied): fixtures for tests of steps that install from a release's chart.
+func RecordChart(k kubernetes.Interface, namespace, name, dir string, values map[string]any) error {
+	c, err := loader.Load(dir)
+	if err != nil {
+		return err
+	}
+	store := storage.Init(driver.NewSecrets(k.CoreV1().Secrets(namespace)))
+	return store.Create(&release.Release{Name: name, Namespace: namespace, Version: 1,
+		Info: &release.Info{Status: release.StatusDeployed}, Chart: c, Config: values})
+}

@@ -77,33 +77,42 @@ type Object struct {
 }
 
 // HelmAction is one helm command a step ran: an upgrade that set one value on the release's own chart,
-// or an uninstall that kept the release's history. From is the version deployed before; To the
-// version the action left (an uninstall leaves From, uninstalled).
+// an uninstall that kept the release's history, or an install. From is the version deployed before
+// (none for an install); To the version the action left (an uninstall leaves From, uninstalled).
 type HelmAction struct {
 	Release   string `json:"release"`
 	Namespace string `json:"namespace"`
 	Action    string `json:"action"`
 	Set       string `json:"set,omitempty"`
-	From      int    `json:"from"`
-	To        int    `json:"to,omitempty"`
+	// Source is, for an install, the release whose chart (and values) it installed.
+	Source string `json:"source,omitempty"`
+	From   int    `json:"from"`
+	To     int    `json:"to,omitempty"`
 }
 
 // Helm actions.
 const (
 	HelmUpgrade   = "upgrade"
 	HelmUninstall = "uninstall"
+	HelmInstall   = "install"
 )
 
 // Command is the helm command line the action ran.
 func (h HelmAction) Command() string {
-	if h.Action == HelmUninstall {
+	switch h.Action {
+	case HelmUninstall:
 		return fmt.Sprintf("helm uninstall %s -n %s --keep-history", h.Release, h.Namespace)
+	case HelmInstall:
+		return fmt.Sprintf("helm install %s -n %s (the chart of release %s; %s)", h.Release, h.Namespace, h.Source, h.Set)
 	}
 	return fmt.Sprintf("helm upgrade %s -n %s --reuse-values --set %s", h.Release, h.Namespace, h.Set)
 }
 
 // UndoCommand is the helm command undo runs for it.
 func (h HelmAction) UndoCommand() string {
+	if h.Action == HelmInstall {
+		return fmt.Sprintf("helm uninstall %s -n %s", h.Release, h.Namespace)
+	}
 	return fmt.Sprintf("helm rollback %s %d -n %s", h.Release, h.From, h.Namespace)
 }
 

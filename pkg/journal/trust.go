@@ -137,7 +137,9 @@ func Trusted(e *Entry) error {
 		return fmt.Errorf("journal entry %s (%s) names objects its step never touches: %s", e.ID, e.Step, strings.Join(bad, ", "))
 	}
 	for _, h := range e.Helm {
-		if e.Step != "cleanup" || (h.Action != HelmUpgrade && h.Action != HelmUninstall) || h.Release == "" || h.Namespace == "" || h.From < 1 {
+		cleanup := e.Step == "cleanup" && (h.Action == HelmUpgrade || h.Action == HelmUninstall) && h.From >= 1
+		install := e.Step == "canary-gw" && h.Action == HelmInstall && h.To >= 1
+		if (!cleanup && !install) || h.Release == "" || h.Namespace == "" {
 			return fmt.Errorf("journal entry %s (%s) names a helm action its step never runs: %+v", e.ID, e.Step, h)
 		}
 	}

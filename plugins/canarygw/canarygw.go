@@ -22,6 +22,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -35,6 +36,8 @@ type Options struct {
 	CanaryName string
 	Replicas   int32
 	Timeout    time.Duration
+	// Helm makes the canary a release of the old gateway's own chart instead of a derived Deployment.
+	Helm bool
 
 	det    *Details
 	old    *appsv1.Deployment
@@ -42,6 +45,9 @@ type Options struct {
 	canary *appsv1.Deployment
 	hpa    *autoscalingv2.HorizontalPodAutoscaler
 	pdb    *policyv1.PodDisruptionBudget
+	// with --helm: the old gateway's release and the canary release's values
+	source   helm.Release
+	helmVals map[string]any
 }
 
 // Name is the step's name in the journal and results.
@@ -53,6 +59,8 @@ type Details struct {
 	Canary   string `json:"canary"`
 	Revision string `json:"revision"`
 	Replicas int32  `json:"replicas"`
+	// Release is the canary's Helm release (--helm).
+	Release string `json:"release,omitempty"`
 	// Objects are the canary's Deployment, HPA and PDB as created (or as they would be).
 	Objects []any `json:"objects"`
 	// Pods are the canary's pods, each injected by Revision and SYNCED on its istiod.
@@ -111,6 +119,7 @@ gateway, whether Helm, istioctl or plain YAML installed it, is never modified.`,
 	f.StringVar(&o.CanaryName, "name", "", "Name of the canary Deployment (default <gateway>-<revision>)")
 	f.Int32Var(&o.Replicas, "replicas", 1, "Canary replicas before shift")
 	f.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "How long the canary may take to pass verification")
+	f.BoolVar(&o.Helm, "helm", false, "Install the canary as a release (named like the canary) of the old gateway's own gateway chart, through the Helm SDK")
 	return step.NewCommand(g, streams, o, cmd)
 }
 
@@ -172,6 +181,9 @@ func (o *Options) Validate(r *step.Run, _ []string) error {
 	if errs := validation.IsDNS1123Subdomain(o.CanaryName); len(errs) > 0 {
 		return cli.UsageErrorf("--name %q: %s", o.CanaryName, strings.Join(errs, "; "))
 	}
+	if o.Helm && len(o.CanaryName) > 53 { // helm's limit on release names
+		return cli.UsageErrorf("--name %q: a Helm release name has at most 53 characters", o.CanaryName)
+	}
 	return nil
 }
 
@@ -192,6 +204,20 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		return nil, err
 	}
 	oldHPA, oldPDB := HPAFor(hpas.Items, o.old.Name), PDBFor(pdbs.Items, o.old)
+	if o.Helm {
+		if o.source, err = o.helmSource(r); err != nil {
+			return nil, err
+		}
+		o.helmVals = o.helmValues(HPARange(oldHPA))
+		p := &step.Plan{Question: fmt.Sprintf("Install Helm release %s (the %s chart %s of release %s: revision=%s, no Service, %d replicas, out of traffic until shift) beside %s?",
+			o.det.Canary, o.source.Chart, o.source.Version, o.source.Name, o.Revision, o.Replicas, o.det.Gateway)}
+		// helm writes its release Secret and creates the chart's objects
+		p.Access = append(p.Access, kube.Can("", "secrets", o.Namespace, "list", "create", "update")...)
+		p.Access = append(p.Access, kube.Can("apps", "deployments", o.Namespace, "create")...)
+		p.Access = append(p.Access, kube.Can("", "pods", o.Namespace, "list")...)
+		p.Access = append(p.Access, kube.Can("discovery.k8s.io", "endpointslices", o.Namespace, "list")...)
+		return p, nil
+	}
 	o.canary = Derive(o.old, o.Revision, o.CanaryName, o.Replicas, HPARange(oldHPA))
 	o.det.Objects = append(o.det.Objects, o.canary)
 	p := &step.Plan{
@@ -220,6 +246,18 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 // Apply creates the canary and, on a real run, verifies it. A canary that fails verification stays out
 // of traffic (exit 75); undo removes it.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	if o.Helm {
+		if err := o.installRelease(ctx, r); err != nil {
+			return err
+		}
+	} else if err := o.create(ctx, r); err != nil {
+		return err
+	}
+	return o.finish(ctx, r)
+}
+
+// create creates the derived canary Deployment, HPA and PDB.
+func (o *Options) create(ctx context.Context, r *step.Run) error {
 	k := r.C.Kube
 	r.Manifest(o.Namespace+"/deployment/"+o.CanaryName, "apps/v1", "Deployment", o.canary)
 	if o.hpa != nil {
@@ -250,6 +288,11 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 			return fmt.Errorf("create pdb %s/%s: %w", o.Namespace, o.pdb.Name, err)
 		}
 	}
+	return nil
+}
+
+// finish verifies a created canary (a real run) or sums up a dry run.
+func (o *Options) finish(ctx context.Context, r *step.Run) error {
 	switch r.DryRun {
 	case cli.DryRunClient:
 		r.Result.Summary = fmt.Sprintf("canary-gw would create %s for %s on %s (%d replicas, out of traffic until shift)", o.det.Canary, o.det.Gateway, o.Revision, o.Replicas)

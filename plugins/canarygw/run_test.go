@@ -2,7 +2,10 @@ package canarygw
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
@@ -94,4 +99,69 @@ func names(l *appsv1.DeploymentList) []string {
 		out = append(out, d.Name)
 	}
 	return out
+}
+
+// istioChart is a chart of the istio.io/istio module the plugin builds from (Istio's own artefact).
+func istioChart(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/istio").Output()
+	if err != nil || len(strings.TrimSpace(string(out))) == 0 {
+		t.Skipf("istio.io/istio module source not found: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "manifests", "charts", path)
+}
+
+// --helm: the canary is a release of the old gateway's own gateway chart (seed 000's values: the new
+// revision, no Service, the Service's pod labels), held out of traffic by the readiness gate; nothing is
+// created beside helm, and undo uninstalls the release.
+func TestRunHelmCanaryRelease(t *testing.T) {
+	objs := withHPAAndPDB()
+	for _, o := range objs {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == "istio-ingressgateway" {
+			d.Annotations = map[string]string{"meta.helm.sh/release-name": "istio-ingressgateway", "meta.helm.sh/release-namespace": "istio-ingress"}
+		}
+	}
+	b := steptest.New(t, objs...)
+	if err := helm.RecordChart(b.Clients.Kube, "istio-ingress", "istio-ingressgateway", istioChart(t, "gateway"),
+		map[string]any{"autoscaling": map[string]any{"minReplicas": int64(2), "maxReplicas": int64(5)}}); err != nil {
+		t.Fatal(err)
+	}
+	acts := helm.FakeActions(b.Clients.Kube)
+	newActions = func(*kube.Clients) *helm.Actions { return acts }
+	t.Cleanup(func() { newActions = func(c *kube.Clients) *helm.Actions { return helm.NewActions(c.Config) } })
+	b.Reset()
+
+	err := b.Run(&Options{Target: Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"}, Replicas: 1, Timeout: time.Second, Helm: true}, "none", nil)
+	if cli.CodeOf(err) != cli.ExitTimeout { // fakes run no pods
+		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
+	}
+	if w := b.StepWrites(); slices.ContainsFunc(w, func(s string) bool { return strings.HasPrefix(s, "create deployments") }) {
+		t.Errorf("--helm created the canary beside helm: %v", w)
+	}
+	h, err := helm.History(b.Clients.Kube, "istio-ingress", "istio-ingressgateway-1-31")
+	if err != nil || !slices.Equal(h, []string{"1 deployed"}) {
+		t.Fatalf("canary release history %v (%v)", h, err)
+	}
+	out := b.Out.String()
+	for _, want := range []string{"conditionType: istio-upgrade.io/serving", "istio.io/rev: 1-31", "istio-upgrade.io/canary-of: istio-ingressgateway", "istio: ingressgateway", "kind: HorizontalPodAutoscaler"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the release's manifest lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "kind: Service\\n") {
+		t.Error("the canary release renders a Service: the old release's Service must stay the only one")
+	}
+	e := b.Entries()
+	if len(e) != 1 || len(e[0].Helm) != 1 || e[0].Helm[0].Action != journal.HelmInstall || e[0].Helm[0].To != 1 {
+		t.Fatalf("entries %+v", e)
+	}
+	if err := journal.Trusted(e[0]); err != nil {
+		t.Errorf("entry not replayable: %v", err)
+	}
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, cli.NewProgress(b.ErrOut)); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := helm.History(b.Clients.Kube, "istio-ingress", "istio-ingressgateway-1-31"); err == nil && len(h) > 0 {
+		t.Errorf("after undo the canary release is still there: %v", h)
+	}
 }

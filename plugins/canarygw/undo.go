@@ -2,12 +2,14 @@ package canarygw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -17,17 +19,24 @@ import (
 // lost its readiness gate serves the gateway's users (a shift, journaled or not, put it there), and
 // deleting it would drop their connections. undo refuses journaled shifts on its own; this catches
 // the rest.
+// A canary installed as a Helm release (--helm) is uninstalled, after the same check.
 func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	canaries := []journal.ObjectRef{}
 	for _, o := range e.Objects {
-		if o.Ref.Kind != "Deployment" || o.Existed {
-			continue
+		if o.Ref.Kind == "Deployment" && !o.Existed {
+			canaries = append(canaries, o.Ref)
 		}
-		d, err := c.Kube.AppsV1().Deployments(o.Ref.Namespace).Get(ctx, o.Ref.Name, metav1.GetOptions{})
+	}
+	for _, h := range e.Helm { // the chart names the Deployment after the release
+		canaries = append(canaries, journal.DeploymentRef(h.Namespace, h.Release))
+	}
+	for _, ref := range canaries {
+		d, err := c.Kube.AppsV1().Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("undo: read %s: %w", o.Ref, err)
+			return nil, fmt.Errorf("undo: read %s: %w", ref, err)
 		}
 		if (d.Spec.Replicas == nil || *d.Spec.Replicas > 0) && !HasServingGate(&d.Spec.Template.Spec) {
 			gw := d.Labels[LabelCanaryOf]
@@ -35,5 +44,22 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 				d.Namespace, d.Name, ServingGate, d.Namespace, gw, d.Spec.Template.Labels[istio.LabelRev])
 		}
 	}
-	return j.Restore(ctx, e, dryRun)
+	var out []journal.Action
+	for _, h := range e.Helm {
+		dry := helm.DryRun("")
+		if len(dryRun) > 0 {
+			dry = "server"
+		}
+		if err := newActions(c).Undo(h, j.Force, dry); err != nil {
+			var d *helm.DriftError
+			if errors.As(err, &d) {
+				return out, cli.Errorf(cli.ExitDrifted, "%v: --force uninstalls it anyway", err)
+			}
+			return out, err
+		}
+		p.Printf("helm: %s", h.UndoCommand())
+		out = append(out, journal.Action{Ref: journal.ObjectRef{Kind: "HelmRelease", Namespace: h.Namespace, Name: h.Release}, Verb: "uninstalled"})
+	}
+	more, err := j.Restore(ctx, e, dryRun)
+	return append(out, more...), err
 }

@@ -147,13 +147,34 @@ func TestHelmSeed000(t *testing.T) {
 	// load balancer points at is never replaced.
 	svcUID := kubectl(t, "-n", "istio-ingress", "get", "service", "istio-ingress", "-o", "jsonpath={.metadata.uid}")
 	gw := []string{"--gateway", "istio-ingress/istio-ingress", "--revision", "canary"}
+	// The default way: a Deployment derived from the release's, out of traffic; undo removes it.
 	if d, r := step(t, append([]string{"canary-gw", "-y"}, gw...)...); r.code != 0 {
 		t.Fatalf("canary-gw: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
+	if u := plugin(t, "undo", "-y"); u.code != 0 {
+		t.Fatalf("undo of the derived canary: exit %d %s", u.code, u.stderr)
+	}
+	// --helm: a release of the gateway chart itself (seed 000: revision, no Service, the Service's pod
+	// labels), out of traffic until shift, so Helm can upgrade the cluster later.
+	if d, r := step(t, append([]string{"canary-gw", "--helm", "--dry-run=server"}, gw...)...); r.code != 0 || helmReleases(t)["istio-ingress/istio-ingress-canary"].Name != "" {
+		t.Fatalf("canary-gw --helm --dry-run=server: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
+	if d, r := step(t, append([]string{"canary-gw", "--helm", "-y"}, gw...)...); r.code != 0 {
+		t.Fatalf("canary-gw --helm: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
+	if rel := helmReleases(t)["istio-ingress/istio-ingress-canary"]; rel.Status != "deployed" || !strings.HasPrefix(rel.Chart, "gateway-") {
+		t.Fatalf("canary release: %+v", rel)
+	}
+	if n := kubectl(t, "-n", "istio-ingress", "get", "services", "-o", "name"); strings.TrimSpace(n) != "service/istio-ingress" {
+		t.Errorf("the canary release must add no Service: %q", n)
 	}
 	if d, r := step(t, append([]string{"shift", "--weight", "100", "--step", "50", "--interval", "0s", "-y"}, gw...)...); r.code != 0 {
 		t.Fatalf("shift --weight 100: exit %d %s %s", r.code, d.Summary, r.stderr)
 	}
 	eventually(t, 60*time.Second, "gateway on canary", func() error { return checkProxiesOnInjectedRevision(t, "istio-ingress") })
+	if h := plugin(t, "history"); !strings.Contains(h.stdout, "serving: Deployment istio-ingress/istio-ingress-canary") {
+		t.Errorf("history does not say what serves:\n%s", h.stdout)
+	}
 
 	// The workloads: one canary workload first, then the rest.
 	if res, r := migrate(t, "bookinfo", "--to", "canary", "--canary", "deploy/details-v1"); r.code != 0 || len(res.Details.Restarted) != 1 {
