@@ -147,9 +147,6 @@ helm_revision() {
 up_helm() {
   need HELM_BIN
   local charts; charts=$(istio_src old)/manifests/charts
-  # Both versions' sources (charts, samples) where the e2e suite and a user find them.
-  ln -sfn "$(istio_src old)" "$TESTBED_DIR/istio-old-src"
-  ln -sfn "$(istio_src new)" "$TESTBED_DIR/istio-new-src"
   if ! helm_ status istio-base -n "$ISTIO_NS" >/dev/null 2>&1; then
     kc create namespace "$ISTIO_NS" >/dev/null 2>&1 || true
     log "helm install istio-base (defaultRevision=default)"
@@ -173,6 +170,22 @@ up_helm() {
   # The chart leaves replicas to its HPA (minReplicas 2): wait for the HPA to bring the second pod.
   wait_for "istio-ingress at 2 ready replicas (its HPA)" 90 bash -c \
     "[ \"\$('$BIN/kubectl' --kubeconfig '$KCFG' -n istio-ingress get deploy istio-ingress -o jsonpath='{.status.readyReplicas}')\" = 2 ]"
+}
+
+# gateway_api_crds: the upstream Gateway API CRDs (standard channel) of the sigs.k8s.io/gateway-api module the
+# new Istio version builds with, as users install them; istiod then deploys a gateway for each Gateway of
+# class istio.
+gateway_api_crds() {
+  local dir
+  dir=$(cd "$ROOT/test/testbed/tools/istio-new" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard
+  kc apply --server-side -f "$dir" >/dev/null
+  wait_for "Gateway API CRDs established" 60 kc wait --for condition=established --timeout=5s crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io
+}
+
+# link_sources: both versions' istio.io/istio sources (charts, samples), where the e2e suite and a user find them.
+link_sources() {
+  ln -sfn "$(istio_src old)" "$TESTBED_DIR/istio-old-src"
+  ln -sfn "$(istio_src new)" "$TESTBED_DIR/istio-new-src"
 }
 
 # up_istioctl: revision 1-30 by istioctl, tag prod-stable, the repository's fixtures.
@@ -230,6 +243,8 @@ cmd_up() {
   wait_for "3 nodes Ready" 60 bash -c "[ \$('$BIN/kubectl' --kubeconfig '$KCFG' get nodes --no-headers | grep -c ' Ready') -eq 3 ]"
   wait_for "default service account" 60 kc -n default get serviceaccount default
   start_agent
+  link_sources
+  gateway_api_crds
   local prof; prof=$(profile)
   case "$prof" in
     istioctl) up_istioctl ;;

@@ -57,10 +57,18 @@ func (s *simulator) register(ctx context.Context, f informers.SharedInformerFact
 	})
 }
 
-// injectedRevision reads sidecar.istio.io/status.revision.
+// injectedRevision reads sidecar.istio.io/status.revision; a gateway istiod deployed for a Gateway API
+// Gateway or waypoint is not injected (istiod renders its proxy itself) and carries its revision in the
+// istio.io/rev label.
 func injectedRevision(p *corev1.Pod) (string, bool) {
 	raw, ok := p.Annotations["sidecar.istio.io/status"]
 	if !ok {
+		if p.Labels["gateway.istio.io/managed"] != "" {
+			if rev := p.Labels["istio.io/rev"]; rev != "" {
+				return rev, true
+			}
+			return "default", true
+		}
 		return "", false
 	}
 	var st struct {
