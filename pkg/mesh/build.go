@@ -349,6 +349,12 @@ func buildWorkloads(s *Snapshot, in Inputs, r Resolver, nsIndex map[string]*Name
 	return podOwner
 }
 
+// Labels istiod's gateway deployment controller puts on what it deploys for a Gateway API Gateway.
+const (
+	labelGatewayName    = "gateway.networking.k8s.io/gateway-name"
+	labelGatewayManaged = "gateway.istio.io/managed"
+)
+
 func buildGateways(s *Snapshot, in Inputs) {
 	versions := map[string]map[string]bool{} // ns/deployment → proxy image versions
 	for i := range in.Pods {
@@ -381,6 +387,14 @@ func buildGateways(s *Snapshot, in Inputs) {
 		}
 		g := Gateway{Namespace: d.Namespace, Name: d.Name, Revision: rev, Replicas: ptrOr(d.Spec.Replicas, 1), Ready: d.Status.ReadyReplicas,
 			Services: []string{}, Versions: sortedKeys(versions[d.Namespace+"/"+d.Name]), Helm: IsHelmOwned(d.Labels, d.Annotations)}
+		// A gateway istiod deployed for a Gateway API Gateway is not injected: the istiod that rendered it
+		// labels its pods with its own revision.
+		if gw := d.Spec.Template.Labels[labelGatewayName]; gw != "" && d.Spec.Template.Labels[labelGatewayManaged] != "" {
+			g.GatewayAPI = d.Namespace + "/" + gw
+			if g.Revision == "" {
+				g.Revision = d.Spec.Template.Labels[istio.LabelRev]
+			}
+		}
 		for _, svc := range in.Services {
 			if svc.Namespace == d.Namespace && len(svc.Spec.Selector) > 0 &&
 				labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {

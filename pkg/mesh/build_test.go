@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/golden"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 )
 
 func findNS(t *testing.T, s *Snapshot, name string) Namespace {
@@ -179,4 +180,25 @@ func TestIsHelmOwned(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+}
+
+// A gateway istiod deployed for a Gateway API Gateway is not injected (sidecar.istio.io/inject=false,
+// its proxy rendered by istiod): its revision is the istio.io/rev istiod labels its pods with, and the
+// snapshot names the Gateway it serves.
+func TestGatewayAPIGatewayRevision(t *testing.T) {
+	in := midUpgrade()
+	in.Deployments = append(in.Deployments, deploy("web", "bookinfo-gateway-istio", 1, map[string]string{
+		"gateway.networking.k8s.io/gateway-name": "bookinfo-gateway", "gateway.istio.io/managed": "istio.io-gateway-controller",
+		istio.LabelRev: "1-30", istio.LabelSidecarInject: "false",
+	}, map[string]string{istio.AnnotationTemplates: "gateway"}))
+	s := Build(in)
+	for _, g := range s.Gateways {
+		if g.Name == "bookinfo-gateway-istio" {
+			if g.Revision != "1-30" || g.GatewayAPI != "web/bookinfo-gateway" {
+				t.Errorf("gateway %+v: want revision 1-30 for Gateway web/bookinfo-gateway", g)
+			}
+			return
+		}
+	}
+	t.Errorf("the Gateway API gateway is not in the snapshot: %+v", s.Gateways)
 }

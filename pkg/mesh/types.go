@@ -117,6 +117,9 @@ type Gateway struct {
 	Ready     int32    `json:"ready"`
 	Services  []string `json:"services"`
 	Helm      bool     `json:"helm"`
+	// GatewayAPI is the Gateway API Gateway (namespace/name) istiod deployed this gateway for; istiod
+	// renders its proxy itself and re-deploys it when the revision the Gateway resolves to changes.
+	GatewayAPI string `json:"gatewayAPI,omitempty"`
 }
 
 // Proxy is one proxy as the istiod it is connected to reports it.

@@ -145,6 +145,10 @@ type statusDoc struct {
 	Proxies []struct {
 		Pod, Namespace, Istiod, Revision, Version, State, Type string
 	} `json:"proxies"`
+	Gateways []struct {
+		Namespace, Name, Revision string
+		GatewayAPI                string `json:"gatewayAPI"`
+	} `json:"gateways"`
 	Warnings []string `json:"warnings"`
 }
 

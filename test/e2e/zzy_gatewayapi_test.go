@@ -50,6 +50,16 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 		return nil
 	})
 
+	var listed bool
+	for _, g := range status(t, "-n", ns).Gateways {
+		if g.Name == "bookinfo-gateway-istio" {
+			listed = g.Revision == "1-30" && g.GatewayAPI == ns+"/bookinfo-gateway"
+		}
+	}
+	if !listed {
+		t.Errorf("status does not list bookinfo-gateway-istio on 1-30 for Gateway %s/bookinfo-gateway", ns)
+	}
+
 	istiodRV := func() string {
 		return kubectl(t, "-n", "istio-system", "get", "deployment", "istiod-1-30", "-o", "jsonpath={.metadata.resourceVersion}")
 	}
