@@ -2,6 +2,7 @@ package checks
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
@@ -185,6 +186,11 @@ func TestEachCheckFires(t *testing.T) {
 		{"INJECTOR_OVERLAP", Error, func(in *Input) {
 			in.Raw.MutatingWebhooks = append(in.Raw.MutatingWebhooks, injectorWebhook("istio-sidecar-injector-extra", "1-31", []string{"1-30"}))
 		}},
+		{"GATEWAY_FOLLOWS_TAG", Warning, func(in *Input) {
+			in.Raw.MutatingWebhooks = append(in.Raw.MutatingWebhooks, tagWebhookCfg("prod", "1-30"))
+			rebuild(in)
+			in.GatewayAPI = []GatewayAPIGateway{{Namespace: "web", Name: "gw", Class: "istio", RevLabel: "prod"}, {Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"}}
+		}},
 		{"NS_BOTH_LABELS", Warning, func(in *Input) { in.Raw.Namespaces[0].Labels[istio.LabelInjection] = "enabled"; rebuild(in) }},
 		{"NS_UNKNOWN_REVISION", Error, func(in *Input) { in.Raw.Namespaces[0].Labels[istio.LabelRev] = "1-29"; rebuild(in) }},
 		{"NS_NO_DEFAULT", Error, func(in *Input) {
@@ -317,3 +323,18 @@ func TestKubernetesSupportTable(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// Only a Gateway whose revision comes through a tag is at risk: one pinned to a revision is not, and one
+// with no label follows its namespace, else the default tag.
+func TestGatewayAPIFollowsTag(t *testing.T) {
+	in := clean() // the default tag points at 1-30
+	in.GatewayAPI = []GatewayAPIGateway{
+		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
+		{Namespace: "nowhere", Name: "unlabelled", Class: "istio"},
+	}
+	fs := GatewayAPIFollowsTag(in)
+	if len(fs) != 1 || fs[0].Object != "gateway/nowhere/unlabelled" || !strings.Contains(fs[0].Message, "tag default") ||
+		!strings.Contains(fs[0].Fix, "istio.io/rev=1-30") {
+		t.Errorf("findings %+v", fs)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
 // Namespaces: one injection selector per namespace, naming something that exists, and pods that run
@@ -173,6 +174,45 @@ func Gateways(in *Input) []Finding {
 			out = append(out, Finding{Warning, "GATEWAY_SELECTS_NOTHING", "gateway/" + name,
 				"Gateway selector " + labels.SelectorFromSet(sel).String() + " matches no running pod", "fix the selector or the gateway deployment's labels"})
 		}
+	}
+	return out
+}
+
+// GatewayAPIFollowsTag: a Gateway of Istio's classes whose revision comes through a tag (its own
+// istio.io/rev, its namespace's label, or the default tag) is re-deployed by istiod the moment the tag
+// moves, all its pods at once, not on the next restart like a sidecar (istio/istio#59959). Pinning it
+// to its current revision makes its move a step of its own.
+func GatewayAPIFollowsTag(in *Input) []Finding {
+	s := in.Snapshot
+	tags := map[string]string{}
+	for _, t := range s.Tags {
+		tags[t.Name] = t.Revision
+	}
+	ns := map[string]mesh.Namespace{}
+	for _, n := range s.Namespaces {
+		ns[n.Name] = n
+	}
+	var out []Finding
+	for _, g := range in.GatewayAPI {
+		name, how := g.RevLabel, "its istio.io/rev label"
+		if name == "" {
+			n := ns[g.Namespace]
+			switch {
+			case n.RevLabel != "":
+				name, how = n.RevLabel, "its namespace's istio.io/rev label"
+			case n.InjectionLabel == "enabled":
+				name, how = "default", "its namespace's istio-injection label"
+			default:
+				name, how = "default", "the default revision"
+			}
+		}
+		rev, isTag := tags[name]
+		if !isTag {
+			continue
+		}
+		out = append(out, Finding{Warning, "GATEWAY_FOLLOWS_TAG", "gateway/" + g.Namespace + "/" + g.Name,
+			fmt.Sprintf("Gateway API gateway (class %s) follows tag %s (now %s) through %s: istiod re-deploys all its pods the moment the tag moves", g.Class, name, rev, how),
+			fmt.Sprintf("kubectl -n %s label gateway.gateway.networking.k8s.io %s %s=%s --overwrite", g.Namespace, g.Name, istio.LabelRev, rev)})
 	}
 	return out
 }

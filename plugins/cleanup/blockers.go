@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -91,14 +89,12 @@ func Blockers(s *mesh.Snapshot, old, next string) []Blocker {
 	return out
 }
 
-// gatewayAPI is the Gateway API Gateway resource; clusters without its CRD have none.
-var gatewayAPI = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}
 
 // GatewayAPIBlockers are the Gateway API Gateways Istio runs (its classes: istio, istio-waypoint, …)
 // that resolve to revision old: by their own istio.io/rev label, else their namespace's revision,
 // else the default tag's. istiod deploys and injects their proxies on that revision.
 func GatewayAPIBlockers(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, old, next string) ([]Blocker, error) {
-	l, err := c.Dynamic.Resource(gatewayAPI).Namespace("").List(ctx, metav1.ListOptions{})
+	l, err := c.Dynamic.Resource(mesh.GatewayAPIGVR).Namespace("").List(ctx, metav1.ListOptions{})
 	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 		return nil, nil // no Gateway API CRDs
 	}
@@ -113,7 +109,7 @@ func GatewayAPIBlockers(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, 
 	var out []Blocker
 	for _, g := range l.Items {
 		class, _, _ := unstructured.NestedString(g.Object, "spec", "gatewayClassName")
-		if !strings.HasPrefix(class, "istio") {
+		if !mesh.IsIstioGatewayClass(class) {
 			continue
 		}
 		rev, how := g.GetLabels()[istio.LabelRev], "its "+istio.LabelRev+" label"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -132,6 +133,15 @@ func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.R
 		for _, g := range gws.Items {
 			sel, _, _ := unstructured.NestedStringMap(g.Object, "spec", "selector")
 			in.Gateways[g.GetNamespace()+"/"+g.GetName()] = sel
+		}
+	}
+	// Gateway API Gateways of Istio's classes (none without the CRD).
+	if l, err := c.Dynamic.Resource(mesh.GatewayAPIGVR).Namespace(scope).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, g := range l.Items {
+			class, _, _ := unstructured.NestedString(g.Object, "spec", "gatewayClassName")
+			if mesh.IsIstioGatewayClass(class) {
+				in.GatewayAPI = append(in.GatewayAPI, checks.GatewayAPIGateway{Namespace: g.GetNamespace(), Name: g.GetName(), Class: class, RevLabel: g.GetLabels()[istio.LabelRev]})
+			}
 		}
 	}
 	// Istio's Helm releases in every namespace (gateways live beside their apps), read through the Helm

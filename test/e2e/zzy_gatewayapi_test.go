@@ -19,6 +19,10 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	kubectl(t, "create", "namespace", ns)
 	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--wait=false") })
 	kubectl(t, "-n", ns, "apply", "-f", filepath.Join(testbedDir, "istio-old-src", "samples", "bookinfo", "gateway-api", "bookinfo-gateway.yaml"))
+	// Unlabelled, in an unlabelled namespace, it follows the default tag: precheck warns and names the pin.
+	if rep, _ := precheck(t); !has(rep, "GATEWAY_FOLLOWS_TAG", "gateway/"+ns+"/bookinfo-gateway") {
+		t.Errorf("precheck does not warn that the Gateway follows a tag: %+v", rep.Findings)
+	}
 	kubectl(t, "-n", ns, "label", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "istio.io/rev=1-30")
 
 	// istiod 1-30 deploys the gateway (its proxy rendered by istiod, not injected); the bed's router for
