@@ -89,7 +89,6 @@ func Blockers(s *mesh.Snapshot, old, next string) []Blocker {
 	return out
 }
 
-
 // GatewayAPIBlockers are the Gateway API Gateways Istio runs (its classes: istio, istio-waypoint, …)
 // that resolve to revision old: by their own istio.io/rev label, else their namespace's revision,
 // else the default tag's. istiod deploys and injects their proxies on that revision.
