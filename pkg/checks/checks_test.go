@@ -189,7 +189,7 @@ func TestEachCheckFires(t *testing.T) {
 		{"GATEWAY_FOLLOWS_TAG", Warning, func(in *Input) {
 			in.Raw.MutatingWebhooks = append(in.Raw.MutatingWebhooks, tagWebhookCfg("prod", "1-30"))
 			rebuild(in)
-			in.GatewayAPI = []GatewayAPIGateway{{Namespace: "web", Name: "gw", Class: "istio", RevLabel: "prod"}, {Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"}}
+			in.GatewayAPI = []mesh.GatewayAPIGateway{{Namespace: "web", Name: "gw", Class: "istio", RevLabel: "prod"}, {Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"}}
 		}},
 		{"NS_BOTH_LABELS", Warning, func(in *Input) { in.Raw.Namespaces[0].Labels[istio.LabelInjection] = "enabled"; rebuild(in) }},
 		{"NS_UNKNOWN_REVISION", Error, func(in *Input) { in.Raw.Namespaces[0].Labels[istio.LabelRev] = "1-29"; rebuild(in) }},
@@ -328,7 +328,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // with no label follows its namespace, else the default tag.
 func TestGatewayAPIFollowsTag(t *testing.T) {
 	in := clean() // the default tag points at 1-30
-	in.GatewayAPI = []GatewayAPIGateway{
+	in.GatewayAPI = []mesh.GatewayAPIGateway{
 		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
 		{Namespace: "nowhere", Name: "unlabelled", Class: "istio"},
 	}

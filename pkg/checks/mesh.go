@@ -10,7 +10,6 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
 // Namespaces: one injection selector per namespace, naming something that exists, and pods that run
@@ -188,24 +187,9 @@ func GatewayAPIFollowsTag(in *Input) []Finding {
 	for _, t := range s.Tags {
 		tags[t.Name] = t.Revision
 	}
-	ns := map[string]mesh.Namespace{}
-	for _, n := range s.Namespaces {
-		ns[n.Name] = n
-	}
 	var out []Finding
 	for _, g := range in.GatewayAPI {
-		name, how := g.RevLabel, "its istio.io/rev label"
-		if name == "" {
-			n := ns[g.Namespace]
-			switch {
-			case n.RevLabel != "":
-				name, how = n.RevLabel, "its namespace's istio.io/rev label"
-			case n.InjectionLabel == "enabled":
-				name, how = "default", "its namespace's istio-injection label"
-			default:
-				name, how = "default", "the default revision"
-			}
-		}
+		name, how := s.Selects(g)
 		rev, isTag := tags[name]
 		if !isTag {
 			continue

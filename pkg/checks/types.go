@@ -58,18 +58,13 @@ type Input struct {
 	// Gateways are Istio Gateway resources: namespace/name → selector.
 	Gateways map[string]map[string]string
 	// GatewayAPI are the Gateway API Gateways of Istio's classes (istio, istio-waypoint, …).
-	GatewayAPI []GatewayAPIGateway
+	GatewayAPI []mesh.GatewayAPIGateway
 	// HelmReleases describe Istio's deployed Helm releases (namespace/name, chart, version, revision values).
 	HelmReleases []string
 	// MissingPermissions lists "verb resource" pairs the caller may not do.
 	MissingPermissions []string
 	// RunningPods are the running pods, for Gateway selectors.
 	RunningPods []corev1.Pod
-}
-
-// GatewayAPIGateway is a Gateway API Gateway istiod deploys: its class and its own istio.io/rev label.
-type GatewayAPIGateway struct {
-	Namespace, Name, Class, RevLabel string
 }
 
 // Check is one named check.

@@ -9,7 +9,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 )
@@ -349,12 +348,6 @@ func buildWorkloads(s *Snapshot, in Inputs, r Resolver, nsIndex map[string]*Name
 	sort.Slice(s.Workloads, func(i, j int) bool { return s.Workloads[i].Key() < s.Workloads[j].Key() })
 	return podOwner
 }
-
-// GatewayAPIGVR is the Gateway API Gateway resource; clusters without its CRD have none.
-var GatewayAPIGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}
-
-// IsIstioGatewayClass says istiod deploys Gateways of the class (istio, istio-waypoint, per-revision ones).
-func IsIstioGatewayClass(class string) bool { return strings.HasPrefix(class, "istio") }
 
 // Labels istiod's gateway deployment controller puts on what it deploys for a Gateway API Gateway.
 const (

@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -93,42 +89,20 @@ func Blockers(s *mesh.Snapshot, old, next string) []Blocker {
 // that resolve to revision old: by their own istio.io/rev label, else their namespace's revision,
 // else the default tag's. istiod deploys and injects their proxies on that revision.
 func GatewayAPIBlockers(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, old, next string) ([]Blocker, error) {
-	l, err := c.Dynamic.Resource(mesh.GatewayAPIGVR).Namespace("").List(ctx, metav1.ListOptions{})
-	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
-		return nil, nil // no Gateway API CRDs
-	}
+	gws, err := mesh.ListGatewayAPI(ctx, c.Dynamic, "")
 	if err != nil {
-		return nil, fmt.Errorf("list gateways.gateway.networking.k8s.io: %w", err)
+		return nil, err
 	}
-	nsRev := map[string]string{}
-	for _, n := range s.Namespaces {
-		nsRev[n.Name] = n.Revision
-	}
-	defaultRev, _, _ := s.Resolver().Resolve("default")
 	var out []Blocker
-	for _, g := range l.Items {
-		class, _, _ := unstructured.NestedString(g.Object, "spec", "gatewayClassName")
-		if !mesh.IsIstioGatewayClass(class) {
+	for _, g := range gws {
+		name, how := s.Selects(g)
+		rev, _, ok := s.Resolver().Resolve(name)
+		if !ok || rev != old {
 			continue
 		}
-		rev, how := g.GetLabels()[istio.LabelRev], "its "+istio.LabelRev+" label"
-		if rev != "" {
-			if r, _, ok := s.Resolver().Resolve(rev); ok {
-				rev = r
-			}
-		} else if rev, how = nsRev[g.GetNamespace()], "its namespace"; rev == "" {
-			rev, how = defaultRev, "the default revision"
-		}
-		if rev != old {
-			continue
-		}
-		kind := "gateway"
-		if class == "istio-waypoint" {
-			kind = "waypoint"
-		}
-		out = append(out, Blocker{kind, "gateway/" + g.GetNamespace() + "/" + g.GetName(),
-			fmt.Sprintf("Gateway API %s (class %s) runs on %s through %s", kind, class, old, how),
-			fmt.Sprintf("kubectl -n %s label gateway %s %s=%s --overwrite", g.GetNamespace(), g.GetName(), istio.LabelRev, nextOr(next))})
+		out = append(out, Blocker{g.Kind(), "gateway/" + g.Namespace + "/" + g.Name,
+			fmt.Sprintf("Gateway API %s (class %s) runs on %s through %s", g.Kind(), g.Class, old, how),
+			fmt.Sprintf("kubectl -n %s label gateway %s %s=%s --overwrite", g.Namespace, g.Name, istio.LabelRev, nextOr(next))})
 	}
 	return out, nil
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -135,14 +134,9 @@ func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.R
 			in.Gateways[g.GetNamespace()+"/"+g.GetName()] = sel
 		}
 	}
-	// Gateway API Gateways of Istio's classes (none without the CRD).
-	if l, err := c.Dynamic.Resource(mesh.GatewayAPIGVR).Namespace(scope).List(ctx, metav1.ListOptions{}); err == nil {
-		for _, g := range l.Items {
-			class, _, _ := unstructured.NestedString(g.Object, "spec", "gatewayClassName")
-			if mesh.IsIstioGatewayClass(class) {
-				in.GatewayAPI = append(in.GatewayAPI, checks.GatewayAPIGateway{Namespace: g.GetNamespace(), Name: g.GetName(), Class: class, RevLabel: g.GetLabels()[istio.LabelRev]})
-			}
-		}
+	// Gateway API Gateways of Istio's classes (none without the CRD, nor without the right to list them).
+	if gws, err := mesh.ListGatewayAPI(ctx, c.Dynamic, scope); err == nil {
+		in.GatewayAPI = gws
 	}
 	// Istio's Helm releases in every namespace (gateways live beside their apps), read through the Helm
 	// SDK's storage; without the right to read Secrets they are simply not shown.

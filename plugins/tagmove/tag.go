@@ -158,6 +158,20 @@ type Radius struct {
 	Namespaces []RadiusNamespace `json:"namespaces"`
 	Gateways   []string          `json:"gateways"`
 	Pods       int               `json:"pods"`
+	// RollingNow are Gateway API gateways and waypoints following the tag: istiod re-deploys them the
+	// moment it moves, not on a restart (istio/istio#59959).
+	RollingNow []string `json:"rollingNow"`
+}
+
+// RollingNow names the Gateway API gateways and waypoints that resolve through tag.
+func RollingNow(s *mesh.Snapshot, gws []mesh.GatewayAPIGateway, tag string) []string {
+	out := []string{}
+	for _, g := range gws {
+		if name, how := s.Selects(g); name == tag {
+			out = append(out, fmt.Sprintf("%s/%s/%s (Gateway API, class %s, through %s)", g.Kind(), g.Namespace, g.Name, g.Class, how))
+		}
+	}
+	return out
 }
 
 // RadiusNamespace is one namespace that follows the tag.
@@ -171,7 +185,7 @@ type RadiusNamespace struct {
 // BlastRadius finds what follows tag: namespaces labelled istio.io/rev=<tag> (and, for the default tag,
 // istio-injection=enabled), their workloads, and gateways selecting the tag with their pod label.
 func BlastRadius(s *mesh.Snapshot, tag string) Radius {
-	r := Radius{Namespaces: []RadiusNamespace{}, Gateways: []string{}}
+	r := Radius{Namespaces: []RadiusNamespace{}, Gateways: []string{}, RollingNow: []string{}}
 	for _, n := range s.Namespaces {
 		if n.Via != tag {
 			continue

@@ -1,6 +1,7 @@
 package tagmove
 
 import (
+	"strings"
 	"testing"
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
@@ -143,5 +144,24 @@ func TestBlastRadius(t *testing.T) {
 	}
 	if n := BlastRadius(s, "nothing"); len(n.Namespaces) != 0 || n.Pods != 0 {
 		t.Errorf("empty radius: %+v", n)
+	}
+}
+
+// Gateway API gateways following the tag (their own label, their namespace's, or the default tag
+// through an unlabelled namespace) roll the moment it moves; a pinned one does not.
+func TestRollingNow(t *testing.T) {
+	s := &mesh.Snapshot{Namespaces: []mesh.Namespace{{Name: "web", RevLabel: "prod-stable"}, {Name: "plain"}}}
+	gws := []mesh.GatewayAPIGateway{
+		{Namespace: "web", Name: "by-namespace", Class: "istio"},
+		{Namespace: "plain", Name: "by-label", Class: "istio", RevLabel: "prod-stable"},
+		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
+		{Namespace: "plain", Name: "waypoint", Class: "istio-waypoint"},
+	}
+	got := RollingNow(s, gws, "prod-stable")
+	if len(got) != 2 || !strings.HasPrefix(got[0], "gateway/web/by-namespace ") || !strings.HasPrefix(got[1], "gateway/plain/by-label ") {
+		t.Errorf("prod-stable: %q", got)
+	}
+	if got := RollingNow(s, gws, "default"); len(got) != 1 || !strings.HasPrefix(got[0], "waypoint/plain/waypoint ") {
+		t.Errorf("default: %q", got)
 	}
 }

@@ -73,7 +73,10 @@ validator. Namespaces labelled istio.io/rev=TAG (and, for default, istio-injecti
 inject new pods from REVISION.
 
 Before acting it prints the blast radius: the namespaces selecting TAG, their workloads and pods that
-move on their next restart, and gateways whose pods select TAG. --restart then restarts them with
+move on their next restart, gateways whose pods select TAG, and Gateway API gateways and waypoints that
+follow TAG (their own istio.io/rev, their namespace's, or the default tag): those roll the moment the
+tag moves, since istiod re-deploys them itself (rollingNow; label the Gateway with its current revision
+first to move it on its own). --restart then restarts them with
 migrate-ns's batched, gated machinery, in the same journal entry: one undo puts the tag back, then
 restarts those workloads onto the old revision. Moving an existing tag needs --overwrite; a tag may not
 be named like a revision, with one exception: the default tag over a non-revisioned install (the
@@ -156,12 +159,16 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	}
 	o.det = &Details{Tag: o.Tag, FromRevision: from, ToRevision: o.To, BlastRadius: BlastRadius(before, o.Tag)}
 	r.Result.Details = o.det
+	gws, err := mesh.ListGatewayAPI(ctx, r.C.Dynamic, "")
+	if err != nil {
+		return nil, err
+	}
+	o.det.BlastRadius.RollingNow = RollingNow(before, gws, o.Tag)
 	o.printRadius(r.ErrOut, o.det)
 	if from == o.To {
 		return &step.Plan{Nothing: fmt.Sprintf("tag %s already points at %s; nothing to change", o.Tag, o.To)}, nil
 	}
 	adm := r.C.Kube.AdmissionregistrationV1()
-	var err error
 	if o.injector, err = adm.MutatingWebhookConfigurations().Get(ctx, target.InjectorWebhook, metav1.GetOptions{}); err != nil {
 		return nil, err
 	}
@@ -375,6 +382,9 @@ func (o *Options) printRadius(w io.Writer, det *Details) {
 	}
 	for _, g := range r.Gateways {
 		fmt.Fprintf(w, "  gateway %s selects the tag\n", g)
+	}
+	for _, g := range r.RollingNow {
+		fmt.Fprintf(w, "  %s ROLLS IMMEDIATELY: istiod re-deploys it the moment the tag moves (pin it with istio.io/rev on the Gateway first to move it on its own)\n", g)
 	}
 }
 

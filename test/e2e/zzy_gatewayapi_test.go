@@ -23,6 +23,18 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	if rep, _ := precheck(t); !has(rep, "GATEWAY_FOLLOWS_TAG", "gateway/"+ns+"/bookinfo-gateway") {
 		t.Errorf("precheck does not warn that the Gateway follows a tag: %+v", rep.Findings)
 	}
+	// tag-move's preview names it as rolling the moment the default tag moves.
+	var preview struct {
+		Details struct {
+			BlastRadius struct {
+				RollingNow []string `json:"rollingNow"`
+			} `json:"blastRadius"`
+		} `json:"details"`
+	}
+	mustJSON(t, plugin(t, "tag-move", "default", "--to", "1-31", "--overwrite", "--dry-run=client", "-o", "json"), &preview)
+	if rn := strings.Join(preview.Details.BlastRadius.RollingNow, "\n"); !strings.Contains(rn, "gateway/"+ns+"/bookinfo-gateway ") {
+		t.Errorf("tag-move default's preview does not name the Gateway as rolling now: %q", rn)
+	}
 	kubectl(t, "-n", ns, "label", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "istio.io/rev=1-30")
 
 	// istiod 1-30 deploys the gateway (its proxy rendered by istiod, not injected); the bed's router for
