@@ -111,6 +111,10 @@ revision, its proxy SYNCED on the target istiod (syncz), and the target istiod's
 with --rollback-on-failure the namespaces are relabelled back and what was restarted is restarted
 again onto the old revision.
 
+Gateway API gateways and waypoints that follow a relabelled namespace (no istio.io/rev of their own)
+are named in the plan (rollingNow) and warned about: istiod re-deploys them the moment the label
+changes, outside the gated batches.
+
 Before anything changes, workloads that cannot restart without downtime (Recreate strategy, or a
 rollout that would leave no ready pod) stop the step unless --allow-downtime; single-replica
 workloads are warned about and restarted last.`,
@@ -186,6 +190,16 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err := o.validateCluster(ctx, r); err != nil {
 		return nil, err
 	}
+	gws, err := mesh.ListGatewayAPI(ctx, r.C.Dynamic, "")
+	if err != nil {
+		return nil, err
+	}
+	o.plan.RollingNow = rollingNow(o.plan, gws)
+	for _, g := range o.plan.RollingNow {
+		w := fmt.Sprintf("%s rolls when its namespace is relabelled: istiod re-deploys it at once, outside the gated batches (label the Gateway with istio.io/rev to keep it where it is)", g)
+		o.det.Warnings = append(o.det.Warnings, w)
+		r.Progress.Printf("warning: %s", w)
+	}
 	p := &step.Plan{Question: fmt.Sprintf("Relabel %d namespaces to %s (%s) and restart %d workloads in gated batches of %d?",
 		o.plan.Relabels(), o.To, o.plan.Revision, o.plan.Restarts(), o.BatchSize)}
 	if o.plan.Restarts() == 0 && o.plan.Relabels() == 0 {
@@ -209,6 +223,21 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		p.Access = append(p.Access, kube.Can("", "pods", w.Namespace, "list")...)
 	}
 	return p, nil
+}
+
+// rollingNow names the Gateway API gateways and waypoints that follow a namespace the plan relabels.
+func rollingNow(p *Plan, gws []mesh.GatewayAPIGateway) []string {
+	relabel := map[string]bool{}
+	for _, n := range p.Namespaces {
+		relabel[n.Name] = n.Relabel
+	}
+	out := []string{}
+	for _, g := range gws {
+		if g.RevLabel == "" && relabel[g.Namespace] {
+			out = append(out, fmt.Sprintf("%s/%s/%s (Gateway API, class %s)", g.Kind(), g.Namespace, g.Name, g.Class))
+		}
+	}
+	return out
 }
 
 // Apply relabels and restarts wave by wave, gating every batch; it stops between batches when told to.

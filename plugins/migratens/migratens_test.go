@@ -311,3 +311,18 @@ func TestRestartAndLabelPatches(t *testing.T) {
 	}
 }
 func ptr[T any](v T) *T { return &v }
+
+// Gateway API gateways without their own istio.io/rev follow their namespace: relabelling it rolls them
+// at once; a pinned one, or one in a namespace not relabelled, stays.
+func TestRollingNow(t *testing.T) {
+	p := &Plan{Namespaces: []NamespacePlan{{Name: "web", Relabel: true}, {Name: "done", Relabel: false}}}
+	got := rollingNow(p, []mesh.GatewayAPIGateway{
+		{Namespace: "web", Name: "follows", Class: "istio"},
+		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
+		{Namespace: "done", Name: "unchanged", Class: "istio"},
+		{Namespace: "web", Name: "wp", Class: "istio-waypoint"},
+	})
+	if len(got) != 2 || got[0] != "gateway/web/follows (Gateway API, class istio)" || got[1] != "waypoint/web/wp (Gateway API, class istio-waypoint)" {
+		t.Errorf("rollingNow %q", got)
+	}
+}

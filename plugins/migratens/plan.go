@@ -22,6 +22,9 @@ type Plan struct {
 	// Batches are the restart batches, in order; the canary, when given, is alone in the first.
 	Batches [][]kube.WorkloadRef `json:"batches"`
 	Skipped []Skip               `json:"skipped"`
+	// RollingNow are Gateway API gateways and waypoints that follow a relabelled namespace (no
+	// istio.io/rev of their own): istiod re-deploys them when the label changes, not in a batch.
+	RollingNow []string `json:"rollingNow"`
 }
 
 // NamespacePlan is one namespace's label change.

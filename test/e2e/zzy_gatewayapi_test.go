@@ -35,6 +35,18 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	if rn := strings.Join(preview.Details.BlastRadius.RollingNow, "\n"); !strings.Contains(rn, "gateway/"+ns+"/bookinfo-gateway ") {
 		t.Errorf("tag-move default's preview does not name the Gateway as rolling now: %q", rn)
 	}
+	// So does migrate-ns's, for the namespace it follows.
+	var mig struct {
+		Details struct {
+			Plan struct {
+				RollingNow []string `json:"rollingNow"`
+			} `json:"plan"`
+		} `json:"details"`
+	}
+	mustJSON(t, plugin(t, "migrate-ns", ns, "--to", "1-31", "--dry-run=client", "-o", "json"), &mig)
+	if rn := strings.Join(mig.Details.Plan.RollingNow, "\n"); !strings.Contains(rn, "gateway/"+ns+"/bookinfo-gateway ") {
+		t.Errorf("migrate-ns's preview does not name the Gateway as rolling now: %q", rn)
+	}
 	kubectl(t, "-n", ns, "label", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "istio.io/rev=1-30")
 
 	// istiod 1-30 deploys the gateway (its proxy rendered by istiod, not injected); the bed's router for
