@@ -190,9 +190,11 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err := o.validateCluster(ctx, r); err != nil {
 		return nil, err
 	}
+	// Without the right to list Gateways the plan cannot name them: said, not fatal (the step's own
+	// access check reports what it needs).
 	gws, err := mesh.ListGatewayAPI(ctx, r.C.Dynamic, "")
 	if err != nil {
-		return nil, err
+		o.det.Warnings = append(o.det.Warnings, "Gateway API gateways that follow these namespaces are not shown: "+err.Error())
 	}
 	o.plan.RollingNow = rollingNow(o.plan, gws)
 	for _, g := range o.plan.RollingNow {
