@@ -3,6 +3,7 @@ package helm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 )
 
@@ -42,6 +44,17 @@ func NewActions(cfg *rest.Config) *Actions {
 // DryRun is how an action is tried: "" runs it; "client" renders it only; "server" lets helm check
 // it against the cluster without changing anything.
 type DryRun string
+
+// DryRunOf is a step's --dry-run as helm's.
+func DryRunOf(d cli.DryRun) DryRun {
+	if d == cli.DryRunNone {
+		return ""
+	}
+	return DryRun(d)
+}
+
+// New gives a step its Actions on the cluster (unit tests swap in FakeActions).
+var New = NewActions
 
 // SetValue is `helm upgrade NAME --reuse-values --set key=value` with the chart the release already
 // runs: only that value changes. It returns the release's version before and after.
@@ -196,6 +209,35 @@ func (a *Actions) Undo(h journal.HelmAction, force bool, dry DryRun) error {
 	return a.Rollback(h.Namespace, h.Release, h.From, left, status, force, dry)
 }
 
+// UndoAll undoes an entry's helm actions, newest first, after checking every release is as its action
+// left it: a refusal (exit 68, unless force) changes none of them. dryRun is the API's (["All"] for a
+// server dry run).
+func (a *Actions) UndoAll(hs []journal.HelmAction, force bool, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	for _, h := range hs {
+		if err := a.Check(h, force); err != nil {
+			var d *DriftError
+			if errors.As(err, &d) {
+				return nil, cli.Errorf(cli.ExitDrifted, "%v: --force undoes it anyway", err)
+			}
+			return nil, err
+		}
+	}
+	dry := DryRun("")
+	if len(dryRun) > 0 {
+		dry = "server"
+	}
+	var out []journal.Action
+	for i := len(hs) - 1; i >= 0; i-- {
+		h := hs[i]
+		if err := a.Undo(h, force, dry); err != nil {
+			return out, err
+		}
+		p.Printf("helm: %s", h.UndoCommand())
+		out = append(out, journal.Action{Ref: journal.ObjectRef{Kind: "HelmRelease", Namespace: h.Namespace, Name: h.Release}, Verb: h.UndoVerb()})
+	}
+	return out, nil
+}
+
 // Check says whether Undo would refuse h because helm changed the release since (a *DriftError).
 func (a *Actions) Check(h journal.HelmAction, force bool) error {
 	cfg, err := a.Config(h.Namespace)
@@ -208,11 +250,8 @@ func (a *Actions) Check(h journal.HelmAction, force bool) error {
 
 // left is the version and status h left its release in.
 func left(h journal.HelmAction) (int, release.Status) {
-	switch h.Action {
-	case journal.HelmUninstall:
+	if h.Action == journal.HelmUninstall {
 		return h.From, release.StatusUninstalled
-	case journal.HelmInstall:
-		return h.To, release.StatusDeployed
 	}
 	return h.To, release.StatusDeployed
 }

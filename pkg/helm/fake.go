@@ -36,13 +36,11 @@ func History(k kubernetes.Interface, namespace, name string) ([]string, error) {
 	out := make([]string, len(rels))
 	for _, r := range rels {
 		if r.Version >= 1 && r.Version <= len(rels) {
-			out[r.Version-1] = itoa(r.Version) + " " + statusOf(r)
+			out[r.Version-1] = strconv.Itoa(r.Version) + " " + statusOf(r)
 		}
 	}
 	return out, nil
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
 
 // RecordChart stores a deployed release of the chart in dir with values, as helm install would have
 // (nothing applied): fixtures for tests of steps that install from a release's chart.

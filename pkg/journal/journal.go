@@ -108,6 +108,14 @@ func (h HelmAction) Command() string {
 	return fmt.Sprintf("helm upgrade %s -n %s --reuse-values --set %s", h.Release, h.Namespace, h.Set)
 }
 
+// UndoVerb is what undo did to the release, for its result and history.
+func (h HelmAction) UndoVerb() string {
+	if h.Action == HelmInstall {
+		return "uninstalled"
+	}
+	return fmt.Sprintf("rolled back to version %d", h.From)
+}
+
 // UndoCommand is the helm command undo runs for it.
 func (h HelmAction) UndoCommand() string {
 	if h.Action == HelmInstall {

@@ -11,12 +11,8 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
-
-// newActions runs helm's commands on the cluster (unit tests swap in helm.FakeActions).
-var newActions = func(c *kube.Clients) *helm.Actions { return helm.NewActions(c.Config) }
 
 // helmSource is the gateway chart release that owns the old Deployment (--helm needs one).
 func (o *Options) helmSource(r *step.Run) (helm.Release, error) {
@@ -64,12 +60,8 @@ func (o *Options) helmValues(hpaRange string) map[string]any {
 // by ServingGate (added to the rendered Deployment: the chart has no value for readiness gates), and
 // journals the install so undo uninstalls it.
 func (o *Options) installRelease(ctx context.Context, r *step.Run) error {
-	dry := helm.DryRun(r.DryRun)
-	if r.Live() {
-		dry = ""
-	}
 	post := func(m string) (string, error) { return gateManifest(m, o.Revision) }
-	version, manifest, err := newActions(r.C).InstallFrom(ctx, o.Namespace, o.source.Name, o.CanaryName, o.helmVals, post, dry)
+	version, manifest, err := helm.New(r.C.Config).InstallFrom(ctx, o.Namespace, o.source.Name, o.CanaryName, o.helmVals, post, helm.DryRunOf(r.DryRun))
 	if err != nil {
 		return cli.Errorf(cli.ExitError, "%v", err)
 	}

@@ -15,11 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
@@ -127,8 +127,8 @@ func TestRunHelmCanaryRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	acts := helm.FakeActions(b.Clients.Kube)
-	newActions = func(*kube.Clients) *helm.Actions { return acts }
-	t.Cleanup(func() { newActions = func(c *kube.Clients) *helm.Actions { return helm.NewActions(c.Config) } })
+	helm.New = func(*rest.Config) *helm.Actions { return acts }
+	t.Cleanup(func() { helm.New = helm.NewActions })
 	b.Reset()
 
 	err := b.Run(&Options{Target: Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"}, Replicas: 1, Timeout: time.Second, Helm: true}, "none", nil)

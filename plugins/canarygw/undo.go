@@ -2,7 +2,6 @@ package canarygw
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,21 +43,9 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 				d.Namespace, d.Name, ServingGate, d.Namespace, gw, d.Spec.Template.Labels[istio.LabelRev])
 		}
 	}
-	var out []journal.Action
-	for _, h := range e.Helm {
-		dry := helm.DryRun("")
-		if len(dryRun) > 0 {
-			dry = "server"
-		}
-		if err := newActions(c).Undo(h, j.Force, dry); err != nil {
-			var d *helm.DriftError
-			if errors.As(err, &d) {
-				return out, cli.Errorf(cli.ExitDrifted, "%v: --force uninstalls it anyway", err)
-			}
-			return out, err
-		}
-		p.Printf("helm: %s", h.UndoCommand())
-		out = append(out, journal.Action{Ref: journal.ObjectRef{Kind: "HelmRelease", Namespace: h.Namespace, Name: h.Release}, Verb: "uninstalled"})
+	out, err := helm.New(c.Config).UndoAll(e.Helm, j.Force, dryRun, p)
+	if err != nil {
+		return out, err
 	}
 	more, err := j.Restore(ctx, e, dryRun)
 	return append(out, more...), err

@@ -269,20 +269,13 @@ func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, r
 	return out, nil
 }
 
-// newActions runs helm's commands on the cluster (unit tests swap in helm.FakeActions).
-var newActions = func(c *kube.Clients) *helm.Actions { return helm.NewActions(c.Config) }
-
 // runHelm runs the planned helm commands that pick selects, through the Helm SDK, journaling each as
 // it completes (a server dry run is helm's own, checked against the cluster; a client one runs nothing).
 func (o *Options) runHelm(ctx context.Context, r *step.Run, pick func(journal.HelmAction) bool) error {
 	if len(o.helmRuns) == 0 {
 		return nil
 	}
-	acts := newActions(r.C)
-	dry := helm.DryRun(r.DryRun)
-	if r.Live() {
-		dry = ""
-	}
+	acts, dry := helm.New(r.C.Config), helm.DryRunOf(r.DryRun)
 	for _, h := range o.helmRuns {
 		if !pick(h) {
 			continue

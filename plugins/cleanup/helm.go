@@ -19,12 +19,7 @@ func helmCommands(releases []helm.Release, objs []*unstructured.Unstructured, ol
 	for _, r := range releases {
 		byName[r.Namespace+"/"+r.Name] = r
 	}
-	owners := map[string]bool{}
-	for _, u := range objs {
-		if name, ns := helm.Owner(u.GetAnnotations()); name != "" {
-			owners[ns+"/"+name] = true
-		}
-	}
+	owners := owners(objs)
 	var out []string
 	keys := make([]string, 0, len(owners))
 	for k := range owners {
@@ -62,12 +57,7 @@ func baseUpgrade(r helm.Release, next string) string {
 // uninstalled. A release that owns objects of old but is not deployed is left to the user (its command
 // is printed).
 func helmRuns(releases []helm.Release, objs []*unstructured.Unstructured, old, next string) []journal.HelmAction {
-	owners := map[string]bool{}
-	for _, u := range objs {
-		if name, ns := helm.Owner(u.GetAnnotations()); name != "" {
-			owners[ns+"/"+name] = true
-		}
-	}
+	owners := owners(objs)
 	var out []journal.HelmAction
 	for _, r := range releases {
 		if r.Base() && (r.DefaultRevision == old || (old == "default" && r.DefaultRevision == "")) {
@@ -82,6 +72,17 @@ func helmRuns(releases []helm.Release, objs []*unstructured.Unstructured, old, n
 	for _, r := range releases {
 		if owners[r.Namespace+"/"+r.Name] && r.Istiod() {
 			out = append(out, journal.HelmAction{Release: r.Name, Namespace: r.Namespace, Action: journal.HelmUninstall})
+		}
+	}
+	return out
+}
+
+// owners are the releases (namespace/name) that own any of objs.
+func owners(objs []*unstructured.Unstructured) map[string]bool {
+	out := map[string]bool{}
+	for _, u := range objs {
+		if name, ns := helm.Owner(u.GetAnnotations()); name != "" {
+			out[ns+"/"+name] = true
 		}
 	}
 	return out

@@ -16,13 +16,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
@@ -352,8 +352,8 @@ func TestRunHelmRunsAndUndoRollsBack(t *testing.T) {
 		}
 	}
 	acts := helm.FakeActions(b.Clients.Kube)
-	newActions = func(*kube.Clients) *helm.Actions { return acts }
-	t.Cleanup(func() { newActions = func(c *kube.Clients) *helm.Actions { return helm.NewActions(c.Config) } })
+	helm.New = func(*rest.Config) *helm.Actions { return acts }
+	t.Cleanup(func() { helm.New = helm.NewActions })
 	history := func(name string) string {
 		h, err := helm.History(b.Clients.Kube, "istio-system", name)
 		if err != nil {

@@ -192,7 +192,7 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	if r.DryRun == cli.DryRunClient {
 		for i := len(e.Helm) - 1; i >= 0; i-- {
 			h := e.Helm[i]
-			r.Record("helmrelease/"+h.Namespace+"/"+h.Release, fmt.Sprintf("rolled back to version %d", h.From))
+			r.Record("helmrelease/"+h.Namespace+"/"+h.Release, h.UndoVerb())
 		}
 		for _, a := range o.preview {
 			r.Record(a.Ref.String(), a.Verb)

@@ -95,9 +95,15 @@ func onTerminal(t *testing.T, answer string, args ...string) result {
 
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	r := run(t, filepath.Join(binDir, "kubectl"), args...)
+	return mustRun(t, "kubectl", args...)
+}
+
+// mustRun runs a tool of the test bed's bin directory and fails the test unless it exits 0.
+func mustRun(t *testing.T, tool string, args ...string) string {
+	t.Helper()
+	r := run(t, filepath.Join(binDir, tool), args...)
 	if r.code != 0 {
-		t.Fatalf("kubectl %v: exit %d: %s", args, r.code, r.stderr)
+		t.Fatalf("%s %v: exit %d: %s", tool, args, r.code, r.stderr)
 	}
 	return r.stdout
 }

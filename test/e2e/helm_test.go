@@ -47,11 +47,7 @@ func helmRepo(t *testing.T) {
 
 func helmOK(t *testing.T, args ...string) string {
 	t.Helper()
-	r := run(t, filepath.Join(binDir, "helm"), args...)
-	if r.code != 0 {
-		t.Fatalf("helm %v: exit %d: %s", args, r.code, r.stderr)
-	}
-	return r.stdout
+	return mustRun(t, "helm", args...)
 }
 
 // shell runs a command line the plugin printed, as a user pastes it.
