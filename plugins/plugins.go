@@ -6,6 +6,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/cleanup"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/history"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/shift"
@@ -22,6 +23,7 @@ func Commands() []cli.CommandFactory {
 		canarygw.NewCommand,
 		shift.NewCommand,
 		migratens.NewCommand,
+		migrategw.NewCommand,
 		tagmove.NewCommand,
 		cleanup.NewCommand,
 		history.NewCommand,
@@ -30,6 +32,7 @@ func Commands() []cli.CommandFactory {
 			"canary-gw":          canarygw.Undo,
 			"shift":              shift.Undo,
 			"migrate-ns":         migratens.Undo,
+			"migrate-gw":         migrategw.Undo,
 			"tag-move":           tagmove.Undo,
 			"cleanup":            cleanup.Undo,
 			"tag-move --restart": migratens.Undo, // entries written before one command was one entry

@@ -9,7 +9,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 )
 
-// TestHelpListsTheRunbook: --help shows all nine steps, in runbook order.
+// TestHelpListsTheRunbook: --help shows every step, in runbook order.
 func TestHelpListsTheRunbook(t *testing.T) {
 	streams, _, out, _ := genericiooptions.NewTestIOStreams()
 	root := cli.NewRootCommand(streams, Commands()...)
@@ -19,7 +19,7 @@ func TestHelpListsTheRunbook(t *testing.T) {
 	}
 	help := out.String()
 	last := -1
-	for _, step := range []string{"status", "precheck", "canary-gw", "shift", "migrate-ns", "tag-move", "cleanup", "history", "undo"} {
+	for _, step := range []string{"status", "precheck", "canary-gw", "shift", "migrate-ns", "migrate-gw", "tag-move", "cleanup", "history", "undo"} {
 		i := strings.Index(help, "\n  "+step+" ")
 		if i < 0 {
 			t.Errorf("--help does not list %s", step)

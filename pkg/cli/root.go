@@ -99,6 +99,7 @@ func NewRootCommand(streams genericiooptions.IOStreams, subcommands ...CommandFa
   canary-gw   start a canary ingress gateway on the new revision
   shift       move ingress traffic to the canary gateway in gated steps
   migrate-ns  move namespaces to the new revision in verified batches
+  migrate-gw  move one gateway to the new revision in place (instead of canary-gw and shift)
   tag-move    point a revision tag at the new revision
   cleanup     remove the old revision once nothing depends on it
   history     what each step changed

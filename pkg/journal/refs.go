@@ -61,3 +61,8 @@ func ClusterRoleRef(name string) ObjectRef {
 func ClusterRoleBindingRef(name string) ObjectRef {
 	return ObjectRef{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings", Kind: "ClusterRoleBinding", Name: name}
 }
+
+// GatewayRef is a Gateway API Gateway (migrate-gw moves it by its istio.io/rev label).
+func GatewayRef(ns, name string) ObjectRef {
+	return ObjectRef{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways", Kind: "Gateway", Namespace: ns, Name: name}
+}

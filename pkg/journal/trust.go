@@ -83,7 +83,7 @@ var kinds = func() map[string]ObjectRef {
 	out := map[string]ObjectRef{}
 	for _, r := range []ObjectRef{NamespaceRef(""), DeploymentRef("", ""), StatefulSetRef("", ""), DaemonSetRef("", ""),
 		ServiceRef("", ""), ConfigMapRef("", ""), MutatingWebhookRef(""), ValidatingWebhookRef(""), HPARef("", ""), PDBRef("", ""),
-		ServiceAccountRef("", ""), RoleRef("", ""), RoleBindingRef("", ""), ClusterRoleRef(""), ClusterRoleBindingRef("")} {
+		ServiceAccountRef("", ""), RoleRef("", ""), RoleBindingRef("", ""), ClusterRoleRef(""), ClusterRoleBindingRef(""), GatewayRef("", "")} {
 		out[r.Kind] = r
 	}
 	return out
@@ -95,6 +95,7 @@ var stepKinds = map[string][]string{
 	"tag-move":   {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet"},
 	"canary-gw":  {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
 	"shift":      {"Deployment", "HorizontalPodAutoscaler"},
+	"migrate-gw": {"Deployment", "Gateway", "ConfigMap"},
 	"cleanup": {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Deployment", "Service", "ConfigMap",
 		"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"},
 }

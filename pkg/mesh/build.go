@@ -395,13 +395,7 @@ func buildGateways(s *Snapshot, in Inputs) {
 				g.Revision = d.Spec.Template.Labels[istio.LabelRev]
 			}
 		}
-		for _, svc := range in.Services {
-			if svc.Namespace == d.Namespace && len(svc.Spec.Selector) > 0 &&
-				labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
-				g.Services = append(g.Services, svc.Name)
-			}
-		}
-		sort.Strings(g.Services)
+		g.Services = append(g.Services, ServicesOf(in.Services, &d)...)
 		s.Gateways = append(s.Gateways, g)
 	}
 	sort.Slice(s.Gateways, func(i, j int) bool {
@@ -480,6 +474,19 @@ func sortedKeys(m map[string]bool) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ServicesOf names the Services (of those given) that select a Deployment's pods, sorted.
+func ServicesOf(services []corev1.Service, d *appsv1.Deployment) []string {
+	var out []string
+	for _, svc := range services {
+		if svc.Namespace == d.Namespace && len(svc.Spec.Selector) > 0 &&
+			labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+			out = append(out, svc.Name)
+		}
 	}
 	sort.Strings(out)
 	return out

@@ -101,7 +101,7 @@ func GatewayAPIBlockers(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, 
 		}
 		out = append(out, Blocker{g.Kind(), "gateway/" + g.Namespace + "/" + g.Name,
 			fmt.Sprintf("Gateway API %s (class %s) runs on %s through %s", g.Kind(), g.Class, old, how),
-			fmt.Sprintf("kubectl -n %s label gateway %s %s=%s --overwrite", g.Namespace, g.Name, istio.LabelRev, nextOr(next))})
+			fmt.Sprintf("kubectl istio-upgrade migrate-gw gateway/%s -n %s --to %s", g.Name, g.Namespace, nextOr(next))})
 	}
 	return out, nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -553,7 +552,7 @@ func (o *Options) check(ctx context.Context, s Step) (string, int) {
 	}
 	ready := 0
 	for _, svc := range o.services {
-		n, err := ReadyEndpoints(ctx, o.r.C, o.Namespace, svc)
+		n, err := kube.ReadyEndpoints(ctx, o.r.C.Kube, o.Namespace, svc)
 		if err != nil {
 			return err.Error(), 0
 		}
@@ -563,23 +562,6 @@ func (o *Options) check(ctx context.Context, s Step) (string, int) {
 		ready = n
 	}
 	return "", ready
-}
-
-// ReadyEndpoints counts the ready endpoints of a Service, from its EndpointSlices.
-func ReadyEndpoints(ctx context.Context, c *kube.Clients, namespace, service string) (int, error) {
-	l, err := c.Kube.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
-	if err != nil {
-		return 0, err
-	}
-	seen := map[string]bool{}
-	for _, s := range l.Items {
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready != nil && *e.Conditions.Ready && len(e.Addresses) > 0 {
-				seen[e.Addresses[0]] = true
-			}
-		}
-	}
-	return len(seen), nil
 }
 
 // probe sends the probe requests; any transport error or 5xx fails the gate.
