@@ -31,8 +31,19 @@ const (
 
 // InjectedRevision returns the revision that injected a pod's sidecar, read from the
 // sidecar.istio.io/status annotation (falling back to istio.io/rev), and whether it was injected.
+// A gateway pod istiod rendered for a Gateway API Gateway is not injected but runs that istiod's proxy:
+// its revision is its istio.io/rev annotation (or label).
 func InjectedRevision(labels, annotations map[string]string) (string, bool) {
 	raw, ok := annotations[AnnotationStatus]
+	if !ok && labels[LabelManagedGateway] != "" {
+		if r := annotations[LabelRev]; r != "" {
+			return r, true
+		}
+		if r := labels[LabelRev]; r != "" {
+			return r, true
+		}
+		return DefaultRevision, true
+	}
 	if !ok {
 		return "", false
 	}

@@ -150,6 +150,14 @@ func TestInjectedRevision(t *testing.T) {
 	if rev != "canary" {
 		t.Errorf("fallback to istio.io/rev label: got %q", rev)
 	}
+	// istiod renders a Gateway API gateway's pod itself (not injected): its proxy is of istio.io/rev.
+	rev, ok = InjectedRevision(map[string]string{LabelManagedGateway: "istio.io-gateway-controller", LabelSidecarInject: "false"}, map[string]string{LabelRev: "1-31"})
+	if !ok || rev != "1-31" {
+		t.Errorf("istiod's gateway pod: got %q %v, want 1-31", rev, ok)
+	}
+	if _, ok := InjectedRevision(map[string]string{LabelRev: "1-31"}, nil); ok {
+		t.Error("a pod labelled istio.io/rev without a sidecar is not injected")
+	}
 	if v := VersionFromImage("docker.io/istio/proxyv2:1.30.0-distroless"); v != "1.30.0" {
 		t.Errorf("VersionFromImage = %q", v)
 	}

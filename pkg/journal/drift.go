@@ -160,15 +160,21 @@ func set(m map[string]any, path []string, v any) {
 	m[path[len(path)-1]] = v
 }
 
-func unset(m map[string]any, path []string) {
-	for _, p := range path[:len(path)-1] {
-		next, ok := m[p].(map[string]any)
-		if !ok {
-			return
-		}
-		m = next
+// unset removes path and every map it leaves empty: an emptied parent is no field to an apiserver's
+// reader but fails a schema that requires its fields (a Gateway's parametersRef: {}).
+func unset(m map[string]any, path []string) (empty bool) {
+	if len(path) == 1 {
+		delete(m, path[0])
+		return len(m) == 0
 	}
-	delete(m, path[len(path)-1])
+	next, ok := m[path[0]].(map[string]any)
+	if !ok {
+		return false
+	}
+	if unset(next, path[1:]) {
+		delete(m, path[0])
+	}
+	return len(m) == 0
 }
 
 // copyVolatile puts live's value of a volatile field into out wherever out still has the place for it.

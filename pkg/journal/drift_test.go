@@ -76,3 +76,25 @@ func TestCompareReplicasAreSettledNotConflicts(t *testing.T) {
 		t.Errorf("a count the undo changed is not restored: %q", fields)
 	}
 }
+
+// A map the step added whole (a Gateway's parametersRef) goes whole: no empty map is left behind for a
+// schema that requires its fields, while its siblings stay.
+func TestDesiredRemovesAnAddedMapWhole(t *testing.T) {
+	gw := func(infra map[string]any) map[string]any {
+		spec := map[string]any{"gatewayClassName": "istio"}
+		if infra != nil {
+			spec["infrastructure"] = infra
+		}
+		return map[string]any{"kind": "Gateway", "spec": spec}
+	}
+	ref := map[string]any{"parametersRef": map[string]any{"group": "", "kind": "ConfigMap", "name": "x"}}
+	_, fields := Compare(gw(nil), gw(ref), gw(ref))
+	if got := Desired(gw(nil), gw(ref), fields); !reflect.DeepEqual(got, gw(nil)) {
+		t.Errorf("desired %v, want %v", got, gw(nil))
+	}
+	kept := map[string]any{"labels": map[string]any{"a": "b"}, "parametersRef": ref["parametersRef"]}
+	_, fields = Compare(gw(map[string]any{"labels": map[string]any{"a": "b"}}), gw(kept), gw(kept))
+	if got := Desired(gw(map[string]any{"labels": map[string]any{"a": "b"}}), gw(kept), fields); !reflect.DeepEqual(got, gw(map[string]any{"labels": map[string]any{"a": "b"}})) {
+		t.Errorf("desired %v: the sibling must stay", got)
+	}
+}

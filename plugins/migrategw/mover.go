@@ -247,7 +247,15 @@ func (m *mover) pods(ctx context.Context) ([]corev1.Pod, error) {
 func (m *mover) await(ctx context.Context, revision string, capacity func(context.Context) error, proxies func(context.Context) map[string]string) ([]corev1.Pod, error) {
 	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: m.ns, Name: m.dep}
 	var pods []corev1.Pod
-	err := step.WaitFor(ctx, m.p, m.timeout, m.object()+": moving to "+revision, func(ctx context.Context) (string, bool, error) {
+	last := "" // a read cut short by the deadline must not hide why the move was not done
+	readErr := func(err error) string {
+		if last != "" {
+			return last
+		}
+		return err.Error()
+	}
+	err := step.WaitFor(ctx, m.p, m.timeout, m.object()+": moving to "+revision, func(ctx context.Context) (reason string, done bool, err error) {
+		defer func() { last = reason }()
 		if capacity != nil {
 			if err := capacity(ctx); err != nil {
 				return "", false, err
@@ -255,7 +263,7 @@ func (m *mover) await(ctx context.Context, revision string, capacity func(contex
 		}
 		d, err := m.c.Kube.AppsV1().Deployments(m.ns).Get(ctx, m.dep, metav1.GetOptions{})
 		if err != nil {
-			return err.Error(), false, nil
+			return readErr(err), false, nil
 		}
 		done, progress, err := kube.RolloutStatus(d)
 		if err != nil {
@@ -265,7 +273,7 @@ func (m *mover) await(ctx context.Context, revision string, capacity func(contex
 			return progress, false, nil
 		}
 		if pods, err = m.pods(ctx); err != nil {
-			return err.Error(), false, nil
+			return readErr(err), false, nil
 		}
 		for i := range pods {
 			if rev, _ := istio.InjectedRevision(pods[i].Labels, pods[i].Annotations); rev != revision {

@@ -255,3 +255,48 @@ func TestUndoMovesTheGatewayBack(t *testing.T) {
 		t.Error("undo left the Gateway's parametersRef")
 	}
 }
+
+// Undo of a Deployment gateway whose own strategy takes pods down first moves it back with
+// maxUnavailable 0, then puts the user's strategy back.
+func TestUndoMovesTheDeploymentBackSurgeFirst(t *testing.T) {
+	objs := steptest.Mesh()
+	var recorded *appsv1.Deployment
+	for _, o := range objs {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == "istio-ingressgateway" {
+			u, s := intstr.FromInt32(1), intstr.FromInt32(0)
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &u, MaxSurge: &s}}
+			recorded = d.DeepCopy()
+			d.Spec.Template.Labels[istio.LabelRev] = "1-31" // as the step left it; the fake's pods stay on 1-30
+		}
+	}
+	c := journaltest.New(t, objs...)
+	state, err := runtime.DefaultUnstructuredConverter.ToUnstructured(recorded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &journal.Entry{ID: "0004", Step: "migrate-gw", Notes: map[string]string{NoteFrom: "1-30"}, Objects: []journal.Object{
+		{Ref: journal.DeploymentRef("istio-ingress", "istio-ingressgateway"), Existed: true, State: journal.Sanitize(&unstructured.Unstructured{Object: state})}}}
+	var log bytes.Buffer
+	actions, err := Undo(context.Background(), c.Clients, c.Journal, e, nil, cli.NewProgress(&log))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	var verbs []string
+	for _, a := range actions {
+		verbs = append(verbs, a.Verb)
+	}
+	if got := strings.Join(verbs, ","); got != "moved back to 1-30,strategy restored,unchanged" {
+		t.Errorf("actions %s", got)
+	}
+	if len(c.Sent) < 1 || !strings.Contains(string(c.Sent[0].Write), "patch deployments") {
+		t.Fatalf("writes %v", c.Writes)
+	}
+	d, err := c.Clients.Kube.AppsV1().Deployments("istio-ingress").Get(context.Background(), "istio-ingressgateway", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Template.Labels[istio.LabelRev] != "1-30" || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("after undo: revision %s, strategy %+v", d.Spec.Template.Labels[istio.LabelRev], d.Spec.Strategy.RollingUpdate)
+	}
+}

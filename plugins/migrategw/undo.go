@@ -44,7 +44,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		}}
 	label, _, _ := unstructured.NestedString(moved.State.Object, "metadata", "labels", istio.LabelRev)
 	m.dep = moved.Ref.Name
-	var strategy *appsv1.DeploymentStrategy
+	var strategy, own *appsv1.DeploymentStrategy // the move's, and the Deployment's own to put back after it
 	if m.kind == KindDeployment {
 		label, _, _ = unstructured.NestedString(moved.State.Object, "spec", "template", "metadata", "labels", istio.LabelRev)
 		d, err := c.Kube.AppsV1().Deployments(m.ns).Get(ctx, m.dep, metav1.GetOptions{})
@@ -52,7 +52,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 			return nil, fmt.Errorf("undo: read deployment %s/%s: %w", m.ns, m.dep, err)
 		}
 		if !surgeFirst(d) {
-			strategy = &surgeStrategy1
+			strategy, own = &surgeStrategy1, d.Spec.Strategy.DeepCopy()
 		}
 	} else {
 		dep, err := deploymentOf(ctx, c, m.ns, m.name)
@@ -73,6 +73,11 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 			return actions, cli.Errorf(cli.ExitGateFailed, "undo: %s did not come back to %s: %v", m.object(), from, err)
 		}
 		p.Printf("%s back on %s; ready endpoints kept", m.object(), from)
+	}
+	if own != nil {
+		if err := m.setStrategy(ctx, *own, "strategy restored"); err != nil {
+			return actions, fmt.Errorf("undo: %w", err)
+		}
 	}
 	for _, o := range e.Objects {
 		a, err := j.RestoreObject(ctx, o, dryRun)

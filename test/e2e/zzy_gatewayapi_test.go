@@ -3,11 +3,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestGatewayAPIGatewayBlocksCleanup: with the upstream Gateway API CRDs on the bed, Istio's own bookinfo
@@ -51,32 +54,8 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 
 	// istiod 1-30 deploys the gateway (its proxy rendered by istiod, not injected); the bed's router for
 	// it is SYNCED on istiod 1-30 in our status and in the real istioctl.
-	eventually(t, 90*time.Second, "bookinfo-gateway-istio SYNCED on 1-30", func() error {
-		pods := strings.Fields(kubectl(t, "-n", ns, "get", "pods", "-l", "gateway.networking.k8s.io/gateway-name=bookinfo-gateway",
-			"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}"))
-		if len(pods) == 0 {
-			return fmt.Errorf("no gateway pod running yet")
-		}
-		ours := map[string]string{}
-		for _, p := range status(t, "-n", ns).Proxies {
-			if p.State == "SYNCED" {
-				ours[p.Pod] = p.Revision
-			}
-		}
-		real, err := istioctlProxies(t, "istioctl-old", "1-30")
-		if err != nil {
-			return err
-		}
-		for _, p := range pods {
-			if ours[p] != "1-30" {
-				return fmt.Errorf("status --proxies: %s on %q", p, ours[p])
-			}
-			if !strings.HasPrefix(real[p+"."+ns], "istiod-1-30-") {
-				return fmt.Errorf("istioctl proxy-status: %s on %q", p, real[p+"."+ns])
-			}
-		}
-		return nil
-	})
+	const gwPods = "gateway.networking.k8s.io/gateway-name=bookinfo-gateway"
+	eventually(t, 90*time.Second, "bookinfo-gateway-istio SYNCED on 1-30", func() error { return podsSynced(t, ns, gwPods, "1-30", "istioctl-old", 1) })
 
 	var listed bool
 	for _, g := range status(t, "-n", ns).Gateways {
@@ -110,5 +89,161 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	}
 	if istiodRV() != rv {
 		t.Error("a refused cleanup changed istiod-1-30")
+	}
+}
+
+// podsSynced says why the running pods of selector in ns are not (at least want of them, all) SYNCED
+// on revision, in our status and in the real istioctl of that revision.
+func podsSynced(t *testing.T, ns, selector, revision, istioctl string, want int) error {
+	l, err := clients(t).Kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector, FieldSelector: "status.phase=Running"})
+	if err != nil {
+		return err
+	}
+	var pods []string
+	for _, p := range l.Items {
+		if p.DeletionTimestamp == nil {
+			pods = append(pods, p.Name)
+		}
+	}
+	if len(pods) < want {
+		return fmt.Errorf("%d pods running, want %d", len(pods), want)
+	}
+	ours := map[string]string{}
+	for _, p := range status(t, "-n", ns).Proxies {
+		if p.State == "SYNCED" {
+			ours[p.Pod] = p.Revision
+		}
+	}
+	real, err := istioctlProxies(t, istioctl, revision)
+	if err != nil {
+		return err
+	}
+	for _, p := range pods {
+		if ours[p] != revision {
+			return fmt.Errorf("status --proxies: %s on %q", p, ours[p])
+		}
+		if !strings.HasPrefix(real[p+"."+ns], istiodPodPrefix(revision)) {
+			return fmt.Errorf("istioctl proxy-status: %s on %q", p, real[p+"."+ns])
+		}
+	}
+	return nil
+}
+
+type migrateGWResult struct {
+	Journal string `json:"journalEntry"`
+	Details struct {
+		From, Revision, Capacity string
+		Verified                 bool
+		Services                 []struct {
+			Name        string
+			UID         string
+			ReadyBefore int
+			MinReady    int
+		}
+		Routing struct{ Differences []string }
+	}
+}
+
+// moveInPlace runs migrate-gw on target with a watcher on the Service's ready endpoints over the whole
+// move, then undo the same way, checking the endpoints never fell below want, the Service's UID, and
+// the pods SYNCED on the new istiod, then back on the old one.
+func moveInPlace(t *testing.T, ns, target, service, selector string, want int) migrateGWResult {
+	t.Helper()
+	uid := kubectl(t, "-n", ns, "get", "service", service, "-o", "jsonpath={.metadata.uid}")
+	ew := watchEndpoints(t, ns, service)
+	var res migrateGWResult
+	r := plugin(t, "migrate-gw", target, "-n", ns, "--to", "1-31", "-y", "-o", "json")
+	mustJSON(t, r, &res)
+	low, events := ew.stop()
+	t.Logf("migrate-gw %s: exit %d, %d endpoint events, lowest ready %d; %s", target, r.code, events, low, res.Details.Capacity)
+	if r.code != 0 || !res.Details.Verified || res.Details.From != "1-30" || res.Details.Revision != "1-31" {
+		t.Fatalf("migrate-gw %s: exit %d, %+v\n%s", target, r.code, res.Details, r.stderr)
+	}
+	if low < want || events < 2 {
+		t.Errorf("migrate-gw %s: ready endpoints of %s fell to %d (of %d) over %d events", target, service, low, want, events)
+	}
+	if got := kubectl(t, "-n", ns, "get", "service", service, "-o", "jsonpath={.metadata.uid}"); got != uid {
+		t.Errorf("migrate-gw %s replaced Service %s: UID %s → %s", target, service, uid, got)
+	}
+	eventually(t, 60*time.Second, target+" SYNCED on 1-31", func() error { return podsSynced(t, ns, selector, "1-31", "istioctl-new", want) })
+
+	ew = watchEndpoints(t, ns, service)
+	r = plugin(t, "undo", res.Journal, "-y")
+	low, events = ew.stop()
+	t.Logf("undo of migrate-gw %s: exit %d, %d endpoint events, lowest ready %d", target, r.code, events, low)
+	if r.code != 0 {
+		t.Fatalf("undo %s: exit %d\n%s", res.Journal, r.code, r.stderr)
+	}
+	if low < want || events < 2 {
+		t.Errorf("undo of migrate-gw %s: ready endpoints of %s fell to %d (of %d) over %d events", target, service, low, want, events)
+	}
+	if got := kubectl(t, "-n", ns, "get", "service", service, "-o", "jsonpath={.metadata.uid}"); got != uid {
+		t.Errorf("undo replaced Service %s: UID %s → %s", service, uid, got)
+	}
+	eventually(t, 60*time.Second, target+" back on 1-30", func() error { return podsSynced(t, ns, selector, "1-30", "istioctl-old", want) })
+	return res
+}
+
+// TestMigrateGWDeployment: the ingress gateway Deployment moves to 1-31 in place and back by undo,
+// new pods first although its own strategy would take one down first (maxUnavailable 1 of 2 here):
+// the strategy is held at maxUnavailable 0 for the move and put back after.
+func TestMigrateGWDeployment(t *testing.T) {
+	ensureNewRevision(t)
+	const ns, name = "istio-ingress", "istio-ingressgateway"
+	strategy := func() string {
+		return kubectl(t, "-n", ns, "get", "deployment", name, "-o", "jsonpath={.spec.strategy.rollingUpdate.maxUnavailable}")
+	}
+	orig := strategy()
+	kubectl(t, "-n", ns, "patch", "deployment", name, "--type=merge", "-p", `{"spec":{"strategy":{"rollingUpdate":{"maxUnavailable":1}}}}`)
+	defer kubectl(t, "-n", ns, "patch", "deployment", name, "--type=merge", "-p", `{"spec":{"strategy":{"rollingUpdate":{"maxUnavailable":`+orig+`}}}}`)
+	if r := plugin(t, "migrate-gw", "deployment/"+name, "-n", ns, "--to", "9-99", "-y"); r.code != 65 {
+		t.Errorf("unknown revision: exit %d, want 65", r.code)
+	}
+	if r := plugin(t, "migrate-gw", "service/"+name, "-n", ns, "--to", "1-31", "-y"); r.code != 64 {
+		t.Errorf("a Service as the target: exit %d, want 64", r.code)
+	}
+	res := moveInPlace(t, ns, "deployment/"+name, name, "app=istio-ingressgateway,istio=ingressgateway", 2)
+	if !strings.Contains(res.Details.Capacity, "maxUnavailable 0") {
+		t.Errorf("capacity %q: the strategy was not held for the move", res.Details.Capacity)
+	}
+	if s := strategy(); s != "1" {
+		t.Errorf("maxUnavailable after migrate-gw and undo: %s, want the user's 1 back", s)
+	}
+}
+
+// TestMigrateGWGatewayAPI: Istio's bookinfo Gateway (class istio), at 4 replicas so the Deployment
+// istiod renders would take one pod down first, moves to 1-31 by its istio.io/rev label with Istio's
+// deployment customization (a ConfigMap overlay), its pods SYNCED on istiod 1-31, and back by undo,
+// which removes the overlay.
+func TestMigrateGWGatewayAPI(t *testing.T) {
+	ensureNewRevision(t)
+	const ns = "e2e-gwapi-move"
+	kubectl(t, "create", "namespace", ns)
+	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--wait=false") })
+	kubectl(t, "-n", ns, "apply", "-f", filepath.Join(testbedDir, "istio-old-src", "samples", "bookinfo", "gateway-api", "bookinfo-gateway.yaml"))
+	// Pods that take time to be ready make a rollout that drops capacity visible to the watcher.
+	kubectl(t, "-n", ns, "patch", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "--type=merge", "-p",
+		`{"metadata":{"labels":{"istio.io/rev":"1-30"}},"spec":{"infrastructure":{"annotations":{"testbed.istio-upgrade.io/ready-delay":"2s"}}}}`)
+	const sel = "gateway.networking.k8s.io/gateway-name=bookinfo-gateway"
+	eventually(t, 90*time.Second, "the Gateway's Deployment", func() error {
+		if r := run(t, binDir+"/kubectl", "-n", ns, "get", "deployment", "bookinfo-gateway-istio"); r.code != 0 {
+			return fmt.Errorf("%s", r.stderr)
+		}
+		return nil
+	})
+	kubectl(t, "-n", ns, "scale", "deployment", "bookinfo-gateway-istio", "--replicas=4")
+	eventually(t, 90*time.Second, "4 gateway pods SYNCED on 1-30", func() error { return podsSynced(t, ns, sel, "1-30", "istioctl-old", 4) })
+	res := moveInPlace(t, ns, "gateway/bookinfo-gateway", "bookinfo-gateway-istio", sel, 4)
+	if !strings.Contains(res.Details.Capacity, "ConfigMap") {
+		t.Errorf("capacity %q: 4 replicas at the default 25%% need the overlay", res.Details.Capacity)
+	}
+	if d := res.Details.Routing.Differences; len(d) > 0 {
+		t.Errorf("routing differences: %v", d)
+	}
+	if ref := kubectl(t, "-n", ns, "get", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "-o", "jsonpath={.spec.infrastructure.parametersRef}"); ref != "" {
+		t.Errorf("undo left parametersRef %s", ref)
+	}
+	if r := run(t, binDir+"/kubectl", "-n", ns, "get", "configmap", "bookinfo-gateway-istio-upgrade"); r.code == 0 {
+		t.Error("undo left the overlay ConfigMap")
 	}
 }

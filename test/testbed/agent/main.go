@@ -51,6 +51,13 @@ func main() {
 	if sc := istiolog.FindScope("adsc"); sc != nil {
 		sc.SetOutputLevel(istiolog.WarnLevel)
 	}
+	// The delta client (gateway routers) logs at fatal, and so exits the whole agent, when istiod removes
+	// a cluster whose endpoints it then removes too (it forgets the cluster before unlinking its
+	// endpoints): a Gateway's namespace deleted took every simulated proxy down. Its bookkeeping goes on
+	// correctly past that point, so the router keeps running silent.
+	if sc := istiolog.FindScope("deltaadsc"); sc != nil {
+		sc.SetOutputLevel(istiolog.NoneLevel)
+	}
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
