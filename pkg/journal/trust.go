@@ -91,8 +91,8 @@ var kinds = func() map[string]ObjectRef {
 
 // stepKinds are the kinds each step may touch, so may its undo.
 var stepKinds = map[string][]string{
-	"migrate-ns": {"Namespace", "Deployment", "StatefulSet", "DaemonSet"},
-	"tag-move":   {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet"},
+	"migrate-ns": {"Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
+	"tag-move":   {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
 	"canary-gw":  {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
 	"shift":      {"Deployment", "HorizontalPodAutoscaler"},
 	"migrate-gw": {"Deployment", "Gateway", "ConfigMap"},

@@ -391,7 +391,11 @@ func buildGateways(s *Snapshot, in Inputs) {
 		// labels its pods with its own revision.
 		if gw := d.Spec.Template.Labels[labelGatewayName]; gw != "" && d.Spec.Template.Labels[labelGatewayManaged] != "" {
 			g.GatewayAPI = d.Namespace + "/" + gw
-			if g.Revision == "" {
+			// istiod annotates every pod it renders with its revision; the label is there only when the
+			// Gateway has one (its labels are copied), and may name a tag.
+			if r := d.Spec.Template.Annotations[istio.LabelRev]; r != "" {
+				g.Revision = r
+			} else if g.Revision == "" {
 				g.Revision = d.Spec.Template.Labels[istio.LabelRev]
 			}
 		}

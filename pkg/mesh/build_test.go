@@ -202,3 +202,16 @@ func TestGatewayAPIGatewayRevision(t *testing.T) {
 	}
 	t.Errorf("the Gateway API gateway is not in the snapshot: %+v", s.Gateways)
 }
+
+// An unlabelled Gateway's pods carry istiod's revision only as the istio.io/rev annotation.
+func TestGatewayAPIGatewayRevisionFromAnnotation(t *testing.T) {
+	in := midUpgrade()
+	in.Deployments = append(in.Deployments, deploy("web", "edge-istio", 1, map[string]string{
+		"gateway.networking.k8s.io/gateway-name": "edge", "gateway.istio.io/managed": "istio.io-gateway-controller",
+		istio.LabelSidecarInject: "false"}, map[string]string{istio.LabelRev: "1-31"}))
+	for _, g := range Build(in).Gateways {
+		if g.Name == "edge-istio" && g.Revision != "1-31" {
+			t.Errorf("gateway %+v: want revision 1-31 from the pod template's annotation", g)
+		}
+	}
+}

@@ -49,7 +49,9 @@ func Blockers(s *mesh.Snapshot, old, next string) []Blocker {
 		}
 	}
 	for _, g := range s.Gateways {
-		if g.Revision == old && g.Replicas > 0 {
+		// istiod's Deployment of a Gateway API gateway is the Gateway's blocker (GatewayAPIBlockers), moved
+		// by migrate-gw, never by shift.
+		if g.Revision == old && g.Replicas > 0 && g.GatewayAPI == "" {
 			out = append(out, Blocker{"gateway", "deployment/" + g.Namespace + "/" + g.Name, fmt.Sprintf("gateway on %s with %d replicas", old, g.Replicas),
 				fmt.Sprintf("kubectl istio-upgrade shift --gateway %s/%s --revision %s --weight 100", g.Namespace, g.Name, next)})
 		}

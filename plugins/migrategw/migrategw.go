@@ -92,9 +92,6 @@ type ServiceCapacity struct {
 	MinReady int    `json:"minReady"`
 }
 
-// NoteFrom is the journal note of the revision the gateway ran before the move: undo waits for it.
-const NoteFrom = "from"
-
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "migrate-gw" }
 
@@ -405,7 +402,7 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		}
 	}
 	start := time.Now()
-	r.Note(NoteFrom, o.from)
+	r.Note(FromNote(o.Kind, o.Namespace, o.Target), o.from)
 	if o.surge == surgeOverlay {
 		o.overlaid = true
 		if err := m.addOverlay(ctx); err != nil {

@@ -80,11 +80,12 @@ func intOrStr(i int) *intstr.IntOrString {
 	return &v
 }
 
+// object names the gateway as results do: namespace/kind/name.
 func (m *mover) object() string {
 	if m.kind == KindGateway {
-		return "gateway/" + m.name
+		return m.ns + "/gateway/" + m.name
 	}
-	return "deployment/" + m.name
+	return m.ns + "/deployment/" + m.name
 }
 
 // setRevision sets the istio.io/rev label that moves the gateway ("" removes it): on the Gateway, or
@@ -132,7 +133,7 @@ func (m *mover) patchGateway(ctx context.Context, body []byte, verb string) erro
 	if m.note != nil {
 		m.note(m.ns+"/gateway/"+m.name, string(types.MergePatchType), body)
 	}
-	return m.write("gateway/"+m.name, verb, func(dry []string) error {
+	return m.write(m.ns+"/gateway/"+m.name, verb, func(dry []string) error {
 		_, err := m.c.Dynamic.Resource(mesh.GatewayAPIGVR).Namespace(m.ns).Patch(ctx, m.name, types.MergePatchType, body,
 			metav1.PatchOptions{DryRun: dry, FieldManager: kube.FieldManager})
 		return err
@@ -172,7 +173,7 @@ func (m *mover) addOverlay(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Name: OverlayName(m.name), Namespace: m.ns, Labels: map[string]string{"app.kubernetes.io/managed-by": kube.FieldManager}},
 		Data:       map[string]string{"deployment": data},
 	}
-	if err := m.write("configmap/"+cm.Name, "created", func(dry []string) error {
+	if err := m.write(m.ns+"/configmap/"+cm.Name, "created", func(dry []string) error {
 		_, err := m.c.Kube.CoreV1().ConfigMaps(m.ns).Create(ctx, cm, metav1.CreateOptions{DryRun: dry, FieldManager: kube.FieldManager})
 		return err
 	}); err != nil {
@@ -213,7 +214,7 @@ func (m *mover) removeOverlay(ctx context.Context) error {
 		return err
 	}
 	name := OverlayName(m.name)
-	return m.write("configmap/"+name, "deleted", func(dry []string) error {
+	return m.write(m.ns+"/configmap/"+name, "deleted", func(dry []string) error {
 		err := m.c.Kube.CoreV1().ConfigMaps(m.ns).Delete(ctx, name, metav1.DeleteOptions{DryRun: dry})
 		if apierrors.IsNotFound(err) {
 			return nil

@@ -195,9 +195,9 @@ func TestGatewayMoveAddsOverlay(t *testing.T) {
 		for _, a := range res.Actions {
 			verbs = append(verbs, a.Object+" "+a.Verb)
 		}
-		want := "gateway/bookinfo-gateway moved to 1-31"
+		want := "web/gateway/bookinfo-gateway moved to 1-31"
 		if tt.overlay {
-			want = "configmap/bookinfo-gateway-istio-upgrade created,gateway/bookinfo-gateway parametersRef set to configmap/bookinfo-gateway-istio-upgrade," + want
+			want = "web/configmap/bookinfo-gateway-istio-upgrade created,web/gateway/bookinfo-gateway parametersRef set to configmap/bookinfo-gateway-istio-upgrade," + want
 		}
 		if got := strings.Join(verbs, ","); got != want {
 			t.Errorf("%d replicas: actions\n got %s\nwant %s", tt.replicas, got, want)
@@ -232,7 +232,7 @@ func TestUndoMovesTheGatewayBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Writes = nil
-	e := &journal.Entry{ID: "0003", Step: "migrate-gw", Notes: map[string]string{NoteFrom: "1-30"}, Objects: []journal.Object{
+	e := &journal.Entry{ID: "0003", Step: "migrate-gw", Notes: map[string]string{FromNote(KindGateway, "web", "bookinfo-gateway"): "1-30"}, Objects: []journal.Object{
 		{Ref: journal.GatewayRef("web", "bookinfo-gateway"), Existed: true, State: journal.Sanitize(recorded)},
 		{Ref: journal.ConfigMapRef("web", "bookinfo-gateway-istio-upgrade")},
 	}}
@@ -275,7 +275,7 @@ func TestUndoMovesTheDeploymentBackSurgeFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &journal.Entry{ID: "0004", Step: "migrate-gw", Notes: map[string]string{NoteFrom: "1-30"}, Objects: []journal.Object{
+	e := &journal.Entry{ID: "0004", Step: "migrate-gw", Notes: map[string]string{FromNote(KindDeployment, "istio-ingress", "istio-ingressgateway"): "1-30"}, Objects: []journal.Object{
 		{Ref: journal.DeploymentRef("istio-ingress", "istio-ingressgateway"), Existed: true, State: journal.Sanitize(&unstructured.Unstructured{Object: state})}}}
 	var log bytes.Buffer
 	actions, err := Undo(context.Background(), c.Clients, c.Journal, e, nil, cli.NewProgress(&log))

@@ -3,6 +3,7 @@ package migrategw
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -19,20 +20,47 @@ import (
 // undoTimeout bounds how long undo waits for the gateway to be back on its revision.
 const undoTimeout = 5 * time.Minute
 
-// Undo moves the gateway back the way the step moved it: its recorded istio.io/rev label set again,
-// new pods first (a Deployment's strategy held at maxUnavailable 0 meanwhile, a Gateway's overlay
-// still in place), the Services' ready endpoints watched; only then are the recorded objects put back
-// whole (strategy, parametersRef) and the overlay ConfigMap deleted.
+// Undo moves the gateway back the way the step moved it (see UndoGateways).
 func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
-	var moved *journal.Object
-	for i := range e.Objects {
-		if k := e.Objects[i].Ref.Kind; (k == KindDeployment || k == KindGateway) && moved == nil {
-			moved = &e.Objects[i]
+	return UndoGateways(ctx, c, j, e, e.Objects, dryRun, p)
+}
+
+// UndoGateways undoes the gateway moves among objs (migrate-gw's, or the pins of tag-move and
+// migrate-ns) the way they were made: each recorded istio.io/rev label set again, new pods first (a
+// Deployment's strategy held at maxUnavailable 0 meanwhile, a Gateway's overlay still in place), the
+// Services' ready endpoints watched until the pods are back on the revision the entry noted; only then
+// are objs put back whole (strategy, parametersRef) and an overlay ConfigMap deleted.
+func UndoGateways(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, objs []journal.Object, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	var actions []journal.Action
+	for i := range objs {
+		o := &objs[i]
+		from := e.Notes[FromNote(o.Ref.Kind, o.Ref.Namespace, o.Ref.Name)]
+		if (o.Ref.Kind != KindDeployment && o.Ref.Kind != KindGateway) || o.State == nil || from == "" {
+			continue
+		}
+		a, err := moveBack(ctx, c, o, from, dryRun, p)
+		actions = append(actions, a...)
+		if err != nil {
+			return actions, err
 		}
 	}
-	if moved == nil || moved.State == nil {
-		return j.Restore(ctx, e, dryRun)
+	for _, o := range objs {
+		a, err := j.RestoreObject(ctx, o, dryRun)
+		if err != nil {
+			return actions, err
+		}
+		actions = append(actions, a)
 	}
+	return actions, nil
+}
+
+// FromNote is the journal note that holds the revision a gateway ran before a step moved it.
+func FromNote(kind, namespace, name string) string {
+	return "from " + strings.ToLower(kind) + "/" + namespace + "/" + name
+}
+
+// moveBack sets a moved gateway's recorded istio.io/rev again and waits until its pods run from.
+func moveBack(ctx context.Context, c *kube.Clients, moved *journal.Object, from string, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
 	var actions []journal.Action
 	m := &mover{c: c, p: p, live: dryRun == nil, kind: moved.Ref.Kind, ns: moved.Ref.Namespace, name: moved.Ref.Name, timeout: undoTimeout,
 		write: func(object, verb string, do func([]string) error) error {
@@ -68,7 +96,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 	if err := m.setRevision(ctx, label, strategy, "moved back to "+orDefault(label)); err != nil {
 		return actions, fmt.Errorf("undo: %w", err)
 	}
-	if from := e.Notes[NoteFrom]; from != "" && m.live {
+	if m.live {
 		if _, err := m.await(ctx, from, baseline, nil); err != nil {
 			return actions, cli.Errorf(cli.ExitGateFailed, "undo: %s did not come back to %s: %v", m.object(), from, err)
 		}
@@ -78,13 +106,6 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		if err := m.setStrategy(ctx, *own, "strategy restored"); err != nil {
 			return actions, fmt.Errorf("undo: %w", err)
 		}
-	}
-	for _, o := range e.Objects {
-		a, err := j.RestoreObject(ctx, o, dryRun)
-		if err != nil {
-			return actions, err
-		}
-		actions = append(actions, a)
 	}
 	return actions, nil
 }

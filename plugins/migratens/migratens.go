@@ -29,6 +29,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 // Options is `migrate-ns`: its flags, and the state of one run.
@@ -47,6 +48,9 @@ type Options struct {
 	IncludeSystem bool
 	// KeepLabels restarts without relabelling (tag-move --restart: the namespaces already select the tag).
 	KeepLabels bool
+	// PinGateways labels the Gateway API gateways that follow a relabelled namespace with their current
+	// revision before anything changes.
+	PinGateways bool
 
 	canary   *kube.WorkloadRef
 	plan     *Plan
@@ -54,6 +58,7 @@ type Options struct {
 	istiod   []corev1.Pod // target revision's istiod pods
 	relabel  []string
 	restarts []kube.WorkloadRef
+	pins     []migrategw.Pin
 }
 
 // Details is the step-specific part of the -o json result.
@@ -80,7 +85,7 @@ type GateResult struct {
 
 // NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
 func NewOptions() *Options {
-	return &Options{BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute}
+	return &Options{BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, PinGateways: true}
 }
 
 // Name is the step's name in the journal and results.
@@ -112,8 +117,10 @@ with --rollback-on-failure the namespaces are relabelled back and what was resta
 again onto the old revision.
 
 Gateway API gateways and waypoints that follow a relabelled namespace (no istio.io/rev of their own)
-are named in the plan (rollingNow) and warned about: istiod re-deploys them the moment the label
-changes, outside the gated batches.
+would roll the moment the label changes: istiod re-deploys them itself, outside the gated batches. So by
+default each is first labelled istio.io/rev=<the revision it runs now> (pinned; undo takes the label
+back after the namespaces) and stays there until migrate-gw moves it, gated. --pin-gateways=false lets
+them roll with their namespace (named in the plan as rollingNow, and warned about).
 
 Before anything changes, workloads that cannot restart without downtime (Recreate strategy, or a
 rollout that would leave no ready pod) stop the step unless --allow-downtime; single-replica
@@ -140,6 +147,7 @@ workloads are warned about and restarted last.`,
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long one batch may take to pass its gate")
 	f.BoolVar(&o.RollbackOnFailure, "rollback-on-failure", false, "When a gate fails, relabel the touched namespaces back and restart what was restarted")
 	f.BoolVar(&o.AllowDowntime, "allow-downtime", false, "Restart workloads even when their rollout would leave no ready pod")
+	f.BoolVar(&o.PinGateways, "pin-gateways", true, migrategw.PinHelp)
 	f.BoolVar(&o.IncludeSystem, "include-system", false, "Allow kube-system, kube-public and kube-node-lease when named as arguments (never taken by --all or -l)")
 	return step.NewCommand(g, streams, o, cmd)
 }
@@ -196,9 +204,20 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err != nil {
 		o.det.Warnings = append(o.det.Warnings, "Gateway API gateways that follow these namespaces are not shown: "+err.Error())
 	}
-	o.plan.RollingNow = rollingNow(o.plan, gws)
+	if o.PinGateways {
+		relabel := map[string]bool{}
+		for _, n := range o.plan.Namespaces {
+			relabel[n.Name] = n.Relabel
+		}
+		o.pins = migrategw.Pins(r.Before, gws, func(g mesh.GatewayAPIGateway) bool { return g.RevLabel == "" && relabel[g.Namespace] })
+	}
+	o.plan.RollingNow, o.plan.Pinned = rollingNow(o.plan, gws, o.pins), []string{}
+	for _, p := range o.pins {
+		o.plan.Pinned = append(o.plan.Pinned, p.String())
+		r.Progress.Printf("%s before its namespace is relabelled; move it with migrate-gw", p)
+	}
 	for _, g := range o.plan.RollingNow {
-		w := fmt.Sprintf("%s rolls when its namespace is relabelled: istiod re-deploys it at once, outside the gated batches (label the Gateway with istio.io/rev to keep it where it is)", g)
+		w := fmt.Sprintf("%s rolls when its namespace is relabelled: istiod re-deploys it at once, outside the gated batches (--pin-gateways keeps it where it is)", g)
 		o.det.Warnings = append(o.det.Warnings, w)
 		r.Progress.Printf("warning: %s", w)
 	}
@@ -227,15 +246,20 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	return p, nil
 }
 
-// rollingNow names the Gateway API gateways and waypoints that follow a namespace the plan relabels.
-func rollingNow(p *Plan, gws []mesh.GatewayAPIGateway) []string {
+// rollingNow names the Gateway API gateways and waypoints that follow a namespace the plan relabels,
+// but those pinned.
+func rollingNow(p *Plan, gws []mesh.GatewayAPIGateway, pinned []migrategw.Pin) []string {
 	relabel := map[string]bool{}
 	for _, n := range p.Namespaces {
 		relabel[n.Name] = n.Relabel
 	}
+	pin := map[string]bool{}
+	for _, g := range pinned {
+		pin[g.Namespace+"/"+g.Name] = true
+	}
 	out := []string{}
 	for _, g := range gws {
-		if g.RevLabel == "" && relabel[g.Namespace] {
+		if g.RevLabel == "" && relabel[g.Namespace] && !pin[g.Namespace+"/"+g.Name] {
 			out = append(out, fmt.Sprintf("%s/%s/%s (Gateway API, class %s)", g.Kind(), g.Namespace, g.Name, g.Class))
 		}
 	}
@@ -245,7 +269,10 @@ func rollingNow(p *Plan, gws []mesh.GatewayAPIGateway) []string {
 // Apply relabels and restarts wave by wave, gating every batch; it stops between batches when told to.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	start := time.Now()
-	err := o.migrate(ctx, r)
+	err := migrategw.ApplyPins(ctx, r, o.pins, o.Timeout)
+	if err == nil {
+		err = o.migrate(ctx, r)
+	}
 	skippedOnTarget := 0
 	for _, s := range o.plan.Skipped {
 		if s.Reason == SkipOnTarget {

@@ -17,6 +17,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 func wl(kind, ns, name string, replicas int32, injected ...string) mesh.Workload {
@@ -321,7 +322,8 @@ func TestRollingNow(t *testing.T) {
 		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
 		{Namespace: "done", Name: "unchanged", Class: "istio"},
 		{Namespace: "web", Name: "wp", Class: "istio-waypoint"},
-	})
+		{Namespace: "web", Name: "pinned-now", Class: "istio"},
+	}, []migrategw.Pin{{GatewayAPIGateway: mesh.GatewayAPIGateway{Namespace: "web", Name: "pinned-now", Class: "istio"}, Revision: "1-30"}})
 	if len(got) != 2 || got[0] != "gateway/web/follows (Gateway API, class istio)" || got[1] != "waypoint/web/wp (Gateway API, class istio-waypoint)" {
 		t.Errorf("rollingNow %q", got)
 	}

@@ -25,6 +25,8 @@ type Plan struct {
 	// RollingNow are Gateway API gateways and waypoints that follow a relabelled namespace (no
 	// istio.io/rev of their own): istiod re-deploys them when the label changes, not in a batch.
 	RollingNow []string `json:"rollingNow"`
+	// Pinned are those --pin-gateways labels with their current revision before any namespace changes.
+	Pinned []string `json:"pinned"`
 }
 
 // NamespacePlan is one namespace's label change.

@@ -12,6 +12,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 // undoTimeout bounds the wait for the restarted workloads.
@@ -75,12 +76,11 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		}
 		p.Printf("%d workloads restarted and rolled out", len(restarted))
 	}
-	for _, o := range rest {
-		a, err := j.RestoreObject(ctx, o, dryRun)
-		if err != nil {
-			return actions, err
-		}
-		actions = append(actions, a)
+	// The Gateways pinned before the namespaces moved, unpinned now that they are back.
+	more, err := migrategw.UndoGateways(ctx, c, j, e, rest, dryRun, p)
+	actions = append(actions, more...)
+	if err != nil {
+		return actions, err
 	}
 	return actions, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 // TagServicePrefix names the Service istioctl creates for each tag (istiod-revision-tag-<tag>).
@@ -161,13 +162,20 @@ type Radius struct {
 	// RollingNow are Gateway API gateways and waypoints following the tag: istiod re-deploys them the
 	// moment it moves, not on a restart (istio/istio#59959).
 	RollingNow []string `json:"rollingNow"`
+	// Pinned are the gateways following the tag that --pin-gateways labels with their current revision
+	// before the tag moves, so they stay where they are.
+	Pinned []string `json:"pinned"`
 }
 
-// RollingNow names the Gateway API gateways and waypoints that resolve through tag.
-func RollingNow(s *mesh.Snapshot, gws []mesh.GatewayAPIGateway, tag string) []string {
+// RollingNow names the Gateway API gateways and waypoints that resolve through tag, but those pinned.
+func RollingNow(s *mesh.Snapshot, gws []mesh.GatewayAPIGateway, tag string, pinned []migrategw.Pin) []string {
+	pin := map[string]bool{}
+	for _, p := range pinned {
+		pin[p.Namespace+"/"+p.Name] = true
+	}
 	out := []string{}
 	for _, g := range gws {
-		if name, how := s.Selects(g); name == tag {
+		if name, how := s.Selects(g); name == tag && !pin[g.Namespace+"/"+g.Name] {
 			out = append(out, fmt.Sprintf("%s/%s/%s (Gateway API, class %s, through %s)", g.Kind(), g.Namespace, g.Name, g.Class, how))
 		}
 	}
@@ -185,7 +193,7 @@ type RadiusNamespace struct {
 // BlastRadius finds what follows tag: namespaces labelled istio.io/rev=<tag> (and, for the default tag,
 // istio-injection=enabled), their workloads, and gateways selecting the tag with their pod label.
 func BlastRadius(s *mesh.Snapshot, tag string) Radius {
-	r := Radius{Namespaces: []RadiusNamespace{}, Gateways: []string{}, RollingNow: []string{}}
+	r := Radius{Namespaces: []RadiusNamespace{}, Gateways: []string{}, RollingNow: []string{}, Pinned: []string{}}
 	for _, n := range s.Namespaces {
 		if n.Via != tag {
 			continue

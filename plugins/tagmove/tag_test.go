@@ -157,11 +157,11 @@ func TestRollingNow(t *testing.T) {
 		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
 		{Namespace: "plain", Name: "waypoint", Class: "istio-waypoint"},
 	}
-	got := RollingNow(s, gws, "prod-stable")
+	got := RollingNow(s, gws, "prod-stable", nil)
 	if len(got) != 2 || !strings.HasPrefix(got[0], "gateway/web/by-namespace ") || !strings.HasPrefix(got[1], "gateway/plain/by-label ") {
 		t.Errorf("prod-stable: %q", got)
 	}
-	if got := RollingNow(s, gws, "default"); len(got) != 1 || !strings.HasPrefix(got[0], "waypoint/plain/waypoint ") {
+	if got := RollingNow(s, gws, "default", nil); len(got) != 1 || !strings.HasPrefix(got[0], "waypoint/plain/waypoint ") {
 		t.Errorf("default: %q", got)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 )
 
@@ -33,6 +34,8 @@ type Options struct {
 	To        string
 	Restart   bool
 	Overwrite bool
+	// PinGateways labels the Gateway API gateways that follow the tag with their current revision first.
+	PinGateways bool
 	BatchSize int
 	Timeout   time.Duration
 
@@ -44,6 +47,7 @@ type Options struct {
 	revSvc      *corev1.Service
 	wantSvc     *corev1.Service
 	wantVal     *admregv1.ValidatingWebhookConfiguration
+	pins        []migrategw.Pin
 	// deactivate is the injector of the revision named default, which the default tag replaces.
 	deactivate string
 }
@@ -74,9 +78,11 @@ inject new pods from REVISION.
 
 Before acting it prints the blast radius: the namespaces selecting TAG, their workloads and pods that
 move on their next restart, gateways whose pods select TAG, and Gateway API gateways and waypoints that
-follow TAG (their own istio.io/rev, their namespace's, or the default tag): those roll the moment the
-tag moves, since istiod re-deploys them itself (rollingNow; label the Gateway with its current revision
-first to move it on its own). --restart then restarts them with
+follow TAG (their own istio.io/rev, their namespace's, or the default tag). Those would roll the moment
+the tag moves, since istiod re-deploys them itself, outside any gate (istio/istio#59959). So by default
+each is first labelled istio.io/rev=<the revision it runs now> (pinned, in the same journal entry; undo
+takes the label back after the tag): it stays where it is until you move it, gated and keeping its
+capacity, with migrate-gw. --pin-gateways=false lets them roll with the tag (listed as rollingNow). --restart then restarts them with
 migrate-ns's batched, gated machinery, in the same journal entry: one undo puts the tag back, then
 restarts those workloads onto the old revision. Moving an existing tag needs --overwrite; a tag may not
 be named like a revision, with one exception: the default tag over a non-revisioned install (the
@@ -97,6 +103,7 @@ nothing); undo reactivates it before it removes the tag.`,
 	f.StringVar(&o.To, "to", "", "The revision the tag will point at (required)")
 	f.BoolVar(&o.Restart, "restart", false, "Restart the workloads that follow the tag, in gated batches (as migrate-ns)")
 	f.BoolVar(&o.Overwrite, "overwrite", false, "Move a tag that already exists")
+	f.BoolVar(&o.PinGateways, "pin-gateways", true, migrategw.PinHelp)
 	f.IntVar(&o.BatchSize, "batch-size", 5, "With --restart: workloads restarted together before each gate")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "With --restart: how long one batch may take to pass its gate")
 	return step.NewCommand(g, streams, o, cmd)
@@ -163,7 +170,13 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err != nil { // the radius cannot name them; the step's own access check reports what it needs
 		r.Progress.Printf("warning: Gateway API gateways that follow tag %s are not shown: %v", o.Tag, err)
 	}
-	o.det.BlastRadius.RollingNow = RollingNow(before, gws, o.Tag)
+	if o.PinGateways {
+		o.pins = migrategw.Pins(before, gws, func(g mesh.GatewayAPIGateway) bool { name, _ := before.Selects(g); return name == o.Tag })
+		for _, p := range o.pins {
+			o.det.BlastRadius.Pinned = append(o.det.BlastRadius.Pinned, p.String())
+		}
+	}
+	o.det.BlastRadius.RollingNow = RollingNow(before, gws, o.Tag, o.pins)
 	o.printRadius(r.ErrOut, o.det)
 	if from == o.To {
 		return &step.Plan{Nothing: fmt.Sprintf("tag %s already points at %s; nothing to change", o.Tag, o.To)}, nil
@@ -254,6 +267,9 @@ func (o *Options) validators(ctx context.Context, r *step.Run) (*admregv1.Valida
 // version is derived again from it and retried), then with --restart restarts its followers in the
 // same journal entry.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	if err := migrategw.ApplyPins(ctx, r, o.pins, o.Timeout); err != nil {
+		return err
+	}
 	adm := r.C.Kube.AdmissionregistrationV1()
 	whName := o.wantWh.Name
 	r.Manifest("mutatingwebhookconfiguration/"+whName, "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", o.wantWh)
@@ -383,8 +399,11 @@ func (o *Options) printRadius(w io.Writer, det *Details) {
 	for _, g := range r.Gateways {
 		fmt.Fprintf(w, "  gateway %s selects the tag\n", g)
 	}
+	for _, g := range r.Pinned {
+		fmt.Fprintf(w, "  %s first, so it stays (move it later with migrate-gw)\n", g)
+	}
 	for _, g := range r.RollingNow {
-		fmt.Fprintf(w, "  %s ROLLS IMMEDIATELY: istiod re-deploys it the moment the tag moves (pin it with istio.io/rev on the Gateway first to move it on its own)\n", g)
+		fmt.Fprintf(w, "  %s ROLLS IMMEDIATELY: istiod re-deploys it the moment the tag moves (--pin-gateways keeps it where it is)\n", g)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 )
 
@@ -16,10 +17,14 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 	var actions []journal.Action
 	restarts := *e
 	restarts.Objects = nil
+	var pinned []journal.Object // unpinned last, once the tag (and the workloads) are back
 	for _, o := range e.Objects {
 		switch o.Ref.Kind {
 		case "Namespace", "Deployment", "StatefulSet", "DaemonSet":
 			restarts.Objects = append(restarts.Objects, o)
+			continue
+		case "Gateway", "ConfigMap":
+			pinned = append(pinned, o)
 			continue
 		}
 		a, err := j.RestoreObject(ctx, o, dryRun)
@@ -28,9 +33,13 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		}
 		actions = append(actions, a)
 	}
-	if len(restarts.Objects) == 0 {
-		return actions, nil
+	if len(restarts.Objects) > 0 {
+		more, err := migratens.Undo(ctx, c, j, &restarts, dryRun, p)
+		actions = append(actions, more...)
+		if err != nil {
+			return actions, err
+		}
 	}
-	more, err := migratens.Undo(ctx, c, j, &restarts, dryRun, p)
+	more, err := migrategw.UndoGateways(ctx, c, j, e, pinned, dryRun, p)
 	return append(actions, more...), err
 }

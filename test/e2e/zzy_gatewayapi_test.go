@@ -14,8 +14,10 @@ import (
 )
 
 // TestGatewayAPIGatewayBlocksCleanup: with the upstream Gateway API CRDs on the bed, Istio's own bookinfo
-// Gateway (class istio) pinned to 1-30 gets its Deployment from istiod 1-30, injected and SYNCED there;
-// cleanup of 1-30 names it as a blocker and deletes nothing while it stands.
+// Gateway (class istio), following the default tag, gets its Deployment from istiod 1-30, SYNCED there;
+// the previews of tag-move and migrate-ns name it as rolling now, or pinned by default; migrate-ns pins
+// it to 1-30 and nothing of it rolls; cleanup of 1-30 then names it as a blocker, fixed by migrate-gw,
+// and deletes nothing while it stands.
 func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	ensureNewRevision(t)
 	const ns = "e2e-gwapi"
@@ -26,36 +28,69 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	if rep, _ := precheck(t); !has(rep, "GATEWAY_FOLLOWS_TAG", "gateway/"+ns+"/bookinfo-gateway") {
 		t.Errorf("precheck does not warn that the Gateway follows a tag: %+v", rep.Findings)
 	}
-	// tag-move's preview names it as rolling the moment the default tag moves.
-	var preview struct {
-		Details struct {
-			BlastRadius struct {
-				RollingNow []string `json:"rollingNow"`
-			} `json:"blastRadius"`
-		} `json:"details"`
-	}
-	mustJSON(t, plugin(t, "tag-move", "default", "--to", "1-31", "--overwrite", "--dry-run=client", "-o", "json"), &preview)
-	if rn := strings.Join(preview.Details.BlastRadius.RollingNow, "\n"); !strings.Contains(rn, "gateway/"+ns+"/bookinfo-gateway ") {
-		t.Errorf("tag-move default's preview does not name the Gateway as rolling now: %q", rn)
-	}
-	// So does migrate-ns's, for the namespace it follows.
-	var mig struct {
-		Details struct {
-			Plan struct {
-				RollingNow []string `json:"rollingNow"`
-			} `json:"plan"`
-		} `json:"details"`
-	}
-	mustJSON(t, plugin(t, "migrate-ns", ns, "--to", "1-31", "--dry-run=client", "-o", "json"), &mig)
-	if rn := strings.Join(mig.Details.Plan.RollingNow, "\n"); !strings.Contains(rn, "gateway/"+ns+"/bookinfo-gateway ") {
-		t.Errorf("migrate-ns's preview does not name the Gateway as rolling now: %q", rn)
-	}
-	kubectl(t, "-n", ns, "label", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "istio.io/rev=1-30")
-
 	// istiod 1-30 deploys the gateway (its proxy rendered by istiod, not injected); the bed's router for
 	// it is SYNCED on istiod 1-30 in our status and in the real istioctl.
 	const gwPods = "gateway.networking.k8s.io/gateway-name=bookinfo-gateway"
 	eventually(t, 90*time.Second, "bookinfo-gateway-istio SYNCED on 1-30", func() error { return podsSynced(t, ns, gwPods, "1-30", "istioctl-old", 1) })
+
+	// tag-move's preview names it as rolling the moment the default tag moves, or, by default, as pinned
+	// to 1-30 first.
+	named := func(list []string) bool { return strings.Contains(strings.Join(list, "\n"), "gateway/"+ns+"/bookinfo-gateway ") }
+	type radius struct {
+		RollingNow []string `json:"rollingNow"`
+		Pinned     []string `json:"pinned"`
+	}
+	var preview struct {
+		Details struct {
+			BlastRadius radius `json:"blastRadius"`
+		} `json:"details"`
+	}
+	mustJSON(t, plugin(t, "tag-move", "default", "--to", "1-31", "--overwrite", "--pin-gateways=false", "--dry-run=client", "-o", "json"), &preview)
+	if !named(preview.Details.BlastRadius.RollingNow) {
+		t.Errorf("tag-move default --pin-gateways=false: the preview does not name the Gateway as rolling now: %+v", preview.Details.BlastRadius)
+	}
+	mustJSON(t, plugin(t, "tag-move", "default", "--to", "1-31", "--overwrite", "--dry-run=client", "-o", "json"), &preview)
+	if r := preview.Details.BlastRadius; !named(r.Pinned) || named(r.RollingNow) {
+		t.Errorf("tag-move default: the preview does not pin the Gateway: %+v", r)
+	}
+	// So does migrate-ns's, for the namespace it follows.
+	var mig struct {
+		Details struct {
+			Plan radius `json:"plan"`
+		} `json:"details"`
+	}
+	mustJSON(t, plugin(t, "migrate-ns", ns, "--to", "1-31", "--pin-gateways=false", "--dry-run=client", "-o", "json"), &mig)
+	if !named(mig.Details.Plan.RollingNow) {
+		t.Errorf("migrate-ns --pin-gateways=false: the preview does not name the Gateway as rolling now: %+v", mig.Details.Plan)
+	}
+	// For real: the Gateway is pinned to 1-30 first (istiod rolls it once, on 1-30: the Gateway's labels
+	// are its pods', so migrate-gw gates that roll), then the namespace moves to 1-31; ready endpoints
+	// never fall below the one it had.
+	const gwSvc = "bookinfo-gateway-istio"
+	ew := watchEndpoints(t, ns, gwSvc)
+	var migRes struct {
+		Journal string `json:"journalEntry"`
+		Details struct {
+			Plan radius `json:"plan"`
+		} `json:"details"`
+	}
+	r := plugin(t, "migrate-ns", ns, "--to", "1-31", "-y", "-o", "json")
+	mustJSON(t, r, &migRes)
+	low, events := ew.stop()
+	t.Logf("migrate-ns with a pin: exit %d, %d endpoint events, lowest ready %d", r.code, events, low)
+	if r.code != 0 || !named(migRes.Details.Plan.Pinned) {
+		t.Fatalf("migrate-ns did not pin the Gateway: exit %d %+v\n%s", r.code, migRes.Details.Plan, r.stderr)
+	}
+	if low < 1 {
+		t.Errorf("pinning took the gateway's last ready endpoint away (%d events)", events)
+	}
+	gwLabel := func() string {
+		return kubectl(t, "-n", ns, "get", "gateway.gateway.networking.k8s.io", "bookinfo-gateway", "-o", "jsonpath={.metadata.labels.istio\\.io/rev}")
+	}
+	if l := gwLabel(); l != "1-30" {
+		t.Errorf("the Gateway's istio.io/rev after migrate-ns: %q, want 1-30", l)
+	}
+	eventually(t, 30*time.Second, "bookinfo-gateway-istio still SYNCED on 1-30", func() error { return podsSynced(t, ns, gwPods, "1-30", "istioctl-old", 1) })
 
 	var listed bool
 	for _, g := range status(t, "-n", ns).Gateways {
@@ -75,21 +110,33 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	if r.code != 66 {
 		t.Fatalf("cleanup with a Gateway on 1-30: exit %d, want 66", r.code)
 	}
-	var named bool
+	var blocked bool
 	for _, b := range res.Details.Blockers {
 		if strings.Contains(b.Object, ns+"/bookinfo-gateway") {
-			named = true
-			if b.Fix == "" {
-				t.Errorf("the Gateway's blocker has no fix: %+v", b)
+			blocked = true
+			if !strings.Contains(b.Fix, "migrate-gw gateway/bookinfo-gateway -n "+ns) {
+				t.Errorf("the Gateway's blocker does not name migrate-gw: %+v", b)
 			}
 		}
 	}
-	if !named {
+	if !blocked {
 		t.Errorf("cleanup's blockers do not name the Gateway: %+v", res.Details.Blockers)
 	}
 	if istiodRV() != rv {
 		t.Error("a refused cleanup changed istiod-1-30")
 	}
+
+	// Undo of migrate-ns: the namespace label back, then the pin taken back the same gated way.
+	ew = watchEndpoints(t, ns, gwSvc)
+	r = plugin(t, "undo", migRes.Journal, "-y")
+	low, events = ew.stop()
+	if r.code != 0 || low < 1 {
+		t.Errorf("undo of migrate-ns: exit %d, lowest ready endpoints %d over %d events\n%s", r.code, low, events, r.stderr)
+	}
+	if l := gwLabel(); l != "" {
+		t.Errorf("undo left the pin: istio.io/rev=%q", l)
+	}
+	eventually(t, 30*time.Second, "bookinfo-gateway-istio on 1-30 after undo", func() error { return podsSynced(t, ns, gwPods, "1-30", "istioctl-old", 1) })
 }
 
 // podsSynced says why the running pods of selector in ns are not (at least want of them, all) SYNCED

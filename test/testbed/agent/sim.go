@@ -59,11 +59,14 @@ func (s *simulator) register(ctx context.Context, f informers.SharedInformerFact
 
 // injectedRevision reads sidecar.istio.io/status.revision; a gateway istiod deployed for a Gateway API
 // Gateway or waypoint is not injected (istiod renders its proxy itself) and carries its revision in the
-// istio.io/rev label.
+// istio.io/rev annotation (and the label too when the Gateway has one).
 func injectedRevision(p *corev1.Pod) (string, bool) {
 	raw, ok := p.Annotations["sidecar.istio.io/status"]
 	if !ok {
 		if p.Labels["gateway.istio.io/managed"] != "" {
+			if rev := p.Annotations["istio.io/rev"]; rev != "" {
+				return rev, true
+			}
 			if rev := p.Labels["istio.io/rev"]; rev != "" {
 				return rev, true
 			}
