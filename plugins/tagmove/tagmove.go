@@ -36,8 +36,8 @@ type Options struct {
 	Overwrite bool
 	// PinGateways labels the Gateway API gateways that follow the tag with their current revision first.
 	PinGateways bool
-	BatchSize int
-	Timeout   time.Duration
+	BatchSize   int
+	Timeout     time.Duration
 
 	det         *Details
 	injector    *admregv1.MutatingWebhookConfiguration

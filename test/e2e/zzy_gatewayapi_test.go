@@ -35,7 +35,9 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 
 	// tag-move's preview names it as rolling the moment the default tag moves, or, by default, as pinned
 	// to 1-30 first.
-	named := func(list []string) bool { return strings.Contains(strings.Join(list, "\n"), "gateway/"+ns+"/bookinfo-gateway ") }
+	named := func(list []string) bool {
+		return strings.Contains(strings.Join(list, "\n"), "gateway/"+ns+"/bookinfo-gateway ")
+	}
 	type radius struct {
 		RollingNow []string `json:"rollingNow"`
 		Pinned     []string `json:"pinned"`
