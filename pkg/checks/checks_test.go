@@ -334,7 +334,7 @@ func TestGatewayAPIFollowsTag(t *testing.T) {
 	}
 	fs := GatewayAPIFollowsTag(in)
 	if len(fs) != 1 || fs[0].Object != "gateway/nowhere/unlabelled" || !strings.Contains(fs[0].Message, "tag default") ||
-		!strings.Contains(fs[0].Fix, "istio.io/rev=1-30") {
+		!strings.Contains(fs[0].Fix, "migrate-gw gateway/unlabelled -n nowhere --to 1-30") {
 		t.Errorf("findings %+v", fs)
 	}
 }

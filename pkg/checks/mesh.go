@@ -196,7 +196,7 @@ func GatewayAPIFollowsTag(in *Input) []Finding {
 		}
 		out = append(out, Finding{Warning, "GATEWAY_FOLLOWS_TAG", "gateway/" + g.Namespace + "/" + g.Name,
 			fmt.Sprintf("Gateway API gateway (class %s) follows tag %s (now %s) through %s: istiod re-deploys all its pods the moment the tag moves", g.Class, name, rev, how),
-			fmt.Sprintf("kubectl -n %s label gateway.gateway.networking.k8s.io %s %s=%s --overwrite", g.Namespace, g.Name, istio.LabelRev, rev)})
+			fmt.Sprintf("kubectl istio-upgrade migrate-gw gateway/%s -n %s --to %s (pins it, gated; tag-move and migrate-ns do this by default)", g.Name, g.Namespace, rev)})
 	}
 	return out
 }

@@ -66,7 +66,7 @@ on another revision); proxies not SYNCED, disconnected or too far behind; zero-d
 (single replica, Recreate, maxUnavailable, readiness probes, PDBs, HPA minReplicas); gateways (one
 replica, Services pinning a revision, Gateway selectors matching nothing); Gateway API gateways that
 follow a tag, which istiod re-deploys all at once when the tag moves (GATEWAY_FOLLOWS_TAG, with the
-label that pins one); and Helm vs istioctl.
+migrate-gw command that pins one, gated); and Helm vs istioctl.
 
 Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
 		Example: `  # Before installing anything: is the mesh healthy?
