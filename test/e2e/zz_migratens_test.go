@@ -325,6 +325,8 @@ func TestMigrateNsCanaryThenAll(t *testing.T) {
 	fixtures := []string{"bookinfo", "shop", "payments"}
 	gens := generations(t, fixtures...)
 	w := watchReady(t, fixtures...)
+	loop := bookinfoLoop(80) // productpage, behind the ingress route, is migrated here
+	defer noFailures(t, "migrate-ns of bookinfo (productpage behind the route)", loop, 300)
 
 	res, r := migrate(t, "bookinfo", "--to", "1-31", "--canary", "deploy/details-v1")
 	if r.code != 0 || len(res.Details.Restarted) != 1 || !strings.Contains(res.Details.Halted, "confirmation") {

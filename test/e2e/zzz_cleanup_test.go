@@ -118,6 +118,14 @@ func cleanup(t *testing.T, args ...string) (cleanupResult, result) {
 func TestGatewayCanaryShiftCleanupUndo(t *testing.T) {
 	ensureNewRevision(t)
 	const original = 2 // the fixture gateway's replicas
+	loop := bookinfoLoop(80)
+	defer func() {
+		noFailures(t, "canary-gw, shift, cleanup and undo", loop, 1500)
+		t.Logf("requests through the ingress with none failed, across the suite's loops: %d", requestsSent)
+		if requestsSent < 2000 {
+			t.Errorf("%d requests across the gateway sequence and the migrations, want at least 2,000", requestsSent)
+		}
+	}()
 	ew := watchEndpoints(t, "istio-ingress", "istio-ingressgateway")
 	defer func() {
 		low, events := ew.stop()

@@ -61,10 +61,21 @@ pod_stages() {
     --config "$ROOT/test/testbed/config/pod-ready.yaml" --config "$src/pod/fast/pod-complete.yaml" --config "$src/pod/fast/pod-delete.yaml")
 }
 
+# The ingress gateway Service each profile installs, fronted by the agent's load balancer on
+# 127.0.0.1:$INGRESS_PORT (TESTBED_INGRESS in testbed-env).
+INGRESS_PORT=${TESTBED_INGRESS_PORT:-20080}
+ingress_service() {
+  case "$(profile)" in
+    helm) echo istio-ingress/istio-ingress ;;
+    *) echo istio-ingress/istio-ingressgateway ;;
+  esac
+}
+
 start_agent() {
   [ -f "$TESTBED_DIR/agent.pid" ] && kill -0 "$(cat "$TESTBED_DIR/agent.pid")" 2>/dev/null && return 0
   "$TESTBED_DIR/bin/testbed-agent" --kubeconfig "$KCFG" --dir "$TESTBED_DIR" --istio-namespace "$ISTIO_NS" \
     --egress-socket "$TESTBED_DIR/egress.sock" \
+    --ingress-service "$(ingress_service)" --ingress-listen "127.0.0.1:$INGRESS_PORT" \
     --pilot-discovery "$ISTIO_OLD_VERSION=$ISTIO_OLD_BIN/pilot-discovery" \
     --pilot-discovery "$ISTIO_NEW_VERSION=$ISTIO_NEW_BIN/pilot-discovery" \
     >>"$TESTBED_DIR/logs/agent.log" 2>&1 &
@@ -227,6 +238,7 @@ cmd_up() {
   if [ -f "$KCFG" ] && kc get --raw /readyz >/dev/null 2>&1; then
     log "cluster already up"
   else
+    check_free
     pod_stages
     kwok_config
     log "creating KWOK cluster $CLUSTER"
@@ -284,6 +296,33 @@ cmd_down() {
   log "test bed down"
 }
 
+# listening lists the loopback ports a test bed takes that something listens on: the agent's istiod
+# range 21000-21999 and the ingress load balancer's port.
+listening() {
+  local port
+  for port in $(awk 'FNR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+    port=$((16#$port))
+    if { [ "$port" -ge 21000 ] && [ "$port" -lt 22000 ]; } || [ "$port" -eq "$INGRESS_PORT" ]; then echo "$port"; fi
+  done | sort -un
+}
+
+# check_free refuses to start beside another test bed (another checkout's, or a crashed one's): both
+# would come up and collide on the cluster name and the ports.
+check_free() {
+  local f pid cmd other="" ports
+  for f in /proc/[0-9]*/cmdline; do
+    pid=${f#/proc/}; pid=${pid%/cmdline}
+    cmd=$(tr '\0' ' ' < "$f" 2>/dev/null) || continue
+    case "$cmd" in
+      *testbed-agent*--dir*) [[ "$cmd" == *"--dir $TESTBED_DIR "* ]] || other="$other\n  pid $pid: ${cmd:0:160}" ;;
+      *kube-apiserver*"$CLUSTER"*) [[ "$cmd" == *"$TESTBED_DIR"* ]] || other="$other\n  pid $pid: ${cmd:0:160}" ;;
+    esac
+  done
+  [ -z "$other" ] || die "another test bed is running (stop it with make testbed-down in its checkout):$(echo -e "$other")"
+  ports=$(listening | tr '\n' ' ')
+  [ -z "$ports" ] || die "ports a test bed needs are taken: ${ports}(another test bed, or TESTBED_INGRESS_PORT to move the load balancer)"
+}
+
 # check_clean fails when a test-bed process or an istiod port outlived `down`.
 check_clean() {
   local left="" f pid port
@@ -294,11 +333,7 @@ check_clean() {
       left="$left $pid:$(tr '\0' ' ' < "$f" | cut -c1-60)"
     fi
   done
-  # LISTEN sockets (state 0A) on the agent's istiod port range 21000-21999.
-  for port in $(awk 'FNR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
-    port=$((16#$port))
-    if [ "$port" -ge 21000 ] && [ "$port" -lt 22000 ]; then left="$left port:$port"; fi
-  done
+  for port in $(listening); do left="$left port:$port"; done
   [ -z "$left" ] || die "left behind after down:$left"
 }
 
@@ -306,6 +341,7 @@ cmd_env() {
   echo "export KUBECONFIG=$KCFG"
   echo "export PATH=$BIN:\$PATH"
   echo "export TESTBED_PROFILE=$(profile)"
+  echo "export TESTBED_INGRESS=127.0.0.1:$INGRESS_PORT"
 }
 
 case "${1:-}" in

@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	istiolog "istio.io/istio/pkg/log"
 	"k8s.io/client-go/dynamic"
@@ -45,6 +46,9 @@ func main() {
 	dir := flag.String("dir", ".testbed", "state directory (ports, pids, logs)")
 	istioNS := flag.String("istio-namespace", "istio-system", "Istio namespace")
 	egressSocket := flag.String("egress-socket", "", "unix socket the apiserver's egress selector sends cluster traffic to (HTTP CONNECT)")
+	ingress := flag.String("ingress-service", "", "NAMESPACE/NAME of the ingress gateway Service the loopback load balancer fronts")
+	ingressAddr := flag.String("ingress-listen", "127.0.0.1:20080", "where the ingress load balancer listens")
+	ingressDelay := flag.Duration("ingress-delay", time.Second, "how late the load balancer sees EndpointSlice changes")
 	flag.Var(pilots, "pilot-discovery", "VERSION=PATH of a pilot-discovery build; an istiod pod runs the build matching its image tag (repeatable)")
 	flag.Parse()
 	// adsc logs every xDS response; a test bed with thousands of sidecars only wants errors.
@@ -79,13 +83,26 @@ func main() {
 	sup.register(ctx, factory)
 	eg := newEgress(*istioNS, ports)
 	eg.register(factory)
-	newSimulator(ports).register(ctx, factory)
+	pl := newPlane()
+	pl.register(ctx, factory)
+	var lb *loadBalancer
+	if ns, name, ok := strings.Cut(*ingress, "/"); ok {
+		lb = newLoadBalancer(ns, name, *ingressDelay, pl)
+		lb.register(factory)
+	}
+	newSimulator(ports, pl).register(ctx, factory)
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 	if *egressSocket != "" {
 		if err := eg.serve(ctx, *egressSocket); err != nil {
 			log.Fatal(err)
 		}
+	}
+	if lb != nil {
+		if err := lb.serve(ctx, *ingressAddr); err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("ingress load balancer for service %s on %s (endpoint changes seen %s late)", *ingress, *ingressAddr, *ingressDelay)
 	}
 	log.Printf("testbed-agent running (pid %d)", os.Getpid())
 	<-ctx.Done()

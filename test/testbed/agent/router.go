@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -16,30 +22,45 @@ import (
 // runRouter simulates a gateway's Envoy with istio's delta xDS client: like Envoy it asks for the
 // route configurations its listeners name ("http.8080"), which the state-of-the-world adsc client does
 // not (it asks by port, "8080", and a gateway then gets no routes). canary-gw compares those routes.
-func runRouter(ctx context.Context, addr string, cfg adsc.Config) {
+// What it receives is kept in rs, which routes the pod's requests.
+func runRouter(ctx context.Context, addr string, cfg adsc.Config, rs *routerState) {
 	c := adsc.NewDelta(addr, &adsc.DeltaADSConfig{Config: cfg},
-		adsc.Register(func(hc adsc.HandlerContext, _, _ string, l *listener.Listener, ev adsc.Event) {
+		adsc.Register(func(hc adsc.HandlerContext, name, _ string, l *listener.Listener, ev adsc.Event) {
 			if ev == adsc.EventDelete || l == nil {
+				rs.setListener(name, nil)
 				return
 			}
 			hc.RegisterDependency(v3.RouteType, routeNames(l)...)
+			rs.setListener(name, l)
 		}),
 		adsc.Watch[*listener.Listener]("*"),
-		adsc.Register(func(hc adsc.HandlerContext, _, _ string, c *cluster.Cluster, ev adsc.Event) {
+		adsc.Register(func(hc adsc.HandlerContext, name, _ string, c *cluster.Cluster, ev adsc.Event) {
 			if ev == adsc.EventDelete || c == nil {
+				rs.setCluster(name, "")
 				return
 			}
+			svc := c.GetName()
 			if c.GetType() == cluster.Cluster_EDS {
-				name := c.GetEdsClusterConfig().GetServiceName()
-				if name == "" {
-					name = c.GetName()
+				if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+					svc = n
 				}
-				hc.RegisterDependency(v3.EndpointType, name)
+				hc.RegisterDependency(v3.EndpointType, svc)
 			}
+			rs.setCluster(name, svc)
 		}),
 		adsc.Watch[*cluster.Cluster]("*"),
-		adsc.Register(func(adsc.HandlerContext, string, string, *route.RouteConfiguration, adsc.Event) {}),
-		adsc.Register(func(adsc.HandlerContext, string, string, *endpoint.ClusterLoadAssignment, adsc.Event) {}),
+		adsc.Register(func(_ adsc.HandlerContext, name, _ string, r *route.RouteConfiguration, ev adsc.Event) {
+			if ev == adsc.EventDelete {
+				r = nil
+			}
+			rs.setRoute(name, r)
+		}),
+		adsc.Register(func(_ adsc.HandlerContext, name, _ string, e *endpoint.ClusterLoadAssignment, ev adsc.Event) {
+			if ev == adsc.EventDelete {
+				e = nil
+			}
+			rs.setEndpoints(name, e)
+		}),
 	)
 	c.Run(ctx)
 	<-ctx.Done()
@@ -61,4 +82,188 @@ func routeNames(l *listener.Listener) []string {
 		}
 	}
 	return out
+}
+
+// routerState is what a simulated gateway knows from xDS, enough to route a request as Envoy would:
+// listener port → route configuration → virtual host by Host → route by path → cluster → a healthy
+// endpoint.
+type routerState struct {
+	mu        sync.Mutex
+	listeners map[string]listenerInfo // by listener name
+	routes    map[string]*route.RouteConfiguration
+	clusters  map[string]string   // cluster → EDS service name
+	endpoints map[string][]string // EDS service name → healthy ip:port
+	next      int
+}
+
+type listenerInfo struct {
+	port   int
+	routes []string
+}
+
+func newRouterState() *routerState {
+	return &routerState{listeners: map[string]listenerInfo{}, routes: map[string]*route.RouteConfiguration{},
+		clusters: map[string]string{}, endpoints: map[string][]string{}}
+}
+
+func (rs *routerState) setListener(name string, l *listener.Listener) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if l == nil {
+		delete(rs.listeners, name)
+		return
+	}
+	rs.listeners[name] = listenerInfo{port: int(l.GetAddress().GetSocketAddress().GetPortValue()), routes: routeNames(l)}
+}
+
+func (rs *routerState) setRoute(name string, r *route.RouteConfiguration) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r == nil {
+		delete(rs.routes, name)
+		return
+	}
+	rs.routes[name] = r
+}
+
+func (rs *routerState) setCluster(name, svc string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if svc == "" {
+		delete(rs.clusters, name)
+		return
+	}
+	rs.clusters[name] = svc
+}
+
+func (rs *routerState) setEndpoints(name string, e *endpoint.ClusterLoadAssignment) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if e == nil {
+		delete(rs.endpoints, name)
+		return
+	}
+	var out []string
+	for _, le := range e.GetEndpoints() {
+		for _, ep := range le.GetLbEndpoints() {
+			if h := ep.GetHealthStatus(); h != core.HealthStatus_HEALTHY && h != core.HealthStatus_UNKNOWN {
+				continue
+			}
+			sa := ep.GetEndpoint().GetAddress().GetSocketAddress()
+			if sa.GetAddress() != "" {
+				out = append(out, net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
+			}
+		}
+	}
+	rs.endpoints[name] = out
+}
+
+// route picks the upstream ip:port for a request to the listener on port, or why none: "no-route" (no
+// listener, route configuration, virtual host or route matches: Envoy's 404) or "no-endpoint" (the
+// route's cluster has no healthy endpoint: Envoy's 503).
+func (rs *routerState) route(port int, host, path string) (string, string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var rc *route.RouteConfiguration
+	for _, l := range rs.listeners {
+		if l.port == port {
+			for _, n := range l.routes {
+				if rs.routes[n] != nil {
+					rc = rs.routes[n]
+				}
+			}
+		}
+	}
+	if rc == nil {
+		return "", "no-route"
+	}
+	vh := virtualHost(rc, host)
+	if vh == nil {
+		return "", "no-route"
+	}
+	for _, r := range vh.GetRoutes() {
+		if !pathMatches(r.GetMatch(), path) {
+			continue
+		}
+		cl := r.GetRoute().GetCluster()
+		if wc := r.GetRoute().GetWeightedClusters(); wc != nil {
+			cl = pickWeighted(wc)
+		}
+		if cl == "" {
+			return "", "no-route"
+		}
+		svc := rs.clusters[cl]
+		if svc == "" {
+			svc = cl
+		}
+		eps := rs.endpoints[svc]
+		if len(eps) == 0 {
+			return "", "no-endpoint"
+		}
+		rs.next++
+		return eps[rs.next%len(eps)], ""
+	}
+	return "", "no-route"
+}
+
+// virtualHost is Envoy's choice of virtual host for host: an exact domain, then the longest suffix or
+// prefix wildcard, then "*". A domain "h:*" or "h:port" also matches h.
+func virtualHost(rc *route.RouteConfiguration, host string) *route.VirtualHost {
+	bare := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		bare = h
+	}
+	var best *route.VirtualHost
+	bestScore := -1
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, d := range vh.GetDomains() {
+			score := -1
+			switch {
+			case d == host || d == bare || d == bare+":*":
+				score = 1 << 20
+			case d == "*":
+				score = 0
+			case strings.HasPrefix(d, "*") && strings.HasSuffix(bare, d[1:]):
+				score = len(d)
+			case strings.HasSuffix(d, "*") && strings.HasPrefix(bare, d[:len(d)-1]):
+				score = len(d)
+			}
+			if score > bestScore {
+				best, bestScore = vh, score
+			}
+		}
+	}
+	return best
+}
+
+func pathMatches(m *route.RouteMatch, path string) bool {
+	switch {
+	case m.GetPath() != "":
+		return path == m.GetPath()
+	case m.GetPathSeparatedPrefix() != "":
+		p := m.GetPathSeparatedPrefix()
+		return path == p || strings.HasPrefix(path, p+"/")
+	case m.GetSafeRegex() != nil:
+		return true // not evaluated: the bed's routes are prefixes and exact paths
+	default:
+		return strings.HasPrefix(path, m.GetPrefix())
+	}
+}
+
+func pickWeighted(wc *route.WeightedCluster) string {
+	total := 0
+	for _, c := range wc.GetClusters() {
+		total += int(c.GetWeight().GetValue())
+	}
+	if total == 0 {
+		return ""
+	}
+	n := rand.IntN(total)
+	for _, c := range wc.GetClusters() {
+		n -= int(c.GetWeight().GetValue())
+		if n < 0 {
+			return c.GetName()
+		}
+	}
+	return ""
 }

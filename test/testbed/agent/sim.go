@@ -29,6 +29,7 @@ const (
 // that injected it, with the node metadata a real istio-proxy sends.
 type simulator struct {
 	ports *portBook
+	plane *plane
 	mu    sync.Mutex
 	sims  map[types.UID]*sidecar
 }
@@ -38,8 +39,8 @@ type sidecar struct {
 	rev    string
 }
 
-func newSimulator(ports *portBook) *simulator {
-	return &simulator{ports: ports, sims: map[types.UID]*sidecar{}}
+func newSimulator(ports *portBook, pl *plane) *simulator {
+	return &simulator{ports: ports, plane: pl, sims: map[types.UID]*sidecar{}}
 }
 
 func (s *simulator) register(ctx context.Context, f informers.SharedInformerFactory) {
@@ -131,10 +132,14 @@ func (s *simulator) run(ctx context.Context, p *corev1.Pod, rev string) {
 	}.ToStruct()
 	addr := addr(s.ports.get(rev).GRPC)
 	if nodeType == model.Router {
+		// The routing state outlives the xDS client: a terminating gateway serves through its preStop
+		// sleep with what it last knew, as Envoy does; the plane drops it with the pod's server.
+		rs := newRouterState()
+		s.plane.setRouter(p.UID, rs)
 		runRouter(ctx, addr, adsc.Config{
 			Namespace: p.Namespace, Workload: p.Name, IP: p.Status.PodIP, NodeType: nodeType, Meta: meta,
 			BackoffPolicy: backoff.NewExponentialBackOff(backoff.Option{InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second}),
-		})
+		}, rs)
 		return
 	}
 	for {

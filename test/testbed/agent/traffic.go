@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+)
+
+// The traffic plane: every running pod with an IP serves HTTP on a loopback port of its own, so requests
+// can flow as in a cluster. A workload pod answers 200 with its name. A gateway pod (a simulated
+// router) routes each request as Envoy would from what istiod sent it (see routerState). The pod IP a
+// Service's EndpointSlices or istiod's EDS name is mapped to that pod's server here.
+//
+// The port a request was sent to (the Service's targetPort, or the endpoint's port in EDS) travels in
+// headerPort: one loopback server per pod stands for all of its ports.
+const (
+	headerPort  = "X-Testbed-Port"
+	headerCause = "X-Testbed-Cause" // why a hop failed: "refused" (no server at the endpoint), "no-route", "no-endpoint"
+	headerPod   = "X-Testbed-Pod"   // the pod that answered
+)
+
+type plane struct {
+	mu    sync.Mutex
+	byIP  map[string]*podServer
+	byUID map[types.UID]*podServer
+	// routers are the routing state of gateway pods, by UID, set by the simulator.
+	routers map[types.UID]*routerState
+}
+
+type podServer struct {
+	ns, name string
+	uid      types.UID
+	ip       string
+	addr     string
+	srv      *http.Server
+	closing  bool
+}
+
+func newPlane() *plane {
+	return &plane{byIP: map[string]*podServer{}, byUID: map[types.UID]*podServer{}, routers: map[types.UID]*routerState{}}
+}
+
+func (pl *plane) register(ctx context.Context, f informers.SharedInformerFactory) {
+	_, _ = f.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { pl.sync(ctx, o.(*corev1.Pod)) },
+		UpdateFunc: func(_, o any) { pl.sync(ctx, o.(*corev1.Pod)) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if p, ok := o.(*corev1.Pod); ok {
+				pl.terminate(p)
+			}
+		},
+	})
+}
+
+// sync starts a running pod's server, or begins its termination.
+func (pl *plane) sync(ctx context.Context, p *corev1.Pod) {
+	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		pl.terminate(p)
+		return
+	}
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+		return
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if _, ok := pl.byUID[p.UID]; ok {
+		return
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return
+	}
+	s := &podServer{ns: p.Namespace, name: p.Name, uid: p.UID, ip: p.Status.PodIP, addr: ln.Addr().String()}
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { pl.serve(s, w, r) }),
+		ReadHeaderTimeout: 5 * time.Second}
+	pl.byUID[p.UID], pl.byIP[s.ip] = s, s
+	go func() { _ = s.srv.Serve(ln) }()
+	go func() { <-ctx.Done(); _ = s.srv.Close() }()
+}
+
+// terminate stops a pod's server the way a kubelet stops a pod: the preStop sleep first (bounded by
+// terminationGracePeriodSeconds), during which it keeps serving; then new connections are refused.
+func (pl *plane) terminate(p *corev1.Pod) {
+	pl.mu.Lock()
+	s, ok := pl.byUID[p.UID]
+	if !ok || s.closing {
+		pl.mu.Unlock()
+		return
+	}
+	s.closing = true
+	wait := preStopSleep(p)
+	if pl.routers[p.UID] != nil { // a gateway: pilot-agent keeps Envoy serving while it drains
+		wait = max(wait, min(drainDuration(p), grace(p)))
+	}
+	pl.mu.Unlock()
+	time.AfterFunc(wait, func() {
+		_ = s.srv.Close()
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		delete(pl.byUID, s.uid)
+		if pl.byIP[s.ip] == s {
+			delete(pl.byIP, s.ip)
+		}
+		delete(pl.routers, s.uid)
+	})
+}
+
+// preStopSleep is how long a pod keeps serving after its deletion: its preStop hook's sleep (the sleep
+// action, or an exec of `sleep N`), at most its termination grace period.
+func preStopSleep(p *corev1.Pod) time.Duration {
+	var d time.Duration
+	for _, c := range p.Spec.Containers {
+		h := c.Lifecycle
+		if h == nil || h.PreStop == nil {
+			continue
+		}
+		if h.PreStop.Sleep != nil {
+			d = max(d, time.Duration(h.PreStop.Sleep.Seconds)*time.Second)
+		}
+		if h.PreStop.Exec != nil {
+			cmd := strings.Join(h.PreStop.Exec.Command, " ")
+			if i := strings.Index(cmd, "sleep "); i >= 0 {
+				f := strings.Fields(cmd[i+len("sleep "):])
+				if len(f) > 0 {
+					if n, err := strconv.ParseFloat(f[0], 64); err == nil {
+						d = max(d, time.Duration(n*float64(time.Second)))
+					}
+				}
+			}
+		}
+	}
+	return min(d, grace(p))
+}
+
+func grace(p *corev1.Pod) time.Duration {
+	if p.Spec.TerminationGracePeriodSeconds != nil {
+		return time.Duration(*p.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// drainDuration is how long pilot-agent keeps a terminating proxy serving before Envoy exits: the
+// terminationDrainDuration of the pod's proxy.istio.io/config, else Istio's default 5s. (Envoy's own
+// connection draining is not modelled: the proxy serves in full, then stops.)
+func drainDuration(p *corev1.Pod) time.Duration {
+	cfg := p.Annotations["proxy.istio.io/config"]
+	if i := strings.Index(cfg, "terminationDrainDuration:"); i >= 0 {
+		if f := strings.Fields(cfg[i+len("terminationDrainDuration:"):]); len(f) > 0 {
+			if d, err := time.ParseDuration(strings.Trim(f[0], `"'`)); err == nil {
+				return d
+			}
+		}
+	}
+	return 5 * time.Second
+}
+
+// lookup is the loopback address of the pod with this IP, "" when no server runs there.
+func (pl *plane) lookup(ip string) string {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if s, ok := pl.byIP[ip]; ok {
+		return s.addr
+	}
+	return ""
+}
+
+func (pl *plane) setRouter(uid types.UID, rs *routerState) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if rs == nil {
+		delete(pl.routers, uid)
+		return
+	}
+	pl.routers[uid] = rs
+}
+
+// serve answers for one pod: a gateway routes, a workload answers.
+func (pl *plane) serve(s *podServer, w http.ResponseWriter, r *http.Request) {
+	pl.mu.Lock()
+	rs := pl.routers[s.uid]
+	pl.mu.Unlock()
+	w.Header().Set(headerPod, s.ns+"/"+s.name)
+	if rs == nil {
+		_, _ = fmt.Fprintf(w, "%s/%s\n", s.ns, s.name)
+		return
+	}
+	port, _ := strconv.Atoi(r.Header.Get(headerPort))
+	target, cause := rs.route(port, r.Host, r.URL.Path)
+	switch cause {
+	case "no-route":
+		w.Header().Set(headerCause, cause)
+		http.Error(w, "no route", http.StatusNotFound)
+		return
+	case "no-endpoint":
+		w.Header().Set(headerCause, cause)
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	ip, p, _ := net.SplitHostPort(target)
+	addr := pl.lookup(ip)
+	if addr == "" {
+		w.Header().Set(headerCause, "refused")
+		http.Error(w, "upstream connect error: connection refused", http.StatusServiceUnavailable)
+		return
+	}
+	if err := forward(w, r, addr, p); err != nil {
+		w.Header().Set(headerCause, "refused")
+		http.Error(w, "upstream connect error: "+err.Error(), http.StatusServiceUnavailable)
+	}
+}
+
+var upstream = &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 2 * time.Second,
+	DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
+
+// forward sends r to the pod server at addr (port is the pod port it stands for) and copies the answer.
+func forward(w http.ResponseWriter, r *http.Request, addr, port string) error {
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), nil)
+	if err != nil {
+		return err
+	}
+	req.Host = r.Host
+	req.Header.Set(headerPort, port)
+	resp, err := upstream.RoundTrip(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return op
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		if k != headerPod || w.Header().Get(headerPod) == "" {
+			w.Header()[k] = v
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			_, _ = w.Write(buf[:n])
+		}
+		if rerr != nil {
+			return nil
+		}
+	}
+}
