@@ -11,6 +11,25 @@ NEW=${REV:-1-31}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\n$ %s\n' "$*"; "$@"; }
 
+# Seed 000's curl loop, done properly: requests through the ingress load balancer to productpage during
+# each mutating step, counted (test/traffic). `traffic CMD…` runs CMD with the loop around it.
+INGRESS=${TESTBED_INGRESS:-127.0.0.1:20080}
+(cd "$ROOT" && go build -o "$TESTBED_DIR/bin/traffic-loop" ./test/traffic/loop)
+SENT=0 FAILED=0
+traffic() {
+  local out="$TESTBED_DIR/traffic.json" pid rc=0
+  "$TESTBED_DIR/bin/traffic-loop" -url "http://$INGRESS/productpage" -host bookinfo.example.com -rps 50 -duration 30m -out "$out" >/dev/null &
+  pid=$!
+  show "$@" || rc=$?
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  local sent failed
+  sent=$(sed -n 's/.*"sent": \([0-9]*\).*/\1/p' "$out"); failed=$(sed -n 's/.*"failed": \([0-9]*\).*/\1/p' "$out")
+  SENT=$((SENT + sent)) FAILED=$((FAILED + failed))
+  printf '\033[1mtraffic: %s requests through the ingress during this step, %s failed\033[0m\n' "$sent" "$failed"
+  [ "$failed" -eq 0 ] || sed -n '/causes/,/}/p' "$out"
+  return "$rc"
+}
+
 step "1. Where does the mesh stand? Every revision, tag, namespace, gateway and proxy"
 show kubectl istio-upgrade status --proxies
 
@@ -25,29 +44,31 @@ show kubectl istio-upgrade precheck --revision "$NEW" || true
 
 GW=istio-ingress/istio-ingressgateway
 step "3a. A canary ingress gateway on $NEW beside the old one: out of traffic, verified (pods, SYNCED, routing)"
-show kubectl istio-upgrade canary-gw --gateway "$GW" --revision "$NEW"
+traffic kubectl istio-upgrade canary-gw --gateway "$GW" --revision "$NEW"
 
 step "3b. Shift ingress traffic to it: the plan, then 50 % and 100 % in gated steps (add first, then remove)"
 show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 --step 25 --dry-run
-show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 50 --step 25 --interval 2s
-show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 --step 50 --interval 2s
+traffic kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 50 --step 25 --interval 2s
+traffic kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 --step 50 --interval 2s
 
 step "4. Migrate one namespace with a canary workload first (stops after the canary without -y)"
 show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1
-show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1 -y
+traffic kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1 -y
 
 step "5. Move the revision tag prod-stable (payments follows it), restarting its workloads in gated batches"
-show kubectl istio-upgrade tag-move prod-stable --to "$NEW" --overwrite --restart -y
+traffic kubectl istio-upgrade tag-move prod-stable --to "$NEW" --overwrite --restart -y
 
 step "6. Migrate the rest"
-show kubectl istio-upgrade migrate-ns --all --to "$NEW" -y
+traffic kubectl istio-upgrade migrate-ns --all --to "$NEW" -y
 
 step "7. Make $NEW the default revision"
-show kubectl istio-upgrade tag-move default --to "$NEW" --overwrite -y
+traffic kubectl istio-upgrade tag-move default --to "$NEW" --overwrite -y
 
 step "8. Remove the old revision: what would go, then remove it (the runbooks soak 24-48 h first; --soak 0s in the demo)"
 show kubectl istio-upgrade cleanup --revision "$OLD" --dry-run --soak 0s
-show kubectl istio-upgrade cleanup --revision "$OLD" --soak 0s -y
+traffic kubectl istio-upgrade cleanup --revision "$OLD" --soak 0s -y
+
+step "Requests through the ingress during the mutating steps: $SENT sent, $FAILED failed"
 
 step "Where the mesh stands now, and what each step recorded"
 show kubectl istio-upgrade status --proxies
