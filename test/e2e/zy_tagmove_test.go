@@ -23,6 +23,8 @@ func tagState(t *testing.T) (webhookRev, serviceRev, url string) {
 // restarted onto it in gated batches, and undo puts the tag back.
 func TestTagMoveRestartAndUndo(t *testing.T) {
 	ensureNewRevision(t)
+	loop := bookinfoLoop(50) // the ingress route stays served while the tag's workloads restart
+	defer noFailures(t, "tag-move --restart and its undo", loop, 100)
 	for _, c := range []struct {
 		args []string
 		code int

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/test/traffic"
 )
 
 type stepDoc struct {
@@ -266,6 +269,30 @@ func pinnedRoutesDiffer(t *testing.T, gw []string) {
 	}
 	if d.Journal == "" {
 		t.Fatalf("no journal entry for the unverified canary: %s", r.stdout)
+	}
+
+	// Shifted anyway, the canary lacks the route: requests for pinned.example.com get 404s once it
+	// serves, while bookinfo.example.com, routed on both, loses none.
+	pinnedURL := traffic.Config{URL: "http://" + ingress() + "/productpage", Host: "pinned.example.com", RPS: 50, Duration: 5 * time.Minute}
+	eventually(t, 30*time.Second, "pinned.example.com served by the old gateway", func() error {
+		c := pinnedURL
+		c.Max = 10
+		if s := traffic.Run(context.Background(), c); s.Failed > 0 {
+			return fmt.Errorf("%v", s.Causes)
+		}
+		return nil
+	})
+	pinned, both := traffic.Start(context.Background(), pinnedURL), bookinfoLoop(50)
+	sd, sr := step(t, append([]string{"shift", "--weight", "100", "--step", "100", "-y"}, gw...)...)
+	time.Sleep(2 * time.Second) // the load balancer follows the endpoints a second late
+	ps := pinned.Stop()
+	t.Logf("pinned.example.com during and after a shift to the unverified canary: %d sent, %d failed %v", ps.Sent, ps.Failed, ps.Causes)
+	if sr.code != 0 || ps.Causes["404/no-route"] == 0 {
+		t.Errorf("shift to a canary without the route: exit %d, pinned.example.com causes %v: want 404s\n%s", sr.code, ps.Causes, sr.stderr)
+	}
+	noFailures(t, "bookinfo.example.com during the same shift", both, 50)
+	if u := plugin(t, "undo", sd.Journal, "-y"); u.code != 0 {
+		t.Fatalf("undo of the shift: exit %d %s", u.code, u.stderr)
 	}
 	if u := plugin(t, "undo", d.Journal); u.code != 0 {
 		t.Fatalf("undo of the unverified canary: exit %d %s", u.code, u.stderr)
