@@ -338,3 +338,26 @@ func TestGatewayAPIFollowsTag(t *testing.T) {
 		t.Errorf("findings %+v", fs)
 	}
 }
+
+// A workload serving a Service without a preStop hook drops the requests already on their way to a
+// pod a restart deletes; one with a hook, or serving no Service, is fine.
+func TestGracefulShutdown(t *testing.T) {
+	tmpl := func(hook bool) *corev1.PodTemplateSpec {
+		p := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web"}}}}
+		if hook {
+			p.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 5}}}
+		}
+		return p
+	}
+	svc := []corev1.Service{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}}
+	if fs := GracefulShutdown("deployment/shop/web", "shop", tmpl(false), svc); len(fs) != 1 || fs[0].Code != "NO_GRACEFUL_SHUTDOWN" || !strings.Contains(fs[0].Message, "Service web") {
+		t.Errorf("no hook: %+v", fs)
+	}
+	if fs := GracefulShutdown("deployment/shop/web", "shop", tmpl(true), svc); len(fs) != 0 {
+		t.Errorf("with a preStop hook: %+v", fs)
+	}
+	if fs := GracefulShutdown("deployment/other/web", "other", tmpl(false), svc); len(fs) != 0 {
+		t.Errorf("serving no Service: %+v", fs)
+	}
+}

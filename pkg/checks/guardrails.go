@@ -2,6 +2,7 @@ package checks
 
 import (
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -33,6 +34,7 @@ func Guardrails(in *Input) []Finding {
 			continue
 		}
 		out = append(out, DeploymentGuardrails(d, in.PDBs, in.HPAs)...)
+		out = append(out, GracefulShutdown("deployment/"+d.Namespace+"/"+d.Name, d.Namespace, &d.Spec.Template, in.Raw.Services)...)
 	}
 	for i := range in.Raw.StatefulSets {
 		st := &in.Raw.StatefulSets[i]
@@ -49,8 +51,34 @@ func Guardrails(in *Input) []Finding {
 				"updateStrategy OnDelete: a rollout restart changes nothing until pods are deleted by hand", "switch to RollingUpdate or delete pods one by one"})
 		}
 		out = append(out, probeAndPDB(obj, st.Namespace, replicas(st.Spec.Replicas), &st.Spec.Template, in.PDBs)...)
+		out = append(out, GracefulShutdown(obj, st.Namespace, &st.Spec.Template, in.Raw.Services)...)
 	}
 	return out
+}
+
+// GracefulShutdown: a workload that serves a Service and has no preStop hook stops each old pod the
+// moment a restart deletes it, while gateways and load balancers still send it requests for a moment
+// (they learn of the change from istiod and the EndpointSlices a little later): those requests fail.
+// The test bed's traffic plane measured it: 4 of 149 requests failed during a migrate-ns of Istio's
+// bookinfo sample, none with a 3 s preStop sleep.
+func GracefulShutdown(obj, namespace string, tmpl *corev1.PodTemplateSpec, services []corev1.Service) []Finding {
+	for _, c := range tmpl.Spec.Containers {
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+			return nil
+		}
+	}
+	var serves []string
+	for _, svc := range services {
+		if svc.Namespace == namespace && len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(tmpl.Labels)) {
+			serves = append(serves, svc.Name)
+		}
+	}
+	if len(serves) == 0 {
+		return nil
+	}
+	return []Finding{{Warning, "NO_GRACEFUL_SHUTDOWN", obj,
+		fmt.Sprintf("serves Service %s but has no preStop hook: a restart stops each old pod at once, and requests already on their way to it fail", strings.Join(serves, ", ")),
+		"give the serving container lifecycle.preStop (e.g. sleep: {seconds: 5}) so it serves until gateways and load balancers stop sending to it"}}
 }
 
 // DeploymentGuardrails checks one Deployment's rollout safety.

@@ -434,7 +434,9 @@ func (o *Options) guard(ctx context.Context, r *step.Run) error {
 		if !restart[kube.WorkloadRef{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name}] {
 			continue
 		}
-		for _, f := range checks.DeploymentGuardrails(d, pdbItems, hpaItems) {
+		fs := checks.DeploymentGuardrails(d, pdbItems, hpaItems)
+		fs = append(fs, checks.GracefulShutdown("deployment/"+d.Namespace+"/"+d.Name, d.Namespace, &d.Spec.Template, raw.Services)...)
+		for _, f := range fs {
 			if f.Severity != checks.Info {
 				o.det.Warnings = append(o.det.Warnings, f.Code+" "+f.Object+": "+f.Message)
 			}

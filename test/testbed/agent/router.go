@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,48 +26,84 @@ import (
 // route configurations its listeners name ("http.8080"), which the state-of-the-world adsc client does
 // not (it asks by port, "8080", and a gateway then gets no routes). canary-gw compares those routes.
 // What it receives is kept in rs, which routes the pod's requests.
+//
+// Endpoints of a cluster first seen after the client connected (a Service created later) are sent once
+// and never updated to this client; Envoy is not affected. So when such a cluster appears the router
+// reconnects (its state kept meanwhile), subscribing to every cluster's endpoints from the start.
 func runRouter(ctx context.Context, addr string, cfg adsc.Config, rs *routerState) {
-	c := adsc.NewDelta(addr, &adsc.DeltaADSConfig{Config: cfg},
-		adsc.Register(func(hc adsc.HandlerContext, name, _ string, l *listener.Listener, ev adsc.Event) {
-			if ev == adsc.EventDelete || l == nil {
-				rs.setListener(name, nil)
-				return
-			}
-			hc.RegisterDependency(v3.RouteType, routeNames(l)...)
-			rs.setListener(name, l)
-		}),
-		adsc.Watch[*listener.Listener]("*"),
-		adsc.Register(func(hc adsc.HandlerContext, name, _ string, c *cluster.Cluster, ev adsc.Event) {
-			if ev == adsc.EventDelete || c == nil {
-				rs.setCluster(name, "")
-				return
-			}
-			svc := c.GetName()
-			if c.GetType() == cluster.Cluster_EDS {
-				if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
-					svc = n
+	for ctx.Err() == nil {
+		var synced atomic.Bool // the first responses are in: a cluster new after that is a new Service
+		renew := make(chan struct{}, 1)
+		c := adsc.NewDelta(addr, &adsc.DeltaADSConfig{Config: cfg},
+			adsc.Register(func(hc adsc.HandlerContext, name, _ string, l *listener.Listener, ev adsc.Event) {
+				if ev == adsc.EventDelete || l == nil {
+					rs.setListener(name, nil)
+					return
 				}
-				hc.RegisterDependency(v3.EndpointType, svc)
+				hc.RegisterDependency(v3.RouteType, routeNames(l)...)
+				rs.setListener(name, l)
+			}),
+			adsc.Watch[*listener.Listener]("*"),
+			adsc.Register(func(hc adsc.HandlerContext, name, _ string, c *cluster.Cluster, ev adsc.Event) {
+				if ev == adsc.EventDelete || c == nil {
+					rs.setCluster(name, "")
+					return
+				}
+				svc := c.GetName()
+				if c.GetType() == cluster.Cluster_EDS {
+					if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+						svc = n
+					}
+					hc.RegisterDependency(v3.EndpointType, svc)
+					if synced.Load() && !rs.hasCluster(name) {
+						select {
+						case renew <- struct{}{}:
+						default:
+						}
+					}
+				}
+				rs.setCluster(name, svc)
+			}),
+			adsc.Watch[*cluster.Cluster]("*"),
+			adsc.Register(func(_ adsc.HandlerContext, name, _ string, r *route.RouteConfiguration, ev adsc.Event) {
+				if ev == adsc.EventDelete {
+					r = nil
+				}
+				rs.setRoute(name, r)
+			}),
+			adsc.Register(func(_ adsc.HandlerContext, name, _ string, e *endpoint.ClusterLoadAssignment, ev adsc.Event) {
+				if ev == adsc.EventDelete {
+					e = nil
+				}
+				rs.setEndpoints(name, e)
+			}),
+		)
+		rs.mu.Lock()
+		rs.connects++
+		rs.synced = false
+		rs.mu.Unlock()
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-c.Synced():
+				synced.Store(true)
+				rs.mu.Lock()
+				rs.synced = true
+				rs.mu.Unlock()
+			case <-cctx.Done():
+				return
 			}
-			rs.setCluster(name, svc)
-		}),
-		adsc.Watch[*cluster.Cluster]("*"),
-		adsc.Register(func(_ adsc.HandlerContext, name, _ string, r *route.RouteConfiguration, ev adsc.Event) {
-			if ev == adsc.EventDelete {
-				r = nil
+			select {
+			case <-renew:
+				time.Sleep(time.Second) // a burst of new Services settles into one reconnect
+				cancel()
+			case <-cctx.Done():
 			}
-			rs.setRoute(name, r)
-		}),
-		adsc.Register(func(_ adsc.HandlerContext, name, _ string, e *endpoint.ClusterLoadAssignment, ev adsc.Event) {
-			if ev == adsc.EventDelete {
-				e = nil
-			}
-			rs.setEndpoints(name, e)
-		}),
-	)
-	c.Run(ctx)
-	<-ctx.Done()
-	c.Close()
+		}()
+		c.Run(cctx) // returns when cctx ends: the pod is gone, or the router renews
+		cancel()
+		c.Close()
+	}
 }
 
 // routeNames are the RDS route configurations a listener's HTTP connection managers name.
@@ -93,7 +132,12 @@ type routerState struct {
 	routes    map[string]*route.RouteConfiguration
 	clusters  map[string]string   // cluster → EDS service name
 	endpoints map[string][]string // EDS service name → healthy ip:port
+	seen      map[string][]string // EDS service name → every endpoint with its health (dump)
 	next      int
+	// connects and synced are for dump: how often the router connected, and whether the last
+	// connection got its first responses.
+	connects int
+	synced   bool
 }
 
 type listenerInfo struct {
@@ -103,7 +147,7 @@ type listenerInfo struct {
 
 func newRouterState() *routerState {
 	return &routerState{listeners: map[string]listenerInfo{}, routes: map[string]*route.RouteConfiguration{},
-		clusters: map[string]string{}, endpoints: map[string][]string{}}
+		clusters: map[string]string{}, endpoints: map[string][]string{}, seen: map[string][]string{}}
 }
 
 func (rs *routerState) setListener(name string, l *listener.Listener) {
@@ -144,8 +188,10 @@ func (rs *routerState) setEndpoints(name string, e *endpoint.ClusterLoadAssignme
 		return
 	}
 	var out []string
+	rs.seen[name] = nil
 	for _, le := range e.GetEndpoints() {
 		for _, ep := range le.GetLbEndpoints() {
+			rs.seen[name] = append(rs.seen[name], ep.GetHealthStatus().String()+" "+ep.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
 			if h := ep.GetHealthStatus(); h != core.HealthStatus_HEALTHY && h != core.HealthStatus_UNKNOWN {
 				continue
 			}
@@ -266,4 +312,33 @@ func pickWeighted(wc *route.WeightedCluster) string {
 		}
 	}
 	return ""
+}
+
+func (rs *routerState) hasCluster(name string) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	_, ok := rs.clusters[name]
+	return ok
+}
+
+// dump is the router's state as text (X-Testbed-Debug).
+func (rs *routerState) dump() string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "connects %d synced %v\n", rs.connects, rs.synced)
+	for n, l := range rs.listeners {
+		fmt.Fprintf(&b, "listener %s port %d routes %v\n", n, l.port, l.routes)
+	}
+	for n, r := range rs.routes {
+		for _, vh := range r.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				fmt.Fprintf(&b, "route %s vhost %s domains %v match %v cluster %s\n", n, vh.GetName(), vh.GetDomains(), rt.GetMatch(), rt.GetRoute().GetCluster())
+			}
+		}
+	}
+	for n, svc := range rs.clusters {
+		fmt.Fprintf(&b, "cluster %s eds %s endpoints %v (all: %v)\n", n, svc, rs.endpoints[svc], rs.seen[svc])
+	}
+	return b.String()
 }

@@ -198,6 +198,10 @@ func (pl *plane) serve(s *podServer, w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(w, "%s/%s\n", s.ns, s.name)
 		return
 	}
+	if r.Header.Get("X-Testbed-Debug") != "" { // what the router knows, for debugging the bed
+		_, _ = fmt.Fprint(w, rs.dump())
+		return
+	}
 	port, _ := strconv.Atoi(r.Header.Get(headerPort))
 	target, cause := rs.route(port, r.Host, r.URL.Path)
 	switch cause {
@@ -232,6 +236,7 @@ func forward(w http.ResponseWriter, r *http.Request, addr, port string) error {
 	if err != nil {
 		return err
 	}
+	req.Header = r.Header.Clone()
 	req.Host = r.Host
 	req.Header.Set(headerPort, port)
 	resp, err := upstream.RoundTrip(req)
