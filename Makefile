@@ -10,6 +10,8 @@ LDFLAGS     := -s -w -X $(MODULE)/pkg/cli.version=$(VERSION) -X $(MODULE)/pkg/cl
 GO          ?= go
 BIN_DIR     := $(CURDIR)/bin
 PLUGIN      := $(BIN_DIR)/kubectl-istio_upgrade
+# The companion that runs Istio's analyzers (precheck, migrate-ns's gate); it ships beside the plugin.
+ANALYZER    := $(BIN_DIR)/istio-upgrade-analyze
 
 # Heavy test-bed builds are cached outside the checkout (a fresh clone reuses them) and keyed by version.
 CACHE_DIR   ?= $(HOME)/.cache/kubectl-istio-upgrade
@@ -43,8 +45,9 @@ istio_ldflags = -X istio.io/istio/pkg/version.buildVersion=$(1) -X istio.io/isti
 	-X istio.io/istio/pkg/version.buildGitRevision=$(2)
 
 .PHONY: build
-build: ## Build the plugin into bin/
+build: ## Build the plugin and its analysis companion into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/kubectl-istio_upgrade
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(ANALYZER) ./cmd/istio-upgrade-analyze
 
 .PHONY: help
 help: ## List the targets
@@ -100,8 +103,9 @@ dist: ## Build release archives for every platform and render krew/istio-upgrade
 	  d=dist/kubectl-istio_upgrade_$${os}_$${arch}; mkdir -p $$d; \
 	  echo ">> $$os/$$arch"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-istio_upgrade$$ext ./cmd/kubectl-istio_upgrade || exit 1; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w" -o $$d/istio-upgrade-analyze$$ext ./cmd/istio-upgrade-analyze || exit 1; \
 	  cp LICENSE $$d/; cp hack/kubectl_complete-istio_upgrade $$d/; \
-	  tar -C $$d -czf $$d.tar.gz kubectl-istio_upgrade$$ext kubectl_complete-istio_upgrade LICENSE; rm -rf $$d; \
+	  tar -C $$d -czf $$d.tar.gz kubectl-istio_upgrade$$ext istio-upgrade-analyze$$ext kubectl_complete-istio_upgrade LICENSE; rm -rf $$d; \
 	done
 	$(GO) run ./hack/krewmanifest -version $(VERSION) -template krew/istio-upgrade.yaml.tmpl -dist dist -out krew/istio-upgrade.yaml
 

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -65,6 +66,11 @@ type Input struct {
 	MissingPermissions []string
 	// RunningPods are the running pods, for Gateway selectors.
 	RunningPods []corev1.Pod
+	// CRDVersions are the served versions of the Gateway API CRDs, by CRD name.
+	CRDVersions map[string][]string
+	// Analysis are the messages of Istio's configuration analysis; AnalysisError says why it did not run.
+	Analysis      []istio.AnalysisMessage
+	AnalysisError string
 }
 
 // Check is one named check.
@@ -80,7 +86,9 @@ var All = []Check{
 	{"control-plane", ControlPlane},
 	{"target-revision", TargetRevision},
 	{"version-skew", VersionSkew},
+	{"version-rules", VersionRules},
 	{"crds", CRDs},
+	{"gateway-api-crds", GatewayAPICRDs},
 	{"root-ca", RootCA},
 	{"webhooks", Webhooks},
 	{"namespaces", Namespaces},
@@ -90,6 +98,7 @@ var All = []Check{
 	{"gateway-api", GatewayAPIFollowsTag},
 	{"install-method", InstallMethod},
 	{"gitops", GitOps},
+	{"analysis", Analysis},
 }
 
 // Run runs checks and returns their findings, most severe first (stable within a severity).

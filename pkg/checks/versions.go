@@ -2,8 +2,11 @@ package checks
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
 // k8sSupport is the Kubernetes range each Istio minor supports, from Istio's support-status table
@@ -89,4 +92,134 @@ func VersionSkew(in *Input) []Finding {
 			"install an intermediate revision and migrate through it"}}
 	}
 	return nil
+}
+
+// patchOf parses "1.29.2", "1.29.2-distroless" → (29, 2); a version without a patch is patch 0.
+func patchOf(v string) (minor, patch int, ok bool) {
+	minor, ok = minorOf(v)
+	if !ok {
+		return 0, 0, false
+	}
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 4)
+	if len(parts) < 3 {
+		return minor, 0, true
+	}
+	digits := parts[2]
+	for i, r := range digits {
+		if r < '0' || r > '9' {
+			digits = digits[:i]
+			break
+		}
+	}
+	patch, err := strconv.Atoi(digits)
+	return minor, patch, err == nil
+}
+
+// older says a < b for two parsed versions.
+func older(am, ap, bm, bp int) bool { return am < bm || (am == bm && ap < bp) }
+
+// Hazard is a known version-skew bug: proxies older than ProxyBelow fail against an istiod of
+// IstiodFrom or newer.
+type Hazard struct {
+	ID         string
+	ProxyBelow string
+	IstiodFrom string
+	What       string
+}
+
+// Hazards are the skew bugs an upgrade can walk into, with the releases they apply to.
+var Hazards = []Hazard{
+	{ID: "istio/istio#60486", ProxyBelow: "1.29.2", IstiodFrom: "1.30.0",
+		What: "sidecars before 1.29.2 reject listeners that use istio.hashable_string from newer istiods (LDS rejected, the proxy never becomes ready) unless that istiod carries the fix"},
+}
+
+// VersionRules: the target at most one minor ahead of what serves now, no proxy newer than its
+// istiod, and the known skew hazards between a proxy and the istiod it talks to (or will).
+func VersionRules(in *Input) []Finding {
+	s := in.Snapshot
+	versionOf := map[string]string{}
+	for _, r := range s.Revisions {
+		if r.Installed {
+			versionOf[r.Name] = r.Version
+		}
+	}
+	var out []Finding
+	if tv, ok := versionOf[in.Target]; ok && in.Target != "" {
+		tm, tok := minorOf(tv)
+		for _, r := range ServingRevisions(s) {
+			if m, ok := minorOf(versionOf[r]); tok && ok && r != in.Target && tm-m > 1 {
+				out = append(out, Finding{Warning, "TARGET_SKIPS_MINOR", "revision/" + in.Target,
+					fmt.Sprintf("the target %s (%s) is %d minors ahead of %s (%s), which serves proxies now; Istio supports upgrading one minor at a time", in.Target, tv, tm-m, r, versionOf[r]),
+					"install the intermediate minor and migrate through it; the mutating steps refuse this target unless --allow-version-skip"})
+			}
+		}
+	}
+	hazardSeen := map[string]bool{}
+	for _, p := range s.Proxies {
+		obj := "pod/" + p.Namespace + "/" + p.Pod
+		pm, pp, ok1 := patchOf(p.Version)
+		im, ip, ok2 := patchOf(versionOf[p.Revision])
+		if ok1 && ok2 && older(im, ip, pm, pp) && im != pm {
+			out = append(out, Finding{Error, "PROXY_AHEAD_OF_ISTIOD", obj,
+				fmt.Sprintf("proxy %s is newer than its istiod %s (%s); Istio supports proxies at or behind their control plane", p.Version, p.Revision, versionOf[p.Revision]),
+				"move the workload to a revision at least as new as its proxy: kubectl istio-upgrade migrate-ns " + p.Namespace + " --to REV"})
+		}
+		if !ok1 {
+			continue
+		}
+		// The istiods this proxy meets: its own, and the target it is about to move to.
+		for _, rev := range []string{p.Revision, in.Target} {
+			iv := versionOf[rev]
+			im, ip, ok := patchOf(iv)
+			if !ok {
+				continue
+			}
+			for _, h := range Hazards {
+				bm, bp, _ := patchOf(h.ProxyBelow)
+				fm, fp, _ := patchOf(h.IstiodFrom)
+				key := h.ID + p.Namespace + p.Pod
+				if hazardSeen[key] || !older(pm, pp, bm, bp) || older(im, ip, fm, fp) {
+					continue
+				}
+				hazardSeen[key] = true
+				out = append(out, Finding{Warning, "SKEW_HAZARD", obj,
+					fmt.Sprintf("proxy %s with istiod %s (%s): %s (%s)", p.Version, rev, iv, h.What, h.ID),
+					"restart the workload onto a proxy of " + h.ProxyBelow + " or later before it meets that istiod, or check that the istiod's release carries the fix"})
+			}
+		}
+	}
+	return out
+}
+
+// ServingRevisions are the revisions proxies run on now, and those namespaces select (read without
+// proxies, as a dry run is, the namespaces still say it).
+func ServingRevisions(s *mesh.Snapshot) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(rev string) {
+		if rev != "" && !seen[rev] {
+			seen[rev] = true
+			out = append(out, rev)
+		}
+	}
+	for _, p := range s.Proxies {
+		add(p.Revision)
+	}
+	for _, n := range s.Namespaces {
+		add(n.Revision)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SkipsMinor says why moving to target skips a minor (the revisions serving now that are more than one
+// minor behind it), or "" when it does not.
+func SkipsMinor(s *mesh.Snapshot, target string) string {
+	in := &Input{Snapshot: &mesh.Snapshot{Revisions: s.Revisions, Proxies: s.Proxies, Namespaces: s.Namespaces}, Target: target}
+	for _, f := range VersionRules(in) {
+		if f.Code == "TARGET_SKIPS_MINOR" {
+			return f.Message
+		}
+	}
+	return ""
 }

@@ -59,3 +59,36 @@ func explainConfigError(err error) error {
 	}
 	return err
 }
+
+// FlagArgs are kubectl's connection flags as set on f (--context=…), for a process that must reach the
+// same cluster as the same user.
+func FlagArgs(f *genericclioptions.ConfigFlags) []string {
+	var out []string
+	str := func(name string, v *string) {
+		if v != nil && *v != "" {
+			out = append(out, "--"+name+"="+*v)
+		}
+	}
+	str("kubeconfig", f.KubeConfig)
+	str("context", f.Context)
+	str("cluster", f.ClusterName)
+	str("user", f.AuthInfoName)
+	str("server", f.APIServer)
+	str("tls-server-name", f.TLSServerName)
+	str("certificate-authority", f.CAFile)
+	str("client-certificate", f.CertFile)
+	str("client-key", f.KeyFile)
+	str("token", f.BearerToken)
+	str("as", f.Impersonate)
+	str("as-uid", f.ImpersonateUID)
+	str("request-timeout", f.Timeout)
+	if f.ImpersonateGroup != nil {
+		for _, g := range *f.ImpersonateGroup {
+			out = append(out, "--as-group="+g)
+		}
+	}
+	if f.Insecure != nil && *f.Insecure {
+		out = append(out, "--insecure-skip-tls-verify=true")
+	}
+	return out
+}

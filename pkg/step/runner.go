@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
@@ -99,6 +100,11 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	if plan.Nothing != "" {
 		r.Result.Summary = plan.Nothing
 		return r.Result.Write(r.Out, g.Output)
+	}
+	if plan.Target != "" && !o.AllowVersionSkip {
+		if why := checks.SkipsMinor(r.Before, plan.Target); why != "" {
+			return cli.BadInputf("%s; nothing was changed (--allow-version-skip goes ahead anyway)", why)
+		}
 	}
 	gitOpsWarnings(ctx, r, plan)
 	if err := checkAccess(ctx, r, plan); err != nil {

@@ -59,6 +59,9 @@ type Plan struct {
 	// Access is every verb Apply (and Revert) will use, on what, where: the runner asks the apiserver
 	// for all of it, with its own, before anything changes (exit 77 and the list when any is denied).
 	Access []kube.Access
+	// Target is the revision the step moves proxies or gateways to: the runner refuses one more than a
+	// minor ahead of what serves now (exit 65) unless --allow-version-skip.
+	Target string
 }
 
 // On is the access of verbs on the object ref names (its kind, in its namespace).
@@ -68,8 +71,9 @@ func On(ref journal.ObjectRef, verbs ...string) []kube.Access {
 
 // Options are the flags the runner gives every mutating step.
 type Options struct {
-	DryRunStr string
-	Yes       bool
+	DryRunStr        string
+	Yes              bool
+	AllowVersionSkip bool
 }
 
 // Run is one execution of a step: its clients, its result, its journal entry and its lock.
@@ -302,4 +306,5 @@ func (r *Run) Wait(ctx context.Context, timeout time.Duration, what string, cond
 func (o *Options) AddFlags(cmd *cobra.Command) {
 	cli.AddDryRunFlag(cmd.Flags(), &o.DryRunStr)
 	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation (without a terminal nothing is asked anyway)")
+	cmd.Flags().BoolVar(&o.AllowVersionSkip, "allow-version-skip", false, "Move to a revision more than one minor ahead of the one serving now (Istio supports one minor at a time)")
 }

@@ -210,7 +210,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		}
 		o.helmVals = o.helmValues(HPARange(oldHPA))
 		p := &step.Plan{Question: fmt.Sprintf("Install Helm release %s (the %s chart %s of release %s: revision=%s, no Service, %d replicas, out of traffic until shift) beside %s?",
-			o.det.Canary, o.source.Chart, o.source.Version, o.source.Name, o.Revision, o.Replicas, o.det.Gateway)}
+			o.det.Canary, o.source.Chart, o.source.Version, o.source.Name, o.Revision, o.Replicas, o.det.Gateway), Target: o.Revision}
 		// helm writes its release Secret and creates the chart's objects
 		p.Access = append(p.Access, kube.Can("", "secrets", o.Namespace, "list", "create", "update")...)
 		p.Access = append(p.Access, kube.Can("apps", "deployments", o.Namespace, "create")...)
@@ -223,6 +223,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	p := &step.Plan{
 		Question: fmt.Sprintf("Create canary gateway %s on %s beside %s (%d replicas, out of traffic until shift)?", o.det.Canary, o.Revision, o.det.Gateway, o.Replicas),
 		Record:   []journal.ObjectRef{journal.DeploymentRef(o.Namespace, o.CanaryName)},
+		Target:   o.Revision,
 	}
 	if oldHPA != nil {
 		o.hpa = DeriveHPA(oldHPA, o.canary)

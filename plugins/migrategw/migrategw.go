@@ -228,7 +228,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if g.Helm {
 		o.warn(fmt.Sprintf("Helm owns deployment/%s: the next `helm upgrade` puts its revision back unless its values say revision=%s", g.Name, rev))
 	}
-	p := &step.Plan{Question: fmt.Sprintf("Move %s from %s to %s in place (pods replaced new-first, %s; the Service is kept)?", o.ref(), o.from, rev, o.det.Capacity)}
+	p := &step.Plan{Question: fmt.Sprintf("Move %s from %s to %s in place (pods replaced new-first, %s; the Service is kept)?", o.ref(), o.from, rev, o.det.Capacity), Target: rev}
 	depRef := journal.DeploymentRef(o.Namespace, o.dep.Name)
 	p.Access = append(p.Access, step.On(depRef, "get", "list", "watch")...)
 	p.Access = append(p.Access, kube.Can("", "pods", o.Namespace, "list")...)

@@ -51,14 +51,21 @@ type Options struct {
 	// PinGateways labels the Gateway API gateways that follow a relabelled namespace with their current
 	// revision before anything changes.
 	PinGateways bool
+	// Analysis gates each namespace on Istio's configuration analysis; StrictAnalysis makes its new
+	// warnings block too.
+	Analysis       bool
+	StrictAnalysis bool
+	// Analyzer runs the analysis of namespace ("" = all) as revision rev sees it (tests replace it).
+	Analyzer func(ctx context.Context, r *step.Run, namespace, rev string) ([]istio.AnalysisMessage, error)
 
-	canary   *kube.WorkloadRef
-	plan     *Plan
-	det      *Details
-	istiod   []corev1.Pod // target revision's istiod pods
-	relabel  []string
-	restarts []kube.WorkloadRef
-	pins     []migrategw.Pin
+	analysisBefore map[string][]istio.AnalysisMessage // per namespace, before it moved
+	canary         *kube.WorkloadRef
+	plan           *Plan
+	det            *Details
+	istiod         []corev1.Pod // target revision's istiod pods
+	relabel        []string
+	restarts       []kube.WorkloadRef
+	pins           []migrategw.Pin
 }
 
 // Details is the step-specific part of the -o json result.
@@ -69,6 +76,20 @@ type Details struct {
 	RolledBack bool         `json:"rolledBack"`
 	Halted     string       `json:"halted,omitempty"`
 	Warnings   []string     `json:"warnings"`
+	// Analysis is each namespace's analysis gate: Istio's analyzers before the move (as the revision it
+	// ran sees it) and after (as the target sees it).
+	Analysis []AnalysisGate `json:"analysis"`
+}
+
+// AnalysisGate is one namespace's analysis gate, as printed in -o json.
+type AnalysisGate struct {
+	Namespace string `json:"namespace"`
+	// Before and After count the namespace's error and warning messages.
+	Before      int      `json:"before"`
+	After       int      `json:"after"`
+	NewErrors   []string `json:"newErrors"`
+	NewWarnings []string `json:"newWarnings"`
+	Passed      bool     `json:"passed"`
 }
 
 // GateResult is one batch's gate, as printed in -o json.
@@ -85,7 +106,7 @@ type GateResult struct {
 
 // NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
 func NewOptions() *Options {
-	return &Options{BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, PinGateways: true}
+	return &Options{BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, PinGateways: true, Analysis: true, Analyzer: analyzeLive}
 }
 
 // Name is the step's name in the journal and results.
@@ -112,7 +133,11 @@ the system ones need --include-system.
 
 After each batch, a gate: every rollout complete (watched), every new pod injected by the target
 revision, its proxy SYNCED on the target istiod (syncz), and the target istiod's error counters
-(rejected configs, push errors) did not rise. A failed gate halts the step (exit 75), a timed-out one too (exit 74);
+(rejected configs, push errors) did not rise. After each wave, each of its namespaces is analysed with
+Istio's analyzers (istioctl analyze's) as the target revision sees it, and compared with its analysis
+before the move as the revision it ran: a new error fails the gate (configuration labelled istio.io/rev
+for the old revision is invisible to the new one, a missing Gateway shows as IST0101); new warnings are
+reported, and fail it with --strict-analysis. A failed gate halts the step (exit 75), a timed-out one too (exit 74);
 with --rollback-on-failure the namespaces are relabelled back and what was restarted is restarted
 again onto the old revision.
 
@@ -148,6 +173,8 @@ workloads are warned about and restarted last.`,
 	f.BoolVar(&o.RollbackOnFailure, "rollback-on-failure", false, "When a gate fails, relabel the touched namespaces back and restart what was restarted")
 	f.BoolVar(&o.AllowDowntime, "allow-downtime", false, "Restart workloads even when their rollout would leave no ready pod")
 	f.BoolVar(&o.PinGateways, "pin-gateways", true, migrategw.PinHelp)
+	f.BoolVar(&o.Analysis, "analysis", true, "After each namespace moves, gate on Istio's configuration analysis: no new error as the target revision sees the namespace")
+	f.BoolVar(&o.StrictAnalysis, "strict-analysis", false, "Let new analysis warnings fail the gate too (they are reported either way)")
 	f.BoolVar(&o.IncludeSystem, "include-system", false, "Allow kube-system, kube-public and kube-node-lease when named as arguments (never taken by --all or -l)")
 	return step.NewCommand(g, streams, o, cmd)
 }
@@ -193,7 +220,7 @@ func (o *Options) Validate(_ *step.Run, args []string) error {
 
 // Plan resolves --to, the namespaces and the canary, and applies the zero-downtime guard.
 func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
-	o.det = &Details{Gates: []GateResult{}, Restarted: []string{}, Warnings: []string{}}
+	o.det = &Details{Gates: []GateResult{}, Restarted: []string{}, Warnings: []string{}, Analysis: []AnalysisGate{}}
 	r.Result.Details = o.det
 	if err := o.validateCluster(ctx, r); err != nil {
 		return nil, err
@@ -222,7 +249,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		r.Progress.Printf("warning: %s", w)
 	}
 	p := &step.Plan{Question: fmt.Sprintf("Relabel %d namespaces to %s (%s) and restart %d workloads in gated batches of %d?",
-		o.plan.Relabels(), o.To, o.plan.Revision, o.plan.Restarts(), o.BatchSize)}
+		o.plan.Relabels(), o.To, o.plan.Revision, o.plan.Restarts(), o.BatchSize), Target: o.plan.Revision}
 	if o.plan.Restarts() == 0 && o.plan.Relabels() == 0 {
 		p.Nothing = fmt.Sprintf("migrate-ns: every selected namespace already selects %s and every workload runs %s; nothing to do", o.To, o.plan.Revision)
 	}
@@ -604,6 +631,9 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 			o.det.Warnings = append(o.det.Warnings, "istiod metrics unavailable: "+merr.Error())
 		}
 	}
+	if r.Live() && o.Analysis {
+		o.analysisBaseline(ctx, r)
+	}
 	batchNo := 0
 	for wi, w := range o.plan.Waves(o.MaxUnavailableNamespaces, o.BatchSize) {
 		if r.Stopping() {
@@ -639,6 +669,11 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 				for k, v := range g.Metrics {
 					baseline[k] = v[1]
 				}
+			}
+		}
+		if r.Live() && o.analysisBefore != nil {
+			if err := o.analysisGate(ctx, r, w.Namespaces); err != nil {
+				return err
 			}
 		}
 		if wi == 0 && o.plan.Canary != nil && r.Live() && !o.confirm(r) {
@@ -803,4 +838,97 @@ func workloadJournalRef(w kube.WorkloadRef) journal.ObjectRef {
 		return journal.DaemonSetRef(w.Namespace, w.Name)
 	}
 	return journal.DeploymentRef(w.Namespace, w.Name)
+}
+
+// analyzeLive runs Istio's analyzers through the companion executable.
+func analyzeLive(ctx context.Context, r *step.Run, namespace, rev string) ([]istio.AnalysisMessage, error) {
+	return mesh.Analyze(ctx, kube.FlagArgs(r.G.ConfigFlags), r.Before, r.Raw, namespace, rev)
+}
+
+// inNamespace keeps the messages about ns (its objects, and the Namespace itself).
+func inNamespace(ms []istio.AnalysisMessage, ns string) []istio.AnalysisMessage {
+	var out []istio.AnalysisMessage
+	for _, m := range ms {
+		if m.Namespace == ns || (m.Kind == "Namespace" && m.Name == ns) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// analysisBaseline analyses the namespaces to move as the revisions they run now see them: one run per
+// revision, over all namespaces. Without it (the companion missing, an API error) the analysis gate is
+// skipped and said, as the metrics gate is.
+func (o *Options) analysisBaseline(ctx context.Context, r *step.Run) {
+	byRev := map[string][]string{}
+	for _, np := range o.plan.Namespaces {
+		rev := ""
+		for _, n := range r.Before.Namespaces {
+			if n.Name == np.Name {
+				rev = n.Revision
+			}
+		}
+		byRev[rev] = append(byRev[rev], np.Name)
+	}
+	before := map[string][]istio.AnalysisMessage{}
+	for rev, nss := range byRev {
+		r.Progress.Printf("analysing %s as %s sees them (Istio's analyzers)", strings.Join(nss, ", "), orNone(rev))
+		ms, err := o.Analyzer(ctx, r, "", rev)
+		if err != nil {
+			r.Progress.Printf("warning: configuration analysis unavailable (%v): the gates do not compare it", err)
+			o.det.Warnings = append(o.det.Warnings, "configuration analysis unavailable: "+err.Error())
+			return
+		}
+		for _, ns := range nss {
+			before[ns] = inNamespace(ms, ns)
+		}
+	}
+	o.analysisBefore = before
+}
+
+// analysisGate analyses the wave's namespaces as the target sees them and fails on a new error (or,
+// with --strict-analysis, a new warning).
+func (o *Options) analysisGate(ctx context.Context, r *step.Run, namespaces []string) error {
+	ms, err := o.Analyzer(ctx, r, "", o.plan.Revision)
+	if err != nil {
+		return cli.Errorf(cli.ExitGateFailed, "analysis gate: %v", err)
+	}
+	var failed []string
+	for _, ns := range namespaces {
+		before, after := o.analysisBefore[ns], inNamespace(ms, ns)
+		errs, warns := checks.AnalysisRegressions(before, after)
+		g := AnalysisGate{Namespace: ns, Before: countSevere(before), After: countSevere(after), NewErrors: []string{}, NewWarnings: []string{}}
+		for _, m := range errs {
+			g.NewErrors = append(g.NewErrors, checks.DescribeAnalysis([]istio.AnalysisMessage{m}))
+		}
+		for _, m := range warns {
+			g.NewWarnings = append(g.NewWarnings, checks.DescribeAnalysis([]istio.AnalysisMessage{m}))
+		}
+		g.Passed = len(errs) == 0 && (!o.StrictAnalysis || len(warns) == 0)
+		o.det.Analysis = append(o.det.Analysis, g)
+		if len(warns) > 0 {
+			r.Progress.Printf("namespace/%s: new analysis warnings as %s sees it: %s", ns, o.plan.Revision, checks.DescribeAnalysis(warns))
+		}
+		if !g.Passed {
+			failed = append(failed, fmt.Sprintf("namespace %s: %s", ns, checks.DescribeAnalysis(append(errs, warns...))))
+			continue
+		}
+		r.Progress.Printf("namespace/%s: analysis gate passed (%d errors and warnings before, %d after, none new)", ns, g.Before, g.After)
+	}
+	if len(failed) > 0 {
+		err := fmt.Errorf("the analysis as %s sees it has new findings: %s", o.plan.Revision, strings.Join(failed, "; "))
+		r.Progress.Printf("analysis gate FAILED: %v", err)
+		return cli.Errorf(cli.ExitGateFailed, "analysis gate failed: %v", err)
+	}
+	return nil
+}
+
+func countSevere(ms []istio.AnalysisMessage) int {
+	n := 0
+	for _, m := range ms {
+		if m.Level == "Error" || m.Level == "Warning" {
+			n++
+		}
+	}
+	return n
 }

@@ -169,3 +169,102 @@ func TestRunWarnsAboutGitOpsAndPrintsThePatch(t *testing.T) {
 		t.Errorf("no committable patch for namespace/shop: %+v", res.Patches)
 	}
 }
+
+// fakeAnalyzer answers the analysis as each revision sees the cluster.
+func fakeAnalyzer(byRev map[string][]istio.AnalysisMessage, calls *[]string) func(context.Context, *step.Run, string, string) ([]istio.AnalysisMessage, error) {
+	return func(_ context.Context, _ *step.Run, ns, rev string) ([]istio.AnalysisMessage, error) {
+		*calls = append(*calls, ns+"@"+rev)
+		return byRev[rev], nil
+	}
+}
+
+// The analysis gate: a namespace (no workloads, so its batches pass at once) whose configuration the
+// target revision sees with a new error halts with 75 and, with --rollback-on-failure, is relabelled
+// back; a new warning passes unless --strict-analysis; messages of other namespaces do not count.
+func TestRunAnalysisGate(t *testing.T) {
+	missingGW := istio.AnalysisMessage{Code: "IST0101", Level: "Error", Kind: "VirtualService", Namespace: "calm", Name: "web",
+		Message: `Referenced gateway not found: "calm/gw-1-30"`}
+	warn := istio.AnalysisMessage{Code: "IST0108", Level: "Warning", Kind: "Pod", Namespace: "calm", Name: "web-1", Message: "Unknown annotation: x"}
+	elsewhere := istio.AnalysisMessage{Code: "IST0101", Level: "Error", Kind: "VirtualService", Namespace: "other", Name: "v", Message: "x"}
+	old := istio.AnalysisMessage{Code: "IST0106", Level: "Error", Kind: "DestinationRule", Namespace: "calm", Name: "dr", Message: "Schema validation error: y"}
+	cases := []struct {
+		name     string
+		after    []istio.AnalysisMessage
+		strict   bool
+		wantCode cli.ExitCode
+		wantRev  string
+	}{
+		{"new error", []istio.AnalysisMessage{old, missingGW, elsewhere}, false, cli.ExitGateFailed, "1-30"},
+		{"new warning", []istio.AnalysisMessage{old, warn, elsewhere}, false, cli.ExitOK, "1-31"},
+		{"new warning, strict", []istio.AnalysisMessage{old, warn}, true, cli.ExitGateFailed, "1-30"},
+		{"nothing new", []istio.AnalysisMessage{old, elsewhere}, false, cli.ExitOK, "1-31"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := steptest.New(t, append(steptest.Mesh(), steptest.Namespace("calm", map[string]string{istio.LabelRev: "1-30"}))...)
+			var calls []string
+			o := NewOptions()
+			o.To, o.Timeout, o.RollbackOnFailure, o.StrictAnalysis = "1-31", time.Minute, true, c.strict
+			o.Analyzer = fakeAnalyzer(map[string][]istio.AnalysisMessage{"1-30": {old}, "1-31": c.after}, &calls)
+			err := b.Run(o, "none", nil, "calm")
+			if cli.CodeOf(err) != c.wantCode {
+				t.Fatalf("exit %d (%v), want %d", cli.CodeOf(err), err, c.wantCode)
+			}
+			if l := b.Rev("calm"); l != c.wantRev {
+				t.Errorf("calm labelled %q, want %q", l, c.wantRev)
+			}
+			if want := []string{"@1-30", "@1-31"}; !slices.Equal(calls, want) {
+				t.Errorf("analyses %v, want before as 1-30 then after as 1-31 %v", calls, want)
+			}
+			if len(o.det.Analysis) != 1 || o.det.Analysis[0].Passed != (c.wantCode == cli.ExitOK) {
+				t.Fatalf("analysis gates %+v", o.det.Analysis)
+			}
+			g := o.det.Analysis[0]
+			if c.name == "new error" && (len(g.NewErrors) != 1 || !strings.Contains(g.NewErrors[0], "IST0101 virtualservice/calm/web")) {
+				t.Errorf("new errors %v", g.NewErrors)
+			}
+			if c.name == "new error" && !strings.Contains(err.Error(), "IST0101") {
+				t.Errorf("the gate's error does not name the message: %v", err)
+			}
+		})
+	}
+}
+
+// Without the companion (an error from the analyzer) the step says so and gates on the rest.
+func TestRunAnalysisUnavailable(t *testing.T) {
+	b := steptest.New(t, append(steptest.Mesh(), steptest.Namespace("calm", map[string]string{istio.LabelRev: "1-30"}))...)
+	o := NewOptions()
+	o.To, o.Timeout = "1-31", time.Minute
+	o.Analyzer = func(context.Context, *step.Run, string, string) ([]istio.AnalysisMessage, error) {
+		return nil, istio.ErrNoAnalyzer
+	}
+	if err := b.Run(o, "none", nil, "calm"); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.det.Warnings) == 0 || !strings.Contains(strings.Join(o.det.Warnings, " "), "analysis unavailable") {
+		t.Errorf("warnings %v", o.det.Warnings)
+	}
+}
+
+// A target two minors ahead of what shop runs is refused before anything changes (65), in dry runs too;
+// --allow-version-skip goes ahead.
+func TestRunRefusesASkippedMinor(t *testing.T) {
+	was := steptest.Versions["1-31"]
+	steptest.Versions["1-31"] = "1.32.1"
+	t.Cleanup(func() { steptest.Versions["1-31"] = was })
+	for _, dry := range []string{"none", "client"} {
+		b := steptest.New(t, steptest.Mesh()...)
+		err := b.Run(toShop(time.Second, false)(), dry, nil, "shop")
+		if cli.CodeOf(err) != cli.ExitBadInput || !strings.Contains(err.Error(), "--allow-version-skip") || !strings.Contains(err.Error(), "2 minors ahead") {
+			t.Fatalf("dry-run=%s: exit %d (%v), want 65 naming the skip and the flag", dry, cli.CodeOf(err), err)
+		}
+		if c := b.Changes(); len(c) != 0 {
+			t.Errorf("dry-run=%s: changes %v", dry, c)
+		}
+	}
+	b := steptest.New(t, steptest.Mesh()...)
+	b.AllowVersionSkip = true
+	if err := b.Run(toShop(time.Second, false)(), "client", nil, "shop"); err != nil {
+		t.Fatalf("--allow-version-skip: %v", err)
+	}
+}

@@ -118,8 +118,12 @@ func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.R
 	}
 	crds, err := c.Dynamic.Resource(crdGVR).List(ctx, metav1.ListOptions{})
 	if err == nil {
+		in.CRDVersions = map[string][]string{}
 		for _, crd := range crds.Items {
 			in.CRDs = append(in.CRDs, crd.GetName())
+			if group, _, _ := unstructured.NestedString(crd.Object, "spec", "group"); group == "gateway.networking.k8s.io" {
+				in.CRDVersions[crd.GetName()] = servedVersions(crd)
+			}
 		}
 	} else if !apierrors.IsForbidden(err) {
 		return fmt.Errorf("list customresourcedefinitions: %w", err)
@@ -165,4 +169,20 @@ func orNone(v string) string {
 		return `""`
 	}
 	return v
+}
+
+// servedVersions are the versions a CRD serves.
+func servedVersions(crd unstructured.Unstructured) []string {
+	vs, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	var out []string
+	for _, v := range vs {
+		m, _ := v.(map[string]any)
+		if served, _ := m["served"].(bool); served {
+			if name, _ := m["name"].(string); name != "" {
+				out = append(out, name)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -28,6 +29,7 @@ type Options struct {
 	FailOn        string
 	AllNamespaces bool
 	SaveSnapshot  string
+	Analysis      bool
 
 	namespace string
 	failOn    checks.Severity
@@ -63,7 +65,9 @@ its injector and ConfigMaps; version skew between revisions; Istio CRDs; one roo
 revisions; injector webhooks that overlap (IST0139) and tags or the default validator pointing at a
 missing revision; namespace labels (both labels IST0123, unknown revision, legacy istio-injection, pods
 on another revision); proxies not SYNCED, disconnected or too far behind; zero-downtime guardrails
-(single replica, Recreate, maxUnavailable, readiness probes, PDBs, HPA minReplicas); gateways (one
+(single replica, Recreate, maxUnavailable, readiness probes, PDBs, HPA minReplicas, and workloads serving
+a Service with no preStop hook, whose pods stop before endpoints stop sending to them:
+NO_GRACEFUL_SHUTDOWN); gateways (one
 replica, Services pinning a revision, Gateway selectors matching nothing); Gateway API gateways that
 follow a tag, which istiod re-deploys all at once when the tag moves (GATEWAY_FOLLOWS_TAG, with the
 migrate-gw command that pins one, gated); and Helm vs istioctl.
@@ -91,6 +95,7 @@ Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
 	cmd.Flags().StringVar(&o.Revision, "revision", "", "The revision being upgraded to; checks that it is installed and ready")
 	cmd.Flags().StringVar(&o.FailOn, "fail-on", "error", "Exit 79 when a finding of this severity or worse exists: error or warning")
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "All namespaces (the default unless -n is given)")
+	cmd.Flags().BoolVar(&o.Analysis, "analysis", true, "Run Istio's configuration analysis (istioctl analyze's analyzers) as the --revision's istiod, else the default revision's, sees the cluster")
 	cmd.Flags().StringVar(&o.SaveSnapshot, "save-snapshot", "", "Write the mesh snapshot (the status document) to this file")
 	return cmd
 }
@@ -150,6 +155,13 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		if err := collect(ctx, c, in, opts); err != nil {
 			return err
+		}
+		if o.Analysis {
+			if in.Analysis, err = mesh.Analyze(ctx, kube.FlagArgs(o.g.ConfigFlags), in.Snapshot, raw, o.namespace, o.Revision); err != nil {
+				in.AnalysisError = err.Error()
+			}
+		} else {
+			report.Skipped = append(report.Skipped, "analysis")
 		}
 		report.Findings = checks.Run(in, checks.All)
 		if report.Steps, err = checkSteps(ctx, c, in.Snapshot, o.g.IstioNamespace); err != nil {

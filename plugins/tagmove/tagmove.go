@@ -221,6 +221,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		Question: fmt.Sprintf("Point tag %s (now %s) at %s? %d namespaces and %d pods follow it on their next restart%s.",
 			o.Tag, cli.OrNone(from), o.To, len(o.det.BlastRadius.Namespaces), o.det.BlastRadius.Pods, map[bool]string{true: " (--restart restarts them now)"}[o.Restart]),
 		Record: []journal.ObjectRef{journal.MutatingWebhookRef(whName), journal.ServiceRef(ns, o.wantSvc.Name)},
+		Target: o.To,
 	}
 	if o.wantVal != nil {
 		p.Record = append(p.Record, journal.ValidatingWebhookRef(o.wantVal.Name))

@@ -36,6 +36,8 @@ type Bed struct {
 	// Flags are added to the command line the journal records (a rerun with the same line resumes an
 	// entry that did not finish).
 	Flags string
+	// AllowVersionSkip is --allow-version-skip.
+	AllowVersionSkip bool
 }
 
 // New returns a bed holding objs (see journaltest.New).
@@ -52,7 +54,7 @@ func (b *Bed) Run(s step.Step, dry string, signals <-chan os.Signal, args ...str
 	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
 	b.Out, b.ErrOut = out, errOut
 	cmd := strings.Join(append([]string{"kubectl istio-upgrade", s.Name(), b.Flags}, args...), " ")
-	return step.Execute(context.Background(), b.G, streams, s, &step.Options{DryRunStr: dry, Yes: true}, cmd, args, signals)
+	return step.Execute(context.Background(), b.G, streams, s, &step.Options{DryRunStr: dry, Yes: true, AllowVersionSkip: b.AllowVersionSkip}, cmd, args, signals)
 }
 
 // Changes are the writes that change the cluster: not dry runs, not the SelfSubjectReview that asks
