@@ -40,7 +40,7 @@ var ExitCodes = []struct {
 	{ExitOK, "OK", "success"},
 	{ExitError, "Error", "unexpected or API error (cluster unreachable, unknown context, …)"},
 	{ExitUsage, "Usage", "bad flags or arguments"},
-	{ExitBadInput, "BadInput", "bad input: unknown revision, tag, namespace or object; nothing was changed"},
+	{ExitBadInput, "BadInput", "bad input: unknown revision, tag, namespace or object, or a target revision more than one minor ahead of what serves (without --allow-version-skip); nothing was changed"},
 	{ExitBlocked, "Blocked", "refused because something still depends on what the step would change (cleanup's blockers, undo of an entry later steps changed again); nothing was changed"},
 	{ExitDeclined, "Declined", "answered no at the confirmation prompt; nothing was changed"},
 	{ExitDrifted, "Drifted", "undo refused: fields the step changed were changed again since (or the object was deleted or re-created); the fields are listed, nothing was changed; undo --force restores them anyway"},

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // AnalyzerBinary is the companion executable that runs Istio's analyzers (pkg/istio/analyzer). It ships
@@ -53,7 +54,13 @@ type AnalyzeOptions struct {
 	MeshConfig string `json:"meshConfig"`
 	// KubeFlags are kubectl's connection flags as given to the plugin (--context=…), for the companion.
 	KubeFlags []string `json:"kubeFlags"`
+	// Timeout bounds the analysis (AnalyzeTimeout when zero): the analyzers wait for informers that
+	// never sync when a kind may not be listed.
+	Timeout time.Duration `json:"-"`
 }
+
+// AnalyzeTimeout is how long an analysis may take by default.
+const AnalyzeTimeout = 2 * time.Minute
 
 // AnalysisResult is what the companion prints.
 type AnalysisResult struct {
@@ -92,10 +99,19 @@ func Analyze(ctx context.Context, o AnalyzeOptions) ([]AnalysisMessage, error) {
 	if err != nil {
 		return nil, err
 	}
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = AnalyzeTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), &out, &errb
 	if err := cmd.Run(); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("analysis: not done after %s (the analyzers wait until they could list every kind they read: may this identity list them? istioctl analyze needs the same)", timeout)
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("analysis: %w", ctx.Err())
 		}

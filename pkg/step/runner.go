@@ -24,11 +24,18 @@ import (
 // ProxyReader is a step whose plan needs every proxy even in a dry run (cleanup's blockers).
 type ProxyReader interface{ ProxiesInDryRun() bool }
 
+// Mover is a step that moves proxies or gateways to a revision (its Plan sets Target): it takes
+// --allow-version-skip.
+type Mover interface{ MovesToRevision() }
+
 // NewCommand wires a step into its cobra command: the runner's flags (--dry-run, -y) and a RunE that
 // runs the step through the engine.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams, s Step, cmd *cobra.Command) *cobra.Command {
 	o := &Options{}
 	o.AddFlags(cmd)
+	if _, ok := s.(Mover); ok {
+		cmd.Flags().BoolVar(&o.AllowVersionSkip, "allow-version-skip", false, "Move to a revision more than one minor ahead of the one serving now (Istio supports one minor at a time; refused with exit 65 otherwise)")
+	}
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		sigs := make(chan os.Signal, 2)
 		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

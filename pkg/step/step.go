@@ -306,5 +306,4 @@ func (r *Run) Wait(ctx context.Context, timeout time.Duration, what string, cond
 func (o *Options) AddFlags(cmd *cobra.Command) {
 	cli.AddDryRunFlag(cmd.Flags(), &o.DryRunStr)
 	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation (without a terminal nothing is asked anyway)")
-	cmd.Flags().BoolVar(&o.AllowVersionSkip, "allow-version-skip", false, "Move to a revision more than one minor ahead of the one serving now (Istio supports one minor at a time)")
 }

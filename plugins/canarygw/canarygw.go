@@ -53,6 +53,9 @@ type Options struct {
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "canary-gw" }
 
+// MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
+func (o *Options) MovesToRevision() {}
+
 // Details is the step-specific part of the result.
 type Details struct {
 	Gateway  string `json:"gateway"`

@@ -95,6 +95,9 @@ type ServiceCapacity struct {
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "migrate-gw" }
 
+// MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
+func (o *Options) MovesToRevision() {}
+
 // NewCommand builds `migrate-gw`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{Timeout: 5 * time.Minute}

@@ -112,6 +112,9 @@ func NewOptions() *Options {
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "migrate-ns" }
 
+// MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
+func (o *Options) MovesToRevision() {}
+
 // NewCommand builds `migrate-ns`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
 	o := NewOptions()

@@ -70,7 +70,20 @@ a Service with no preStop hook, whose pods stop before endpoints stop sending to
 NO_GRACEFUL_SHUTDOWN); gateways (one
 replica, Services pinning a revision, Gateway selectors matching nothing); Gateway API gateways that
 follow a tag, which istiod re-deploys all at once when the tag moves (GATEWAY_FOLLOWS_TAG, with the
-migrate-gw command that pins one, gated); and Helm vs istioctl.
+migrate-gw command that pins one, gated); Helm vs istioctl; Gateway API CRD versions (IST0156, IST0172,
+as istioctl x precheck reports them); version rules: a target more than one minor ahead of what serves
+now (TARGET_SKIPS_MINOR; the mutating steps refuse it unless --allow-version-skip), proxies newer than
+their istiod (PROXY_AHEAD_OF_ISTIOD) and known skew bugs between a proxy and the istiod it meets, with
+the releases they apply to (SKEW_HAZARD).
+
+Istio's configuration analysis: every analyzer istioctl analyze runs, against the live cluster (all
+namespaces, or -n), each message a finding with its IST code (IST0101 a reference to something missing,
+IST0106 a schema error, …), the object, its level as our severity and a fix where one is known. It runs
+as the --revision's istiod will see the cluster (configuration labelled istio.io/rev for another
+revision is invisible to it; its own mesh config), else as the default revision's: what the new
+version rejects shows before any workload moves. IST0123, IST0139, IST0141 and IST0142 are reported by
+our own checks. The analyzers link most of istiod, so they run in the companion executable
+istio-upgrade-analyze installed beside the plugin; --analysis=false skips them.
 
 Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
 		Example: `  # Before installing anything: is the mesh healthy?
@@ -83,7 +96,10 @@ Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
   kubectl istio-upgrade precheck --revision 1-31 --fail-on warning --save-snapshot pre-upgrade.json
 
   # Only one namespace's workloads
-  kubectl istio-upgrade precheck -n payments -o json`,
+  kubectl istio-upgrade precheck -n payments -o json
+
+  # Just Istio's analyzer messages, as the new revision will see the configuration
+  kubectl istio-upgrade precheck --revision 1-31 -o json | jq '.findings[] | select(.code | startswith("IST"))'`,
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {

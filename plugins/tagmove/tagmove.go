@@ -65,6 +65,9 @@ type Details struct {
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "tag-move" }
 
+// MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
+func (o *Options) MovesToRevision() {}
+
 // NewCommand builds `tag-move`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{}

@@ -404,12 +404,19 @@ func (b *bench) reading(ctx context.Context, proxies, runs int) error {
 
 // measure runs a command to completion: wall seconds and peak RSS in bytes.
 func measure(name string, args ...string) (float64, float64, error) {
+	return measureExit(false, name, args...)
+}
+
+// measureExit is measure; anyExit accepts a non-zero exit (a report that found something).
+func measureExit(anyExit bool, name string, args ...string) (float64, float64, error) {
 	cmd := exec.Command(name, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
-		return 0, 0, fmt.Errorf("%s: %v: %s", filepath.Base(name), err, lastLines(stderr.String(), 3))
+		if _, exited := err.(*exec.ExitError); !anyExit || !exited {
+			return 0, 0, fmt.Errorf("%s: %v: %s", filepath.Base(name), err, lastLines(stderr.String(), 3))
+		}
 	}
 	secs := time.Since(t0).Seconds()
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
@@ -434,12 +441,31 @@ func (b *bench) binary() error {
 		}
 		b.add("4 binary", "`"+c.name+" --help` start-up", fmt.Sprintf("%.0f ms", median(ts)*1000), spreadMs(ts), "20 runs")
 	}
-	for _, c := range []struct{ name, path string }{{"kubectl-istio_upgrade", b.plugin()}, {"istioctl", filepath.Join(b.bin, "istioctl-new")}} {
+	analyzer := filepath.Join(filepath.Dir(resolve(b.plugin())), "istio-upgrade-analyze")
+	for _, c := range []struct{ name, path string }{{"kubectl-istio_upgrade", b.plugin()}, {"istio-upgrade-analyze (companion)", analyzer}, {"istioctl", filepath.Join(b.bin, "istioctl-new")}} {
 		st, err := os.Stat(resolve(c.path))
 		if err != nil {
 			return err
 		}
 		b.add("4 binary", c.name+" size", mib(float64(st.Size())), "", "")
+	}
+	// Istio's analyzers: ours run them through the companion, with every other check; istioctl alone.
+	for _, c := range []struct {
+		figure, path string
+		args         []string
+	}{
+		{"`precheck -o json` wall time (every check, Istio's analyzers among them)", b.plugin(), []string{"--kubeconfig", b.kubeconfig, "precheck", "-o", "json"}},
+		{"`istioctl analyze -A` wall time", filepath.Join(b.bin, "istioctl-new"), []string{"--kubeconfig", b.kubeconfig, "analyze", "-A"}},
+	} {
+		var ts []float64
+		for i := 0; i < 5; i++ {
+			t, _, err := measureExit(true, c.path, c.args...)
+			if err != nil {
+				return err
+			}
+			ts = append(ts, t)
+		}
+		b.add("4 binary", c.figure, secs(median(ts)), spread(ts), "")
 	}
 	return nil
 }

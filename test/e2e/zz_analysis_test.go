@@ -1,0 +1,149 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// analysisFixture: namespace e2e-analysis on 1-30 with a Deployment and its Service; an Istio Gateway
+// labelled istio.io/rev=1-30 (so only 1-30 sees it) and a VirtualService bound to it; and a
+// VirtualService that names a Gateway that does not exist anywhere (an error before any move).
+const analysisFixture = `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: e2e-analysis}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw-old, namespace: e2e-analysis, labels: {istio.io/rev: "1-30"}}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [analysis.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: e2e-analysis}
+spec:
+  hosts: [analysis.example.com]
+  gateways: [gw-old]
+  http: [{route: [{destination: {host: web.e2e-analysis.svc.cluster.local, port: {number: 80}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orphan, namespace: e2e-analysis}
+spec:
+  hosts: [orphan.example.com]
+  gateways: [no-such-gateway]
+  http: [{route: [{destination: {host: web.e2e-analysis.svc.cluster.local, port: {number: 80}}}]}]
+`
+
+type analysisResult struct {
+	stepResult
+	Details struct {
+		RolledBack bool
+		Halted     string
+		Analysis   []struct {
+			Namespace   string
+			Passed      bool
+			NewErrors   []string
+			NewWarnings []string
+		}
+	}
+}
+
+func findingOf(rep precheckReport, code, object string) (string, bool) {
+	for _, f := range rep.Findings {
+		if f.Code == code && f.Object == object {
+			return f.Severity + ": " + f.Message, true
+		}
+	}
+	return "", false
+}
+
+// TestAnalysisPrecheckAndMigrateGate: precheck reports Istio's analyzer messages (IST0101 for the
+// VirtualService naming a missing Gateway), and as the new revision sees the cluster (--revision 1-31:
+// the Gateway labelled for 1-30 is invisible to it). migrate-ns of the namespace halts at its analysis
+// gate with the new error and rolls back; with the Gateway made global the same migration passes.
+func TestAnalysisPrecheckAndMigrateGate(t *testing.T) {
+	ensureNewRevision(t)
+	const ns = "e2e-analysis"
+	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s") })
+	kubectl(t, "create", "namespace", ns)
+	kubectl(t, "label", "namespace", ns, "istio.io/rev=1-30")
+	kubectl(t, "-n", ns, "create", "deployment", "web", "--image=registry.example/web:1", "--replicas=2")
+	f := filepath.Join(t.TempDir(), "analysis.yaml")
+	if err := os.WriteFile(f, []byte(analysisFixture), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
+	kubectl(t, "-n", ns, "rollout", "status", "deployment/web", "--timeout=60s")
+	eventually(t, 60*time.Second, ns+" on 1-30", func() error { return checkProxiesOnInjectedRevision(t, ns) })
+
+	// As the default revision (1-30) sees it: the orphan only.
+	rep, code := precheck(t, "-n", ns)
+	msg, ok := findingOf(rep, "IST0101", "virtualservice/e2e-analysis/orphan")
+	if !ok || !strings.HasPrefix(msg, "error: ") || !strings.Contains(msg, "no-such-gateway") {
+		t.Errorf("precheck -n %s does not report IST0101 for the orphan VirtualService (%q): %+v", ns, msg, rep.Findings)
+	}
+	if code != 79 {
+		t.Errorf("an analyzer error blocks at --fail-on=error: exit %d, want 79", code)
+	}
+	if _, ok := findingOf(rep, "IST0101", "virtualservice/e2e-analysis/web"); ok {
+		t.Errorf("1-30 sees gw-old, yet precheck reports web's Gateway missing")
+	}
+	// As 1-31 will see it.
+	rep, _ = precheck(t, "-n", ns, "--revision", "1-31")
+	if msg, ok := findingOf(rep, "IST0101", "virtualservice/e2e-analysis/web"); !ok || !strings.Contains(msg, "gw-old") {
+		t.Errorf("precheck --revision 1-31 does not show web's Gateway missing from 1-31's view: %+v", rep.Findings)
+	}
+	if r := plugin(t, "precheck", "-n", ns, "--analysis=false", "-o", "json"); strings.Contains(r.stdout, "IST0101") {
+		t.Errorf("--analysis=false still analyses")
+	}
+
+	// The gate: a new error as 1-31 sees the namespace halts the step (75) and rolls it back.
+	res, r := migrateAnalysis(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
+	if r.code != 75 || !res.Details.RolledBack || len(res.Details.Analysis) != 1 || res.Details.Analysis[0].Passed {
+		t.Fatalf("migrate-ns with a new analysis error: exit %d, rolledBack %v, analysis %+v\n%s", r.code, res.Details.RolledBack, res.Details.Analysis, r.stderr)
+	}
+	g := res.Details.Analysis[0]
+	if len(g.NewErrors) != 1 || !strings.Contains(g.NewErrors[0], "IST0101 virtualservice/e2e-analysis/web") {
+		t.Errorf("new errors %v, want web's missing gateway only (the orphan was there before)", g.NewErrors)
+	}
+	if l := kubectl(t, "get", "namespace", ns, "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-30" {
+		t.Errorf("label after the rollback: %q", l)
+	}
+	eventually(t, 90*time.Second, ns+" back on 1-30 and SYNCED", func() error {
+		for p, rev := range injectedPods(t, ns) {
+			if rev != "1-30" {
+				return fmt.Errorf("%s on %s", p, rev)
+			}
+		}
+		return checkProxiesOnInjectedRevision(t, ns)
+	})
+
+	// The fix precheck names: the Gateway for every revision. The same migration passes its gate.
+	kubectl(t, "-n", ns, "label", "gateway.networking.istio.io", "gw-old", "istio.io/rev-")
+	res, r = migrateAnalysis(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
+	if r.code != 0 || len(res.Details.Analysis) != 1 || !res.Details.Analysis[0].Passed {
+		t.Fatalf("migrate-ns after the fix: exit %d, analysis %+v\n%s", r.code, res.Details.Analysis, r.stderr)
+	}
+}
+
+func migrateAnalysis(t *testing.T, args ...string) (analysisResult, result) {
+	t.Helper()
+	r := plugin(t, append([]string{"migrate-ns", "-o", "json"}, args...)...)
+	var res analysisResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("migrate-ns %v: exit %d, stdout not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
+	}
+	return res, r
+}
