@@ -4,6 +4,10 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -125,5 +129,34 @@ func TestVersionRules(t *testing.T) {
 	in.Snapshot = mesh.Build(*in.Raw)
 	if o := codes(in)["SKEW_HAZARD"]; len(o) != 0 {
 		t.Errorf("hazard without a 1.30 istiod: %v", o)
+	}
+}
+
+func TestAmbientVersions(t *testing.T) {
+	in := clean() // istiods 1.30.0 and 1.31.0
+	ds := func(name, image string) appsv1.DaemonSet {
+		return appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "istio-system"},
+			Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}}}}}
+	}
+	in.Raw.DaemonSets = []appsv1.DaemonSet{
+		ds("ztunnel", "docker.io/istio/ztunnel:1.30.0-distroless"),
+		ds("istio-cni-node", "docker.io/istio/install-cni:1.32.0"),
+		ds("fluentd", "docker.io/fluent/fluentd:1.16.0"),
+	}
+	var got []string
+	for _, f := range AmbientVersions(in) {
+		got = append(got, f.Code+" "+f.Object)
+	}
+	want := "AMBIENT_AHEAD_OF_ISTIOD daemonset/istio-system/istio-cni-node AMBIENT_AHEAD_OF_ISTIOD daemonset/istio-system/istio-cni-node"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got %v", got)
+	}
+	in.Raw.DaemonSets = []appsv1.DaemonSet{ds("ztunnel", "docker.io/istio/ztunnel:1.29.3")}
+	got = nil
+	for _, f := range AmbientVersions(in) {
+		got = append(got, f.Code+" "+f.Object)
+	}
+	if strings.Join(got, " ") != "AMBIENT_VERSION_SKEW daemonset/istio-system/ztunnel" {
+		t.Errorf("ztunnel 1.29 under istiod 1.31: %v", got)
 	}
 }

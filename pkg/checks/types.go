@@ -87,6 +87,7 @@ var All = []Check{
 	{"target-revision", TargetRevision},
 	{"version-skew", VersionSkew},
 	{"version-rules", VersionRules},
+	{"ambient-versions", AmbientVersions},
 	{"crds", CRDs},
 	{"gateway-api-crds", GatewayAPICRDs},
 	{"root-ca", RootCA},

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -222,4 +223,50 @@ func SkipsMinor(s *mesh.Snapshot, target string) string {
 		}
 	}
 	return ""
+}
+
+// ambientComponents are the node agents of ambient mode, by the image they run.
+var ambientComponents = map[string]string{"ztunnel": "ztunnel", "install-cni": "istio-cni"}
+
+// AmbientVersions: ztunnel and istio-cni are not canaried; each must be at most one minor behind every
+// istiod it may talk to, and never ahead of it (Istio's ambient upgrade order: control plane, then CNI,
+// then ztunnel).
+func AmbientVersions(in *Input) []Finding {
+	var out []Finding
+	for _, ds := range in.Raw.DaemonSets {
+		for _, c := range ds.Spec.Template.Spec.Containers {
+			base := c.Image
+			if i := strings.LastIndex(base, "/"); i >= 0 {
+				base = base[i+1:]
+			}
+			base, _, _ = strings.Cut(base, ":")
+			what, ok := ambientComponents[base]
+			if !ok {
+				continue
+			}
+			v := istio.VersionFromImage(c.Image)
+			m, ok := minorOf(v)
+			if !ok {
+				continue
+			}
+			obj := "daemonset/" + ds.Namespace + "/" + ds.Name
+			for _, r := range in.Snapshot.Revisions {
+				im, ok := minorOf(r.Version)
+				if !r.Installed || !ok {
+					continue
+				}
+				switch {
+				case m > im:
+					out = append(out, Finding{Error, "AMBIENT_AHEAD_OF_ISTIOD", obj,
+						fmt.Sprintf("%s %s is newer than istiod %s (%s): the control plane must be upgraded first", what, v, r.Name, r.Version),
+						"upgrade the control plane before " + what})
+				case im-m > 1:
+					out = append(out, Finding{Warning, "AMBIENT_VERSION_SKEW", obj,
+						fmt.Sprintf("%s %s is %d minors behind istiod %s (%s); Istio supports one", what, v, im-m, r.Name, r.Version),
+						"upgrade " + what + " (istio-cni first, then ztunnel) before moving on"})
+				}
+			}
+		}
+	}
+	return out
 }

@@ -74,7 +74,8 @@ migrate-gw command that pins one, gated); Helm vs istioctl; Gateway API CRD vers
 as istioctl x precheck reports them); version rules: a target more than one minor ahead of what serves
 now (TARGET_SKIPS_MINOR; the mutating steps refuse it unless --allow-version-skip), proxies newer than
 their istiod (PROXY_AHEAD_OF_ISTIOD) and known skew bugs between a proxy and the istiod it meets, with
-the releases they apply to (SKEW_HAZARD).
+the releases they apply to (SKEW_HAZARD); ztunnel and istio-cni ahead of an istiod or more than one
+minor behind it (AMBIENT_AHEAD_OF_ISTIOD, AMBIENT_VERSION_SKEW).
 
 Istio's configuration analysis: every analyzer istioctl analyze runs, against the live cluster (all
 namespaces, or -n), each message a finding with its IST code (IST0101 a reference to something missing,
