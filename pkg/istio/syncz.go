@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -277,3 +279,77 @@ func ParseNodeID(id string) (typ, ip, pod, namespace string) {
 
 // DefaultTimeout bounds one syncz exchange.
 const DefaultTimeout = 20 * time.Second
+
+// DebugHTTPPort is istiod's HTTP debug port. Its /debug/syncz answers from localhost (a port-forward
+// arrives there) and reads each proxy's state under one lock. The xDS syncz (SynczType) takes a proxy's
+// read lock twice: a push to that proxy landing in between deadlocks the push and every later syncz
+// (seen on the test bed: the proxy never gets config again). A status that polls as often as our gates
+// do must not take that risk.
+const DebugHTTPPort = 8080
+
+// synczEntry is one proxy of istiod's /debug/syncz (pilot/pkg/xds SyncStatus).
+type synczEntry struct {
+	ProxyID      string `json:"proxy"`
+	ProxyType    string `json:"proxy_type"`
+	IstioVersion string `json:"istio_version"`
+	ClusterID    string `json:"cluster_id"`
+	Resources    map[string]struct {
+		Sent      string `json:"sent"`
+		Acked     string `json:"acked"`
+		LastError string `json:"lastError"`
+	} `json:"resources"`
+}
+
+// FetchSynczHTTP asks istiod's /debug/syncz at base ("http://127.0.0.1:PORT").
+func FetchSynczHTTP(ctx context.Context, base string) ([]ProxySync, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/syncz", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("syncz: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("syncz: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("syncz: %s: %.200s", resp.Status, b)
+	}
+	return ParseSynczHTTP(b)
+}
+
+// ParseSynczHTTP decodes /debug/syncz into the same states the xDS syncz reports (istiod's
+// debugSyncStatus: an error, else nothing sent, else acked = sent, else stale). Connections that are not
+// proxies (istioctl's and our own debug clients send no Istio version) are left out, as there.
+func ParseSynczHTTP(b []byte) ([]ProxySync, error) {
+	var entries []synczEntry
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return nil, fmt.Errorf("syncz: decoding: %w", err)
+	}
+	out := make([]ProxySync, 0, len(entries))
+	for _, e := range entries {
+		if e.IstioVersion == "" || e.ProxyType == "" {
+			continue
+		}
+		p := ProxySync{ID: e.ProxyID, Version: e.IstioVersion, ClusterID: e.ClusterID, Types: map[string]string{}}
+		p.Type, p.IP, p.Pod, p.Namespace = ParseNodeID(p.ID)
+		for typeURL, r := range e.Resources {
+			st := StateStale
+			switch {
+			case r.LastError != "":
+				st = StateError
+			case r.Sent == "":
+				st = StateNotSent
+			case r.Acked == r.Sent:
+				st = StateSynced
+			}
+			p.Types[ShortType(typeURL)] = st
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

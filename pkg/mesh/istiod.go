@@ -215,6 +215,10 @@ func (i *Istiod) Syncz(ctx context.Context, istiodPods []corev1.Pod) []IstiodSyn
 	defer cancel()
 	fetch := func(p *corev1.Pod) IstiodSyncz {
 		var sz IstiodSyncz
+		if p != nil {
+			sz.Proxies, sz.Err = i.synczHTTP(ctx, *p)
+			return sz
+		}
 		sz.Err = i.ask(ctx, p, func(conn grpc.ClientConnInterface) error {
 			info, proxies, err := istio.FetchSyncz(ctx, conn, i.opts.IstioNamespace)
 			sz.Pod, sz.Version, sz.Proxies = info.ID, info.Version, proxies
@@ -249,6 +253,20 @@ func (i *Istiod) Syncz(ctx context.Context, istiodPods []corev1.Pod) []IstiodSyn
 	}
 	wg.Wait()
 	return out
+}
+
+// synczHTTP reads one istiod pod's /debug/syncz through a port-forward to its debug port (see
+// istio.DebugHTTPPort for why not the xDS syncz).
+func (i *Istiod) synczHTTP(ctx context.Context, p corev1.Pod) ([]istio.ProxySync, error) {
+	addr, err := i.forward(ctx, p, istio.DebugHTTPPort)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := istio.FetchSynczHTTP(ctx, "http://"+addr)
+	if err != nil {
+		i.drop(p, istio.DebugHTTPPort)
+	}
+	return ps, err
 }
 
 // Proxies is namespace/pod → sync state of every proxy the given istiod pods serve: what a gate polls.

@@ -1,0 +1,41 @@
+package istio
+
+import (
+	"reflect"
+	"testing"
+)
+
+// /debug/syncz as istiod writes it (pilot/pkg/xds SyncStatus): the states come out as the xDS syncz
+// reports them, and the debug clients (no Istio version) are left out.
+func TestParseSynczHTTP(t *testing.T) {
+	const body = `[
+ {"cluster_id":"Kubernetes","proxy":"web-1.shop","proxy_type":"sidecar","istio_version":"1.30.0",
+  "resources":{
+   "type.googleapis.com/envoy.config.cluster.v3.Cluster":{"sent":"a","acked":"a"},
+   "type.googleapis.com/envoy.config.listener.v3.Listener":{"sent":"b","acked":"a"},
+   "type.googleapis.com/envoy.config.route.v3.RouteConfiguration":{"sent":"c","acked":"c","lastError":"rejected"},
+   "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment":{}}},
+ {"cluster_id":"Kubernetes","proxy":"gw-1.istio-ingress","proxy_type":"router","istio_version":"1.31.0",
+  "resources":{"type.googleapis.com/envoy.config.cluster.v3.Cluster":{"sent":"x","acked":"x"}}},
+ {"proxy":"kubectl-istio-upgrade.istio-system","proxy_type":"sidecar"},
+ {"proxy":"istioctl.istio-system"}
+]`
+	got, err := ParseSynczHTTP([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ProxySync{
+		{ID: "gw-1.istio-ingress", Pod: "gw-1", Namespace: "istio-ingress", Version: "1.31.0", ClusterID: "Kubernetes", Types: map[string]string{"CDS": StateSynced}},
+		{ID: "web-1.shop", Pod: "web-1", Namespace: "shop", Version: "1.30.0", ClusterID: "Kubernetes",
+			Types: map[string]string{"CDS": StateSynced, "LDS": StateStale, "RDS": StateError, "EDS": StateNotSent}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+	if got[1].State() != StateError || got[0].State() != StateSynced {
+		t.Errorf("folded states %s %s", got[1].State(), got[0].State())
+	}
+	if _, err := ParseSynczHTTP([]byte("<html>")); err == nil {
+		t.Error("not JSON is accepted")
+	}
+}
