@@ -323,7 +323,8 @@ func FetchSynczHTTP(ctx context.Context, base string) ([]ProxySync, error) {
 
 // ParseSynczHTTP decodes /debug/syncz into the same states the xDS syncz reports (istiod's
 // debugSyncStatus: an error, else nothing sent, else acked = sent, else stale). Connections that are not
-// proxies (istioctl's and our own debug clients send no Istio version) are left out, as there.
+// proxies are left out, as there: istioctl's and our own debug clients send no cluster ID (istioctl
+// claims version 65536.65536.65536; the xDS syncz tells them apart by their missing proxy config).
 func ParseSynczHTTP(b []byte) ([]ProxySync, error) {
 	var entries []synczEntry
 	if err := json.Unmarshal(b, &entries); err != nil {
@@ -331,7 +332,7 @@ func ParseSynczHTTP(b []byte) ([]ProxySync, error) {
 	}
 	out := make([]ProxySync, 0, len(entries))
 	for _, e := range entries {
-		if e.IstioVersion == "" || e.ProxyType == "" {
+		if e.ClusterID == "" || e.ProxyType == "" {
 			continue
 		}
 		p := ProxySync{ID: e.ProxyID, Version: e.IstioVersion, ClusterID: e.ClusterID, Types: map[string]string{}}

@@ -6,7 +6,7 @@ import (
 )
 
 // /debug/syncz as istiod writes it (pilot/pkg/xds SyncStatus): the states come out as the xDS syncz
-// reports them, and the debug clients (no Istio version) are left out.
+// reports them, and the debug clients (istioctl's, as the test bed's istiod listed it) are left out.
 func TestParseSynczHTTP(t *testing.T) {
 	const body = `[
  {"cluster_id":"Kubernetes","proxy":"web-1.shop","proxy_type":"sidecar","istio_version":"1.30.0",
@@ -18,6 +18,7 @@ func TestParseSynczHTTP(t *testing.T) {
  {"cluster_id":"Kubernetes","proxy":"gw-1.istio-ingress","proxy_type":"router","istio_version":"1.31.0",
   "resources":{"type.googleapis.com/envoy.config.cluster.v3.Cluster":{"sent":"x","acked":"x"}}},
  {"proxy":"kubectl-istio-upgrade.istio-system","proxy_type":"sidecar"},
+ {"proxy":"test-1.default","proxy_type":"sidecar","istio_version":"65536.65536.65536"},
  {"proxy":"istioctl.istio-system"}
 ]`
 	got, err := ParseSynczHTTP([]byte(body))

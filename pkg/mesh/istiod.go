@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -298,18 +299,31 @@ func (i *Istiod) Routing(ctx context.Context, istiodPods []corev1.Pod, namespace
 	if i.opts.XDS.Address != "" {
 		return rc, i.ask(ctx, nil, get)
 	}
-	var errs []error
-	for _, p := range Running(istiodPods) {
-		if err := i.ask(ctx, &p, get); err != nil {
+	// A proxy that is reconnecting (istiod closes connections at their max age, a proxy re-subscribes)
+	// is briefly connected to none: asked again a few times before that counts.
+	for attempt := 0; ; attempt++ {
+		var errs []error
+		reconnecting := true
+		for _, p := range Running(istiodPods) {
+			err := i.ask(ctx, &p, get)
+			if err == nil {
+				return rc, nil
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
-			continue
+			reconnecting = reconnecting && strings.Contains(err.Error(), "not connected to this Pilot")
 		}
-		return rc, nil
+		if len(errs) == 0 {
+			return rc, fmt.Errorf("no running istiod to ask for %s", proxyID)
+		}
+		if !reconnecting || attempt >= 4 {
+			return rc, errors.Join(errs...)
+		}
+		select {
+		case <-ctx.Done():
+			return rc, errors.Join(errs...)
+		case <-time.After(time.Second):
+		}
 	}
-	if len(errs) == 0 {
-		return rc, fmt.Errorf("no running istiod to ask for %s", proxyID)
-	}
-	return rc, errors.Join(errs...)
 }
 
 // Metrics reads the gate counters from every running istiod pod of a revision (port-forward to 15014,
