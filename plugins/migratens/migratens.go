@@ -125,7 +125,9 @@ func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Comman
 each batch landed before starting the next.
 
 Per namespace: istio-injection is removed and istio.io/rev=<target> set (one injection selector), the
-prior labels recorded in the journal. Deployments, StatefulSets and DaemonSets are restarted the way
+prior labels recorded in the journal; restarts wait until a dry-run pod there is injected by the target
+(the apiserver applies new namespace labels to webhook selection a moment late). Deployments,
+StatefulSets and DaemonSets are restarted the way
 'kubectl rollout restart' does, in batches; workloads whose pods already run the target revision are
 skipped (a rerun resumes and never restarts a workload twice), as are workloads that opt out of
 injection, gateways (use canary-gw and shift) and workloads pinned by their own istio.io/rev label.
@@ -654,6 +656,7 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 			o.relabel = append(o.relabel, ns)
 			if r.Live() {
 				r.Progress.Printf("namespace/%s labeled %s (was %s)", ns, np.AfterLabel, orNone(np.BeforeLabel))
+				o.awaitInjector(ctx, r, ns, o.plan.Revision)
 			}
 		}
 		for _, b := range w.Batches {
@@ -801,6 +804,7 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 		if err != nil {
 			return false, err
 		}
+		o.awaitInjector(ctx, r, ns, b.Revision)
 	}
 	now := time.Now()
 	for _, w := range o.restarts {
@@ -934,4 +938,41 @@ func countSevere(ms []istio.AnalysisMessage) int {
 		}
 	}
 	return n
+}
+
+// settleDelay is how long a namespace's new labels are given to reach the apiserver's webhook selection
+// when it cannot be asked (no right to create pods, even as a dry run).
+const settleDelay = 2 * time.Second
+
+// awaitInjector waits until a pod created in ns now would be injected by rev ("" = not injected). The
+// apiserver selects webhooks by namespace labels from its cache, a moment behind the write: pods a
+// restart creates in that moment get the revision the namespace had (seen on the test bed, where a
+// rollback's restart landed back on the new revision). A dry-run pod shows what the injector would do.
+func (o *Options) awaitInjector(ctx context.Context, r *step.Run, ns, rev string) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p, err := kube.DryRunPod(ctx, r.C.Kube, ns)
+		if err != nil {
+			// A dry run is authorized as a create: without that right, or in a namespace whose policy
+			// refuses the probe, wait the usual propagation instead.
+			select {
+			case <-ctx.Done():
+			case <-time.After(settleDelay):
+			}
+			return
+		}
+		got, injected := istio.InjectedRevision(p.Labels, p.Annotations)
+		if (rev == "" && !injected) || (injected && got == rev) {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.Progress.Printf("warning: namespace/%s: new pods are still injected by %s, not %s, after 15s; restarting anyway (the gate checks every pod)", ns, orNone(got), orNone(rev))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -268,3 +268,31 @@ func TestRunRefusesASkippedMinor(t *testing.T) {
 		t.Fatalf("--allow-version-skip: %v", err)
 	}
 }
+
+// While the apiserver still injects the namespace's old revision (its label cache behind the write),
+// migrate-ns waits before restarting: the restart comes after the injector answers the target.
+func TestRunWaitsForTheInjectorToSeeTheLabel(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	probes := 0
+	b.Clients.Kube.(interface {
+		PrependReactor(string, string, k8stesting.ReactionFunc)
+	}).PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		probes++
+		if probes > 3 {
+			return false, nil, nil // the injector now sees 1-31 (journaltest answers from the label)
+		}
+		p := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod).DeepCopy()
+		p.Annotations = map[string]string{istio.AnnotationStatus: `{"revision":"1-30"}`}
+		return true, p, nil
+	})
+	err := b.Run(toShop(time.Second, false)(), "none", nil, "shop")
+	if cli.CodeOf(err) != cli.ExitTimeout { // fakes run no pods: the batch gate times out after the restart
+		t.Fatalf("exit %d (%v)", cli.CodeOf(err), err)
+	}
+	if probes != 4 {
+		t.Errorf("%d dry-run pods, want 4 (three answered 1-30, the fourth 1-31)", probes)
+	}
+	if w := b.StepWrites(); len(w) < 2 || w[1] != "patch deployments web" {
+		t.Errorf("writes %v", w)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	admregv1 "k8s.io/api/admissionregistration/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
@@ -153,6 +156,9 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 func dryRun(a k8stesting.Action, typed, custom k8stesting.ObjectTracker, dynamicClient, builtin bool) (bool, runtime.Object, error) {
 	switch x := a.(type) {
 	case k8stesting.CreateActionImpl:
+		if pod, ok := x.Object.(*corev1.Pod); ok && !dynamicClient {
+			return true, inject(typed, pod), nil
+		}
 		return true, x.Object, nil
 	case k8stesting.UpdateActionImpl:
 		return true, x.Object, nil
@@ -251,4 +257,35 @@ func Unstructured(t *testing.T, o runtime.Object) *unstructured.Unstructured {
 func Recorded(t *testing.T, ref journal.ObjectRef, o runtime.Object) journal.Object {
 	t.Helper()
 	return journal.Object{Ref: ref, Existed: true, State: journal.Sanitize(Unstructured(t, o))}
+}
+
+// inject is the sidecar injector's answer to a dry-run pod: the revision its namespace selects
+// (istio.io/rev, through a tag's webhook; istio-injection=enabled is the default tag), or none.
+func inject(typed k8stesting.ObjectTracker, pod *corev1.Pod) *corev1.Pod {
+	out := pod.DeepCopy()
+	o, err := typed.Get(corev1.SchemeGroupVersion.WithResource("namespaces"), "", pod.Namespace)
+	if err != nil {
+		return out
+	}
+	labels := o.(metav1.Object).GetLabels()
+	rev := labels[istio.LabelRev]
+	if rev == "" && labels[istio.LabelInjection] == "enabled" {
+		rev = istio.DefaultRevision
+	}
+	if rev == "" {
+		return out
+	}
+	if l, err := typed.List(admregv1.SchemeGroupVersion.WithResource("mutatingwebhookconfigurations"),
+		admregv1.SchemeGroupVersion.WithKind("MutatingWebhookConfiguration"), ""); err == nil {
+		for _, w := range l.(*admregv1.MutatingWebhookConfigurationList).Items {
+			if w.Labels[istio.LabelTag] == rev {
+				rev = w.Labels[istio.LabelRev]
+			}
+		}
+	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[istio.AnnotationStatus] = `{"revision":"` + rev + `"}`
+	return out
 }
