@@ -34,6 +34,28 @@ func Analyze(ctx context.Context, rc *rest.Config, o istio.AnalyzeOptions) ([]is
 	}
 	sa := local.NewIstiodAnalyzer(analyzers.AllCombined(), resource.Namespace(o.Namespace), resource.Namespace(o.IstioNamespace), nil)
 	sa.AddRunningKubeSourceWithRevision(istiokube.EnableCrdWatcher(client), rev, false)
+	return run(ctx, sa, o)
+}
+
+// analyzeFiles runs the same analyzers over YAML documents (name → content), as `istioctl analyze
+// --use-kube=false FILES` does: with Istio's default resources, since no cluster provides them.
+func analyzeFiles(ctx context.Context, o istio.AnalyzeOptions, files map[string]string) ([]istio.AnalysisMessage, error) {
+	sa := local.NewIstiodAnalyzer(analyzers.AllCombined(), resource.Namespace(o.Namespace), resource.Namespace(o.IstioNamespace), nil)
+	var readers []local.ReaderSource
+	for name, content := range files {
+		readers = append(readers, local.ReaderSource{Name: name, Reader: strings.NewReader(content)})
+	}
+	if err := sa.AddReaderKubeSource(readers); err != nil {
+		return nil, fmt.Errorf("analysis: %w", err)
+	}
+	if err := sa.AddDefaultResources(); err != nil {
+		return nil, fmt.Errorf("analysis: %w", err)
+	}
+	return run(ctx, sa, o)
+}
+
+// run applies the revision's mesh config and analyses, bounded by ctx.
+func run(ctx context.Context, sa *local.IstiodAnalyzer, o istio.AnalyzeOptions) ([]istio.AnalysisMessage, error) {
 	if o.MeshConfig != "" {
 		// The library takes a revision's mesh config only from a file.
 		f, err := os.CreateTemp("", "istio-upgrade-mesh-*.yaml")
@@ -51,14 +73,9 @@ func Analyze(ctx context.Context, rc *rest.Config, o istio.AnalyzeOptions) ([]is
 	}
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-stop:
-		}
-	}()
 	done := make(chan struct{})
 	var res local.AnalysisResult
+	var err error
 	go func() {
 		defer close(done)
 		res, err = sa.Analyze(stop)
