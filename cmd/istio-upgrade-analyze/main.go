@@ -23,7 +23,7 @@ func main() {
 }
 
 func run() error {
-	if err := istio.ConfigureLogging(); err != nil {
+	if err := istio.ConfigureAnalyzerLogging(); err != nil {
 		return err
 	}
 	var o istio.AnalyzeOptions

@@ -13,3 +13,13 @@ func ConfigureLogging() error {
 	o.SetDefaultOutputLevel("klog", istiolog.NoneLevel)
 	return istiolog.Configure(o)
 }
+
+// ConfigureAnalyzerLogging is ConfigureLogging for the analysis companion: the analyzers' controllers log
+// their informers' progress at info in scopes of their own; only errors reach the plugin.
+func ConfigureAnalyzerLogging() error {
+	o := istiolog.DefaultOptions()
+	o.OutputPaths = []string{"stderr"}
+	o.ErrorOutputPaths = []string{"stderr"}
+	o.SetDefaultOutputLevel(istiolog.OverrideScopeName, istiolog.ErrorLevel)
+	return istiolog.Configure(o)
+}

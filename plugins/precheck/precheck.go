@@ -16,6 +16,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -170,15 +171,27 @@ func (o *Options) Run(ctx context.Context) error {
 		if o.namespace != "" && len(in.Snapshot.Namespaces) == 0 {
 			return cli.BadInputf("namespace %q not found", o.namespace)
 		}
+		// Istio's analysis runs in its companion process while the rest is collected.
+		type analysis struct {
+			ms  []istio.AnalysisMessage
+			err error
+		}
+		analysed := make(chan analysis, 1)
+		if o.Analysis {
+			go func() {
+				ms, err := mesh.Analyze(ctx, kube.FlagArgs(o.g.ConfigFlags), in.Snapshot, raw, o.namespace, o.Revision)
+				analysed <- analysis{ms, err}
+			}()
+		} else {
+			report.Skipped = append(report.Skipped, "analysis")
+			analysed <- analysis{}
+		}
 		if err := collect(ctx, c, in, opts); err != nil {
 			return err
 		}
-		if o.Analysis {
-			if in.Analysis, err = mesh.Analyze(ctx, kube.FlagArgs(o.g.ConfigFlags), in.Snapshot, raw, o.namespace, o.Revision); err != nil {
-				in.AnalysisError = err.Error()
-			}
-		} else {
-			report.Skipped = append(report.Skipped, "analysis")
+		a := <-analysed
+		if in.Analysis = a.ms; a.err != nil {
+			in.AnalysisError = a.err.Error()
 		}
 		report.Findings = checks.Run(in, checks.All)
 		if report.Steps, err = checkSteps(ctx, c, in.Snapshot, o.g.IstioNamespace); err != nil {

@@ -11,7 +11,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	_ = istio.ConfigureLogging() // the analyzers log at info to stdout otherwise
+	_ = istio.ConfigureAnalyzerLogging() // the analyzers log at info otherwise
 	os.Exit(m.Run())
 }
 
