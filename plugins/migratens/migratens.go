@@ -920,7 +920,7 @@ func (o *Options) analysisGate(ctx context.Context, r *step.Run, namespaces []st
 			failed = append(failed, fmt.Sprintf("namespace %s: %s", ns, checks.DescribeAnalysis(append(errs, warns...))))
 			continue
 		}
-		r.Progress.Printf("namespace/%s: analysis gate passed (%d errors and warnings before, %d after, none new)", ns, g.Before, g.After)
+		r.Progress.Printf("namespace/%s: analysis gate passed (%d errors and warnings before, %d after; no new error, %d new warnings)", ns, g.Before, g.After, len(warns))
 	}
 	if len(failed) > 0 {
 		err := fmt.Errorf("the analysis as %s sees it has new findings: %s", o.plan.Revision, strings.Join(failed, "; "))
