@@ -315,7 +315,7 @@ func (i *Istiod) Routing(ctx context.Context, istiodPods []corev1.Pod, namespace
 		if len(errs) == 0 {
 			return rc, fmt.Errorf("no running istiod to ask for %s", proxyID)
 		}
-		if !reconnecting || attempt >= 4 {
+		if !reconnecting || attempt >= 9 {
 			return rc, errors.Join(errs...)
 		}
 		select {

@@ -59,6 +59,7 @@ type Options struct {
 	Analyzer func(ctx context.Context, r *step.Run, namespace, rev string) ([]istio.AnalysisMessage, error)
 
 	analysisBefore map[string][]istio.AnalysisMessage // per namespace, before it moved
+	lastRestart    time.Time                          // the newest restart stamp this run wrote
 	canary         *kube.WorkloadRef
 	plan           *Plan
 	det            *Details
@@ -709,6 +710,7 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 		g.Workloads = append(g.Workloads, w.String())
 	}
 	now := time.Now()
+	o.lastRestart = now
 	for _, w := range batch {
 		if body, err := kube.RestartPatch(now); err == nil {
 			r.Patch(w.String(), string(types.StrategicMergePatchType), body)
@@ -806,7 +808,13 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 		}
 		o.awaitInjector(ctx, r, ns, b.Revision)
 	}
+	// The restart stamp has second precision: one equal to the restart being rolled back would change
+	// nothing, and the pods would stay on the new revision (seen on the bed, where a gate can fail
+	// within the second of its restart).
 	now := time.Now()
+	if last := o.lastRestart.Truncate(time.Second); !now.Truncate(time.Second).After(last) {
+		now = last.Add(time.Second)
+	}
 	for _, w := range o.restarts {
 		if err := r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
 			return false, err
