@@ -104,11 +104,16 @@ func AnalysisRegressions(before, after []istio.AnalysisMessage) (errs, warns []i
 	return errs, warns
 }
 
-// DescribeAnalysis is one line per message, for gate reports.
+// DescribeMessage is one message as a gate reports it: code, object, text.
+func DescribeMessage(m istio.AnalysisMessage) string {
+	return fmt.Sprintf("%s %s: %s", m.Code, AnalysisObject(m), m.Message)
+}
+
+// DescribeAnalysis is the messages' lines, sorted, joined for one report line.
 func DescribeAnalysis(ms []istio.AnalysisMessage) string {
 	lines := make([]string, 0, len(ms))
 	for _, m := range ms {
-		lines = append(lines, fmt.Sprintf("%s %s: %s", m.Code, AnalysisObject(m), m.Message))
+		lines = append(lines, DescribeMessage(m))
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "; ")

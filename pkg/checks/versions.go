@@ -30,15 +30,19 @@ func minorOf(v string) (int, bool) {
 	if len(parts) < 2 || parts[0] != "1" {
 		return 0, false
 	}
-	digits := parts[1]
-	for i, r := range digits {
+	return leadingInt(parts[1])
+}
+
+// leadingInt parses the digits a version part starts with ("2-distroless" → 2).
+func leadingInt(s string) (int, bool) {
+	for i, r := range s {
 		if r < '0' || r > '9' {
-			digits = digits[:i]
+			s = s[:i]
 			break
 		}
 	}
-	m, err := strconv.Atoi(digits)
-	return m, err == nil
+	n, err := strconv.Atoi(s)
+	return n, err == nil
 }
 
 // KubernetesVersion: the cluster's version is supported by the current and the target Istio.
@@ -105,15 +109,8 @@ func patchOf(v string) (minor, patch int, ok bool) {
 	if len(parts) < 3 {
 		return minor, 0, true
 	}
-	digits := parts[2]
-	for i, r := range digits {
-		if r < '0' || r > '9' {
-			digits = digits[:i]
-			break
-		}
-	}
-	patch, err := strconv.Atoi(digits)
-	return minor, patch, err == nil
+	patch, ok = leadingInt(parts[2])
+	return minor, patch, ok
 }
 
 // older says a < b for two parsed versions.
@@ -138,23 +135,8 @@ var Hazards = []Hazard{
 // istiod, and the known skew hazards between a proxy and the istiod it talks to (or will).
 func VersionRules(in *Input) []Finding {
 	s := in.Snapshot
-	versionOf := map[string]string{}
-	for _, r := range s.Revisions {
-		if r.Installed {
-			versionOf[r.Name] = r.Version
-		}
-	}
-	var out []Finding
-	if tv, ok := versionOf[in.Target]; ok && in.Target != "" {
-		tm, tok := minorOf(tv)
-		for _, r := range ServingRevisions(s) {
-			if m, ok := minorOf(versionOf[r]); tok && ok && r != in.Target && tm-m > 1 {
-				out = append(out, Finding{Warning, "TARGET_SKIPS_MINOR", "revision/" + in.Target,
-					fmt.Sprintf("the target %s (%s) is %d minors ahead of %s (%s), which serves proxies now; Istio supports upgrading one minor at a time", in.Target, tv, tm-m, r, versionOf[r]),
-					"install the intermediate minor and migrate through it; the mutating steps refuse this target unless --allow-version-skip"})
-			}
-		}
-	}
+	versionOf := installedVersions(s)
+	out := targetSkips(s, versionOf, in.Target)
 	hazardSeen := map[string]bool{}
 	for _, p := range s.Proxies {
 		obj := "pod/" + p.Namespace + "/" + p.Pod
@@ -192,6 +174,35 @@ func VersionRules(in *Input) []Finding {
 	return out
 }
 
+// installedVersions is the Istio version of each installed revision.
+func installedVersions(s *mesh.Snapshot) map[string]string {
+	versionOf := map[string]string{}
+	for _, r := range s.Revisions {
+		if r.Installed {
+			versionOf[r.Name] = r.Version
+		}
+	}
+	return versionOf
+}
+
+// targetSkips: TARGET_SKIPS_MINOR for each serving revision more than one minor behind target.
+func targetSkips(s *mesh.Snapshot, versionOf map[string]string, target string) []Finding {
+	tv, ok := versionOf[target]
+	tm, tok := minorOf(tv)
+	if target == "" || !ok || !tok {
+		return nil
+	}
+	var out []Finding
+	for _, r := range ServingRevisions(s) {
+		if m, ok := minorOf(versionOf[r]); ok && r != target && tm-m > 1 {
+			out = append(out, Finding{Warning, "TARGET_SKIPS_MINOR", "revision/" + target,
+				fmt.Sprintf("the target %s (%s) is %d minors ahead of %s (%s), which serves proxies now; Istio supports upgrading one minor at a time", target, tv, tm-m, r, versionOf[r]),
+				"install the intermediate minor and migrate through it; the mutating steps refuse this target unless --allow-version-skip"})
+		}
+	}
+	return out
+}
+
 // ServingRevisions are the revisions proxies run on now, and those namespaces select (read without
 // proxies, as a dry run is, the namespaces still say it).
 func ServingRevisions(s *mesh.Snapshot) []string {
@@ -216,11 +227,8 @@ func ServingRevisions(s *mesh.Snapshot) []string {
 // SkipsMinor says why moving to target skips a minor (the revisions serving now that are more than one
 // minor behind it), or "" when it does not.
 func SkipsMinor(s *mesh.Snapshot, target string) string {
-	in := &Input{Snapshot: &mesh.Snapshot{Revisions: s.Revisions, Proxies: s.Proxies, Namespaces: s.Namespaces}, Target: target}
-	for _, f := range VersionRules(in) {
-		if f.Code == "TARGET_SKIPS_MINOR" {
-			return f.Message
-		}
+	if fs := targetSkips(s, installedVersions(s), target); len(fs) > 0 {
+		return fs[0].Message
 	}
 	return ""
 }

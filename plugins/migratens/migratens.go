@@ -914,10 +914,10 @@ func (o *Options) analysisGate(ctx context.Context, r *step.Run, namespaces []st
 		errs, warns := checks.AnalysisRegressions(before, after)
 		g := AnalysisGate{Namespace: ns, Before: countSevere(before), After: countSevere(after), NewErrors: []string{}, NewWarnings: []string{}}
 		for _, m := range errs {
-			g.NewErrors = append(g.NewErrors, checks.DescribeAnalysis([]istio.AnalysisMessage{m}))
+			g.NewErrors = append(g.NewErrors, checks.DescribeMessage(m))
 		}
 		for _, m := range warns {
-			g.NewWarnings = append(g.NewWarnings, checks.DescribeAnalysis([]istio.AnalysisMessage{m}))
+			g.NewWarnings = append(g.NewWarnings, checks.DescribeMessage(m))
 		}
 		g.Passed = len(errs) == 0 && (!o.StrictAnalysis || len(warns) == 0)
 		o.det.Analysis = append(o.det.Analysis, g)

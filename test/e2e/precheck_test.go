@@ -27,12 +27,18 @@ func precheck(t *testing.T, args ...string) (precheckReport, int) {
 }
 
 func has(rep precheckReport, code, object string) bool {
+	_, ok := findingOf(rep, code, object)
+	return ok
+}
+
+// findingOf is "severity: message" of the first finding with code on object ("" = any object).
+func findingOf(rep precheckReport, code, object string) (string, bool) {
 	for _, f := range rep.Findings {
 		if f.Code == code && (object == "" || f.Object == object) {
-			return true
+			return f.Severity + ": " + f.Message, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // TestPrecheckFixtures: the fixtures' single-replica Deployment and the namespace still on

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -46,29 +45,6 @@ spec:
   http: [{route: [{destination: {host: web.e2e-analysis.svc.cluster.local, port: {number: 80}}}]}]
 `
 
-type analysisResult struct {
-	stepResult
-	Details struct {
-		RolledBack bool
-		Halted     string
-		Analysis   []struct {
-			Namespace   string
-			Passed      bool
-			NewErrors   []string
-			NewWarnings []string
-		}
-	}
-}
-
-func findingOf(rep precheckReport, code, object string) (string, bool) {
-	for _, f := range rep.Findings {
-		if f.Code == code && f.Object == object {
-			return f.Severity + ": " + f.Message, true
-		}
-	}
-	return "", false
-}
-
 // TestAnalysisPrecheckAndMigrateGate: precheck reports Istio's analyzer messages (IST0101 for the
 // VirtualService naming a missing Gateway), and as the new revision sees the cluster (--revision 1-31:
 // the Gateway labelled for 1-30 is invisible to it). migrate-ns of the namespace halts at its analysis
@@ -110,7 +86,7 @@ func TestAnalysisPrecheckAndMigrateGate(t *testing.T) {
 	}
 
 	// The gate: a new error as 1-31 sees the namespace halts the step (75) and rolls it back.
-	res, r := migrateAnalysis(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
+	res, r := migrate(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
 	if r.code != 75 || !res.Details.RolledBack || len(res.Details.Analysis) != 1 || res.Details.Analysis[0].Passed {
 		t.Fatalf("migrate-ns with a new analysis error: exit %d, rolledBack %v, analysis %+v\n%s", r.code, res.Details.RolledBack, res.Details.Analysis, r.stderr)
 	}
@@ -132,18 +108,8 @@ func TestAnalysisPrecheckAndMigrateGate(t *testing.T) {
 
 	// The fix precheck names: the Gateway for every revision. The same migration passes its gate.
 	kubectl(t, "-n", ns, "label", "gateway.networking.istio.io", "gw-old", "istio.io/rev-")
-	res, r = migrateAnalysis(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
+	res, r = migrate(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
 	if r.code != 0 || len(res.Details.Analysis) != 1 || !res.Details.Analysis[0].Passed {
 		t.Fatalf("migrate-ns after the fix: exit %d, analysis %+v\n%s", r.code, res.Details.Analysis, r.stderr)
 	}
-}
-
-func migrateAnalysis(t *testing.T, args ...string) (analysisResult, result) {
-	t.Helper()
-	r := plugin(t, append([]string{"migrate-ns", "-o", "json"}, args...)...)
-	var res analysisResult
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		t.Fatalf("migrate-ns %v: exit %d, stdout not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
-	}
-	return res, r
 }

@@ -131,6 +131,12 @@ type stepResult struct {
 			Passed bool
 			Reason string
 		}
+		Analysis []struct {
+			Namespace   string
+			Passed      bool
+			NewErrors   []string
+			NewWarnings []string
+		}
 	}
 }
 
