@@ -13,6 +13,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/status"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/tagmove"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/ztunnelroll"
 )
 
 // Commands are the subcommands of kubectl istio-upgrade.
@@ -24,6 +25,7 @@ func Commands() []cli.CommandFactory {
 		shift.NewCommand,
 		migratens.NewCommand,
 		migrategw.NewCommand,
+		ztunnelroll.NewCommand,
 		tagmove.NewCommand,
 		cleanup.NewCommand,
 		history.NewCommand,
@@ -35,6 +37,7 @@ func Commands() []cli.CommandFactory {
 			"migrate-gw":         migrategw.Undo,
 			"tag-move":           tagmove.Undo,
 			"cleanup":            cleanup.Undo,
+			"ztunnel-roll":       ztunnelroll.Undo,
 			"tag-move --restart": migratens.Undo, // entries written before one command was one entry
 		}),
 	}

@@ -36,6 +36,9 @@ func WriteDiffTable(w io.Writer, d *mesh.Diff) error {
 	for _, wl := range d.Workloads {
 		rows = append(rows, []string{wl.Namespace + "/" + wl.Workload, wl.Before, "→", wl.After})
 	}
+	for _, n := range d.Nodes {
+		rows = append(rows, []string{"node/" + n.Node + "/" + n.Component, n.Before, "→", n.After})
+	}
 	if len(rows) > 0 {
 		fmt.Fprintln(w)
 		return WriteTable(w, []string{"object", "before", "", "after"}, rows)

@@ -109,3 +109,43 @@ func IsGatewayTemplate(labels, annotations map[string]string) bool {
 func NeverMatch() *metav1.LabelSelector {
 	return &metav1.LabelSelector{MatchLabels: map[string]string{"istio.io/deactivated": "never-match"}}
 }
+
+// Ambient mode's names: the namespace or pod label that enrols pods, the label that sends them through
+// a waypoint, and the node agents' DaemonSets as Istio's charts name them.
+const (
+	LabelDataplaneMode = "istio.io/dataplane-mode"
+	LabelUseWaypoint   = "istio.io/use-waypoint"
+	DataplaneAmbient   = "ambient"
+	ZtunnelDaemonSet   = "ztunnel"
+	CNIDaemonSet       = "istio-cni-node"
+	WaypointClass      = "istio-waypoint"
+	EnvXDSAddress      = "XDS_ADDRESS"
+)
+
+// ZtunnelRevision is the istiod revision a ztunnel is pointed at: the ztunnel chart writes it as the
+// istio.io/rev annotation and into XDS_ADDRESS (istiod-REV.NS.svc:15012; istiod.NS.svc is the
+// non-revisioned default). The address wins: it is where the ztunnel really connects.
+func ZtunnelRevision(annotations map[string]string, xdsAddress string) string {
+	if xdsAddress != "" {
+		host, _, _ := strings.Cut(xdsAddress, ".")
+		if rev, ok := strings.CutPrefix(host, IstiodApp+"-"); ok {
+			return rev
+		}
+		if host == IstiodApp {
+			return DefaultRevision
+		}
+	}
+	if r := annotations[LabelRev]; r != "" {
+		return r
+	}
+	return DefaultRevision
+}
+
+// ZtunnelXDSAddress is the address the ztunnel chart points a ztunnel of revision rev at.
+func ZtunnelXDSAddress(rev, istioNamespace string) string {
+	host := IstiodApp
+	if rev != "" && rev != DefaultRevision {
+		host += "-" + rev
+	}
+	return host + "." + istioNamespace + ".svc:15012"
+}

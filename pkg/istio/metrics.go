@@ -16,15 +16,25 @@ var GateMetrics = []string{
 	"pilot_xds_push_context_errors",
 }
 
-// ParseMetrics sums each GateMetrics counter over its label sets in a Prometheus text exposition.
-func ParseMetrics(r io.Reader) (map[string]float64, error) {
-	want := map[string]bool{}
-	for _, m := range GateMetrics {
-		want[m] = true
+// ZtunnelConnectionMetrics are ztunnel's TCP connection counters (its stats port, 15020): opened minus
+// closed is what a node's ztunnel still carries, and what its restart would reset.
+var ZtunnelConnectionMetrics = []string{"istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"}
+
+// OpenConnections is opened minus closed from ztunnel's counters.
+func OpenConnections(m map[string]float64) int {
+	return max(0, int(m[ZtunnelConnectionMetrics[0]]-m[ZtunnelConnectionMetrics[1]]))
+}
+
+// ParseMetrics sums each of the named counters (GateMetrics when none are named) over its label sets
+// in a Prometheus text exposition.
+func ParseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
+	if len(names) == 0 {
+		names = GateMetrics
 	}
+	want := map[string]bool{}
 	out := map[string]float64{}
-	for _, m := range GateMetrics {
-		out[m] = 0
+	for _, m := range names {
+		want[m], out[m] = true, 0
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

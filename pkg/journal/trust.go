@@ -91,11 +91,12 @@ var kinds = func() map[string]ObjectRef {
 
 // stepKinds are the kinds each step may touch, so may its undo.
 var stepKinds = map[string][]string{
-	"migrate-ns": {"Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
-	"tag-move":   {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
-	"canary-gw":  {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
-	"shift":      {"Deployment", "HorizontalPodAutoscaler"},
-	"migrate-gw": {"Deployment", "Gateway", "ConfigMap"},
+	"migrate-ns":   {"Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
+	"tag-move":     {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
+	"canary-gw":    {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
+	"shift":        {"Deployment", "HorizontalPodAutoscaler"},
+	"migrate-gw":   {"Deployment", "Gateway", "ConfigMap"},
+	"ztunnel-roll": {"DaemonSet"},
 	"cleanup": {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Deployment", "Service", "ConfigMap",
 		"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"},
 }

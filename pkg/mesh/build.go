@@ -86,13 +86,14 @@ func (s *Snapshot) Resolver() Resolver {
 func Build(in Inputs) *Snapshot {
 	s := &Snapshot{IstioNamespace: in.IstioNamespace, Namespace: in.Namespace, ProxiesRead: in.Syncz != nil,
 		Revisions: []Revision{}, Tags: []Tag{}, Namespaces: []Namespace{}, Workloads: []Workload{},
-		Gateways: []Gateway{}, Proxies: []Proxy{}, Warnings: []string{}}
+		Gateways: []Gateway{}, Proxies: []Proxy{}, NodeAgents: []NodeAgent{}, Warnings: []string{}}
 	buildRevisions(s, in)
 	r := s.Resolver()
 	nsIndex := buildNamespaces(s, in, r)
 	podOwner := buildWorkloads(s, in, r, nsIndex)
 	buildGateways(s, in)
 	buildProxies(s, in, podOwner)
+	buildAmbient(s, in, nsIndex)
 	for i := range s.Namespaces {
 		n := &s.Namespaces[i]
 		for _, w := range s.Workloads {

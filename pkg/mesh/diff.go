@@ -14,6 +14,17 @@ type Diff struct {
 	Tags       []TagChange       `json:"tags"`
 	Revisions  []RevisionChange  `json:"revisions"`
 	Workloads  []WorkloadChange  `json:"workloads"`
+	// Nodes are ambient node agents (a node's ztunnel or istio-cni) whose version, revision or state
+	// changed.
+	Nodes []NodeChange `json:"nodes"`
+}
+
+// NodeChange is one node's ztunnel or istio-cni agent before and after ("1.30.0 1-30 SYNCED").
+type NodeChange struct {
+	Node      string `json:"node"`
+	Component string `json:"component"`
+	Before    string `json:"before"`
+	After     string `json:"after"`
 }
 
 // Change kinds.
@@ -84,13 +95,13 @@ type WorkloadChange struct {
 
 // Empty reports whether nothing changed.
 func (d *Diff) Empty() bool {
-	return len(d.Proxies)+len(d.Namespaces)+len(d.Tags)+len(d.Revisions)+len(d.Workloads) == 0
+	return len(d.Proxies)+len(d.Namespaces)+len(d.Tags)+len(d.Revisions)+len(d.Workloads)+len(d.Nodes) == 0
 }
 
 // Compare returns the Diff from a to b. Proxies are compared only when both snapshots read them.
 func Compare(a, b *Snapshot) *Diff {
 	d := &Diff{Proxies: []ProxyChange{}, Groups: []GroupChange{}, Namespaces: []NamespaceChange{}, Tags: []TagChange{},
-		Revisions: []RevisionChange{}, Workloads: []WorkloadChange{}}
+		Revisions: []RevisionChange{}, Workloads: []WorkloadChange{}, Nodes: []NodeChange{}}
 	if a.ProxiesRead && b.ProxiesRead {
 		diffProxies(d, a.Proxies, b.Proxies)
 	}
@@ -98,6 +109,7 @@ func Compare(a, b *Snapshot) *Diff {
 	diffTags(d, a.Tags, b.Tags)
 	diffRevisions(d, a.Revisions, b.Revisions)
 	diffWorkloads(d, a.Workloads, b.Workloads)
+	diffNodes(d, a.NodeAgents, b.NodeAgents)
 	return d
 }
 
@@ -289,6 +301,43 @@ func diffWorkloads(d *Diff, before, after []Workload) {
 			a = "-"
 		}
 		d.Workloads = append(d.Workloads, WorkloadChange{Namespace: ns, Workload: ref, Before: b, After: a})
+	}
+}
+
+// nodeState is a node agent as the diff shows it; which pod it is does not matter, so a replaced
+// ztunnel that came back the same is no change.
+func nodeState(a NodeAgent) string {
+	st := a.Version + " " + a.Revision
+	if !a.Ready {
+		return st + " not-ready"
+	}
+	if a.SyncState != "" {
+		st += " " + a.SyncState
+	}
+	return st
+}
+
+func diffNodes(d *Diff, before, after []NodeAgent) {
+	bm, am := map[string]string{}, map[string]string{}
+	for _, a := range before {
+		bm[a.Node+"/"+a.Component] = nodeState(a)
+	}
+	for _, a := range after {
+		am[a.Node+"/"+a.Component] = nodeState(a)
+	}
+	for _, k := range unionKeys(bm, am) {
+		if bm[k] == am[k] {
+			continue
+		}
+		node, comp, _ := strings.Cut(k, "/")
+		b, a := bm[k], am[k]
+		if b == "" {
+			b = "-"
+		}
+		if a == "" {
+			a = "-"
+		}
+		d.Nodes = append(d.Nodes, NodeChange{Node: node, Component: comp, Before: b, After: a})
 	}
 }
 

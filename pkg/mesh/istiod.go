@@ -365,7 +365,7 @@ func (i *Istiod) podMetrics(ctx context.Context, p corev1.Pod) (map[string]float
 	return m, nil
 }
 
-func getMetrics(ctx context.Context, addr string) (map[string]float64, error) {
+func getMetrics(ctx context.Context, addr string, names ...string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return nil, err
@@ -378,7 +378,27 @@ func getMetrics(ctx context.Context, addr string) (map[string]float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
-	return istio.ParseMetrics(resp.Body)
+	return istio.ParseMetrics(resp.Body, names...)
+}
+
+// ZtunnelStatsPort is where ztunnel serves its metrics.
+const ZtunnelStatsPort = 15020
+
+// ZtunnelConnections reads how many TCP connections a ztunnel pod carries (port-forward to its stats
+// port): what restarting it would reset.
+func ZtunnelConnections(ctx context.Context, c *kube.Clients, p *corev1.Pod) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr, stop, err := kube.PortForward(ctx, c.Config, p.Namespace, p.Name, ZtunnelStatsPort)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	m, err := getMetrics(ctx, addr, istio.ZtunnelConnectionMetrics...)
+	if err != nil {
+		return 0, err
+	}
+	return istio.OpenConnections(m), nil
 }
 
 // Running are the pods that are running and not being deleted: the ones worth asking.

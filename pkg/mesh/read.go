@@ -183,7 +183,7 @@ func listPods(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.
 }
 
 // slimPod drops the parts of a pod no snapshot, check or gate reads: managed fields, volumes, and
-// per container its command, environment, mounts and probes.
+// per container its command, environment (but a ztunnel's XDS_ADDRESS), mounts and probes.
 func slimPod(p *corev1.Pod) corev1.Pod {
 	q := *p
 	q.ManagedFields = nil
@@ -198,6 +198,11 @@ func slimContainers(cs []corev1.Container) []corev1.Container {
 	out := make([]corev1.Container, len(cs))
 	for i, c := range cs {
 		out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports, Resources: c.Resources, RestartPolicy: c.RestartPolicy}
+		for _, e := range c.Env {
+			if e.Name == istio.EnvXDSAddress { // the istiod a ztunnel is pointed at
+				out[i].Env = []corev1.EnvVar{e}
+			}
+		}
 	}
 	return out
 }

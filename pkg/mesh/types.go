@@ -17,6 +17,8 @@ type Snapshot struct {
 	Workloads  []Workload  `json:"workloads"`
 	Gateways   []Gateway   `json:"gateways"`
 	Proxies    []Proxy     `json:"proxies"`
+	// NodeAgents are ambient mode's ztunnel and istio-cni pods, node by node.
+	NodeAgents []NodeAgent `json:"nodeAgents"`
 	// ProxiesRead is false when syncz was not asked (status without --proxies skips nothing else).
 	ProxiesRead bool `json:"proxiesRead"`
 	// Warnings are parts that could not be read (an istiod that did not answer syncz, …).
@@ -66,6 +68,11 @@ type Namespace struct {
 	Pods        int  `json:"pods"`
 	// NeedsRestart counts workloads whose pods run another revision's proxy than they ask for.
 	NeedsRestart int `json:"needsRestart"`
+	// DataplaneMode is the istio.io/dataplane-mode label (ambient), Waypoint the istio.io/use-waypoint
+	// label, AmbientPods the running pods ambient captures here.
+	DataplaneMode string `json:"dataplaneMode,omitempty"`
+	Waypoint      string `json:"waypoint,omitempty"`
+	AmbientPods   int    `json:"ambientPods,omitempty"`
 }
 
 // Selector returns the injection label as one string ("istio.io/rev=1-30", "istio-injection=enabled").

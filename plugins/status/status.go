@@ -36,8 +36,14 @@ func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Comman
 		Short: "Show revisions, tags, namespaces, gateways and proxies across all revisions",
 		Long: `Show where every part of the mesh stands during an upgrade: each istiod revision (readiness,
 version, tags, default), each revision tag, each namespace's injection label and the revision it
-resolves to, the ingress/egress gateways, and with --proxies every proxy's istiod, revision, version
-and xDS sync state, gathered from ALL istiod pods of ALL revisions (istioctl proxy-status asks one).
+resolves to, the ingress/egress gateways (Gateway API gateways and waypoints included), and with
+--proxies every proxy's istiod, revision, version and xDS sync state, gathered from ALL istiod pods of
+ALL revisions (istioctl proxy-status asks one).
+
+In ambient mode a NODES section lists each node's ztunnel (version, the istiod revision it is pointed
+at, with --proxies the istiod it is connected to and its sync state, and the ambient pods it serves)
+and its istio-cni agent's version; -o json has them under nodeAgents, and each namespace its
+dataplaneMode, waypoint and ambientPods.
 
 Without -n, all namespaces are shown.`,
 		Example: `  # The whole mesh
@@ -133,7 +139,11 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 	}
 	rows = rows[:0]
 	for _, n := range s.Namespaces {
-		if n.Selector() == "" && n.Revision == "" && len(n.Conflicts) == 0 {
+		label := n.Selector()
+		if n.DataplaneMode != "" {
+			label = strings.TrimPrefix(label+",istio.io/dataplane-mode="+n.DataplaneMode, ",")
+		}
+		if label == "" && n.Revision == "" && len(n.Conflicts) == 0 {
 			continue // not part of the mesh
 		}
 		rev := n.Revision
@@ -144,7 +154,13 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 		if len(n.Conflicts) > 0 {
 			conflict = "yes"
 		}
-		rows = append(rows, []string{n.Name, n.Selector(), rev, fmt.Sprint(n.Workloads), fmt.Sprint(n.Pods), fmt.Sprint(n.NeedsRestart), conflict})
+		if rev == "" && n.DataplaneMode != "" {
+			rev = n.DataplaneMode
+			if n.Waypoint != "" {
+				rev += "(waypoint:" + n.Waypoint + ")"
+			}
+		}
+		rows = append(rows, []string{n.Name, label, rev, fmt.Sprint(n.Workloads), fmt.Sprint(n.Pods), fmt.Sprint(n.NeedsRestart), conflict})
 	}
 	if err := section(w, "NAMESPACES", []string{"namespace", "label", "revision", "workloads", "pods", "needs-restart", "conflict"}, rows); err != nil {
 		return err
@@ -155,6 +171,11 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 	}
 	if err := section(w, "GATEWAYS", []string{"gateway", "revision", "version", "ready", "services"}, rows); err != nil {
 		return err
+	}
+	if len(s.NodeAgents) > 0 {
+		if err := section(w, "NODES (ambient)", []string{"node", "ztunnel", "version", "revision", "istiod", "state", "ambient-pods", "istio-cni"}, nodeRows(s)); err != nil {
+			return err
+		}
 	}
 	if workloads {
 		rows = rows[:0]
@@ -180,6 +201,41 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 	}
 	_, err := fmt.Fprintln(w, mesh.Summary(s))
 	return err
+}
+
+// nodeRows is one row per node: its ztunnel (version, the revision it is pointed at, its istiod and
+// sync state, the ambient pods it serves) and its istio-cni agent's version.
+func nodeRows(s *mesh.Snapshot) [][]string {
+	var rows [][]string
+	byNode := map[string]int{}
+	for _, a := range s.NodeAgents {
+		i, ok := byNode[a.Node]
+		if !ok {
+			i = len(rows)
+			byNode[a.Node] = i
+			rows = append(rows, []string{a.Node, cli.None, "", "", "", "", "0", cli.None})
+		}
+		state := a.SyncState
+		if !a.Ready {
+			state = "NOT-READY"
+		} else if state == "" {
+			state = "-"
+		}
+		switch a.Component {
+		case mesh.ComponentZtunnel:
+			istiod := a.Istiod
+			if istiod == "" {
+				istiod = "-"
+			}
+			copy(rows[i][1:7], []string{a.Pod, a.Version, a.Revision, istiod, state, fmt.Sprint(a.AmbientPods)})
+		case mesh.ComponentCNI:
+			rows[i][7] = a.Version
+			if !a.Ready {
+				rows[i][7] += "(not-ready)"
+			}
+		}
+	}
+	return rows
 }
 
 func section(w io.Writer, title string, header []string, rows [][]string) error {

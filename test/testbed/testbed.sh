@@ -4,7 +4,9 @@
 #
 #   testbed.sh up             cluster + old revision + fixtures, all proxies SYNCED; TESTBED_PROFILE chooses how
 #                             Istio is installed: istioctl (default: revision 1-30, tag prod-stable) or helm
-#                             (Istio's own charts, seed 000: istio-base, non-revisioned istiod, istio-ingress)
+#                             (Istio's own charts, seed 000: istio-base, non-revisioned istiod, istio-ingress) or
+#                             ambient (Istio's own charts: istiod 1-30 with the ambient profile, istio-cni,
+#                             ztunnel on every node, bookinfo in an ambient namespace, a waypoint)
 #   testbed.sh down           stop everything, remove state
 #   testbed.sh env            print export lines for KUBECONFIG and PATH
 #   testbed.sh new-revision   install the new revision ($REV, default 1-31) with the new istioctl
@@ -139,12 +141,14 @@ istio_src() { # old|new: the istio.io/istio module directory (charts, samples) o
 
 helm_() { "$BIN/helm" --kubeconfig "$KCFG" "$@"; }
 
-# helm_revision old|new REV: seed 000's istiod install from Istio's own chart ("" = the non-revisioned
-# default). The image tag names the pilot-discovery build the agent runs for it.
+# helm_revision old|new REV [PROFILE]: an istiod install from Istio's own chart ("" = the non-revisioned
+# default; PROFILE the chart's profile, e.g. ambient). The image tag names the pilot-discovery build the
+# agent runs for it.
 helm_revision() {
   local which=$1 rev=$2 version release=istiod args=()
   version=$ISTIO_OLD_VERSION; [ "$which" = new ] && version=$ISTIO_NEW_VERSION
   if [ -n "$rev" ]; then release=istiod-$rev; args=(--set "revision=$rev"); fi
+  [ -n "${3:-}" ] && args+=(--set "profile=$3")
   log "helm install $release (istiod chart $version${rev:+, revision $rev})"
   helm_ install "$release" "$(istio_src "$which")/manifests/charts/istio-control/istio-discovery" -n "$ISTIO_NS" \
     --set global.hub=docker.io/istio --set global.tag="$version" --set pilot.autoscaleEnabled=false \
@@ -183,6 +187,50 @@ up_helm() {
     "[ \"\$('$BIN/kubectl' --kubeconfig '$KCFG' -n istio-ingress get deploy istio-ingress -o jsonpath='{.status.readyReplicas}')\" = 2 ]"
 }
 
+# ds_ready NAME: every node runs a ready pod of DaemonSet NAME in the Istio namespace.
+ds_ready() {
+  local st; st=$(kc -n "$ISTIO_NS" get ds "$1" -o jsonpath='{.status.desiredNumberScheduled}/{.status.numberReady}')
+  [ "${st%/*}" -gt 0 ] && [ "${st%/*}" = "${st#*/}" ]
+}
+
+# up_ambient: the old revision in ambient mode with Istio's own charts, in the documented order (base,
+# istiod with the ambient profile, istio-cni, ztunnel), bookinfo in a namespace labelled
+# istio.io/dataplane-mode=ambient, and a waypoint applied by istioctl as users do.
+up_ambient() {
+  need HELM_BIN
+  local charts; charts=$(istio_src old)/manifests/charts
+  kc create namespace "$ISTIO_NS" >/dev/null 2>&1 || true
+  if ! helm_ status istio-base -n "$ISTIO_NS" >/dev/null 2>&1; then
+    # No default revision: every istiod here is a revision, each validating for itself.
+    log "helm install istio-base (no default revision)"
+    helm_ install istio-base "$charts/base" -n "$ISTIO_NS" --set defaultRevision="" >"$TESTBED_DIR/logs/helm-istio-base.log" 2>&1 \
+      || { tail -20 "$TESTBED_DIR/logs/helm-istio-base.log" >&2; die "helm install istio-base failed"; }
+  fi
+  helm_ status "istiod-$OLD_REV" -n "$ISTIO_NS" >/dev/null 2>&1 || helm_revision old "$OLD_REV" ambient
+  local release chart args
+  for release in istio-cni ztunnel; do
+    helm_ status "$release" -n "$ISTIO_NS" >/dev/null 2>&1 && continue
+    if [ "$release" = istio-cni ]; then
+      chart=$charts/istio-cni; args=(--set profile=ambient --set global.hub=docker.io/istio --set global.tag="$ISTIO_OLD_VERSION")
+    else
+      chart=$charts/ztunnel; args=(--set hub=docker.io/istio --set tag="$ISTIO_OLD_VERSION")
+    fi
+    log "helm install $release (revision $OLD_REV)"
+    helm_ install "$release" "$chart" -n "$ISTIO_NS" --set revision="$OLD_REV" "${args[@]}" >"$TESTBED_DIR/logs/helm-$release.log" 2>&1 \
+      || { tail -20 "$TESTBED_DIR/logs/helm-$release.log" >&2; die "helm install $release failed"; }
+  done
+  wait_for "istio-cni-node on every node" 90 ds_ready istio-cni-node
+  wait_for "ztunnel on every node" 90 ds_ready ztunnel
+  log "applying bookinfo (Istio's sample) in namespace bookinfo, istio.io/dataplane-mode=ambient"
+  kc create namespace bookinfo >/dev/null 2>&1 || true
+  kc label namespace bookinfo istio.io/dataplane-mode=ambient --overwrite >/dev/null
+  kc apply -n bookinfo -f "$(istio_src old)/samples/bookinfo/platform/kube/bookinfo.yaml" >/dev/null
+  "$BIN/istioctl-old" --kubeconfig "$KCFG" waypoint apply -n bookinfo --enroll-namespace --revision "$OLD_REV" \
+    >"$TESTBED_DIR/logs/waypoint.log" 2>&1 || { tail -20 "$TESTBED_DIR/logs/waypoint.log" >&2; die "istioctl waypoint apply failed"; }
+  wait_for "waypoint deployed by istiod $OLD_REV" 90 bash -c \
+    "[ \"\$('$BIN/kubectl' --kubeconfig '$KCFG' -n bookinfo get deploy waypoint -o jsonpath='{.status.readyReplicas}')\" -ge 1 ]"
+}
+
 # gateway_api_crds: the upstream Gateway API CRDs (standard channel) of the sigs.k8s.io/gateway-api module the
 # new Istio version builds with, as users install them; istiod then deploys a gateway for each Gateway of
 # class istio.
@@ -219,11 +267,13 @@ all_pods_ready() {
   [ "$notready" -eq 0 ]
 }
 
-# synced: every running injected pod is listed SYNCED by kubectl istio-upgrade status --proxies.
+# synced: every running proxy (injected sidecars and gateways, ztunnels, waypoints) is listed SYNCED by
+# kubectl istio-upgrade status --proxies.
 synced() {
   local want got
   want=$(kc get pods -A --field-selector=status.phase=Running \
-    -o jsonpath='{range .items[*]}{.metadata.deletionTimestamp}{"|"}{.metadata.annotations.sidecar\.istio\.io/status}{"\n"}{end}' | grep -c '^|.*revision')
+    -o jsonpath='{range .items[*]}{.metadata.deletionTimestamp}{"|"}{.metadata.annotations.sidecar\.istio\.io/status}{"|"}{.metadata.labels.app}{"|"}{.metadata.labels.gateway\.istio\.io/managed}{"\n"}{end}' |
+    grep -cE '^\|(.*revision.*|[^|]*\|ztunnel\|.*|[^|]*\|[^|]*\|.+)$')
   got=$("$TESTBED_DIR/bin/kubectl-istio_upgrade" --kubeconfig "$KCFG" status --proxies -o json 2>/dev/null | grep -c '"state": "SYNCED"')
   [ "$want" -gt 0 ] && [ "$got" -ge "$want" ]
 }
@@ -261,7 +311,8 @@ cmd_up() {
   case "$prof" in
     istioctl) up_istioctl ;;
     helm) up_helm ;;
-    *) die "TESTBED_PROFILE=$prof: want istioctl or helm" ;;
+    ambient) up_ambient ;;
+    *) die "TESTBED_PROFILE=$prof: want istioctl, helm or ambient" ;;
   esac
   echo "$prof" >"$PROFILE_FILE"
   wait_for "all pods Running and Ready" 180 all_pods_ready
@@ -274,6 +325,8 @@ cmd_new_revision() {
   link_tools
   if [ "$(profile)" = helm ]; then
     helm_revision new "$REV"
+  elif [ "$(profile)" = ambient ]; then
+    helm_revision new "$REV" ambient
   else
     install_revision "$BIN/istioctl-new" "$REV"
   fi

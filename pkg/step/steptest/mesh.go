@@ -115,3 +115,54 @@ func Pod(ns, deploy, suffix, rev string) *corev1.Pod {
 	}
 	return p
 }
+
+// Nodes are the nodes of Ambient.
+var Nodes = []string{"node-0", "node-1", "node-2"}
+
+// Ambient is Mesh plus ambient mode on revision 1-30 as Istio's charts install it: DaemonSets
+// istio-cni-node and ztunnel (pointed at istiod-1-30) with a pod on each of Nodes, and namespace
+// bookinfo (istio.io/dataplane-mode=ambient) with one ready pod of Deployment reviews per node.
+func Ambient() []runtime.Object {
+	objs := Mesh()
+	for _, n := range Nodes {
+		objs = append(objs, &corev1.Node{TypeMeta: meta("v1", "Node"), ObjectMeta: metav1.ObjectMeta{Name: n}})
+	}
+	objs = append(objs, Namespace("bookinfo", map[string]string{istio.LabelDataplaneMode: istio.DataplaneAmbient}),
+		Deployment("bookinfo", "reviews", int32(len(Nodes)), nil, nil))
+	for i, n := range Nodes {
+		p := Pod("bookinfo", "reviews", string(rune('a'+i)), "")
+		p.Spec.NodeName = n
+		objs = append(objs, p)
+	}
+	for _, ds := range []struct{ name, container, image string }{
+		{istio.CNIDaemonSet, "install-cni", "docker.io/istio/install-cni:1.30.0-distroless"},
+		{istio.ZtunnelDaemonSet, istio.ProxyContainer, "docker.io/istio/ztunnel:1.30.0"},
+	} {
+		tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": ds.name}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: ds.container, Image: ds.image}}}}
+		d := &appsv1.DaemonSet{TypeMeta: meta("apps/v1", "DaemonSet"), ObjectMeta: metav1.ObjectMeta{Name: ds.name, Namespace: "istio-system"},
+			Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": ds.name}}, Template: tmpl,
+				UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType}},
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: int32(len(Nodes)), NumberReady: int32(len(Nodes))}}
+		if ds.name == istio.ZtunnelDaemonSet {
+			d.Annotations = map[string]string{istio.LabelRev: "1-30"}
+			d.Spec.Template.Annotations = map[string]string{istio.LabelRev: "1-30"}
+			d.Spec.Template.Spec.Containers[0].Args = []string{"proxy", "ztunnel"}
+			d.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{
+				{Name: "CA_ADDRESS", Value: "istiod-1-30.istio-system.svc:15012"}, {Name: istio.EnvXDSAddress, Value: "istiod-1-30.istio-system.svc:15012"}}
+		} else {
+			d.Labels = map[string]string{istio.LabelRev: "1-30"}
+		}
+		objs = append(objs, d)
+		for _, n := range Nodes {
+			objs = append(objs, &corev1.Pod{TypeMeta: meta("v1", "Pod"), ObjectMeta: metav1.ObjectMeta{
+				Name: ds.name + "-" + n, Namespace: "istio-system", Labels: map[string]string{"app": ds.name, appsv1.DefaultDaemonSetUniqueLabelKey: "old"},
+				Annotations:     d.Spec.Template.Annotations,
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.name, Controller: ptr.To(true)}}},
+				Spec:   *d.Spec.Template.Spec.DeepCopy(),
+				Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}})
+			objs[len(objs)-1].(*corev1.Pod).Spec.NodeName = n
+		}
+	}
+	return objs
+}

@@ -18,6 +18,8 @@ import (
 	"istio.io/istio/pkg/backoff"
 	"istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/model"
+	"istio.io/istio/pkg/workloadapi"
+	"istio.io/istio/pkg/workloadapi/security"
 )
 
 const (
@@ -62,6 +64,9 @@ func (s *simulator) register(ctx context.Context, f informers.SharedInformerFact
 // Gateway or waypoint is not injected (istiod renders its proxy itself) and carries its revision in the
 // istio.io/rev annotation (and the label too when the Gateway has one).
 func injectedRevision(p *corev1.Pod) (string, bool) {
+	if rev, ok := ztunnelRevision(p); ok {
+		return rev, true
+	}
 	raw, ok := p.Annotations["sidecar.istio.io/status"]
 	if !ok {
 		if p.Labels["gateway.istio.io/managed"] != "" {
@@ -82,6 +87,35 @@ func injectedRevision(p *corev1.Pod) (string, bool) {
 		return "default", true
 	}
 	return st.Revision, true
+}
+
+// ztunnelRevision is the istiod a ztunnel pod connects to, as the ztunnel chart points it there:
+// XDS_ADDRESS istiod-REV.NS.svc:15012 (istiod.NS.svc for the non-revisioned default).
+func ztunnelRevision(p *corev1.Pod) (string, bool) {
+	for _, c := range p.Spec.Containers {
+		if !isZtunnel(c) {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name != "XDS_ADDRESS" {
+				continue
+			}
+			host, _, _ := strings.Cut(e.Value, ".")
+			if rev, ok := strings.CutPrefix(host, "istiod-"); ok {
+				return rev, true
+			}
+			return "default", true
+		}
+		if rev := p.Annotations["istio.io/rev"]; rev != "" {
+			return rev, true
+		}
+		return "default", true
+	}
+	return "", false
+}
+
+func isZtunnel(c corev1.Container) bool {
+	return len(c.Args) >= 2 && c.Args[0] == "proxy" && c.Args[1] == "ztunnel"
 }
 
 func (s *simulator) sync(ctx context.Context, p *corev1.Pod) {
@@ -117,20 +151,32 @@ func (s *simulator) run(ctx context.Context, p *corev1.Pod, rev string) {
 			continue
 		}
 		if i := strings.LastIndex(c.Image, ":"); i > 0 {
-			version = c.Image[i+1:]
+			version, _, _ = strings.Cut(c.Image[i+1:], "-distroless")
 		}
 		for _, a := range c.Args {
-			if a == "router" {
+			switch a {
+			case "router":
 				nodeType = model.Router
+			case "waypoint":
+				nodeType = model.Waypoint
+			case "ztunnel":
+				nodeType = model.Ztunnel
 			}
 		}
 	}
 	meta := model.NodeMetadata{
 		Namespace: p.Namespace, ClusterID: "Kubernetes", IstioVersion: version, Labels: p.Labels,
-		WorkloadName: p.Labels["app"], ServiceAccount: p.Spec.ServiceAccountName,
+		WorkloadName: p.Labels["app"], ServiceAccount: p.Spec.ServiceAccountName, NodeName: p.Spec.NodeName,
 		ProxyConfig: (*model.NodeMetaProxyConfig)(mesh.DefaultProxyConfig()),
 	}.ToStruct()
 	addr := addr(s.ports.get(rev).GRPC)
+	if nodeType == model.Ztunnel {
+		runZtunnel(ctx, addr, adsc.Config{
+			Namespace: p.Namespace, Workload: p.Name, IP: p.Status.PodIP, NodeType: nodeType, Meta: meta,
+			BackoffPolicy: backoff.NewExponentialBackOff(backoff.Option{InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second}),
+		})
+		return
+	}
 	if nodeType == model.Router {
 		// The routing state outlives the xDS client: a terminating gateway serves through its preStop
 		// sleep with what it last knew, as Envoy does; the plane drops it with the pod's server.
@@ -165,4 +211,18 @@ func (s *simulator) run(ctx context.Context, p *corev1.Pod, rev string) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// runZtunnel simulates a node's ztunnel: a delta xDS client of node type ztunnel subscribed, as ztunnel
+// is, to every workload address and authorization policy; it ACKs what it gets and keeps nothing.
+func runZtunnel(ctx context.Context, addr string, cfg adsc.Config) {
+	c := adsc.NewDelta(addr, &adsc.DeltaADSConfig{Config: cfg},
+		adsc.Register(func(adsc.HandlerContext, string, string, *workloadapi.Address, adsc.Event) {}),
+		adsc.Watch[*workloadapi.Address]("*"),
+		adsc.Register(func(adsc.HandlerContext, string, string, *security.Authorization, adsc.Event) {}),
+		adsc.Watch[*security.Authorization]("*"),
+	)
+	go c.Run(ctx)
+	<-ctx.Done()
+	c.Close()
 }

@@ -157,7 +157,7 @@ func (s *supervisor) binaryFor(pod *corev1.Pod) (string, string, error) {
 	tag := ""
 	for _, c := range pod.Spec.Containers {
 		if i := strings.LastIndex(c.Image, ":"); i > 0 && (c.Name == "discovery" || tag == "") {
-			tag = c.Image[i+1:]
+			tag, _, _ = strings.Cut(c.Image[i+1:], "-distroless") // the ambient profile's image variant
 		}
 	}
 	if b, ok := s.pilots[tag]; ok {
@@ -188,7 +188,7 @@ func (s *supervisor) start(rev string, pod *corev1.Pod) error {
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+s.ns, "REVISION="+rev, "POD_NAME="+pod.Name, "CLUSTER_ID=Kubernetes",
 		"ISTIOD_CUSTOM_HOST=localhost")
-	cmd.Env = append(cmd.Env, webhookEnv(pod, rev)...)
+	cmd.Env = append(cmd.Env, podEnv(pod, rev)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -204,9 +204,9 @@ func (s *supervisor) start(rev string, pod *corev1.Pod) error {
 	return nil
 }
 
-// webhookEnv names the webhook configurations istiod keeps (caBundle, failure policy) as its pod says
+// podEnv is what istiod takes from its pod's env: the webhook configurations it keeps (caBundle, failure policy)
 // (istioctl and the Helm chart name them differently for the non-revisioned istiod).
-func webhookEnv(pod *corev1.Pod, rev string) []string {
+func podEnv(pod *corev1.Pod, rev string) []string {
 	inj := "istio-sidecar-injector-" + rev
 	if rev == "default" {
 		inj = "istio-sidecar-injector"
@@ -217,7 +217,9 @@ func webhookEnv(pod *corev1.Pod, rev string) []string {
 			continue
 		}
 		for _, e := range c.Env {
-			if (e.Name == "INJECTION_WEBHOOK_CONFIG_NAME" || e.Name == "VALIDATION_WEBHOOK_CONFIG_NAME") && e.Value != "" {
+			// The webhook names, and the ambient profile's switches (PILOT_ENABLE_AMBIENT): without them
+			// istiod refuses ztunnels and deploys no waypoint.
+			if (e.Name == "INJECTION_WEBHOOK_CONFIG_NAME" || e.Name == "VALIDATION_WEBHOOK_CONFIG_NAME" || strings.Contains(e.Name, "AMBIENT")) && e.Value != "" {
 				out = append(out, e.Name+"="+e.Value) // later entries win in exec's environment
 			}
 		}

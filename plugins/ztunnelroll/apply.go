@@ -1,0 +1,475 @@
+package ztunnelroll
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
+)
+
+var onDelete = appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}
+
+// hashLabel is the label a DaemonSet pod carries naming the ControllerRevision (template) it was made from.
+const hashLabel = appsv1.DefaultDaemonSetUniqueLabelKey
+
+// BatchNote and HashNote are the journal notes undo reads: the nodes of each batch, and the template
+// (ControllerRevision hash) a node's agent ran before the roll replaced it.
+func BatchNote(i int) string            { return fmt.Sprintf("batch %d", i+1) }
+func HashNote(node, comp string) string { return "ran " + node + "/" + comp }
+
+// Apply sets the DaemonSets' target and OnDelete, then rolls the batches one by one.
+func (o *Options) Apply(ctx context.Context, r *step.Run) error {
+	for _, w := range o.det.Warnings {
+		r.Progress.Printf("warning: %s", w)
+	}
+	for _, a := range o.sets {
+		if !a.patch && a.ds.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType {
+			continue
+		}
+		comp := a.component
+		err := o.update(ctx, r, a.ds.Name, fmt.Sprintf("set to %s %s, updateStrategy OnDelete", o.rev, o.version), func(d *appsv1.DaemonSet) {
+			w := WithTarget(d, comp, o.rev, o.version, r.Before.IstioNamespace)
+			w.Spec.UpdateStrategy = onDelete
+			*d = *w
+		})
+		if err != nil {
+			return err
+		}
+	}
+	n := countNodes(o.batches)
+	switch r.DryRun {
+	case cli.DryRunClient:
+		r.Result.Summary = fmt.Sprintf("ztunnel-roll would roll istio-cni and ztunnel to %s (%s) on %d nodes in %d batches: %s", o.rev, o.version, n, len(o.batches), batchText(o.batches))
+		return nil
+	case cli.DryRunServer:
+		r.Result.Summary = fmt.Sprintf("ztunnel-roll (server dry run): the DaemonSet changes for %s were accepted by the apiserver; %d nodes would roll in %d batches; nothing changed", o.rev, n, len(o.batches))
+		return nil
+	}
+	start := time.Now()
+	for i, b := range o.batches {
+		if r.Stopping() {
+			return r.Cancelled()
+		}
+		if err := o.rollBatch(ctx, r, i, b); err != nil {
+			r.Result.Summary = fmt.Sprintf("ztunnel-roll: batch %d (%s) failed: %v; %d of %d batches done", i+1, nodeList(b), err, o.done, len(o.batches))
+			return err
+		}
+		o.done++
+	}
+	if len(o.det.Remaining) == 0 {
+		for _, a := range o.sets {
+			own := a.ds.Spec.UpdateStrategy
+			if own.Type == appsv1.OnDeleteDaemonSetStrategyType {
+				continue
+			}
+			if err := o.update(ctx, r, a.ds.Name, "updateStrategy "+strategyText(a.ds)+" restored", func(d *appsv1.DaemonSet) { d.Spec.UpdateStrategy = own }); err != nil {
+				return err
+			}
+		}
+	}
+	r.Result.Summary = fmt.Sprintf("ztunnel-roll: %d nodes rolled to %s (%s) in %d batches of at most %d, every ztunnel SYNCED on istiod %s, in %s",
+		n, o.rev, o.version, len(o.batches), o.NodesPerBatch, o.rev, time.Since(start).Round(time.Second))
+	if len(o.det.Remaining) > 0 {
+		r.Result.Summary += fmt.Sprintf("; %d nodes left (%s): rerun to continue (the DaemonSets keep updateStrategy OnDelete until then)", len(o.det.Remaining), nodeList(o.det.Remaining))
+	}
+	return nil
+}
+
+func batchText(batches [][]string) string {
+	parts := make([]string, len(batches))
+	for i, b := range batches {
+		parts[i] = "[" + nodeList(b) + "]"
+	}
+	return strings.Join(parts, " ")
+}
+
+// update changes one node agent DaemonSet on a fresh read (retried on conflict), noting the patch for -o.
+func (o *Options) update(ctx context.Context, r *step.Run, name, verb string, mutate func(*appsv1.DaemonSet)) error {
+	ns := r.Before.IstioNamespace
+	object := "daemonset/" + ns + "/" + name
+	return r.Write(object, verb, func(dryRun []string) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := r.C.Kube.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			want := cur.DeepCopy()
+			mutate(want)
+			if patch, err := twoWayPatch(cur, want); err == nil {
+				r.Patch(object, "strategic", patch)
+			}
+			_, err = r.C.Kube.AppsV1().DaemonSets(ns).Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun, FieldManager: step.FieldManager})
+			return err
+		})
+	})
+}
+
+func twoWayPatch(from, to *appsv1.DaemonSet) ([]byte, error) {
+	a, err := json.Marshal(from)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(to)
+	if err != nil {
+		return nil, err
+	}
+	return strategicpatch.CreateTwoWayMergePatch(a, b, appsv1.DaemonSet{})
+}
+
+// rollBatch rolls one batch of nodes: cordon, empty, replace istio-cni then ztunnel, gate, uncordon.
+func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []string) error {
+	bctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	start := time.Now()
+	r.Progress.Printf("batch %d/%d: nodes %s", i+1, len(o.batches), nodeList(nodes))
+	r.Note(BatchNote(i), nodeList(nodes))
+	results := make([]NodeResult, len(nodes))
+	for j, n := range nodes {
+		results[j] = NodeResult{Node: n, Batch: i + 1, Replaced: []string{}}
+	}
+	var cordoned []string
+	defer func() { o.uncordon(context.WithoutCancel(ctx), r, cordoned) }()
+	for _, n := range nodes {
+		did, err := o.cordon(bctx, r, n)
+		if err != nil {
+			return err
+		}
+		if did {
+			cordoned = append(cordoned, n)
+		}
+	}
+	for j, n := range nodes {
+		switch {
+		case o.Drain:
+			k, err := o.drain(bctx, r, n)
+			if err != nil {
+				return err
+			}
+			results[j].Drained = k
+		case o.MaxConnections >= 0:
+			c, err := o.awaitConnections(bctx, r, n)
+			if err != nil {
+				return err
+			}
+			results[j].Connections = c
+		}
+	}
+	for _, a := range o.sets {
+		replaced, err := o.replace(bctx, r, a, nodes)
+		if err != nil {
+			return err
+		}
+		for j, n := range nodes {
+			if p := replaced[n]; p != "" {
+				results[j].Replaced = append(results[j].Replaced, p)
+			}
+		}
+	}
+	counts, err := o.awaitWorkloads(bctx, r, nodes)
+	if err != nil {
+		return err
+	}
+	o.uncordon(ctx, r, cordoned)
+	cordoned = nil
+	for j := range results {
+		results[j].AmbientPods = counts[results[j].Node]
+		results[j].Seconds = time.Since(start).Round(100 * time.Millisecond).Seconds()
+	}
+	o.det.Nodes = append(o.det.Nodes, results...)
+	r.Progress.Printf("batch %d/%d: nodes %s on %s, ztunnel SYNCED, ambient pods Ready, uncordoned (%s)", i+1, len(o.batches), nodeList(nodes), o.rev, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// cordon marks a node unschedulable; false when it already was (then it is left cordoned after).
+func (o *Options) cordon(ctx context.Context, r *step.Run, node string) (bool, error) {
+	n, err := r.C.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("read node %s: %w", node, err)
+	}
+	if n.Spec.Unschedulable {
+		return false, nil
+	}
+	return true, setUnschedulable(ctx, r, node, true, "cordoned")
+}
+
+// uncordon undoes the step's own cordons; it runs on every exit path, so a failed or stopped roll
+// never leaves a node cordoned behind it.
+func (o *Options) uncordon(ctx context.Context, r *step.Run, nodes []string) {
+	for _, n := range nodes {
+		if err := setUnschedulable(ctx, r, n, false, "uncordoned"); err != nil {
+			r.Progress.Printf("warning: uncordon node %s: %v (kubectl uncordon %s)", n, err, n)
+		}
+	}
+}
+
+func setUnschedulable(ctx context.Context, r *step.Run, node string, on bool, verb string) error {
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"unschedulable": on}})
+	if err != nil {
+		return err
+	}
+	return r.Write("node/"+node, verb, func(dryRun []string) error {
+		_, err := r.C.Kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch,
+			metav1.PatchOptions{DryRun: dryRun, FieldManager: step.FieldManager})
+		return err
+	})
+}
+
+// nodePods are the pods on node (all namespaces when ns is "").
+func nodePods(ctx context.Context, k kubernetes.Interface, ns, selector, node string) ([]corev1.Pod, error) {
+	l, err := k.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector, FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, p := range l.Items {
+		if p.Spec.NodeName == node {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// ambientOn are a node's ambient pods.
+func (o *Options) ambientOn(ctx context.Context, r *step.Run, node string) ([]corev1.Pod, error) {
+	pods, err := nodePods(ctx, r.C.Kube, "", "", node)
+	if err != nil {
+		return nil, fmt.Errorf("list the pods on node %s: %w", node, err)
+	}
+	labels := map[string]map[string]string{}
+	for _, ns := range r.Raw.Namespaces {
+		labels[ns.Name] = ns.Labels
+	}
+	var out []corev1.Pod
+	for i := range pods {
+		if mesh.IsAmbientPod(&pods[i], labels[pods[i].Namespace]) {
+			out = append(out, pods[i])
+		}
+	}
+	return out, nil
+}
+
+// drain evicts a node's ambient pods through the Eviction API (a PodDisruptionBudget that allows no
+// disruption now answers 429: retried until it does) and waits until they are gone.
+func (o *Options) drain(ctx context.Context, r *step.Run, node string) (int, error) {
+	pods, err := o.ambientOn(ctx, r, node)
+	if err != nil {
+		return 0, err
+	}
+	var evicted []corev1.Pod
+	for _, p := range pods {
+		if kind, _ := mesh.PodOwner(&p); kind == "DaemonSet" || p.Annotations[corev1.MirrorPodAnnotationKey] != "" {
+			continue // a DaemonSet's pod comes back on the node anyway; a static pod cannot be evicted
+		}
+		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace},
+			DeleteOptions: &metav1.DeleteOptions{DryRun: r.DryRun.APIDryRun(), Preconditions: &metav1.Preconditions{UID: &p.UID}}}
+		err := r.Wait(ctx, o.Timeout, fmt.Sprintf("node %s: evicting pod %s/%s", node, p.Namespace, p.Name), func(ctx context.Context) (string, bool, error) {
+			err := r.C.Kube.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev)
+			switch {
+			case err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+				return "", true, nil
+			case apierrors.IsTooManyRequests(err):
+				return "its PodDisruptionBudget allows no disruption now", false, nil
+			}
+			return "", false, fmt.Errorf("evict pod %s/%s: %w", p.Namespace, p.Name, err)
+		})
+		if err != nil {
+			return 0, err
+		}
+		r.Record("pod/"+p.Namespace+"/"+p.Name, "evicted")
+		evicted = append(evicted, p)
+	}
+	err = r.Wait(ctx, o.Timeout, fmt.Sprintf("node %s: %d evicted pods terminating", node, len(evicted)), func(ctx context.Context) (string, bool, error) {
+		left := 0
+		for _, p := range evicted {
+			cur, err := r.C.Kube.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			if err == nil && cur.UID == p.UID {
+				left++
+			}
+		}
+		return fmt.Sprintf("%d still terminating", left), left == 0, nil
+	})
+	return len(evicted), err
+}
+
+// awaitConnections waits until the node's ztunnel carries at most --max-connections; a ztunnel whose
+// stats cannot be read is not waited for (a warning says so).
+func (o *Options) awaitConnections(ctx context.Context, r *step.Run, node string) (*int, error) {
+	var zt *agentSet
+	for _, a := range o.sets {
+		if a.component == mesh.ComponentZtunnel {
+			zt = a
+		}
+	}
+	pod, err := o.agentPod(ctx, r.C.Kube, zt.ds, node)
+	if err != nil || pod == nil {
+		return nil, err
+	}
+	var last *int
+	err = r.Wait(ctx, o.Timeout, fmt.Sprintf("node %s: ztunnel connections", node), func(ctx context.Context) (string, bool, error) {
+		n, err := mesh.ZtunnelConnections(ctx, r.C, pod)
+		if err != nil {
+			o.warn(fmt.Sprintf("node %s: the connections of ztunnel %s could not be read (%v): not waited for", node, pod.Name, err))
+			r.Progress.Printf("warning: %s", o.det.Warnings[len(o.det.Warnings)-1])
+			return "", true, nil
+		}
+		last = &n
+		return fmt.Sprintf("%d open, waiting for at most %d", n, o.MaxConnections), n <= o.MaxConnections, nil
+	})
+	return last, err
+}
+
+// agentPod is the DaemonSet's pod on node, nil when it has none.
+func (o *Options) agentPod(ctx context.Context, k kubernetes.Interface, ds *appsv1.DaemonSet, node string) (*corev1.Pod, error) {
+	pods, err := agentPods(ctx, k, ds, node)
+	if err != nil || len(pods) == 0 {
+		return nil, err
+	}
+	return &pods[0], nil
+}
+
+// agentPods are the DaemonSet's pods on node that are not terminating.
+func agentPods(ctx context.Context, k kubernetes.Interface, ds *appsv1.DaemonSet, node string) ([]corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := nodePods(ctx, k, ds.Namespace, sel.String(), node)
+	if err != nil {
+		return nil, fmt.Errorf("list %s pods on node %s: %w", ds.Name, node, err)
+	}
+	var out []corev1.Pod
+	for _, p := range pods {
+		if p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// replace deletes the agent pods of a batch's nodes that do not run the target and waits for the
+// DaemonSet's new ones: Ready, on the target, and a ztunnel SYNCED on the target istiod.
+func (o *Options) replace(ctx context.Context, r *step.Run, a *agentSet, nodes []string) (map[string]string, error) {
+	old := map[string]types.UID{}
+	for _, n := range nodes {
+		p, err := o.agentPod(ctx, r.C.Kube, a.ds, n)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			continue // the DaemonSet has no pod there yet: it makes one from the new template
+		}
+		if v, rev := mesh.PodTarget(p, a.component); o.onTarget(v, rev, a.component) {
+			continue
+		}
+		r.Note(HashNote(n, a.component), p.Labels[hashLabel])
+		uid := p.UID
+		err = r.Write("pod/"+p.Namespace+"/"+p.Name, "deleted", func(dryRun []string) error {
+			err := r.C.Kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{DryRun: dryRun, Preconditions: &metav1.Preconditions{UID: &uid}})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("delete %s pod %s on node %s: %w", a.component, p.Name, n, err)
+		}
+		old[n] = uid
+	}
+	istiod := canarygw.IstiodPods(r.Raw, o.rev)
+	got := map[string]string{}
+	err := r.Wait(ctx, o.Timeout, fmt.Sprintf("%s on %s", a.component, nodeList(nodes)), func(ctx context.Context) (string, bool, error) {
+		var synced map[string]string
+		if a.component == mesh.ComponentZtunnel {
+			synced = r.Istiod.Proxies(ctx, istiod)
+		}
+		var waiting []string
+		for _, n := range nodes {
+			p, err := o.agentPod(ctx, r.C.Kube, a.ds, n)
+			if err != nil {
+				return "", false, err
+			}
+			why := ""
+			switch {
+			case p == nil || p.UID == old[n]:
+				why = "no new pod yet"
+			case !kube.PodReady(p):
+				why = p.Name + " not Ready"
+			default:
+				if v, rev := mesh.PodTarget(p, a.component); !o.onTarget(v, rev, a.component) {
+					why = fmt.Sprintf("%s runs %s %s", p.Name, v, rev)
+				} else if synced != nil && synced[p.Namespace+"/"+p.Name] != istio.StateSynced {
+					why = fmt.Sprintf("%s not SYNCED on istiod %s (%s)", p.Name, o.rev, orNone(synced[p.Namespace+"/"+p.Name]))
+				}
+			}
+			if why != "" {
+				waiting = append(waiting, n+": "+why)
+				continue
+			}
+			if _, replaced := old[n]; replaced {
+				got[n] = p.Name
+			}
+		}
+		return strings.Join(waiting, "; "), len(waiting) == 0, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		if got[n] != "" {
+			r.Progress.Printf("node %s: %s %s Ready on %s%s", n, a.component, got[n], o.rev, map[bool]string{true: ", SYNCED", false: ""}[a.component == mesh.ComponentZtunnel])
+		}
+	}
+	return got, nil
+}
+
+// awaitWorkloads waits until every ambient pod on the nodes is Ready again (those a drain evicted are
+// elsewhere by now).
+func (o *Options) awaitWorkloads(ctx context.Context, r *step.Run, nodes []string) (map[string]int, error) {
+	counts := map[string]int{}
+	err := r.Wait(ctx, o.Timeout, "ambient pods on "+nodeList(nodes), func(ctx context.Context) (string, bool, error) {
+		var notReady []string
+		for _, n := range nodes {
+			pods, err := o.ambientOn(ctx, r, n)
+			if err != nil {
+				return "", false, err
+			}
+			counts[n] = 0
+			for _, p := range pods {
+				if kube.PodReady(&p) {
+					counts[n]++
+				} else {
+					notReady = append(notReady, p.Namespace+"/"+p.Name)
+				}
+			}
+		}
+		slices.Sort(notReady)
+		return fmt.Sprintf("%d not Ready (%s)", len(notReady), strings.Join(notReady, ",")), len(notReady) == 0, nil
+	})
+	return counts, err
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "not connected"
+	}
+	return s
+}

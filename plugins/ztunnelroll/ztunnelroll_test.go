@@ -1,0 +1,224 @@
+package ztunnelroll
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
+)
+
+func newStep() *Options {
+	return &Options{To: "1-31", NodesPerBatch: 1, MaxConnections: -1, Timeout: time.Minute, RollbackOnFailure: true}
+}
+
+func TestRunContract(t *testing.T) {
+	steptest.Contract(t, steptest.Ambient, func() step.Step { return newStep() })
+}
+
+func TestValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  func(*Options)
+		args []string
+	}{
+		{"no --to", func(o *Options) { o.To = "" }, nil},
+		{"an argument", func(*Options) {}, []string{"ztunnel"}},
+		{"no nodes per batch", func(o *Options) { o.NodesPerBatch = 0 }, nil},
+		{"negative batches", func(o *Options) { o.MaxBatches = -1 }, nil},
+		{"drain and connections", func(o *Options) { o.Drain, o.MaxConnections = true, 0 }, nil},
+		{"bad connections", func(o *Options) { o.MaxConnections = -2 }, nil},
+		{"no timeout", func(o *Options) { o.Timeout = 0 }, nil},
+	} {
+		o := newStep()
+		tt.set(o)
+		if err := o.Validate(&step.Run{}, tt.args); cli.CodeOf(err) != cli.ExitUsage {
+			t.Errorf("%s: exit %d (%v), want 64", tt.name, cli.CodeOf(err), err)
+		}
+	}
+	if err := newStep().Validate(&step.Run{}, nil); err != nil {
+		t.Errorf("valid flags refused: %v", err)
+	}
+}
+
+// The plan: batches of --nodes-per-batch in node order, --max-batches leaving the rest, and the
+// DaemonSets set to the target with OnDelete (istio-cni first), all in one client dry run.
+func TestPlanBatches(t *testing.T) {
+	b := steptest.New(t, steptest.Ambient()...)
+	o := newStep()
+	o.NodesPerBatch, o.MaxBatches = 2, 1
+	if err := b.Run(o, "client", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	var doc struct {
+		Actions []struct{ Object, Verb string }
+		Details Details
+	}
+	if err := json.Unmarshal(b.Out.Bytes(), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, b.Out)
+	}
+	d := doc.Details
+	if len(d.Batches) != 1 || !slices.Equal(d.Batches[0], []string{"node-0", "node-1"}) || !slices.Equal(d.Remaining, []string{"node-2"}) {
+		t.Errorf("batches %v, remaining %v; want [[node-0 node-1]] and [node-2]", d.Batches, d.Remaining)
+	}
+	if d.Version != "1.31.0" || d.Revision != "1-31" {
+		t.Errorf("target %s %s, want 1-31 1.31.0", d.Revision, d.Version)
+	}
+	var objects []string
+	for _, a := range doc.Actions {
+		objects = append(objects, a.Object)
+	}
+	if want := []string{"daemonset/istio-system/istio-cni-node", "daemonset/istio-system/ztunnel"}; !slices.Equal(objects, want) {
+		t.Errorf("actions on %v, want %v (istio-cni first)", objects, want)
+	}
+}
+
+// Refusals leave the cluster as it was: not ambient, an unknown target, a DaemonSet that already has
+// the target and would roll by itself; a mesh already on the target has nothing to do.
+func TestRefusals(t *testing.T) {
+	onTarget := func() []runtime.Object {
+		var out []runtime.Object
+		for _, obj := range steptest.Ambient() {
+			switch x := obj.(type) {
+			case *appsv1.DaemonSet:
+				comp := mesh.ComponentCNI
+				if x.Name == istio.ZtunnelDaemonSet {
+					comp = mesh.ComponentZtunnel
+				}
+				obj = WithTarget(x, comp, "1-31", "1.31.0", "istio-system")
+			}
+			out = append(out, obj)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name string
+		objs []runtime.Object
+		to   string
+		code cli.ExitCode
+	}{
+		{"not ambient", steptest.Mesh(), "1-31", cli.ExitBadInput},
+		{"unknown revision", steptest.Ambient(), "1-99", cli.ExitBadInput},
+		{"template at target, RollingUpdate", onTarget(), "1-31", cli.ExitBadInput},
+		{"already there", steptest.Ambient(), "1-30", cli.ExitOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := steptest.New(t, tt.objs...)
+			o := newStep()
+			o.To = tt.to
+			err := b.Run(o, "none", nil)
+			if cli.CodeOf(err) != tt.code {
+				t.Fatalf("exit %d (%v), want %d", cli.CodeOf(err), err, tt.code)
+			}
+			if w := b.StepWrites(); len(w) != 0 {
+				t.Errorf("changed %v", w)
+			}
+		})
+	}
+}
+
+func TestWithTarget(t *testing.T) {
+	var zt, cni *appsv1.DaemonSet
+	for _, obj := range steptest.Ambient() {
+		if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.Name == istio.ZtunnelDaemonSet {
+			zt = ds
+		} else if ok {
+			cni = ds
+		}
+	}
+	got := WithTarget(zt, mesh.ComponentZtunnel, "1-31", "1.31.0", "istio-system")
+	c := got.Spec.Template.Spec.Containers[0]
+	if c.Image != "docker.io/istio/ztunnel:1.31.0" || c.Env[0].Value != "istiod-1-31.istio-system.svc:15012" || c.Env[1].Value != "istiod-1-31.istio-system.svc:15012" {
+		t.Errorf("ztunnel container %s %v", c.Image, c.Env)
+	}
+	if got.Spec.Template.Annotations[istio.LabelRev] != "1-31" || got.Annotations[istio.LabelRev] != "1-31" {
+		t.Errorf("istio.io/rev annotations %v %v", got.Spec.Template.Annotations, got.Annotations)
+	}
+	if v, rev := mesh.TemplateTarget(&got.Spec.Template, mesh.ComponentZtunnel); v != "1.31.0" || rev != "1-31" {
+		t.Errorf("the template reads as %s %s", v, rev)
+	}
+	if zt.Spec.Template.Spec.Containers[0].Image != "docker.io/istio/ztunnel:1.30.0" {
+		t.Error("WithTarget changed its input")
+	}
+	def := WithTarget(zt, mesh.ComponentZtunnel, "default", "1.31.0", "istio-system")
+	if def.Spec.Template.Spec.Containers[0].Env[1].Value != "istiod.istio-system.svc:15012" || def.Spec.Template.Annotations[istio.LabelRev] != "" {
+		t.Errorf("the non-revisioned default: %v %v", def.Spec.Template.Spec.Containers[0].Env, def.Spec.Template.Annotations)
+	}
+	g := WithTarget(cni, mesh.ComponentCNI, "1-31", "1.31.0", "istio-system")
+	if g.Spec.Template.Spec.Containers[0].Image != "docker.io/istio/install-cni:1.31.0-distroless" || g.Labels[istio.LabelRev] != "1-31" {
+		t.Errorf("istio-cni: %s %v", g.Spec.Template.Spec.Containers[0].Image, g.Labels)
+	}
+	custom := zt.DeepCopy()
+	custom.Spec.Template.Spec.Containers[0].Env[0].Value = "my-ca.example.com:15012"
+	if v := WithTarget(custom, mesh.ComponentZtunnel, "1-31", "1.31.0", "istio-system").Spec.Template.Spec.Containers[0].Env[0].Value; v != "my-ca.example.com:15012" {
+		t.Errorf("a custom CA address was rewritten to %s", v)
+	}
+}
+
+func TestRetag(t *testing.T) {
+	for in, want := range map[string]string{
+		"docker.io/istio/ztunnel:1.30.0":                "docker.io/istio/ztunnel:1.31.0",
+		"docker.io/istio/ztunnel:1.30.0-distroless":     "docker.io/istio/ztunnel:1.31.0-distroless",
+		"localhost:5000/istio/ztunnel":                  "localhost:5000/istio/ztunnel:1.31.0",
+		"gcr.io/istio/install-cni:1.30.2@sha256:abcdef": "gcr.io/istio/install-cni:1.31.0",
+		"registry:5000/install-cni:1.30.0-debug":        "registry:5000/install-cni:1.31.0-debug",
+	} {
+		if got := Retag(in, "1.31.0"); got != want {
+			t.Errorf("Retag(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// Undo reads the batches and hashes the run noted: with a server dry run it lists every node of every
+// batch, last batch first, ztunnel before istio-cni, and sends nothing without dryRun.
+func TestUndoOrder(t *testing.T) {
+	b := steptest.New(t, steptest.Ambient()...)
+	o := newStep()
+	if err := b.Run(o, "client", nil); err != nil { // a plan only, to have the DaemonSets' refs
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rec := b.Journal.Begin("ztunnel-roll", "kubectl istio-upgrade ztunnel-roll --to 1-31")
+	if err := rec.Capture(ctx, dsRefs()...); err != nil {
+		t.Fatal(err)
+	}
+	rec.Note(BatchNote(0), "node-0")
+	rec.Note(BatchNote(1), "node-1,node-2")
+	for _, n := range steptest.Nodes {
+		rec.Note(HashNote(n, mesh.ComponentZtunnel), "old")
+		rec.Note(HashNote(n, mesh.ComponentCNI), "old")
+	}
+	b.Reset()
+	actions, err := Undo(ctx, b.Clients, b.Journal, rec.Entry(), []string{metav1.DryRunAll}, cli.NewProgress(b.ErrOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range actions {
+		got = append(got, a.Ref.Name+": "+strings.Fields(a.Verb)[0]+" "+strings.Fields(a.Verb)[1])
+	}
+	want := []string{"ztunnel: node node-2", "istio-cni-node: node node-2", "ztunnel: node node-1", "istio-cni-node: node node-1",
+		"ztunnel: node node-0", "istio-cni-node: node node-0", "istio-cni-node: template and", "ztunnel: template and"}
+	if !slices.Equal(got, want) {
+		t.Errorf("undo order\n got %v\nwant %v", got, want)
+	}
+	if c := b.Changes(); len(c) != 0 {
+		t.Errorf("a dry-run undo changed %v", c)
+	}
+}
+
+func dsRefs() []journal.ObjectRef {
+	return []journal.ObjectRef{journal.DaemonSetRef("istio-system", istio.CNIDaemonSet), journal.DaemonSetRef("istio-system", istio.ZtunnelDaemonSet)}
+}
