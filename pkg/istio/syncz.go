@@ -337,6 +337,9 @@ func ParseSynczHTTP(b []byte) ([]ProxySync, error) {
 		}
 		p := ProxySync{ID: e.ProxyID, Version: e.IstioVersion, ClusterID: e.ClusterID, Types: map[string]string{}}
 		p.Type, p.IP, p.Pod, p.Namespace = ParseNodeID(p.ID)
+		if p.Type == "" { // the HTTP endpoint names the proxy by pod.namespace, and its type apart
+			p.Type = e.ProxyType
+		}
 		for typeURL, r := range e.Resources {
 			st := StateStale
 			switch {

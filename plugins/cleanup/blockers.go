@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -108,16 +107,41 @@ func GatewayAPIBlockers(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, 
 	return out, nil
 }
 
-// DataPlaneBlockers are ambient's node agents on revision old: ztunnel and istio-cni DaemonSets.
-func DataPlaneBlockers(raw *mesh.Inputs, istioNamespace, old string) []Blocker {
+// DataPlaneBlockers are ambient's node agents still on revision old: a ztunnel pointed at its istiod,
+// an istio-cni agent running its version (when the next revision runs another), or a DaemonSet whose
+// template would bring either back on a new node.
+func DataPlaneBlockers(s *mesh.Snapshot, raw *mesh.Inputs, old, next string) []Blocker {
+	versions := map[string]string{}
+	for _, r := range s.Revisions {
+		versions[r.Name] = r.Version
+	}
+	uses := func(comp, version, rev string) bool {
+		if comp == mesh.ComponentZtunnel {
+			return rev == old
+		}
+		return version != "" && version == versions[old] && version != versions[next]
+	}
+	fix := "kubectl istio-upgrade ztunnel-roll --to " + nextOr(next)
 	var out []Blocker
-	for _, d := range raw.DaemonSets {
-		if d.Namespace != istioNamespace || (d.Name != "ztunnel" && d.Name != "istio-cni-node") {
+	for _, a := range s.NodeAgents {
+		if !uses(a.Component, a.Version, a.Revision) {
 			continue
 		}
-		if d.Labels[istio.LabelRev] == old || d.Spec.Template.Labels[istio.LabelRev] == old {
-			out = append(out, Blocker{d.Name, "daemonset/" + d.Namespace + "/" + d.Name, fmt.Sprintf("%s runs on revision %s", d.Name, old),
-				fmt.Sprintf("upgrade %s to the new revision (helm upgrade, or istioctl install) first", d.Name)})
+		what := "points at istiod " + old
+		if a.Component == mesh.ComponentCNI {
+			what = "runs " + a.Version + ", the version of " + old
+		}
+		out = append(out, Blocker{a.Component, "pod/" + s.IstioNamespace + "/" + a.Pod, fmt.Sprintf("the %s agent of node %s %s", a.Component, a.Node, what), fix})
+	}
+	for i := range raw.DaemonSets {
+		d := &raw.DaemonSets[i]
+		comp := mesh.AmbientComponent(d, s.IstioNamespace)
+		if comp == "" {
+			continue
+		}
+		if v, rev := mesh.TemplateTarget(&d.Spec.Template, comp); uses(comp, v, rev) {
+			out = append(out, Blocker{comp, "daemonset/" + d.Namespace + "/" + d.Name,
+				fmt.Sprintf("its template still runs %s %s: a new node would get it", v, rev), fix})
 		}
 	}
 	return out

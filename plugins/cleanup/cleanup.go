@@ -262,7 +262,7 @@ func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, r
 		return nil, err
 	}
 	out = append(out, gws...)
-	out = append(out, DataPlaneBlockers(raw, r.G.IstioNamespace, o.Revision)...)
+	out = append(out, DataPlaneBlockers(s, raw, o.Revision, o.next)...)
 	for _, w := range s.Warnings {
 		out = append(out, Blocker{"syncz", "istiod", w, "make every istiod answer, then rerun: a proxy might still be connected"})
 	}

@@ -140,10 +140,47 @@ func Undo(ctx context.Context, c *kube.Clients, _ *journal.Journal, e *journal.E
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.State.Object, &was); err != nil {
 			return actions, fmt.Errorf("undo: recorded %s: %w", o.Ref, err)
 		}
+		if len(batches) == 0 { // an undo's entry: every node goes back to the recorded template, one by one
+			a, err := rollAll(ctx, c.Kube, o, &was, comp, dryRun, p)
+			actions = append(actions, a...)
+			if err != nil {
+				return actions, err
+			}
+		}
 		if err := updateDS(ctx, c.Kube, o.Ref.Namespace, o.Ref.Name, dryRun, func(d *appsv1.DaemonSet) { restoreSpec(d, &was) }); err != nil {
 			return actions, fmt.Errorf("undo: %s: %w", o.Ref, err)
 		}
 		actions = append(actions, journal.Action{Ref: o.Ref, Verb: "template and updateStrategy restored"})
+	}
+	return actions, nil
+}
+
+// rollAll moves every node whose agent does not run was's template onto it, one node at a time.
+func rollAll(ctx context.Context, k kubernetes.Interface, o journal.Object, was *appsv1.DaemonSet, comp string, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	sel, err := metav1.LabelSelectorAsSelector(was.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	l, err := k.CoreV1().Pods(o.Ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("undo: list %s pods: %w", o.Ref.Name, err)
+	}
+	wantV, wantRev := mesh.TemplateTarget(&was.Spec.Template, comp)
+	var nodes []string
+	for _, pod := range l.Items {
+		if v, rev := mesh.PodTarget(&pod, comp); pod.DeletionTimestamp == nil && (v != wantV || rev != wantRev) && !slices.Contains(nodes, pod.Spec.NodeName) {
+			nodes = append(nodes, pod.Spec.NodeName)
+		}
+	}
+	slices.Sort(nodes)
+	var actions []journal.Action
+	for _, n := range nodes {
+		if dryRun == nil {
+			if err := rollNode(ctx, k, o.Ref.Namespace, o.Ref.Name, comp, n, &was.Spec.Template, p, undoTimeout); err != nil {
+				return actions, fmt.Errorf("undo: %w", err)
+			}
+		}
+		actions = append(actions, journal.Action{Ref: o.Ref, Verb: fmt.Sprintf("node %s rolled to the recorded template (%s)", n, strings.TrimSpace(wantV+" "+wantRev))})
 	}
 	return actions, nil
 }
@@ -179,7 +216,13 @@ func RollBack(ctx context.Context, k kubernetes.Interface, ns, dsName, comp, nod
 	if err != nil {
 		return err
 	}
-	err = updateDS(ctx, k, ns, dsName, nil, func(d *appsv1.DaemonSet) {
+	return rollNode(ctx, k, ns, dsName, comp, node, tmpl, p, timeout)
+}
+
+// rollNode replaces one node's agent with a pod of template tmpl (set with OnDelete, so no other node
+// rolls) and waits until it is Ready running it.
+func rollNode(ctx context.Context, k kubernetes.Interface, ns, dsName, comp, node string, tmpl *corev1.PodTemplateSpec, p *cli.Progress, timeout time.Duration) error {
+	err := updateDS(ctx, k, ns, dsName, nil, func(d *appsv1.DaemonSet) {
 		d.Spec.Template = *tmpl
 		d.Spec.UpdateStrategy = onDelete
 	})
@@ -197,7 +240,7 @@ func RollBack(ctx context.Context, k kubernetes.Interface, ns, dsName, comp, nod
 		return err
 	}
 	for _, pod := range pods {
-		if pod.Labels[hashLabel] == hash {
+		if v, rev := mesh.PodTarget(&pod, comp); v == wantV && rev == wantRev && kube.PodReady(&pod) {
 			continue
 		}
 		uid := pod.UID
@@ -206,7 +249,7 @@ func RollBack(ctx context.Context, k kubernetes.Interface, ns, dsName, comp, nod
 		}
 		old = uid
 	}
-	return step.WaitFor(ctx, p, timeout, fmt.Sprintf("node %s: %s back on %s %s", node, comp, wantV, wantRev), func(ctx context.Context) (string, bool, error) {
+	return step.WaitFor(ctx, p, timeout, fmt.Sprintf("node %s: %s to %s", node, comp, strings.TrimSpace(wantV+" "+wantRev)), func(ctx context.Context) (string, bool, error) {
 		pods, err := agentPods(ctx, k, ds, node)
 		if err != nil {
 			return "", false, err
@@ -219,7 +262,7 @@ func RollBack(ctx context.Context, k kubernetes.Interface, ns, dsName, comp, nod
 			if !kube.PodReady(&pod) || v != wantV || rev != wantRev {
 				return fmt.Sprintf("%s: %s %s, ready %v", pod.Name, v, rev, kube.PodReady(&pod)), false, nil
 			}
-			p.Printf("node %s: %s %s Ready on %s %s", node, comp, pod.Name, wantV, wantRev)
+			p.Printf("node %s: %s %s Ready on %s", node, comp, pod.Name, strings.TrimSpace(wantV+" "+wantRev))
 			return "", true, nil
 		}
 		return "no new pod yet", false, nil
