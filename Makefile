@@ -53,8 +53,8 @@ build: ## Build the plugin and its analysis companion into bin/
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-.PHONY: test unit e2e e2e-istioctl e2e-helm lint golden
-test: lint unit docs-check e2e ## Everything CI runs: lint, unit tests, docs check, e2e on both test-bed profiles
+.PHONY: test unit e2e e2e-istioctl e2e-helm e2e-ambient lint golden
+test: lint unit docs-check e2e ## Everything CI runs: lint, unit tests, docs check, e2e on every test-bed profile
 
 unit: ## Unit tests with the race detector (fake clientsets, golden files, recorded syncz)
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
@@ -70,9 +70,10 @@ lint: ## go vet (plugin, e2e, agent), gofmt and go mod tidy
 	cd test/testbed/agent && $(GO) vet ./...
 	@out=$$(gofmt -l cmd pkg plugins test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-e2e: e2e-istioctl e2e-helm ## The e2e suite on both test-bed profiles (each: start the bed, run through the real kubectl, stop it)
+e2e: e2e-istioctl e2e-helm e2e-ambient ## The e2e suite on every test-bed profile (each: start the bed, run through the real kubectl, stop it)
 
-# e2e_on PROFILE GO-TEST-SELECTION: one profile's bed and the tests written for it (TestHelm* need the helm one).
+# e2e_on PROFILE GO-TEST-SELECTION: one profile's bed and the tests written for it (TestHelm* need the helm
+# one, TestAmbient* the ambient one).
 define e2e_on
 	@$(TESTBED_ENV) test/testbed/testbed.sh down >/dev/null 2>&1 || true
 	@set -e; trap '$(TESTBED_ENV) test/testbed/testbed.sh down' EXIT; \
@@ -82,10 +83,13 @@ define e2e_on
 endef
 
 e2e-istioctl: testbed-tools build $(AGENT) ## e2e on the istioctl profile (revision 1-30, tag prod-stable, the repository's fixtures)
-	$(call e2e_on,istioctl,-skip '^TestHelm')
+	$(call e2e_on,istioctl,-skip '^(TestHelm|TestAmbient)')
 
 e2e-helm: testbed-tools build $(AGENT) ## e2e on the helm profile (seed 000 on Istio's own charts, from the non-revisioned default)
 	$(call e2e_on,helm,-run '^TestHelm')
+
+e2e-ambient: testbed-tools build $(AGENT) ## e2e on the ambient profile (istio-cni and ztunnel on Istio's charts, rolled node by node)
+	$(call e2e_on,ambient,-run '^TestAmbient')
 
 .PHONY: docs docs-check
 docs: ## Generate docs/cli from the cobra commands

@@ -88,6 +88,7 @@ var All = []Check{
 	{"version-skew", VersionSkew},
 	{"version-rules", VersionRules},
 	{"ambient-versions", AmbientVersions},
+	{"ambient", Ambient},
 	{"crds", CRDs},
 	{"gateway-api-crds", GatewayAPICRDs},
 	{"root-ca", RootCA},

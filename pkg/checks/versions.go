@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -234,14 +233,17 @@ func SkipsMinor(s *mesh.Snapshot, target string) string {
 }
 
 // ambientComponents are the node agents of ambient mode, by the image they run.
-var ambientComponents = map[string]string{"ztunnel": "ztunnel", "install-cni": "istio-cni"}
+var ambientComponents = map[string]string{"ztunnel": mesh.ComponentZtunnel, "install-cni": mesh.ComponentCNI}
 
-// AmbientVersions: ztunnel and istio-cni are not canaried; each must be at most one minor behind every
-// istiod it may talk to, and never ahead of it (Istio's ambient upgrade order: control plane, then CNI,
-// then ztunnel).
+// AmbientVersions: ztunnel and istio-cni are not canaried; each must be at most one minor behind the
+// istiod it uses, and never ahead of it (Istio's ambient upgrade order: control plane, then CNI, then
+// ztunnel). A ztunnel uses the istiod it is pointed at; istio-cni talks to none, so the newest
+// installed istiod is the control plane it must not pass.
 func AmbientVersions(in *Input) []Finding {
 	var out []Finding
-	for _, ds := range in.Raw.DaemonSets {
+	newest := newestRevision(in.Snapshot)
+	for i := range in.Raw.DaemonSets {
+		ds := &in.Raw.DaemonSets[i]
 		for _, c := range ds.Spec.Template.Spec.Containers {
 			base := c.Image
 			if i := strings.LastIndex(base, "/"); i >= 0 {
@@ -252,15 +254,31 @@ func AmbientVersions(in *Input) []Finding {
 			if !ok {
 				continue
 			}
-			v := istio.VersionFromImage(c.Image)
+			v, rev := mesh.TemplateTarget(&ds.Spec.Template, what)
 			m, ok := minorOf(v)
 			if !ok {
 				continue
 			}
-			obj := "daemonset/" + ds.Namespace + "/" + ds.Name
+			if what == mesh.ComponentCNI {
+				rev = newest
+			}
+			var against []mesh.Revision
 			for _, r := range in.Snapshot.Revisions {
+				if r.Installed && (r.Name == rev || rev == "") {
+					against = append(against, r)
+				}
+			}
+			if len(against) == 0 { // pointed at a revision that is not installed: every istiod is a candidate
+				for _, r := range in.Snapshot.Revisions {
+					if r.Installed {
+						against = append(against, r)
+					}
+				}
+			}
+			obj := "daemonset/" + ds.Namespace + "/" + ds.Name
+			for _, r := range against {
 				im, ok := minorOf(r.Version)
-				if !r.Installed || !ok {
+				if !ok {
 					continue
 				}
 				switch {
@@ -271,9 +289,10 @@ func AmbientVersions(in *Input) []Finding {
 				case im-m > 1:
 					out = append(out, Finding{Warning, "AMBIENT_VERSION_SKEW", obj,
 						fmt.Sprintf("%s %s is %d minors behind istiod %s (%s); Istio supports one", what, v, im-m, r.Name, r.Version),
-						"upgrade " + what + " (istio-cni first, then ztunnel) before moving on"})
+						"kubectl istio-upgrade ztunnel-roll --to " + r.Name + " (istio-cni first, then ztunnel)"})
 				}
 			}
+			break
 		}
 	}
 	return out

@@ -149,3 +149,29 @@ func ZtunnelXDSAddress(rev, istioNamespace string) string {
 	}
 	return host + "." + istioNamespace + ".svc:15012"
 }
+
+// ControlPlane names the objects Istio's installers (the istio-discovery chart, which istioctl renders
+// too) create for one revision's control plane in one Istio namespace, by kind. A revision's objects are
+// these names carrying its istio.io/rev label: a label alone also marks a gateway's Service,
+// ServiceAccount and Role (istioctl's gateway component), which are never the control plane's.
+func ControlPlane(revision, ns string) map[string][]string {
+	s := "-" + revision
+	if revision == "default" || revision == "" {
+		s = "" // the non-revisioned install names its objects without a suffix
+	}
+	own := "istiod" + s
+	return map[string][]string{
+		"Deployment":                     {own},
+		"Service":                        {own},
+		"ServiceAccount":                 {own},
+		"HorizontalPodAutoscaler":        {own},
+		"PodDisruptionBudget":            {own},
+		"Role":                           {own},
+		"RoleBinding":                    {own},
+		"ConfigMap":                      {"istio" + s, "istio-sidecar-injector" + s, "values" + s, "pilot-jwks-extra-cacerts" + s},
+		"MutatingWebhookConfiguration":   {"istio-sidecar-injector" + s, "istio-sidecar-injector" + s + "-" + ns},
+		"ValidatingWebhookConfiguration": {"istio-validator" + s + "-" + ns},
+		"ClusterRole":                    {"istiod-clusterrole" + s + "-" + ns, "istiod-gateway-controller" + s + "-" + ns, "istio-reader-clusterrole" + s + "-" + ns},
+		"ClusterRoleBinding":             {"istiod-clusterrole" + s + "-" + ns, "istiod-gateway-controller" + s + "-" + ns, "istio-reader-clusterrole" + s + "-" + ns},
+	}
+}

@@ -26,8 +26,8 @@ func TestParseSynczHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ProxySync{
-		{ID: "gw-1.istio-ingress", Pod: "gw-1", Namespace: "istio-ingress", Version: "1.31.0", ClusterID: "Kubernetes", Types: map[string]string{"CDS": StateSynced}},
-		{ID: "web-1.shop", Pod: "web-1", Namespace: "shop", Version: "1.30.0", ClusterID: "Kubernetes",
+		{ID: "gw-1.istio-ingress", Type: "router", Pod: "gw-1", Namespace: "istio-ingress", Version: "1.31.0", ClusterID: "Kubernetes", Types: map[string]string{"CDS": StateSynced}},
+		{ID: "web-1.shop", Type: "sidecar", Pod: "web-1", Namespace: "shop", Version: "1.30.0", ClusterID: "Kubernetes",
 			Types: map[string]string{"CDS": StateSynced, "LDS": StateStale, "RDS": StateError, "EDS": StateNotSent}},
 	}
 	if !reflect.DeepEqual(got, want) {

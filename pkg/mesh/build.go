@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -167,7 +168,8 @@ func buildRevisions(s *Snapshot, in Inputs) {
 		}
 	}
 	for _, cm := range in.ConfigMaps {
-		if rev, ok := cm.Labels[istio.LabelRev]; ok {
+		// Only a control plane's own ConfigMaps make a revision: istio-cni's config carries the label too.
+		if rev, ok := cm.Labels[istio.LabelRev]; ok && slices.Contains(istio.ControlPlane(rev, in.IstioNamespace)["ConfigMap"], cm.Name) {
 			rv := get(rev)
 			rv.ConfigMaps = append(rv.ConfigMaps, cm.Name)
 		}

@@ -180,8 +180,9 @@ func apiGateway(ns, name, class string, labels map[string]string) *unstructured.
 func TestRunBlockedByGatewaysAndNodeAgents(t *testing.T) {
 	ztunnel := steptest.Deployment("istio-system", "x", 1, nil, nil) // only for its template
 	ds := &appsv1.DaemonSet{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
-		ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system", Labels: map[string]string{istio.LabelRev: "1-30"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system"},
 		Spec:       appsv1.DaemonSetSpec{Selector: ztunnel.Spec.Selector, Template: ztunnel.Spec.Template}}
+	ds.Spec.Template.Annotations = map[string]string{istio.LabelRev: "1-30"} // as the ztunnel chart's revision value writes it
 	for name, extra := range map[string]runtime.Object{
 		"gateway labelled 1-30":        apiGateway("istio-ingress", "web", "istio", map[string]string{istio.LabelRev: "1-30"}),
 		"waypoint in a 1-30 namespace": apiGateway("legacy", "waypoint", "istio-waypoint", nil),

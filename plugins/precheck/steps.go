@@ -8,6 +8,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/ztunnelroll"
 )
 
 // StepAccess says whether this identity can run one step on this cluster, and what it lacks.
@@ -67,13 +68,17 @@ func stepAccess(s *mesh.Snapshot, istioNS string) map[string][]kube.Access {
 		clean = append(clean, kube.Can(r.group, r.resource, r.ns, "list", "get", "delete")...)
 	}
 	clean = append(clean, kube.Can("discovery.k8s.io", "endpointslices", istioNS, "list")...)
-	return map[string][]kube.Access{
+	out := map[string][]kube.Access{
 		"canary-gw":  with(canary),
 		"shift":      with(shift),
 		"migrate-ns": with(restarts),
 		"tag-move":   with(tags),
 		"cleanup":    with(clean),
 	}
+	if len(s.NodeAgents) > 0 { // ambient: the node agents' roll
+		out["ztunnel-roll"] = with(ztunnelroll.Access(istioNS, false, false))
+	}
+	return out
 }
 
 // checkSteps asks the apiserver for every step's access (each question once).
@@ -105,7 +110,7 @@ func checkSteps(ctx context.Context, c *kube.Clients, s *mesh.Snapshot, istioNS 
 		sa.Allowed = len(sa.Missing) == 0
 		out = append(out, sa)
 	}
-	order := map[string]int{"canary-gw": 0, "shift": 1, "migrate-ns": 2, "tag-move": 3, "cleanup": 4}
+	order := map[string]int{"canary-gw": 0, "shift": 1, "migrate-ns": 2, "ztunnel-roll": 3, "tag-move": 4, "cleanup": 5}
 	sort.Slice(out, func(i, j int) bool { return order[out[i].Step] < order[out[j].Step] })
 	return out, nil
 }

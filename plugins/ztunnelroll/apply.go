@@ -45,12 +45,7 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		if !a.patch && a.ds.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType {
 			continue
 		}
-		comp := a.component
-		err := o.update(ctx, r, a.ds.Name, fmt.Sprintf("set to %s %s, updateStrategy OnDelete", o.rev, o.version), func(d *appsv1.DaemonSet) {
-			w := WithTarget(d, comp, o.rev, o.version, r.Before.IstioNamespace)
-			w.Spec.UpdateStrategy = onDelete
-			*d = *w
-		})
+		err := o.update(ctx, r, a.ds.Name, fmt.Sprintf("set to %s %s, updateStrategy OnDelete", o.rev, o.version), o.toTarget(a, r.Before.IstioNamespace))
 		if err != nil {
 			return err
 		}
@@ -77,11 +72,15 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	}
 	if len(o.det.Remaining) == 0 {
 		for _, a := range o.sets {
-			own := a.ds.Spec.UpdateStrategy
+			own := a.own
 			if own.Type == appsv1.OnDeleteDaemonSetStrategyType {
 				continue
 			}
-			if err := o.update(ctx, r, a.ds.Name, "updateStrategy "+strategyText(a.ds)+" restored", func(d *appsv1.DaemonSet) { d.Spec.UpdateStrategy = own }); err != nil {
+			err := o.update(ctx, r, a.ds.Name, "updateStrategy "+strategyText(own)+" restored", func(d *appsv1.DaemonSet) {
+				d.Spec.UpdateStrategy = own
+				delete(d.Annotations, AnnotationOwnStrategy)
+			})
+			if err != nil {
 				return err
 			}
 		}
@@ -92,6 +91,24 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		r.Result.Summary += fmt.Sprintf("; %d nodes left (%s): rerun to continue (the DaemonSets keep updateStrategy OnDelete until then)", len(o.det.Remaining), nodeList(o.det.Remaining))
 	}
 	return nil
+}
+
+// toTarget gives a DaemonSet the target template and OnDelete, keeping its own strategy in
+// AnnotationOwnStrategy (once: a staged roll's later runs find it there).
+func (o *Options) toTarget(a *agentSet, istioNS string) func(*appsv1.DaemonSet) {
+	return func(d *appsv1.DaemonSet) {
+		w := WithTarget(d, a.component, o.rev, o.version, istioNS)
+		if a.own.Type != appsv1.OnDeleteDaemonSetStrategyType {
+			if own, err := json.Marshal(a.own); err == nil {
+				if w.Annotations == nil {
+					w.Annotations = map[string]string{}
+				}
+				w.Annotations[AnnotationOwnStrategy] = string(own)
+			}
+		}
+		w.Spec.UpdateStrategy = onDelete
+		*d = *w
+	}
 }
 
 func batchText(batches [][]string) string {

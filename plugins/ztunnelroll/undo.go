@@ -54,16 +54,11 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 	}
 	for _, a := range o.sets {
 		planned := a.ds
-		comp := a.component
 		verb := "template and updateStrategy restored"
 		mutate := func(d *appsv1.DaemonSet) { restoreSpec(d, planned) }
 		if o.done > 0 {
 			verb = "template set to " + o.rev + " again (nodes already rolled stay)"
-			mutate = func(d *appsv1.DaemonSet) {
-				w := WithTarget(d, comp, o.rev, o.version, r.Before.IstioNamespace)
-				w.Spec.UpdateStrategy = onDelete
-				*d = *w
-			}
+			mutate = o.toTarget(a, r.Before.IstioNamespace)
 		}
 		if err := o.update(ctx, r, a.ds.Name, verb, mutate); err != nil {
 			return false, err
@@ -72,23 +67,25 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 	return o.done == 0, nil
 }
 
-// restoreSpec gives d the template, strategy and istio.io/rev metadata of was.
+// restoreSpec gives d the template, strategy and the metadata a roll sets (istio.io/rev, the kept
+// strategy) of was.
 func restoreSpec(d, was *appsv1.DaemonSet) {
 	d.Spec.Template = *was.Spec.Template.DeepCopy()
 	d.Spec.UpdateStrategy = *was.Spec.UpdateStrategy.DeepCopy()
-	copyRev(&d.Labels, was.Labels)
-	copyRev(&d.Annotations, was.Annotations)
+	copyKey(&d.Labels, was.Labels, istio.LabelRev)
+	copyKey(&d.Annotations, was.Annotations, istio.LabelRev)
+	copyKey(&d.Annotations, was.Annotations, AnnotationOwnStrategy)
 }
 
-func copyRev(dst *map[string]string, src map[string]string) {
-	v, ok := src[istio.LabelRev]
+func copyKey(dst *map[string]string, src map[string]string, key string) {
+	v, ok := src[key]
 	switch {
 	case ok && *dst == nil:
-		*dst = map[string]string{istio.LabelRev: v}
+		*dst = map[string]string{key: v}
 	case ok:
-		(*dst)[istio.LabelRev] = v
+		(*dst)[key] = v
 	default:
-		delete(*dst, istio.LabelRev)
+		delete(*dst, key)
 	}
 }
 

@@ -6,6 +6,7 @@ package ztunnelroll
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
@@ -47,6 +49,22 @@ type agentSet struct {
 	ds        *appsv1.DaemonSet
 	want      *appsv1.DaemonSet // ds with the target's image tag and istiod
 	patch     bool              // want differs from ds
+	// own is the strategy the DaemonSet had before any ztunnel-roll gave it OnDelete: a staged roll
+	// keeps it in AnnotationOwnStrategy until the last node is done.
+	own appsv1.DaemonSetUpdateStrategy
+}
+
+// AnnotationOwnStrategy keeps a DaemonSet's own updateStrategy while a (staged) roll holds it at
+// OnDelete: the run that finishes the last node puts it back, even when an earlier run set OnDelete.
+const AnnotationOwnStrategy = "istio-upgrade.io/update-strategy"
+
+// ownStrategy is the DaemonSet's strategy before a roll: the annotation a staged roll left, else its own.
+func ownStrategy(ds *appsv1.DaemonSet) appsv1.DaemonSetUpdateStrategy {
+	var st appsv1.DaemonSetUpdateStrategy
+	if v := ds.Annotations[AnnotationOwnStrategy]; v != "" && json.Unmarshal([]byte(v), &st) == nil {
+		return st
+	}
+	return ds.Spec.UpdateStrategy
 }
 
 // Details is the step-specific part of the -o json result.
@@ -215,23 +233,30 @@ func (o *Options) Plan(_ context.Context, r *step.Run) (*step.Plan, error) {
 	o.det.Batches = o.batches
 	p := &step.Plan{Target: rev, Question: fmt.Sprintf("Roll istio-cni and ztunnel to %s (%s) on %d nodes, %d at a time (each node cordoned%s; its ztunnel restart resets the node's TCP connections)?",
 		rev, o.version, countNodes(o.batches), o.NodesPerBatch, o.emptying())}
-	ns := s.IstioNamespace
 	for _, a := range o.sets {
-		ref := journal.DaemonSetRef(ns, a.ds.Name)
-		p.Record = append(p.Record, ref)
-		p.Access = append(p.Access, step.On(ref, "get", "update")...)
+		p.Record = append(p.Record, journal.DaemonSetRef(s.IstioNamespace, a.ds.Name))
 	}
-	p.Access = append(p.Access, kube.Can("", "pods", ns, "list", "delete")...)
-	p.Access = append(p.Access, kube.Can("apps", "controllerrevisions", ns, "list")...)
-	p.Access = append(p.Access, kube.Can("", "nodes", "", "get", "patch")...)
-	p.Access = append(p.Access, kube.Can("", "pods", "", "list")...)
-	if o.Drain {
-		p.Access = append(p.Access, kube.Can("", "pods/eviction", "", "create")...)
-	}
-	if o.MaxConnections >= 0 {
-		p.Access = append(p.Access, kube.Can("", "pods/portforward", ns, "create")...)
-	}
+	p.Access = Access(s.IstioNamespace, o.Drain, o.MaxConnections >= 0)
 	return p, nil
+}
+
+// Access is what ztunnel-roll does, on what, where (docs/rbac.md); precheck asks for it too.
+func Access(istioNS string, drain, connections bool) []kube.Access {
+	var out []kube.Access
+	for _, ds := range []string{istio.CNIDaemonSet, istio.ZtunnelDaemonSet} {
+		out = append(out, step.On(journal.DaemonSetRef(istioNS, ds), "get", "update")...)
+	}
+	out = append(out, kube.Can("", "pods", istioNS, "list", "delete")...)
+	out = append(out, kube.Can("apps", "controllerrevisions", istioNS, "list")...)
+	out = append(out, kube.Can("", "nodes", "", "get", "patch")...)
+	out = append(out, kube.Can("", "pods", "", "list")...)
+	if drain {
+		out = append(out, kube.Can("", "pods/eviction", "", "create")...)
+	}
+	if connections {
+		out = append(out, kube.Can("", "pods/portforward", istioNS, "create")...)
+	}
+	return out
 }
 
 func (o *Options) emptying() string {
@@ -273,10 +298,10 @@ func (o *Options) planSets(r *step.Run) error {
 			continue
 		}
 		want := WithTarget(ds, comp, o.rev, o.version, r.Before.IstioNamespace)
-		a := &agentSet{component: comp, ds: ds.DeepCopy(), want: want, patch: !sameTarget(ds, want)}
+		a := &agentSet{component: comp, ds: ds.DeepCopy(), want: want, patch: !sameTarget(ds, want), own: ownStrategy(ds)}
 		o.sets = append(o.sets, a)
 		cp := ComponentPlan{Component: comp, DaemonSet: "daemonset/" + ds.Namespace + "/" + ds.Name, Template: "set to " + o.rev + " " + o.version,
-			Strategy: strategyText(ds)}
+			Strategy: strategyText(a.own)}
 		if !a.patch {
 			cp.Template = "already " + o.rev + " " + o.version
 			if ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType && o.hasOutdated(r.Before, comp) {
@@ -344,11 +369,11 @@ func (o *Options) rolls(comp string) bool {
 
 func (o *Options) warn(w string) { o.det.Warnings = append(o.det.Warnings, w) }
 
-func strategyText(ds *appsv1.DaemonSet) string {
-	if ds.Spec.UpdateStrategy.Type == "" {
+func strategyText(st appsv1.DaemonSetUpdateStrategy) string {
+	if st.Type == "" {
 		return string(appsv1.RollingUpdateDaemonSetStrategyType)
 	}
-	return string(ds.Spec.UpdateStrategy.Type)
+	return string(st.Type)
 }
 
 // nodeList is nodes as one line.

@@ -222,3 +222,34 @@ func TestUndoOrder(t *testing.T) {
 func dsRefs() []journal.ObjectRef {
 	return []journal.ObjectRef{journal.DaemonSetRef("istio-system", istio.CNIDaemonSet), journal.DaemonSetRef("istio-system", istio.ZtunnelDaemonSet)}
 }
+
+// A staged roll keeps the DaemonSet's own strategy across runs: the first run's OnDelete stores it,
+// a later run (which finds OnDelete) still reads it, and undo's restore puts the annotation back.
+func TestOwnStrategyKept(t *testing.T) {
+	var zt *appsv1.DaemonSet
+	for _, obj := range steptest.Ambient() {
+		if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.Name == istio.ZtunnelDaemonSet {
+			zt = ds
+		}
+	}
+	o := newStep()
+	o.rev, o.version = "1-31", "1.31.0"
+	a := &agentSet{component: mesh.ComponentZtunnel, ds: zt, own: ownStrategy(zt)}
+	staged := zt.DeepCopy()
+	o.toTarget(a, "istio-system")(staged)
+	if staged.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType {
+		t.Fatalf("strategy %s, want OnDelete", staged.Spec.UpdateStrategy.Type)
+	}
+	if got := ownStrategy(staged); got.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+		t.Errorf("a later run reads the own strategy as %q, want RollingUpdate", got.Type)
+	}
+	again := staged.DeepCopy()
+	o.toTarget(&agentSet{component: mesh.ComponentZtunnel, ds: staged, own: ownStrategy(staged)}, "istio-system")(again)
+	if again.Annotations[AnnotationOwnStrategy] != staged.Annotations[AnnotationOwnStrategy] {
+		t.Errorf("a second run changed the kept strategy: %q → %q", staged.Annotations[AnnotationOwnStrategy], again.Annotations[AnnotationOwnStrategy])
+	}
+	restoreSpec(again, zt)
+	if _, ok := again.Annotations[AnnotationOwnStrategy]; ok || again.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+		t.Errorf("restored to the state before the roll: %v %s", again.Annotations, again.Spec.UpdateStrategy.Type)
+	}
+}
