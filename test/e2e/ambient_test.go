@@ -262,4 +262,16 @@ func TestAmbientRoll(t *testing.T) {
 	if err := ztunnelsOn(t, "1-31", "1.31.0"); err != nil {
 		t.Error(err)
 	}
+
+	// Negative control: the watcher sees what ztunnel-roll prevents. A plain rolling restart allowed to
+	// take every node's ztunnel at once (maxUnavailable 3) leaves more than one node without one.
+	kubectl(t, "-n", "istio-system", "patch", "ds", "ztunnel", "--type=merge", "-p", `{"spec":{"updateStrategy":{"rollingUpdate":{"maxUnavailable":3,"maxSurge":0}}}}`)
+	w = watchZtunnels(t)
+	kubectl(t, "-n", "istio-system", "rollout", "restart", "ds/ztunnel")
+	kubectl(t, "-n", "istio-system", "rollout", "status", "ds/ztunnel", "--timeout=2m")
+	worst, when, _ = w.finish()
+	t.Logf("negative control (rollout restart, maxUnavailable 3): at most %d nodes without a Ready ztunnel at once (%v)", worst, when)
+	if worst < 2 {
+		t.Errorf("the watcher saw at most %d node without a Ready ztunnel during an all-at-once restart: it would not catch a roll that takes several", worst)
+	}
 }
