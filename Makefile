@@ -179,12 +179,16 @@ testbed-new-revision: ## Install the new revision (REV, default 1-31): the new i
 
 .PHONY: bench
 BENCH_ARGS ?=
-bench: testbed-tools build $(AGENT) ## Benchmarks on a fresh test bed: prints the table and writes docs/benchmarks.md (BENCH_ARGS=-proxies 500 ...)
+bench: testbed-tools build $(AGENT) ## Benchmarks on fresh test beds (istioctl, then ambient for the ztunnel roll): prints the table and writes docs/benchmarks.md (BENCH_ARGS=-proxies 500 ...)
 	@$(TESTBED_ENV) test/testbed/testbed.sh down >/dev/null 2>&1 || true
 	@set -e; trap '$(TESTBED_ENV) test/testbed/testbed.sh down' EXIT; \
 	$(TESTBED_ENV) test/testbed/testbed.sh up; \
 	$(TESTBED_ENV) test/testbed/testbed.sh new-revision; \
-	$(GO) run ./test/bench -kubeconfig $(TESTBED_DIR)/kubeconfig -bin $(TESTBED_DIR)/bin -out docs/benchmarks.md $(BENCH_ARGS)
+	$(GO) run ./test/bench -kubeconfig $(TESTBED_DIR)/kubeconfig -bin $(TESTBED_DIR)/bin -out docs/benchmarks.md $(BENCH_ARGS); \
+	$(TESTBED_ENV) test/testbed/testbed.sh down; \
+	TESTBED_PROFILE=ambient $(TESTBED_ENV) test/testbed/testbed.sh up; \
+	$(TESTBED_ENV) test/testbed/testbed.sh new-revision; \
+	$(GO) run ./test/bench -ambient -kubeconfig $(TESTBED_DIR)/kubeconfig -bin $(TESTBED_DIR)/bin -out docs/benchmarks.md
 
 .PHONY: demo
 demo: testbed-up ## The whole runbook on the simulated cluster (test bed left running; make testbed-down stops it)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
-
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 )
 
@@ -16,28 +14,35 @@ type Condition func(ctx context.Context) (reason string, done bool, err error)
 // WaitFor polls cond every second (first at once) until done, an error, or timeout. A timeout is exit 74
 // naming the last reason; an error from cond is returned as it is.
 func WaitFor(ctx context.Context, p *cli.Progress, timeout time.Duration, what string, cond Condition) error {
-	reason := ""
-	var condErr error
-	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
+	return WaitOn(ctx, p, timeout, what, nil, cond)
+}
+
+// WaitOn is WaitFor that also looks again whenever wake fires (a watch event on what it waits for),
+// so a wait ends when the change lands, not at the next one-second tick.
+func WaitOn(ctx context.Context, p *cli.Progress, timeout time.Duration, what string, wake <-chan struct{}, cond Condition) error {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	defer p.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
 		why, done, err := cond(ctx)
-		if err != nil {
-			condErr = err
-			return false, err
+		if err != nil && ctx.Err() == nil {
+			return err
 		}
-		reason = why
-		if !done {
-			p.Update("%s: %s", what, why)
+		if done && err == nil {
+			return nil
 		}
-		return done, nil
-	})
-	p.Done()
-	switch {
-	case condErr != nil:
-		return condErr
-	case err == nil:
-		return nil
-	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return ctx.Err()
+		p.Update("%s: %s", what, why)
+		select {
+		case <-wake:
+		case <-tick.C:
+		case <-ctx.Done():
+			if err := parent.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return cli.Errorf(cli.ExitTimeout, "%s: not done after %s: %s", what, timeout, why)
+		}
 	}
-	return cli.Errorf(cli.ExitTimeout, "%s: not done after %s: %s", what, timeout, reason)
 }

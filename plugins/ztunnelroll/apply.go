@@ -382,6 +382,38 @@ func agentPods(ctx context.Context, k kubernetes.Interface, ds *appsv1.DaemonSet
 	return out, nil
 }
 
+// podEvents fires on every change to the DaemonSet's pods (nil, so ticks only, when it cannot watch):
+// a node's wait ends when its new pod is Ready, not at the next tick.
+func podEvents(ctx context.Context, k kubernetes.Interface, ds *appsv1.DaemonSet) <-chan struct{} {
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		return nil
+	}
+	w, err := k.CoreV1().Pods(ds.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil
+	}
+	ch := make(chan struct{}, 1)
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-w.ResultChan():
+				if !ok {
+					return
+				}
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ch
+}
+
 // replace deletes the agent pods of a batch's nodes that do not run the target and waits for the
 // DaemonSet's new ones: Ready, on the target, and a ztunnel SYNCED on the target istiod.
 func (o *Options) replace(ctx context.Context, r *step.Run, a *agentSet, nodes []string) (map[string]string, error) {
@@ -413,7 +445,10 @@ func (o *Options) replace(ctx context.Context, r *step.Run, a *agentSet, nodes [
 	}
 	istiod := canarygw.IstiodPods(r.Raw, o.rev)
 	got := map[string]string{}
-	err := r.Wait(ctx, o.Timeout, fmt.Sprintf("%s on %s", a.component, nodeList(nodes)), func(ctx context.Context) (string, bool, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wake := podEvents(wctx, r.C.Kube, a.ds)
+	err := step.WaitOn(ctx, r.Progress, o.Timeout, fmt.Sprintf("%s on %s", a.component, nodeList(nodes)), wake, func(ctx context.Context) (string, bool, error) {
 		var synced map[string]string
 		if a.component == mesh.ComponentZtunnel {
 			synced = r.Istiod.Proxies(ctx, istiod)

@@ -246,7 +246,9 @@ func rollNode(ctx context.Context, k kubernetes.Interface, ns, dsName, comp, nod
 		}
 		old = uid
 	}
-	return step.WaitFor(ctx, p, timeout, fmt.Sprintf("node %s: %s to %s", node, comp, strings.TrimSpace(wantV+" "+wantRev)), func(ctx context.Context) (string, bool, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	return step.WaitOn(ctx, p, timeout, fmt.Sprintf("node %s: %s to %s", node, comp, strings.TrimSpace(wantV+" "+wantRev)), podEvents(wctx, k, ds), func(ctx context.Context) (string, bool, error) {
 		pods, err := agentPods(ctx, k, ds, node)
 		if err != nil {
 			return "", false, err

@@ -54,6 +54,7 @@ func main() {
 		proxies    = flag.Int("proxies", 2000, "simulated proxies for the mesh-reading scenario")
 		out        = flag.String("out", "docs/benchmarks.md", "Markdown file to write the table to")
 		only       = flag.String("only", "", "comma-separated scenarios to run (1,3,4,5); empty = all")
+		ambient    = flag.Bool("ambient", false, "scenario 6 only, on the ambient test bed: its rows are added to -out's table")
 	)
 	flag.Parse()
 	cf := genericclioptions.NewConfigFlags(true)
@@ -67,6 +68,22 @@ func main() {
 	want := func(s string) bool { return *only == "" || strings.Contains(","+*only+",", ","+s+",") }
 	ctx := context.Background()
 	start := time.Now()
+	if *ambient {
+		b.guard(ambientScenario, func() error { return b.ztunnelRoll(ctx, *runs) })
+		for _, r := range b.rows {
+			fmt.Printf("| %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.value, r.spread, r.note)
+		}
+		if len(b.failed) == 0 && *out != "" {
+			if err := appendRows(*out, b.rows); err != nil {
+				b.failed = append(b.failed, err.Error())
+			}
+		}
+		if len(b.failed) > 0 {
+			fmt.Fprintf(os.Stderr, "bench: %s\n", strings.Join(b.failed, "\n  "))
+			os.Exit(1)
+		}
+		return
+	}
 	if want("1") {
 		b.guard("1-2 migration", func() error { return b.migration(ctx, *nsN, *depM, *runs) })
 	}
