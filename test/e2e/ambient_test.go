@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -152,8 +154,9 @@ func (w *ztunnelWatcher) finish() (int, []string, int) {
 type rollResult struct {
 	Journal string `json:"journalEntry"`
 	Details struct {
-		Batches   [][]string
-		Remaining []string
+		Batches    [][]string
+		Remaining  []string
+		RolledBack []string
 		Nodes     []struct {
 			Node     string
 			Replaced []string
@@ -191,6 +194,30 @@ func TestAmbientRoll(t *testing.T) {
 	if cr.code != 66 || !kinds["ztunnel"] || !kinds["istio-cni"] || !kinds["waypoint"] {
 		t.Fatalf("cleanup before the roll: exit %d, blockers %+v, want 66 naming ztunnel, istio-cni and the waypoint\n%s", cr.code, res.Details.Blockers, cr.stderr)
 	}
+
+	// A failed gate: istiod 1-31 stopped, the first node's new ztunnel never SYNCs; the step rolls that
+	// node back (74) and gives the DaemonSets their template back; nothing else moved.
+	hold := filepath.Join(testbedDir, "istiod", "1-31.hold")
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(hold) })
+	time.Sleep(3 * time.Second) // the agent stops a held istiod within 2 s
+	var failed rollResult
+	r = plugin(t, "ztunnel-roll", "--to", "1-31", "--timeout", "8s", "-y", "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &failed); err != nil || r.code != 74 || len(failed.Details.RolledBack) != 1 {
+		t.Fatalf("ztunnel-roll with istiod 1-31 down: exit %d, rolled back %v (%v), want 74 and the first node back\n%s", r.code, failed.Details.RolledBack, err, r.stderr)
+	}
+	if err := ztunnelsOn(t, "1-30", "1.30.0"); err != nil {
+		t.Fatalf("after the rollback: %v", err)
+	}
+	os.Remove(hold)
+	eventually(t, 60*time.Second, "istiod 1-31 answering again", func() error {
+		if w := status(t).Warnings; len(w) > 0 {
+			return fmt.Errorf("%v", w)
+		}
+		return nil
+	})
 
 	// A staged roll: two batches of one node, then the rest; a watcher on every ztunnel pod event.
 	w := watchZtunnels(t)
