@@ -157,7 +157,7 @@ type rollResult struct {
 		Batches    [][]string
 		Remaining  []string
 		RolledBack []string
-		Nodes     []struct {
+		Nodes      []struct {
 			Node     string
 			Replaced []string
 		}
