@@ -612,6 +612,7 @@ func (b *bench) markdown(n, m, proxies, runs int, took time.Duration) string {
 	fmt.Fprintf(&w, "  maxSurge 1, readiness 2 s per pod; three identical fleets (ours, limit, runbook loop), each run moves all three to the other revision.\n")
 	fmt.Fprintf(&w, "- Mesh reading (scenario 3): %d simulated proxies in one namespace, plus the fixtures and fleets.\n", proxies)
 	fmt.Fprintf(&w, "- Times are the median of %d runs (spread: min-max); API load is net of the idle background rate, per migrated workload, median.\n", runs)
+	fmt.Fprintf(&w, "- The ztunnel roll (scenario 6) runs afterwards on a fresh bed of the ambient profile; its rows are added below.\n")
 	fmt.Fprintf(&w, "- The whole run took %s.\n\n", took.Round(time.Second))
 	fmt.Fprintf(&w, "| scenario | figure | value | spread | note |\n|---|---|---|---|---|\n")
 	for _, r := range b.rows {
