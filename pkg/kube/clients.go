@@ -9,6 +9,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 )
 
@@ -16,7 +17,9 @@ import (
 type Clients struct {
 	Kube    kubernetes.Interface
 	Dynamic dynamic.Interface
-	Config  *rest.Config
+	// Metadata lists objects as metadata only (labels, annotations, owners): a fraction of the bytes.
+	Metadata metadata.Interface
+	Config   *rest.Config
 	// Namespace is the namespace of -n or the kubeconfig context; Explicit says -n was given.
 	Namespace string
 	Explicit  bool
@@ -41,11 +44,15 @@ func NewClients(getter genericclioptions.RESTClientGetter) (*Clients, error) {
 	if err != nil {
 		return nil, err
 	}
+	mc, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ns, explicit, err := getter.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return nil, explainConfigError(err)
 	}
-	return &Clients{Kube: kc, Dynamic: dc, Config: cfg, Namespace: ns, Explicit: explicit}, nil
+	return &Clients{Kube: kc, Dynamic: dc, Metadata: mc, Config: cfg, Namespace: ns, Explicit: explicit}, nil
 }
 
 // explainConfigError turns kubeconfig loader errors into one clear sentence.

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -35,6 +36,12 @@ type ReadOptions struct {
 	// Istiod, when set, is the client syncz is asked through (its token and port-forwards are reused);
 	// otherwise a read opens one of its own and closes it.
 	Istiod *Istiod
+	// PodMetadata lists pods as metadata only wherever a snapshot reads no more of them (owners,
+	// labels, the injection annotation), and whole only where it does: the Istio namespace (node
+	// agents), namespaces with a gateway Deployment (proxy images) and ambient pods' namespaces. The
+	// snapshot is the same; Inputs.Pods are not whole pods, so only a read that keeps nothing but the
+	// snapshot (status) asks for it.
+	PodMetadata bool
 }
 
 // Read takes a Snapshot of the cluster: a handful of parallel LIST calls, plus syncz from every istiod
@@ -136,8 +143,15 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 		}
 		return wrap("list daemonsets", err)
 	})
+	metaPods := opts.PodMetadata && c.Metadata != nil
 	g.Go(func() error {
-		pods, err := listPods(gctx, c, scope)
+		var pods []corev1.Pod
+		var err error
+		if metaPods {
+			pods, err = listPodMetadata(gctx, c, scope)
+		} else {
+			pods, err = listPods(gctx, c, scope)
+		}
 		in.Pods = pods
 		return wrap("list pods", err)
 	})
@@ -151,7 +165,101 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if metaPods {
+		if err := wholePods(ctx, c, in); err != nil {
+			return nil, err
+		}
+	}
 	return in, nil
+}
+
+// listPodMetadata lists pods as metadata only, without the Succeeded and Failed ones no snapshot counts.
+func listPodMetadata(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.Pod, error) {
+	var out []corev1.Pod
+	opts := metav1.ListOptions{Limit: podPage, FieldSelector: notFinished}
+	for {
+		l, err := c.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("pods")).Namespace(namespace).List(ctx, opts)
+		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
+			out, opts = nil, metav1.ListOptions{FieldSelector: notFinished}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := range l.Items {
+			m := l.Items[i].ObjectMeta
+			m.ManagedFields = nil
+			out = append(out, corev1.Pod{ObjectMeta: m})
+		}
+		if l.Continue == "" {
+			return out, nil
+		}
+		opts.Continue = l.Continue
+	}
+}
+
+const notFinished = "status.phase!=" + string(corev1.PodSucceeded) + ",status.phase!=" + string(corev1.PodFailed)
+
+// WholePodNamespaces are the namespaces whose pods a snapshot reads more of than their metadata: the
+// Istio namespace (ambient's node agents), those of gateway Deployments (the proxy image's version),
+// ambient namespaces and those of pods enrolled in ambient one by one (node, phase, host network).
+func WholePodNamespaces(in *Inputs) []string {
+	set := map[string]bool{in.IstioNamespace: true}
+	for _, d := range in.Deployments {
+		if istio.IsGatewayTemplate(d.Spec.Template.Labels, d.Spec.Template.Annotations) {
+			set[d.Namespace] = true
+		}
+	}
+	for _, n := range in.Namespaces {
+		if n.Labels[istio.LabelDataplaneMode] != "" {
+			set[n.Name] = true
+		}
+	}
+	for _, p := range in.Pods {
+		if p.Labels[istio.LabelDataplaneMode] != "" {
+			set[p.Namespace] = true
+		}
+	}
+	var out []string
+	for ns := range set {
+		if in.Namespace == "" || ns == in.Namespace {
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// wholePods replaces the metadata-only pods of WholePodNamespaces with whole ones, listed in parallel.
+func wholePods(ctx context.Context, c *kube.Clients, in *Inputs) error {
+	namespaces := WholePodNamespaces(in)
+	whole := make([][]corev1.Pod, len(namespaces))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, ns := range namespaces {
+		g.Go(func() error {
+			pods, err := listPods(gctx, c, ns)
+			whole[i] = pods
+			return wrap("list pods in "+ns, err)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	replaced := map[string]bool{}
+	for _, ns := range namespaces {
+		replaced[ns] = true
+	}
+	kept := in.Pods[:0]
+	for _, p := range in.Pods {
+		if !replaced[p.Namespace] {
+			kept = append(kept, p)
+		}
+	}
+	for _, pods := range whole {
+		kept = append(kept, pods...)
+	}
+	in.Pods = kept
+	return nil
 }
 
 // podPage is the LIST chunk size for pods, as kubectl's.

@@ -2,10 +2,19 @@ package mesh
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	metadatafake "k8s.io/client-go/metadata/fake"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
@@ -13,6 +22,83 @@ import (
 // TestReadWithFakeClient checks that Read lists every input it needs (without syncz, which fakes cannot serve).
 func TestReadWithFakeClient(t *testing.T) {
 	in := midUpgrade()
+	objs := inputObjects(in)
+	c := &kube.Clients{Kube: fake.NewClientset(objs...)}
+	s, err := Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Syncz = nil
+	want := Build(in)
+	if len(s.Revisions) != len(want.Revisions) || len(s.Namespaces) != len(want.Namespaces) || len(s.Workloads) != len(want.Workloads) ||
+		len(s.Gateways) != 1 || len(s.Tags) != 2 || s.ProxiesRead {
+		t.Errorf("Read = %d revisions %d namespaces %d workloads %d gateways %d tags (proxiesRead %v); want %d %d %d 1 2 false",
+			len(s.Revisions), len(s.Namespaces), len(s.Workloads), len(s.Gateways), len(s.Tags), s.ProxiesRead,
+			len(want.Revisions), len(want.Namespaces), len(want.Workloads))
+	}
+	// Scoped to one namespace.
+	s, err = Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system", Namespace: "moved"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Namespaces) != 1 || len(s.Workloads) != 2 || len(s.Revisions) != 2 {
+		t.Errorf("-n moved: %d namespaces, %d workloads, %d revisions", len(s.Namespaces), len(s.Workloads), len(s.Revisions))
+	}
+	if _, err := Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system", Namespace: "nope"}); err == nil {
+		t.Error("reading a missing namespace must fail")
+	}
+}
+
+// Reading pods as metadata (status) gives the very snapshot reading them whole does: the JSON is
+// byte-identical apart from the read time, all namespaces and one.
+func TestReadPodMetadataSameSnapshot(t *testing.T) {
+	in := midUpgrade()
+	in.Namespaces = append(in.Namespaces, ns("amb", map[string]string{istio.LabelDataplaneMode: istio.DataplaneAmbient}))
+	amb := pod("amb", "reviews", "a", "")
+	amb.Spec.NodeName = "node-0"
+	zt := pod("istio-system", "ztunnel", "a", "")
+	zt.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: istio.ZtunnelDaemonSet, Controller: ptr(true)}}
+	zt.Spec.NodeName = "node-0"
+	zt.Spec.Containers = []corev1.Container{{Name: "istio-proxy", Image: "docker.io/istio/ztunnel:1.30.0"}}
+	in.Pods = append(in.Pods, amb, zt)
+	in.DaemonSets = append(in.DaemonSets, appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: istio.ZtunnelDaemonSet, Namespace: "istio-system"}})
+	var objs, metas []runtime.Object
+	for _, o := range inputObjects(in) {
+		objs = append(objs, o)
+		if p, ok := o.(*corev1.Pod); ok {
+			metas = append(metas, &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: p.ObjectMeta})
+		}
+	}
+	scheme := runtime.NewScheme()
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := &kube.Clients{Kube: fake.NewClientset(objs...), Metadata: metadatafake.NewSimpleMetadataClient(scheme, metas...)}
+	for _, scope := range []string{"", "moved", "amb"} {
+		read := func(meta bool) string {
+			s, err := Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system", Namespace: scope, PodMetadata: meta})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.ReadAt = time.Time{}
+			b, err := json.MarshalIndent(s, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(b)
+		}
+		whole, meta := read(false), read(true)
+		if whole != meta {
+			t.Errorf("-n %q: the snapshot from pod metadata differs from the one from whole pods:\n%s\n---\n%s", scope, whole, meta)
+		}
+		if scope == "" && !strings.Contains(whole, `"ambientPods": 1`) {
+			t.Errorf("the fixture has no ambient pod: the test would not see one missing\n%s", whole)
+		}
+	}
+}
+
+// inputObjects are the objects of in, for a fake clientset.
+func inputObjects(in Inputs) []runtime.Object {
 	var objs []runtime.Object
 	for i := range in.IstiodDeployments {
 		objs = append(objs, &in.IstiodDeployments[i])
@@ -41,28 +127,8 @@ func TestReadWithFakeClient(t *testing.T) {
 	for i := range in.Services {
 		objs = append(objs, &in.Services[i])
 	}
-	c := &kube.Clients{Kube: fake.NewClientset(objs...)}
-	s, err := Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system"})
-	if err != nil {
-		t.Fatal(err)
+	for i := range in.DaemonSets {
+		objs = append(objs, &in.DaemonSets[i])
 	}
-	in.Syncz = nil
-	want := Build(in)
-	if len(s.Revisions) != len(want.Revisions) || len(s.Namespaces) != len(want.Namespaces) || len(s.Workloads) != len(want.Workloads) ||
-		len(s.Gateways) != 1 || len(s.Tags) != 2 || s.ProxiesRead {
-		t.Errorf("Read = %d revisions %d namespaces %d workloads %d gateways %d tags (proxiesRead %v); want %d %d %d 1 2 false",
-			len(s.Revisions), len(s.Namespaces), len(s.Workloads), len(s.Gateways), len(s.Tags), s.ProxiesRead,
-			len(want.Revisions), len(want.Namespaces), len(want.Workloads))
-	}
-	// Scoped to one namespace.
-	s, err = Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system", Namespace: "moved"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(s.Namespaces) != 1 || len(s.Workloads) != 2 || len(s.Revisions) != 2 {
-		t.Errorf("-n moved: %d namespaces, %d workloads, %d revisions", len(s.Namespaces), len(s.Workloads), len(s.Revisions))
-	}
-	if _, err := Read(context.Background(), c, ReadOptions{IstioNamespace: "istio-system", Namespace: "nope"}); err == nil {
-		t.Error("reading a missing namespace must fail")
-	}
+	return objs
 }

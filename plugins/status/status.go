@@ -87,7 +87,9 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := mesh.Read(ctx, c, o.g.ReadOptions(o.namespace, o.Proxies))
+	opts := o.g.ReadOptions(o.namespace, o.Proxies)
+	opts.PodMetadata = true // status keeps only the snapshot: most pods are read as metadata
+	s, err := mesh.Read(ctx, c, opts)
 	if apierrors.IsNotFound(err) && o.namespace != "" {
 		return cli.BadInputf("namespace %q not found", o.namespace)
 	}
