@@ -45,16 +45,41 @@ func Can(group, resource, namespace string, verbs ...string) []Access {
 	return out
 }
 
-// Missing asks the apiserver (SelfSubjectAccessReview, 8 at a time) for each access once and returns
-// those denied, sorted.
+// Missing asks the apiserver for each access once and returns those denied, sorted. A namespace with
+// several accesses is asked once for its rules (SelfSubjectRulesReview); what those rules do not plainly
+// grant, and everything else, is asked one by one (SelfSubjectAccessReview, 8 at a time), so a
+// migration of many namespaces costs one request per namespace, not one per verb and resource.
 func Missing(ctx context.Context, k kubernetes.Interface, want []Access) ([]Access, error) {
 	seen := map[Access]bool{}
 	var uniq []Access
+	perNS := map[string]int{}
 	for _, a := range want {
 		if !seen[a] {
 			seen[a] = true
 			uniq = append(uniq, a)
+			if a.Namespace != "" {
+				perNS[a.Namespace]++
+			}
 		}
+	}
+	granted := map[string][]authzv1.ResourceRule{}
+	for ns, n := range perNS {
+		if n < 2 {
+			continue
+		}
+		r, err := k.AuthorizationV1().SelfSubjectRulesReviews().Create(ctx, &authzv1.SelfSubjectRulesReview{Spec: authzv1.SelfSubjectRulesReviewSpec{Namespace: ns}}, metav1.CreateOptions{})
+		if err == nil && !r.Status.Incomplete {
+			granted[ns] = r.Status.ResourceRules
+		}
+	}
+	if len(granted) > 0 {
+		rest := uniq[:0:0]
+		for _, a := range uniq {
+			if rules, ok := granted[a.Namespace]; !ok || !RulesAllow(rules, a) {
+				rest = append(rest, a)
+			}
+		}
+		uniq = rest
 	}
 	var (
 		mu       sync.Mutex
@@ -87,4 +112,40 @@ func Missing(ctx context.Context, k kubernetes.Interface, want []Access) ([]Acce
 	wg.Wait()
 	sort.Slice(missing, func(i, j int) bool { return missing[i].String() < missing[j].String() })
 	return missing, firstErr
+}
+
+// RulesAllow says RBAC rules grant a, as RBAC matches them: verb, API group and resource each equal
+// or "*", a subresource by "resource/sub", "resource/*" or "*/sub"; a rule limited to resourceNames
+// grants no access to the whole kind.
+func RulesAllow(rules []authzv1.ResourceRule, a Access) bool {
+	for _, r := range rules {
+		if len(r.ResourceNames) > 0 || !matches(r.Verbs, a.Verb) || !matches(r.APIGroups, a.Group) {
+			continue
+		}
+		for _, res := range r.Resources {
+			if resourceMatches(res, a.Resource, a.Subresource) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func matches(list []string, x string) bool {
+	for _, v := range list {
+		if v == "*" || v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func resourceMatches(rule, resource, sub string) bool {
+	if rule == "*" {
+		return true
+	}
+	if sub == "" {
+		return rule == resource
+	}
+	return rule == resource+"/"+sub || rule == resource+"/*" || rule == "*/"+sub
 }

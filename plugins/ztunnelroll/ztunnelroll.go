@@ -251,10 +251,10 @@ func Access(istioNS string, drain, connections bool) []kube.Access {
 	out = append(out, kube.Can("", "nodes", "", "get", "patch")...)
 	out = append(out, kube.Can("", "pods", "", "list")...)
 	if drain {
-		out = append(out, kube.Can("", "pods/eviction", "", "create")...)
+		out = append(out, kube.Access{Verb: "create", Resource: "pods", Subresource: "eviction"})
 	}
 	if connections {
-		out = append(out, kube.Can("", "pods/portforward", istioNS, "create")...)
+		out = append(out, kube.Access{Verb: "create", Resource: "pods", Subresource: "portforward", Namespace: istioNS})
 	}
 	return out
 }

@@ -51,7 +51,8 @@ func main() {
 		nsN        = flag.Int("namespaces", 3, "fleet namespaces (N)")
 		depM       = flag.Int("deployments", 3, "Deployments per namespace (M)")
 		runs       = flag.Int("runs", 3, "runs per timed figure")
-		proxies    = flag.Int("proxies", 2000, "simulated proxies for the mesh-reading scenario")
+		proxies    = flag.String("proxies", "2000", "simulated proxies for the mesh-reading scenario: one count or several, ascending (2000,5000)")
+		readRuns   = flag.Int("read-runs", 5, "runs per timed figure of the mesh-reading scenario")
 		out        = flag.String("out", "docs/benchmarks.md", "Markdown file to write the table to")
 		only       = flag.String("only", "", "comma-separated scenarios to run (1,3,4,5); empty = all")
 		ambient    = flag.Bool("ambient", false, "scenario 6 only, on the ambient test bed: its rows are added to -out's table")
@@ -88,7 +89,9 @@ func main() {
 		b.guard("1-2 migration", func() error { return b.migration(ctx, *nsN, *depM, *runs) })
 	}
 	if want("3") {
-		b.guard("3 reading the mesh", func() error { return b.reading(ctx, *proxies, *runs) })
+		for _, n := range counts(*proxies) {
+			b.guard(fmt.Sprintf("3 reading the mesh (%d proxies)", n), func() error { return b.reading(ctx, n, *readRuns) })
+		}
 	}
 	if want("4") {
 		b.guard("4 binary", b.binary)
@@ -96,7 +99,7 @@ func main() {
 	if want("5") {
 		b.guard("5 diff", b.diff)
 	}
-	table := b.markdown(*nsN, *depM, *proxies, *runs, time.Since(start))
+	table := b.markdown(*nsN, *depM, *proxies, *runs, *readRuns, time.Since(start))
 	fmt.Print(table)
 	if *out != "" && *only == "" {
 		if err := writeTable(*out, table); err != nil {
@@ -353,6 +356,17 @@ func (b *bench) idleRate(ctx context.Context) (map[string]float64, error) {
 
 // ---- scenario 3: reading the mesh ----
 
+// counts parses "2000,5000" (bad entries are left out).
+func counts(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func (b *bench) reading(ctx context.Context, proxies, runs int) error {
 	ns := "bench-proxies"
 	rev := b.revs[1]
@@ -368,7 +382,12 @@ func (b *bench) reading(ctx context.Context, proxies, runs int) error {
 			n++
 		}
 		d := deployment(ns, fmt.Sprintf("fleet-%d", i), n, "0s")
-		if _, err := b.c.Kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		_, err := b.c.Kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) { // a larger size after a smaller one: scale up
+			patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
+			_, err = b.c.Kube.AppsV1().Deployments(ns).Patch(ctx, d.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		}
+		if err != nil {
 			return err
 		}
 		refs = append(refs, kube.WorkloadRef{Kind: "Deployment", Namespace: ns, Name: d.Name})
@@ -412,10 +431,11 @@ func (b *bench) reading(ctx context.Context, proxies, runs int) error {
 	note := fmt.Sprintf("%d proxies in the mesh (%d on %s); ours reads every revision's istiod, istioctl one", total, proxies, rev)
 	b.add("3 reading the mesh", "`status --proxies -o json` wall time", secs(median(oursT)), spread(oursT), note)
 	b.add("3 reading the mesh", "`istioctl proxy-status --revision` wall time", secs(median(istT)), spread(istT), "istioctl "+rev)
-	b.add("3 reading the mesh", "time ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursT)/median(istT)), "", "")
+	at := fmt.Sprintf("at %d proxies", total)
+	b.add("3 reading the mesh", "time ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursT)/median(istT)), "", at)
 	b.add("3 reading the mesh", "`status --proxies` peak memory (max RSS)", mib(median(oursM)), spreadScaled(oursM, 1<<20, " MiB"), "")
 	b.add("3 reading the mesh", "`istioctl proxy-status` peak memory (max RSS)", mib(median(istM)), spreadScaled(istM, 1<<20, " MiB"), "")
-	b.add("3 reading the mesh", "memory ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursM)/median(istM)), "", "")
+	b.add("3 reading the mesh", "memory ratio (ours / istioctl)", fmt.Sprintf("%.2f", median(oursM)/median(istM)), "", at)
 	return nil
 }
 
@@ -603,14 +623,14 @@ func lastLines(s string, n int) string {
 	return strings.Join(l, " | ")
 }
 
-func (b *bench) markdown(n, m, proxies, runs int, took time.Duration) string {
+func (b *bench) markdown(n, m int, proxies string, runs, readRuns int, took time.Duration) string {
 	var w strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&w, "# Benchmarks\n\nProduced by `make bench` on the test bed (real kube-apiserver, etcd, controller-manager and scheduler,\n")
 	fmt.Fprintf(&w, "KWOK nodes and pods, real istiod %s and %s) on %s, %s.\n\n", b.revs[0], b.revs[1], time.Now().UTC().Format("2006-01-02"), machine(host))
 	fmt.Fprintf(&w, "- Fleet (scenarios 1-2): N = %d namespaces x M = %d Deployments = %d workloads, 3 replicas each, maxUnavailable 0,\n", n, m, n*m)
 	fmt.Fprintf(&w, "  maxSurge 1, readiness 2 s per pod; three identical fleets (ours, limit, runbook loop), each run moves all three to the other revision.\n")
-	fmt.Fprintf(&w, "- Mesh reading (scenario 3): %d simulated proxies in one namespace, plus the fixtures and fleets.\n", proxies)
+	fmt.Fprintf(&w, "- Mesh reading (scenario 3): %s simulated proxies in one namespace (one size after the other), plus the fixtures and fleets; %d runs each.\n", proxies, readRuns)
 	fmt.Fprintf(&w, "- Times are the median of %d runs (spread: min-max); API load is net of the idle background rate, per migrated workload, median.\n", runs)
 	fmt.Fprintf(&w, "- The ztunnel roll (scenario 6) runs afterwards on a fresh bed of the ambient profile; its rows are added below.\n")
 	fmt.Fprintf(&w, "- The whole run took %s.\n\n", took.Round(time.Second))

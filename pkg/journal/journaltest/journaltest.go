@@ -143,6 +143,11 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 		r.Status.Allowed = c.Deny == nil || !c.Deny(*r.Spec.ResourceAttributes)
 		return true, r, nil
 	})
+	// Rules reviews say they are incomplete (as with a webhook authorizer): every access is then asked
+	// on its own, and Deny decides.
+	kc.PrependReactor("create", "selfsubjectrulesreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &authzv1.SelfSubjectRulesReview{Status: authzv1.SubjectRulesReviewStatus{Incomplete: true}}, nil
+	})
 	c.Clients = &kube.Clients{Kube: kc, Dynamic: dc}
 	c.Journal = journal.New(kc, dc, "istio-system")
 	c.Dynamic = dc
