@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -657,7 +658,7 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 			o.relabel = append(o.relabel, ns)
 			if r.Live() {
 				r.Progress.Printf("namespace/%s labeled %s (was %s)", ns, np.AfterLabel, orNone(np.BeforeLabel))
-				o.awaitInjector(ctx, r, ns, o.plan.Revision)
+				awaitInjector(ctx, r.C.Kube, r.Progress, ns, o.plan.Revision)
 			}
 		}
 		for _, b := range w.Batches {
@@ -806,7 +807,7 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 		if err != nil {
 			return false, err
 		}
-		o.awaitInjector(ctx, r, ns, b.Revision)
+		awaitInjector(ctx, r.C.Kube, r.Progress, ns, b.Revision)
 	}
 	// The restart stamp has second precision: one equal to the restart being rolled back would change
 	// nothing, and the pods would stay on the new revision (seen on the bed, where a gate can fail
@@ -956,10 +957,10 @@ const settleDelay = 2 * time.Second
 // apiserver selects webhooks by namespace labels from its cache, a moment behind the write: pods a
 // restart creates in that moment get the revision the namespace had (seen on the test bed, where a
 // rollback's restart landed back on the new revision). A dry-run pod shows what the injector would do.
-func (o *Options) awaitInjector(ctx context.Context, r *step.Run, ns, rev string) {
+func awaitInjector(ctx context.Context, k kubernetes.Interface, progress *cli.Progress, ns, rev string) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		p, err := kube.DryRunPod(ctx, r.C.Kube, ns)
+		p, err := kube.DryRunPod(ctx, k, ns)
 		if err != nil {
 			// A dry run is authorized as a create: without that right, or in a namespace whose policy
 			// refuses the probe, wait the usual propagation instead.
@@ -974,7 +975,7 @@ func (o *Options) awaitInjector(ctx context.Context, r *step.Run, ns, rev string
 			return
 		}
 		if time.Now().After(deadline) {
-			r.Progress.Printf("warning: namespace/%s: new pods are still injected by %s, not %s, after 15s; restarting anyway (the gate checks every pod)", ns, orNone(got), orNone(rev))
+			progress.Printf("warning: namespace/%s: new pods are still injected by %s, not %s, after 15s; restarting anyway (the gate checks every pod)", ns, orNone(got), orNone(rev))
 			return
 		}
 		select {

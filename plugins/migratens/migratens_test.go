@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
@@ -326,5 +327,27 @@ func TestRollingNow(t *testing.T) {
 	}, []migrategw.Pin{{GatewayAPIGateway: mesh.GatewayAPIGateway{Namespace: "web", Name: "pinned-now", Class: "istio"}, Revision: "1-30"}})
 	if len(got) != 2 || got[0] != "gateway/web/follows (Gateway API, class istio)" || got[1] != "waypoint/web/wp (Gateway API, class istio-waypoint)" {
 		t.Errorf("rollingNow %q", got)
+	}
+}
+
+func TestSelectedRevision(t *testing.T) {
+	tags := map[string]string{"default": "1-30", "prod": "1-31"}
+	for _, tt := range []struct {
+		labels map[string]string
+		want   string
+	}{
+		{map[string]string{istio.LabelRev: "1-31"}, "1-31"},
+		{map[string]string{istio.LabelRev: "prod"}, "1-31"},
+		{map[string]string{istio.LabelInjection: "enabled"}, "1-30"},
+		{map[string]string{istio.LabelInjection: "enabled", istio.LabelRev: "1-31"}, "1-30"}, // istio-injection wins
+		{map[string]string{istio.LabelInjection: "disabled", istio.LabelRev: "1-31"}, ""},
+		{nil, ""},
+	} {
+		if got := selectedRevision(tt.labels, tags); got != tt.want {
+			t.Errorf("selectedRevision(%v) = %q, want %q", tt.labels, got, tt.want)
+		}
+	}
+	if got := selectedRevision(map[string]string{istio.LabelInjection: "enabled"}, nil); got != "default" {
+		t.Errorf("istio-injection=enabled without a default tag: %q, want the revision named default", got)
 	}
 }

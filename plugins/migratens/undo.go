@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
@@ -25,6 +26,7 @@ const undoTimeout = 10 * time.Minute
 func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
 	var actions []journal.Action
 	var workloads, rest []journal.Object
+	relabelled := map[string]map[string]string{} // namespace → the labels it has back
 	for _, o := range e.Objects {
 		switch o.Ref.Kind {
 		case "Namespace":
@@ -33,10 +35,24 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 				return actions, err
 			}
 			actions = append(actions, a)
+			if o.State != nil {
+				relabelled[o.Ref.Name] = o.State.GetLabels()
+			}
 		case "Deployment", "StatefulSet", "DaemonSet":
 			workloads = append(workloads, o)
 		default:
 			rest = append(rest, o)
+		}
+	}
+	if dryRun == nil && len(relabelled) > 0 {
+		// As the step itself does after relabelling: restarts wait until the injector selects by the
+		// restored labels, or the new pods land on the revision being undone.
+		tags, err := tagRevisions(ctx, c)
+		if err != nil {
+			return actions, err
+		}
+		for ns, labels := range relabelled {
+			awaitInjector(ctx, c.Kube, p, ns, selectedRevision(labels, tags))
 		}
 	}
 	now := time.Now()
@@ -88,4 +104,38 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 func restartedAt(u *unstructured.Unstructured) string {
 	s, _, _ := unstructured.NestedString(u.Object, "spec", "template", "metadata", "annotations", kube.RestartedAtAnnotation)
 	return s
+}
+
+// tagRevisions maps each revision tag to its revision, from the tag webhooks.
+func tagRevisions(ctx context.Context, c *kube.Clients) (map[string]string, error) {
+	l, err := c.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{LabelSelector: istio.LabelTag})
+	if err != nil {
+		return nil, fmt.Errorf("undo: list the revision tags: %w", err)
+	}
+	out := map[string]string{}
+	for _, w := range l.Items {
+		out[w.Labels[istio.LabelTag]] = w.Labels[istio.LabelRev]
+	}
+	return out, nil
+}
+
+// selectedRevision is the revision a namespace's labels have new pods injected by ("" for none):
+// istio-injection wins over istio.io/rev; both may name a tag.
+func selectedRevision(labels, tags map[string]string) string {
+	resolve := func(name string) string {
+		if rev, ok := tags[name]; ok {
+			return rev
+		}
+		return name
+	}
+	switch v := labels[istio.LabelInjection]; {
+	case v == "enabled":
+		return resolve(istio.DefaultRevision)
+	case v != "":
+		return ""
+	}
+	if v := labels[istio.LabelRev]; v != "" {
+		return resolve(v)
+	}
+	return ""
 }
