@@ -13,8 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
