@@ -56,3 +56,21 @@ func TestRestartPatchTouchesOnlyTheAnnotation(t *testing.T) {
 		t.Errorf("patch %s\nwant  %s", b, want)
 	}
 }
+
+func TestNextRestart(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 400_000_000, time.UTC)
+	for _, tt := range []struct {
+		stamps []string
+		want   string
+	}{
+		{nil, "2026-12-01T10:00:00Z"},
+		{[]string{"2026-11-30T09:00:00Z"}, "2026-12-01T10:00:00Z"},
+		{[]string{"2026-12-01T10:00:00Z"}, "2026-12-01T10:00:01Z"},                         // the same second: a no-op patch
+		{[]string{"2026-12-01T10:00:01Z", "2026-12-01T09:59:59Z"}, "2026-12-01T10:00:02Z"}, // a rollback stamped ahead
+		{[]string{"not a time"}, "2026-12-01T10:00:00Z"},
+	} {
+		if got := NextRestart(now, tt.stamps...).Format(time.RFC3339); got != tt.want {
+			t.Errorf("NextRestart(%v) = %s, want %s", tt.stamps, got, tt.want)
+		}
+	}
+}

@@ -702,6 +702,30 @@ func (o *Options) confirm(r *step.Run) bool {
 	return ok
 }
 
+// restartStamps are the restart stamps the batch's workloads carried when the step read them.
+func (o *Options) restartStamps(r *step.Run, batch []kube.WorkloadRef) []string {
+	want := map[kube.WorkloadRef]bool{}
+	for _, w := range batch {
+		want[w] = true
+	}
+	var out []string
+	add := func(kind, ns, name string, ann map[string]string) {
+		if want[kube.WorkloadRef{Kind: kind, Namespace: ns, Name: name}] && ann[kube.RestartedAtAnnotation] != "" {
+			out = append(out, ann[kube.RestartedAtAnnotation])
+		}
+	}
+	for _, d := range r.Raw.Deployments {
+		add("Deployment", d.Namespace, d.Name, d.Spec.Template.Annotations)
+	}
+	for _, st := range r.Raw.StatefulSets {
+		add("StatefulSet", st.Namespace, st.Name, st.Spec.Template.Annotations)
+	}
+	for _, ds := range r.Raw.DaemonSets {
+		add("DaemonSet", ds.Namespace, ds.Name, ds.Spec.Template.Annotations)
+	}
+	return out
+}
+
 // runBatch restarts one batch and, on a real run, waits for its gate. A batch once started is finished
 // (gated) even when the step is told to stop.
 func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, baseline map[string]float64) (GateResult, error) {
@@ -710,7 +734,7 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 	for _, w := range batch {
 		g.Workloads = append(g.Workloads, w.String())
 	}
-	now := time.Now()
+	now := kube.NextRestart(time.Now(), o.restartStamps(r, batch)...)
 	o.lastRestart = now
 	for _, w := range batch {
 		if body, err := kube.RestartPatch(now); err == nil {
@@ -812,10 +836,7 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 	// The restart stamp has second precision: one equal to the restart being rolled back would change
 	// nothing, and the pods would stay on the new revision (seen on the bed, where a gate can fail
 	// within the second of its restart).
-	now := time.Now()
-	if last := o.lastRestart.Truncate(time.Second); !now.Truncate(time.Second).After(last) {
-		now = last.Add(time.Second)
-	}
+	now := kube.NextRestart(time.Now(), o.lastRestart.Format(time.RFC3339))
 	for _, w := range o.restarts {
 		if err := r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
 			return false, err

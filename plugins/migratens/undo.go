@@ -76,7 +76,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 			continue
 		}
 		w := kube.WorkloadRef{Kind: o.Ref.Kind, Namespace: o.Ref.Namespace, Name: o.Ref.Name}
-		if err := kube.Restart(ctx, c.Kube, w, now, dryRun); err != nil {
+		if err := kube.Restart(ctx, c.Kube, w, kube.NextRestart(now, restartedAt(cur)), dryRun); err != nil {
 			return actions, fmt.Errorf("undo: %w", err)
 		}
 		actions = append(actions, journal.Action{Ref: o.Ref, Verb: "restarted"})
