@@ -58,7 +58,7 @@ func appendRows(path string, rows []row) error {
 		drop["| "+r.scenario+" |"] = true
 	}
 	var out []string
-	last := -1
+	last, generated := -1, false
 	for _, l := range lines {
 		skip := false
 		for p := range drop {
@@ -68,7 +68,12 @@ func appendRows(path string, rows []row) error {
 			continue
 		}
 		out = append(out, l)
-		if strings.HasPrefix(l, "| ") {
+		switch {
+		case l == beginMark:
+			generated = true
+		case l == endMark:
+			generated = false
+		case generated && strings.HasPrefix(l, "| "): // only the generated table, not tables in the prose
 			last = len(out) - 1
 		}
 	}
