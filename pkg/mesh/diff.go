@@ -288,20 +288,10 @@ func diffWorkloads(d *Diff, before, after []Workload) {
 	for _, w := range after {
 		am[w.Key()] = workloadState(w)
 	}
-	for _, k := range unionKeys(bm, am) {
-		if bm[k] == am[k] {
-			continue
-		}
+	eachChanged(bm, am, func(k, b, a string) {
 		ns, ref, _ := strings.Cut(k, "/")
-		b, a := bm[k], am[k]
-		if b == "" {
-			b = "-"
-		}
-		if a == "" {
-			a = "-"
-		}
 		d.Workloads = append(d.Workloads, WorkloadChange{Namespace: ns, Workload: ref, Before: b, After: a})
-	}
+	})
 }
 
 // nodeState is a node agent as the diff shows it; which pod it is does not matter, so a replaced
@@ -325,19 +315,27 @@ func diffNodes(d *Diff, before, after []NodeAgent) {
 	for _, a := range after {
 		am[a.Node+"/"+a.Component] = nodeState(a)
 	}
-	for _, k := range unionKeys(bm, am) {
-		if bm[k] == am[k] {
+	eachChanged(bm, am, func(k, b, a string) {
+		node, comp, _ := strings.Cut(k, "/")
+		d.Nodes = append(d.Nodes, NodeChange{Node: node, Component: comp, Before: b, After: a})
+	})
+}
+
+// eachChanged calls f, in key order, for every key whose state differs between before and after; a
+// state missing on one side is "-".
+func eachChanged(before, after map[string]string, f func(key, before, after string)) {
+	for _, k := range unionKeys(before, after) {
+		b, a := before[k], after[k]
+		if b == a {
 			continue
 		}
-		node, comp, _ := strings.Cut(k, "/")
-		b, a := bm[k], am[k]
 		if b == "" {
 			b = "-"
 		}
 		if a == "" {
 			a = "-"
 		}
-		d.Nodes = append(d.Nodes, NodeChange{Node: node, Component: comp, Before: b, After: a})
+		f(k, b, a)
 	}
 }
 

@@ -176,26 +176,20 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 // listPodMetadata lists pods as metadata only, without the Succeeded and Failed ones no snapshot counts.
 func listPodMetadata(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.Pod, error) {
 	var out []corev1.Pod
-	opts := metav1.ListOptions{Limit: podPage, FieldSelector: notFinished}
-	for {
-		l, err := c.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("pods")).Namespace(namespace).List(ctx, opts)
-		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
-			out, opts = nil, metav1.ListOptions{FieldSelector: notFinished}
-			continue
-		}
+	pods := c.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("pods")).Namespace(namespace)
+	err := eachPage(metav1.ListOptions{FieldSelector: notFinished}, func() { out = nil }, func(opts metav1.ListOptions) (string, error) {
+		l, err := pods.List(ctx, opts)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		for i := range l.Items {
 			m := l.Items[i].ObjectMeta
 			m.ManagedFields = nil
 			out = append(out, corev1.Pod{ObjectMeta: m})
 		}
-		if l.Continue == "" {
-			return out, nil
-		}
-		opts.Continue = l.Continue
-	}
+		return l.Continue, nil
+	})
+	return out, err
 }
 
 const notFinished = "status.phase!=" + string(corev1.PodSucceeded) + ",status.phase!=" + string(corev1.PodFailed)
@@ -269,24 +263,34 @@ const podPage = 500
 // of pods is never held whole in memory (the pod LIST was most of status's time and memory).
 func listPods(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.Pod, error) {
 	var out []corev1.Pod
-	opts := metav1.ListOptions{Limit: podPage}
-	for {
+	err := eachPage(metav1.ListOptions{}, func() { out = nil }, func(opts metav1.ListOptions) (string, error) {
 		l, err := c.Kube.CoreV1().Pods(namespace).List(ctx, opts)
-		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
-			// The continue token outlived etcd's compaction: start over, unpaged.
-			out, opts = nil, metav1.ListOptions{}
-			continue
-		}
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		for i := range l.Items {
 			out = append(out, slimPod(&l.Items[i]))
 		}
-		if l.Continue == "" {
-			return out, nil
+		return l.Continue, nil
+	})
+	return out, err
+}
+
+// eachPage runs one LIST in pages of podPage, list returning each page's continue token. A token that
+// outlived etcd's compaction starts the LIST over, unpaged, after reset.
+func eachPage(opts metav1.ListOptions, reset func(), list func(metav1.ListOptions) (string, error)) error {
+	opts.Limit = podPage
+	for {
+		next, err := list(opts)
+		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
+			reset()
+			opts.Limit, opts.Continue = 0, ""
+			continue
 		}
-		opts.Continue = l.Continue
+		if err != nil || next == "" {
+			return err
+		}
+		opts.Continue = next
 	}
 }
 

@@ -357,6 +357,24 @@ func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Sna
 	return old, oldRev, nil
 }
 
+// ReadyTarget resolves --to (a revision or a revision tag) to its revision, which must be installed
+// with every istiod ready (exit 65 otherwise).
+func ReadyTarget(s *mesh.Snapshot, to string) (*mesh.Revision, error) {
+	rev, _, ok := s.Resolver().Resolve(to)
+	if !ok {
+		return nil, cli.BadInputf("--to %s is neither an installed revision nor a revision tag (see `kubectl istio-upgrade status`)", to)
+	}
+	if err := RevisionReady(s, rev); err != nil {
+		return nil, err
+	}
+	for i := range s.Revisions {
+		if s.Revisions[i].Name == rev {
+			return &s.Revisions[i], nil
+		}
+	}
+	return nil, cli.BadInputf("revision %s is not installed (see `kubectl istio-upgrade status`)", rev)
+}
+
 // RevisionReady is nil when revision is installed and every istiod of it is ready.
 func RevisionReady(s *mesh.Snapshot, revision string) error {
 	for _, r := range s.Revisions {

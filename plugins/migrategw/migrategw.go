@@ -193,13 +193,11 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	o.det = &Details{Gateway: o.ref(), To: o.To, Services: []ServiceCapacity{}, Pods: []string{}, Warnings: []string{}}
 	r.Result.Details = o.det
 	s := r.Before
-	rev, _, ok := s.Resolver().Resolve(o.To)
-	if !ok {
-		return nil, cli.BadInputf("--to %s is neither an installed revision nor a revision tag (see `kubectl istio-upgrade status`)", o.To)
-	}
-	if err := canarygw.RevisionReady(s, rev); err != nil {
+	target, err := canarygw.ReadyTarget(s, o.To)
+	if err != nil {
 		return nil, err
 	}
+	rev := target.Name
 	o.rev, o.det.Revision = rev, rev
 	g, err := o.find(ctx, r)
 	if err != nil {

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -124,18 +123,12 @@ func (o *Options) update(ctx context.Context, r *step.Run, name, verb string, mu
 	ns := r.Before.IstioNamespace
 	object := "daemonset/" + ns + "/" + name
 	return r.Write(object, verb, func(dryRun []string) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			cur, err := r.C.Kube.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			want := cur.DeepCopy()
-			mutate(want)
-			if patch, err := twoWayPatch(cur, want); err == nil {
+		return updateDS(ctx, r.C.Kube, ns, name, dryRun, func(d *appsv1.DaemonSet) {
+			was := d.DeepCopy()
+			mutate(d)
+			if patch, err := twoWayPatch(was, d); err == nil {
 				r.Patch(object, "strategic", patch)
 			}
-			_, err = r.C.Kube.AppsV1().DaemonSets(ns).Update(ctx, want, metav1.UpdateOptions{DryRun: dryRun, FieldManager: step.FieldManager})
-			return err
 		})
 	})
 }

@@ -195,18 +195,12 @@ func (o *Options) Plan(_ context.Context, r *step.Run) (*step.Plan, error) {
 		Remaining: []string{}, RolledBack: []string{}, Warnings: []string{}}
 	r.Result.Details = o.det
 	s := r.Before
-	rev, _, ok := s.Resolver().Resolve(o.To)
-	if !ok {
-		return nil, cli.BadInputf("--to %s is neither an installed revision nor a revision tag (see `kubectl istio-upgrade status`)", o.To)
-	}
-	if err := canarygw.RevisionReady(s, rev); err != nil {
+	target, err := canarygw.ReadyTarget(s, o.To)
+	if err != nil {
 		return nil, err
 	}
-	for _, rv := range s.Revisions {
-		if rv.Name == rev {
-			o.version = rv.Version
-		}
-	}
+	rev := target.Name
+	o.version = target.Version
 	if o.version == "" {
 		return nil, cli.BadInputf("the version istiod %s runs is unknown (no image tag): the node agents' image tag cannot be chosen", rev)
 	}
