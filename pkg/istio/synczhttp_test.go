@@ -12,7 +12,7 @@ func TestParseSynczHTTP(t *testing.T) {
  {"cluster_id":"Kubernetes","proxy":"web-1.shop","proxy_type":"sidecar","istio_version":"1.30.0",
   "resources":{
    "type.googleapis.com/envoy.config.cluster.v3.Cluster":{"sent":"a","acked":"a"},
-   "type.googleapis.com/envoy.config.listener.v3.Listener":{"sent":"b","acked":"a"},
+   "type.googleapis.com/envoy.config.listener.v3.Listener":{"sent":"b","acked":null,"extra":{"x":[1,"y"]}},
    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration":{"sent":"c","acked":"c","lastError":"rejected"},
    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment":{}}},
  {"cluster_id":"Kubernetes","proxy":"gw-1.istio-ingress","proxy_type":"router","istio_version":"1.31.0",
@@ -36,7 +36,12 @@ func TestParseSynczHTTP(t *testing.T) {
 	if got[1].State() != StateError || got[0].State() != StateSynced {
 		t.Errorf("folded states %s %s", got[1].State(), got[0].State())
 	}
-	if _, err := ParseSynczHTTP([]byte("<html>")); err == nil {
-		t.Error("not JSON is accepted")
+	for _, bad := range []string{"<html>", `{"proxy":"a.b"}`, body[:200], body[:len(body)-2]} {
+		if _, err := ParseSynczHTTP([]byte(bad)); err == nil {
+			t.Errorf("%.30q… is accepted", bad)
+		}
+	}
+	if got, err := ParseSynczHTTP([]byte("null")); err != nil || len(got) != 0 {
+		t.Errorf("null: %v %v", got, err)
 	}
 }

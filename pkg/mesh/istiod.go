@@ -299,9 +299,10 @@ func (i *Istiod) Routing(ctx context.Context, istiodPods []corev1.Pod, namespace
 	if i.opts.XDS.Address != "" {
 		return rc, i.ask(ctx, nil, get)
 	}
-	// A proxy that is reconnecting (istiod closes connections at their max age, a proxy re-subscribes)
-	// is briefly connected to none: asked again a few times before that counts.
-	for attempt := 0; ; attempt++ {
+	// A proxy that is reconnecting (istiod closes connections at their max age, a proxy re-subscribes
+	// when its clusters change) is briefly connected to none: asked again each second until the
+	// request's timeout, since a fixed count of tries ran out on a slow reconnect (CI).
+	for {
 		var errs []error
 		reconnecting := true
 		for _, p := range Running(istiodPods) {
@@ -315,12 +316,12 @@ func (i *Istiod) Routing(ctx context.Context, istiodPods []corev1.Pod, namespace
 		if len(errs) == 0 {
 			return rc, fmt.Errorf("no running istiod to ask for %s", proxyID)
 		}
-		if !reconnecting || attempt >= 9 {
+		if !reconnecting {
 			return rc, errors.Join(errs...)
 		}
 		select {
 		case <-ctx.Done():
-			return rc, errors.Join(errs...)
+			return rc, fmt.Errorf("%s still connected to no istiod when the wait ran out: %w", proxyID, errors.Join(errs...))
 		case <-time.After(time.Second):
 		}
 	}

@@ -1,12 +1,18 @@
 package mesh
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"sort"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protowire"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -173,23 +179,189 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 	return in, nil
 }
 
-// listPodMetadata lists pods as metadata only, without the Succeeded and Failed ones no snapshot counts.
+// listPodMetadata lists pods as metadata only, without the Succeeded and Failed ones no snapshot counts,
+// and keeps of each the annotations a snapshot reads.
 func listPodMetadata(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.Pod, error) {
-	var out []corev1.Pod
-	pods := c.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("pods")).Namespace(namespace)
-	err := eachPage(metav1.ListOptions{FieldSelector: notFinished}, func() { out = nil }, func(opts metav1.ListOptions) (string, error) {
-		l, err := pods.List(ctx, opts)
+	var pods podPages
+	if c.Config != nil { // a real apiserver (fake clientsets cannot answer a raw request)
+		err := streamPodMetadata(ctx, c, namespace, &pods)
+		return pods.join(), err
+	}
+	list := c.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("pods")).Namespace(namespace)
+	err := eachPage(metav1.ListOptions{FieldSelector: notFinished}, func() { pods = podPages{} }, func(opts metav1.ListOptions) (string, error) {
+		l, err := list.List(ctx, opts)
 		if err != nil {
 			return "", err
 		}
 		for i := range l.Items {
-			m := l.Items[i].ObjectMeta
-			m.ManagedFields = nil
-			out = append(out, corev1.Pod{ObjectMeta: m})
+			pods.add(l.Items[i].ObjectMeta)
 		}
 		return l.Continue, nil
 	})
-	return out, err
+	return pods.join(), err
+}
+
+// podPages collects metadata pods in fixed pages joined once at the end: at 5,000 pods a slice of whole
+// corev1.Pod values growing by doubling was the largest part of the heap.
+type podPages struct {
+	pages [][]corev1.Pod
+	n     int
+}
+
+func (p *podPages) add(m metav1.ObjectMeta) {
+	if len(p.pages) == 0 || len(p.pages[len(p.pages)-1]) == podPage {
+		p.pages = append(p.pages, make([]corev1.Pod, 0, podPage))
+	}
+	last := &p.pages[len(p.pages)-1]
+	*last = append(*last, metadataPod(m))
+	p.n++
+}
+
+func (p *podPages) join() []corev1.Pod {
+	if len(p.pages) == 1 {
+		return p.pages[0]
+	}
+	out := make([]corev1.Pod, 0, p.n)
+	for _, page := range p.pages {
+		out = append(out, page...)
+	}
+	return out
+}
+
+// streamPodMetadata lists pods as metadata in one unpaged LIST, which the apiserver serves from its
+// watch cache, and decodes the protobuf response item by item as it arrives, so neither the response nor
+// any pod's managed fields are held. The pages of a paged LIST after the first are read from etcd: at
+// 5,000 pods on the test bed they took 0.5-0.9 s against 0.2 s for one LIST. Decoding that LIST whole
+// held all of it at once (165 MB peak against 112 MB); a streaming list (a watch sending initial events)
+// was light but took 0.4 s.
+func streamPodMetadata(ctx context.Context, c *kube.Clients, namespace string, pods *podPages) error {
+	body, err := c.Kube.CoreV1().RESTClient().Get().Namespace(namespace).Resource("pods").
+		Param("fieldSelector", notFinished).SetHeader("Accept", metadataListProtobuf).Stream(ctx)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	var m metav1.PartialObjectMetadata
+	err = eachListItem(bufio.NewReaderSize(body, 64<<10), func(b []byte) error {
+		m.Reset()
+		if err := m.Unmarshal(b); err != nil {
+			return err
+		}
+		pods.add(m.ObjectMeta)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list pods: decoding: %w", err)
+	}
+	return nil
+}
+
+const metadataListProtobuf = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+// eachListItem calls f with the encoding of each item of a protobuf list response, read from r: the
+// apiserver's envelope ("k8s\x00", then a runtime.Unknown whose field 2 is the list), and the list's
+// field 2 its items. The bytes passed to f are reused after it returns.
+func eachListItem(r *bufio.Reader, f func([]byte) error) error {
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != "k8s\x00" {
+		return fmt.Errorf("not a protobuf response (%q, %v)", magic, err)
+	}
+	var buf []byte
+	found := false
+	err := eachField(r, func(num protowire.Number, v io.Reader, n int) error {
+		if num != 2 { // runtime.Unknown.raw
+			return skip(v, n)
+		}
+		found = true
+		return eachField(bufio.NewReader(v), func(num protowire.Number, v io.Reader, n int) error {
+			if num != 2 { // the list's items
+				return skip(v, n)
+			}
+			if cap(buf) < n {
+				buf = make([]byte, n)
+			}
+			if _, err := io.ReadFull(v, buf[:n]); err != nil {
+				return err
+			}
+			return f(buf[:n])
+		})
+	})
+	if err == nil && !found {
+		err = errors.New("no list in the response")
+	}
+	return err
+}
+
+// eachField reads a protobuf message from r to its end, calling f with each length-delimited field (its
+// number, a reader of its n bytes, which f must consume); other fields are skipped.
+func eachField(r *bufio.Reader, f func(num protowire.Number, v io.Reader, n int) error) error {
+	for {
+		tag, err := binary.ReadUvarint(r)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		num, typ := protowire.DecodeTag(tag)
+		switch typ {
+		case protowire.BytesType:
+			n, err := binary.ReadUvarint(r)
+			if err != nil {
+				return err
+			}
+			if n > math.MaxInt32 {
+				return fmt.Errorf("field %d: length %d", num, n)
+			}
+			v := &io.LimitedReader{R: r, N: int64(n)}
+			if err := f(num, v, int(n)); err != nil {
+				return err
+			}
+			if v.N != 0 { // the response ended inside this field
+				return fmt.Errorf("field %d: %d of its %d bytes missing", num, v.N, n)
+			}
+		case protowire.VarintType:
+			_, err = binary.ReadUvarint(r)
+		case protowire.Fixed32Type:
+			_, err = r.Discard(4)
+		case protowire.Fixed64Type:
+			_, err = r.Discard(8)
+		default:
+			err = fmt.Errorf("field %d: wire type %d", num, typ)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func skip(r io.Reader, n int) error {
+	_, err := io.CopyN(io.Discard, r, int64(n))
+	return err
+}
+
+// metadataPod is a pod of which only the metadata a snapshot reads is known.
+func metadataPod(m metav1.ObjectMeta) corev1.Pod {
+	m.ManagedFields = nil
+	m.Annotations = keepAnnotations(m.Annotations)
+	return corev1.Pod{ObjectMeta: m}
+}
+
+// podAnnotationsRead are the pod annotations a snapshot reads: which revision injected the pod
+// (istio.InjectedRevision, IsAmbientPod).
+var podAnnotationsRead = []string{istio.AnnotationStatus, istio.LabelRev}
+
+func keepAnnotations(a map[string]string) map[string]string {
+	var out map[string]string
+	for _, k := range podAnnotationsRead {
+		if v, ok := a[k]; ok {
+			if out == nil {
+				out = make(map[string]string, len(podAnnotationsRead))
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 const notFinished = "status.phase!=" + string(corev1.PodSucceeded) + ",status.phase!=" + string(corev1.PodFailed)

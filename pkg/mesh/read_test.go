@@ -1,8 +1,12 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -11,8 +15,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
+	"k8s.io/client-go/rest"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 
@@ -60,7 +67,14 @@ func TestReadPodMetadataSameSnapshot(t *testing.T) {
 	zt.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: istio.ZtunnelDaemonSet, Controller: ptr(true)}}
 	zt.Spec.NodeName = "node-0"
 	zt.Spec.Containers = []corev1.Container{{Name: "istio-proxy", Image: "docker.io/istio/ztunnel:1.30.0"}}
-	in.Pods = append(in.Pods, amb, zt)
+	// An injection status without its revision: the revision is then read from the pod's istio.io/rev
+	// annotation (older injectors), so that annotation must survive the metadata read. Another
+	// annotation must not change anything.
+	old := pod("moved", "batch", "b", "")
+	old.Annotations[istio.AnnotationStatus] = `{"containers":["istio-proxy"]}`
+	old.Annotations[istio.LabelRev] = "1-30"
+	old.Annotations["prometheus.io/scrape"] = "true"
+	in.Pods = append(in.Pods, amb, zt, old)
 	in.DaemonSets = append(in.DaemonSets, appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: istio.ZtunnelDaemonSet, Namespace: "istio-system"}})
 	var objs, metas []runtime.Object
 	for _, o := range inputObjects(in) {
@@ -91,8 +105,8 @@ func TestReadPodMetadataSameSnapshot(t *testing.T) {
 		if whole != meta {
 			t.Errorf("-n %q: the snapshot from pod metadata differs from the one from whole pods:\n%s\n---\n%s", scope, whole, meta)
 		}
-		if scope == "" && !strings.Contains(whole, `"ambientPods": 1`) {
-			t.Errorf("the fixture has no ambient pod: the test would not see one missing\n%s", whole)
+		if scope == "" && !strings.Contains(whole, `"ambientPods": 1`) || scope == "moved" && !strings.Contains(whole, `"1-30"`) {
+			t.Errorf("the fixture has no ambient pod or no pod injected by istio.io/rev: the test would not see one missing\n%s", whole)
 		}
 	}
 }
@@ -131,4 +145,91 @@ func inputObjects(in Inputs) []runtime.Object {
 		objs = append(objs, &in.DaemonSets[i])
 	}
 	return objs
+}
+
+// The metadata list of a real apiserver is one unpaged protobuf LIST decoded item by item: served by a
+// test server, it gives the pods the metadata client's paged list gives, with only the annotations a
+// snapshot reads, and a damaged response is an error.
+func TestStreamPodMetadata(t *testing.T) {
+	in := midUpgrade()
+	var items []metav1.PartialObjectMetadata
+	var metas []runtime.Object
+	for _, p := range in.Pods {
+		p.Annotations["prometheus.io/scrape"] = "true"
+		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
+		m := metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: p.ObjectMeta}
+		items = append(items, m)
+		metas = append(metas, &m)
+	}
+	scheme := runtime.NewScheme()
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	metav1.AddToGroupVersion(scheme, metav1.SchemeGroupVersion)
+	var body bytes.Buffer
+	list := &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "PartialObjectMetadataList"}, Items: items}
+	if err := protobuf.NewSerializer(scheme, scheme).Encode(list, &body); err != nil {
+		t.Fatal(err)
+	}
+	var served []byte
+	var query string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		query = r.URL.Path + "?" + r.URL.RawQuery + " " + r.Header.Get("Accept")
+		w.Header().Set("Content-Type", "application/vnd.kubernetes.protobuf")
+		w.Write(served)
+	}))
+	defer srv.Close()
+	cfg := &rest.Config{Host: srv.URL}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := &kube.Clients{Kube: kc, Config: cfg}
+	fakes := &kube.Clients{Metadata: metadatafake.NewSimpleMetadataClient(scheme, metas...)}
+
+	served = body.Bytes()
+	got, err := listPodMetadata(context.Background(), real, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(query, "/api/v1/pods?") || !strings.Contains(query, "fieldSelector=") || strings.Contains(query, "limit=") ||
+		!strings.Contains(query, "as=PartialObjectMetadataList") {
+		t.Errorf("request %s: want one unpaged metadata LIST of all pods", query)
+	}
+	want, err := listPodMetadata(context.Background(), fakes, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(in.Pods) || len(want) != len(in.Pods) {
+		t.Fatalf("%d pods streamed, %d listed, %d in the fixture", len(got), len(want), len(in.Pods))
+	}
+	byName := map[string]corev1.Pod{}
+	for _, p := range want {
+		byName[p.Namespace+"/"+p.Name] = p
+	}
+	for _, p := range got {
+		w := byName[p.Namespace+"/"+p.Name]
+		if !reflect.DeepEqual(p, w) {
+			t.Errorf("streamed %+v\nlisted   %+v", p.ObjectMeta, w.ObjectMeta)
+		}
+		if p.ManagedFields != nil || p.Annotations["prometheus.io/scrape"] != "" {
+			t.Errorf("%s keeps what no snapshot reads: %v %v", p.Name, p.ManagedFields, p.Annotations)
+		}
+	}
+	if _, ok := got[0].Annotations[istio.AnnotationStatus]; !ok && in.Pods[0].Annotations[istio.AnnotationStatus] != "" {
+		t.Errorf("the injection status was dropped: %v", got[0].Annotations)
+	}
+
+	for name, bad := range map[string][]byte{
+		// The list says 5 bytes; the response ends after its first (empty) item.
+		"cut after an item": []byte("k8s\x00\x12\x05\x12\x00"),
+		"json":              []byte(`{"kind":"Status"}`),
+		"truncated":         body.Bytes()[:body.Len()-7],
+		"no list":           []byte("k8s\x00"),
+	} {
+		served = bad
+		if _, err := listPodMetadata(context.Background(), real, ""); err == nil {
+			t.Errorf("%s response: no error", name)
+		}
+	}
 }
