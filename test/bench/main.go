@@ -214,7 +214,7 @@ func (b *bench) migration(ctx context.Context, n, m, loopN, runs int) error {
 	for r := 0; r < runs; r++ {
 		to := b.revs[(r+1)%2] // each run migrates the fleets to the other revision
 		for _, f := range []string{"ours", "limit", "loop"} {
-			idle, err := b.idleRate(ctx)
+			idle, err := b.quietRate(ctx, nil)
 			if err != nil {
 				return err
 			}
@@ -236,9 +236,14 @@ func (b *bench) migration(ctx context.Context, n, m, loopN, runs int) error {
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", f, r+1, err)
 			}
-			// The old pods a run leaves terminating are its own load: counted in its figure, not in the
-			// next run's idle rate (which once made the sequential loop, measured after the limit, look cheaper).
+			// What a run sets off and outlives it (old pods terminating, the new pods' proxies asking for
+			// tokens, events) is its own load: counted in its figure, not in the next run's background
+			// rate. Measured as that, it once made the loop, run after the limit, look cheaper, and the
+			// first run after the fleets were made send no POST at all.
 			if err := b.settle(ctx, f); err != nil {
+				return err
+			}
+			if _, err := b.quietRate(ctx, idle); err != nil {
 				return err
 			}
 			secs := time.Since(t0).Seconds()
@@ -389,6 +394,29 @@ func (b *bench) requests(ctx context.Context) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// quietRate waits until the apiserver is back to its background rate and returns that rate: windows of
+// 5 s until one is at most 25 % (and 2 requests a second) above ref's total, or, without ref, until two
+// in a row agree within that; at most 3 minutes.
+func (b *bench) quietRate(ctx context.Context, ref map[string]float64) (map[string]float64, error) {
+	deadline := time.Now().Add(3 * time.Minute)
+	var prev map[string]float64
+	for {
+		rate, err := b.idleRate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		near := func(a, b float64) bool { return a <= b*1.25+2 }
+		if ref != nil && near(total(rate), total(ref)) || ref == nil && prev != nil && near(total(rate), total(prev)) && near(total(prev), total(rate)) {
+			return rate, nil
+		}
+		if time.Now().After(deadline) {
+			logf("apiserver not back to its background rate after 3 minutes (%.1f requests/s); measuring on", total(rate))
+			return rate, nil
+		}
+		prev = rate
+	}
 }
 
 // idleRate is the background request rate (controllers, KWOK, leases, the agent) per second by verb,
