@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
@@ -173,8 +174,15 @@ func TestStreamPodMetadata(t *testing.T) {
 	}
 	var served []byte
 	var query string
+	forbidden := false
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		query = r.URL.Path + "?" + r.URL.RawQuery + " " + r.Header.Get("Accept")
+		if forbidden {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"pods is forbidden"}`))
+			return
+		}
 		w.Header().Set("Content-Type", "application/vnd.kubernetes.protobuf")
 		w.Write(served)
 	}))
@@ -231,5 +239,9 @@ func TestStreamPodMetadata(t *testing.T) {
 		if _, err := listPodMetadata(context.Background(), real, ""); err == nil {
 			t.Errorf("%s response: no error", name)
 		}
+	}
+	forbidden = true // the apiserver's own errors stay what they are (status says which access is missing)
+	if _, err := listPodMetadata(context.Background(), real, ""); !apierrors.IsForbidden(err) {
+		t.Errorf("403: %v, want Forbidden", err)
 	}
 }
