@@ -180,7 +180,7 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 }
 
 // listPodMetadata lists pods as metadata only, without the Succeeded and Failed ones no snapshot counts,
-// and keeps of each the annotations a snapshot reads.
+// and keeps of each what a snapshot reads (metadataPod).
 func listPodMetadata(ctx context.Context, c *kube.Clients, namespace string) ([]corev1.Pod, error) {
 	var pods podPages
 	if c.Config != nil { // a real apiserver (fake clientsets cannot answer a raw request)
