@@ -214,18 +214,46 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 
 // gitOpsWarnings warns about every object the step will change that a GitOps controller manages: it
 // would put the change back unless it is committed (-o yaml lists the patches to commit).
+// Objects the mesh read listed moments ago are looked at as listed: a migration of 300 workloads
+// asked for each one again (about one request per workload).
 func gitOpsWarnings(ctx context.Context, r *Run, plan *Plan) {
+	listed := listedObjects(r.Raw)
 	for _, ref := range append(append([]journal.ObjectRef{}, plan.Record...), plan.Slim...) {
-		u, err := r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			continue // absent (the step creates it) or unreadable: nothing manages it yet
+		obj := listed[ref.Resource+"/"+ref.Namespace+"/"+ref.Name]
+		if obj == nil || ref.Group != "" && ref.Group != "apps" {
+			u, err := r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+			if err != nil {
+				continue // absent (the step creates it) or unreadable: nothing manages it yet
+			}
+			obj = u
 		}
-		if owner := kube.GitOpsOwner(u); owner != "" {
+		if owner := kube.GitOpsOwner(obj); owner != "" {
 			w := fmt.Sprintf("%s is managed by %s: it will revert this change unless the change is committed to Git (-o yaml lists the patches)", ref, owner)
 			r.Progress.Printf("warning: %s", w)
 			r.Result.Warnings = append(r.Result.Warnings, w)
 		}
 	}
+}
+
+// listedObjects indexes the namespaces and workloads of a mesh read by resource/namespace/name.
+func listedObjects(raw *mesh.Inputs) map[string]metav1.Object {
+	out := map[string]metav1.Object{}
+	if raw == nil {
+		return out
+	}
+	for i := range raw.Namespaces {
+		out["namespaces//"+raw.Namespaces[i].Name] = &raw.Namespaces[i]
+	}
+	for i := range raw.Deployments {
+		out["deployments/"+raw.Deployments[i].Namespace+"/"+raw.Deployments[i].Name] = &raw.Deployments[i]
+	}
+	for i := range raw.StatefulSets {
+		out["statefulsets/"+raw.StatefulSets[i].Namespace+"/"+raw.StatefulSets[i].Name] = &raw.StatefulSets[i]
+	}
+	for i := range raw.DaemonSets {
+		out["daemonsets/"+raw.DaemonSets[i].Namespace+"/"+raw.DaemonSets[i].Name] = &raw.DaemonSets[i]
+	}
+	return out
 }
 
 // EngineAccess is what the runner itself does on every real run, in the Istio namespace: the lock,

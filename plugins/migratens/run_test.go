@@ -157,6 +157,11 @@ func TestRunWarnsAboutGitOpsAndPrintsThePatch(t *testing.T) {
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "Argo CD application shop-apps") || !strings.Contains(b.ErrOut.String(), "revert") {
 		t.Errorf("warnings %q, stderr %s", res.Warnings, b.ErrOut)
 	}
+	for _, a := range b.Dynamic.Actions() { // the namespace was listed by the mesh read: not asked for again
+		if a.GetVerb() == "get" {
+			t.Errorf("asked again for %s", a.GetResource().Resource)
+		}
+	}
 	found := false
 	for _, p := range res.Patches {
 		var compact bytes.Buffer
