@@ -259,3 +259,50 @@ func TestRestoreRetriesConflicts(t *testing.T) {
 		t.Errorf("label %q after restore, want 1-30", got)
 	}
 }
+
+// Several workloads of one namespace are read with one LIST, before and after; one or two with a GET
+// each; the states recorded are the same either way, an absent object recorded as absent.
+func TestCaptureListsANamespacesWorkloads(t *testing.T) {
+	ctx := context.Background()
+	var objs []runtime.Object
+	for _, name := range []string{"a", "b", "c", "other"} {
+		objs = append(objs, obj("apps/v1", "Deployment", "shop", name, nil, map[string]any{"spec": map[string]any{"replicas": int64(2)}}))
+	}
+	objs = append(objs, obj("apps/v1", "Deployment", "lone", "d", nil, nil))
+	j, dc := newFakes(objs...)
+	rec := j.Begin("migrate-ns", "migrate-ns")
+	refs := []ObjectRef{DeploymentRef("shop", "a"), DeploymentRef("shop", "b"), DeploymentRef("shop", "c"), DeploymentRef("shop", "gone"), DeploymentRef("lone", "d")}
+	if err := rec.Capture(ctx, refs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.CaptureAfter(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var lists, gets []string
+	for _, a := range dc.Actions() {
+		switch a.GetVerb() {
+		case "list":
+			lists = append(lists, a.GetNamespace())
+		case "get":
+			gets = append(gets, a.GetNamespace())
+		}
+	}
+	if !reflect.DeepEqual(lists, []string{"shop", "shop"}) || !reflect.DeepEqual(gets, []string{"lone", "lone"}) {
+		t.Errorf("lists in %v, gets in %v; want one list of shop and one get in lone, before and after", lists, gets)
+	}
+	objects := rec.Entry().Objects
+	if len(objects) != len(refs) {
+		t.Fatalf("%d objects recorded, want %d", len(objects), len(refs))
+	}
+	for i, o := range objects {
+		want := get(t, dc, refs[i])
+		switch {
+		case o.Ref != refs[i]:
+			t.Errorf("object %d is %s, want %s", i, o.Ref, refs[i])
+		case want == nil && (o.Existed || !o.Gone):
+			t.Errorf("%s is absent but recorded as existing (%v) or not gone after (%v)", o.Ref, o.Existed, o.Gone)
+		case want != nil && (!o.Existed || o.Gone || !equality.Semantic.DeepEqual(o.State.Object["spec"], want.Object["spec"]) || o.UID != string(want.GetUID())):
+			t.Errorf("%s recorded as %+v, is %v", o.Ref, o, want.Object)
+		}
+	}
+}
