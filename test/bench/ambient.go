@@ -58,13 +58,16 @@ func appendRows(path string, rows []row) error {
 		drop["| "+r.scenario+" |"] = true
 	}
 	var out []string
-	last, generated := -1, false
+	last, generated, at := -1, false, -1
 	for _, l := range lines {
 		skip := false
 		for p := range drop {
 			skip = skip || strings.HasPrefix(l, p)
 		}
 		if skip {
+			if at < 0 { // a scenario measured again takes the place of its old rows
+				at = len(out) - 1
+			}
 			continue
 		}
 		out = append(out, l)
@@ -84,6 +87,30 @@ func appendRows(path string, rows []row) error {
 	for _, r := range rows {
 		add = append(add, fmt.Sprintf("| %s | %s | %s | %s | %s |", r.scenario, r.figure, r.value, r.spread, r.note))
 	}
+	if at >= 0 {
+		last = at
+	}
 	out = append(out[:last+1], append(add, out[last+1:]...)...)
+	return os.WriteFile(path, []byte(strings.Join(out, "\n")), 0o644)
+}
+
+// noteRun says, above the generated table, which scenarios a later run measured again (make bench with
+// -only): the table is then one run per size. An older note on the same scenarios is replaced.
+func noteRun(path, line string) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	key, _, _ := strings.Cut(line, ":")
+	var out []string
+	for _, l := range strings.Split(string(old), "\n") {
+		if strings.HasPrefix(l, key+":") {
+			continue
+		}
+		if strings.HasPrefix(l, "| scenario | figure |") && len(out) > 0 && out[len(out)-1] == "" {
+			out = append(out[:len(out)-1], line, "")
+		}
+		out = append(out, l)
+	}
 	return os.WriteFile(path, []byte(strings.Join(out, "\n")), 0o644)
 }

@@ -25,3 +25,26 @@ func TestAppendRows(t *testing.T) {
 		t.Errorf("got\n%s", got)
 	}
 }
+
+// A scenario measured again (make bench -only) takes the place of its old rows, and a note above the
+// table says so; a second note on the same scenarios replaces the first.
+func TestMeasuredAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.md")
+	doc := beginMark + "\n# B\n\n- The whole run took 1h.\n\n| scenario | figure |\n|---|---|\n| 1 a | 1 |\n| 3 read | old |\n| 3 read | old2 |\n| 6 z | 6 |\n" + endMark + "\n"
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, took := range []string{"1m", "2m"} {
+		if err := appendRows(path, []row{{"3 read", "f", "new", "s", "n"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := noteRun(path, "- Measured again, scenarios 3: took "+took+"."); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	want := beginMark + "\n# B\n\n- The whole run took 1h.\n- Measured again, scenarios 3: took 2m.\n\n| scenario | figure |\n|---|---|\n| 1 a | 1 |\n| 3 read | f | new | s | n |\n| 6 z | 6 |\n" + endMark + "\n"
+	if string(b) != want {
+		t.Errorf("got\n%s\nwant\n%s", b, want)
+	}
+}
