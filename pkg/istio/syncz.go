@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	jsoniter "github.com/json-iterator/go"
 	"io"
 	"net/http"
 	"sort"
@@ -17,6 +16,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	status "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	jsoniter "github.com/json-iterator/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -288,19 +288,6 @@ const DefaultTimeout = 20 * time.Second
 // (seen on the test bed: the proxy never gets config again). A status that polls as often as our gates
 // do must not take that risk.
 const DebugHTTPPort = 8080
-
-// synczEntry is one proxy of istiod's /debug/syncz (pilot/pkg/xds SyncStatus).
-type synczEntry struct {
-	ProxyID      string `json:"proxy"`
-	ProxyType    string `json:"proxy_type"`
-	IstioVersion string `json:"istio_version"`
-	ClusterID    string `json:"cluster_id"`
-	Resources    map[string]struct {
-		Sent      string `json:"sent"`
-		Acked     string `json:"acked"`
-		LastError string `json:"lastError"`
-	} `json:"resources"`
-}
 
 // FetchSynczHTTP asks istiod's /debug/syncz at base ("http://127.0.0.1:PORT").
 func FetchSynczHTTP(ctx context.Context, base string) ([]ProxySync, error) {

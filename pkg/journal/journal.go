@@ -269,7 +269,8 @@ func (r *Recorder) capture(ctx context.Context, isSlim bool, refs []ObjectRef) e
 
 // listedKinds are the resources every step may list anyway (the mesh read lists them): several of one
 // namespace are read with one LIST, not a GET each (a migration of 300 workloads read each twice).
-var listedKinds = map[string]bool{"namespaces": true, "deployments": true, "statefulsets": true, "daemonsets": true}
+var listedKinds = map[schema.GroupResource]bool{{Resource: "namespaces"}: true, {Group: "apps", Resource: "deployments"}: true,
+	{Group: "apps", Resource: "statefulsets"}: true, {Group: "apps", Resource: "daemonsets"}: true}
 
 // listFrom is how many objects of one resource and namespace make a LIST cheaper than their GETs.
 const listFrom = 3
@@ -292,7 +293,7 @@ func (j *Journal) read(ctx context.Context, refs []ObjectRef) (map[ObjectRef]*un
 	}
 	for _, g := range order {
 		members := groups[g]
-		if len(members) >= listFrom && listedKinds[g.gvr.Resource] {
+		if len(members) >= listFrom && listedKinds[g.gvr.GroupResource()] {
 			l, err := j.Dynamic.Resource(g.gvr).Namespace(g.ns).List(ctx, metav1.ListOptions{})
 			if err == nil {
 				byName := map[string]*unstructured.Unstructured{}

@@ -10,6 +10,17 @@ func DeploymentRef(ns, name string) ObjectRef {
 	return ObjectRef{Group: "apps", Version: "v1", Resource: "deployments", Kind: "Deployment", Namespace: ns, Name: name}
 }
 
+// WorkloadRef is the ref of a Deployment, StatefulSet or DaemonSet by its kind.
+func WorkloadRef(kind, ns, name string) ObjectRef {
+	switch kind {
+	case "StatefulSet":
+		return StatefulSetRef(ns, name)
+	case "DaemonSet":
+		return DaemonSetRef(ns, name)
+	}
+	return DeploymentRef(ns, name)
+}
+
 func StatefulSetRef(ns, name string) ObjectRef {
 	return ObjectRef{Group: "apps", Version: "v1", Resource: "statefulsets", Kind: "StatefulSet", Namespace: ns, Name: name}
 }

@@ -9,6 +9,7 @@ import (
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -31,6 +32,20 @@ type Inputs struct {
 	Services           []corev1.Service
 	// Syncz holds one answer per istiod asked; nil when proxies were not read.
 	Syncz []IstiodSyncz
+}
+
+// EachWorkload calls f with the kind, metadata and pod template of every Deployment, StatefulSet and
+// DaemonSet read.
+func (in *Inputs) EachWorkload(f func(kind string, m metav1.Object, t *corev1.PodTemplateSpec)) {
+	for i := range in.Deployments {
+		f("Deployment", &in.Deployments[i], &in.Deployments[i].Spec.Template)
+	}
+	for i := range in.StatefulSets {
+		f("StatefulSet", &in.StatefulSets[i], &in.StatefulSets[i].Spec.Template)
+	}
+	for i := range in.DaemonSets {
+		f("DaemonSet", &in.DaemonSets[i], &in.DaemonSets[i].Spec.Template)
+	}
 }
 
 // IstiodSyncz is one istiod's syncz answer (or why there is none).

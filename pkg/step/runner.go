@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -219,8 +220,8 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 func gitOpsWarnings(ctx context.Context, r *Run, plan *Plan) {
 	listed := listedObjects(r.Raw)
 	for _, ref := range append(append([]journal.ObjectRef{}, plan.Record...), plan.Slim...) {
-		obj := listed[ref.Resource+"/"+ref.Namespace+"/"+ref.Name]
-		if obj == nil || ref.Group != "" && ref.Group != "apps" {
+		obj := listed[ref]
+		if obj == nil {
 			u, err := r.C.Dynamic.Resource(ref.GVR()).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 			if err != nil {
 				continue // absent (the step creates it) or unreadable: nothing manages it yet
@@ -235,24 +236,18 @@ func gitOpsWarnings(ctx context.Context, r *Run, plan *Plan) {
 	}
 }
 
-// listedObjects indexes the namespaces and workloads of a mesh read by resource/namespace/name.
-func listedObjects(raw *mesh.Inputs) map[string]metav1.Object {
-	out := map[string]metav1.Object{}
+// listedObjects indexes the namespaces and workloads of a mesh read by their journal refs.
+func listedObjects(raw *mesh.Inputs) map[journal.ObjectRef]metav1.Object {
+	out := map[journal.ObjectRef]metav1.Object{}
 	if raw == nil {
 		return out
 	}
 	for i := range raw.Namespaces {
-		out["namespaces//"+raw.Namespaces[i].Name] = &raw.Namespaces[i]
+		out[journal.NamespaceRef(raw.Namespaces[i].Name)] = &raw.Namespaces[i]
 	}
-	for i := range raw.Deployments {
-		out["deployments/"+raw.Deployments[i].Namespace+"/"+raw.Deployments[i].Name] = &raw.Deployments[i]
-	}
-	for i := range raw.StatefulSets {
-		out["statefulsets/"+raw.StatefulSets[i].Namespace+"/"+raw.StatefulSets[i].Name] = &raw.StatefulSets[i]
-	}
-	for i := range raw.DaemonSets {
-		out["daemonsets/"+raw.DaemonSets[i].Namespace+"/"+raw.DaemonSets[i].Name] = &raw.DaemonSets[i]
-	}
+	raw.EachWorkload(func(kind string, m metav1.Object, _ *corev1.PodTemplateSpec) {
+		out[journal.WorkloadRef(kind, m.GetNamespace(), m.GetName())] = m
+	})
 	return out
 }
 

@@ -266,11 +266,11 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 			p.Access = append(p.Access, step.On(journal.NamespaceRef(n.Name), "patch")...)
 		}
 		for _, w := range n.Restart {
-			p.Slim = append(p.Slim, workloadJournalRef(w))
+			p.Slim = append(p.Slim, journal.WorkloadRef(w.Kind, w.Namespace, w.Name))
 		}
 	}
 	if o.plan.Canary != nil {
-		p.Slim = append(p.Slim, workloadJournalRef(*o.plan.Canary))
+		p.Slim = append(p.Slim, journal.WorkloadRef(o.plan.Canary.Kind, o.plan.Canary.Namespace, o.plan.Canary.Name))
 	}
 	// Restarts are patched, watched to the end of their rollout, and their pods listed by the gate.
 	for _, w := range p.Slim {
@@ -709,20 +709,11 @@ func (o *Options) restartStamps(r *step.Run, batch []kube.WorkloadRef) []string 
 		want[w] = true
 	}
 	var out []string
-	add := func(kind, ns, name string, ann map[string]string) {
-		if want[kube.WorkloadRef{Kind: kind, Namespace: ns, Name: name}] && ann[kube.RestartedAtAnnotation] != "" {
-			out = append(out, ann[kube.RestartedAtAnnotation])
+	r.Raw.EachWorkload(func(kind string, m metav1.Object, t *corev1.PodTemplateSpec) {
+		if want[kube.WorkloadRef{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()}] && t.Annotations[kube.RestartedAtAnnotation] != "" {
+			out = append(out, t.Annotations[kube.RestartedAtAnnotation])
 		}
-	}
-	for _, d := range r.Raw.Deployments {
-		add("Deployment", d.Namespace, d.Name, d.Spec.Template.Annotations)
-	}
-	for _, st := range r.Raw.StatefulSets {
-		add("StatefulSet", st.Namespace, st.Name, st.Spec.Template.Annotations)
-	}
-	for _, ds := range r.Raw.DaemonSets {
-		add("DaemonSet", ds.Namespace, ds.Name, ds.Spec.Template.Annotations)
-	}
+	})
 	return out
 }
 
@@ -865,16 +856,6 @@ func orNone(s string) string {
 		return "no label"
 	}
 	return s
-}
-
-func workloadJournalRef(w kube.WorkloadRef) journal.ObjectRef {
-	switch w.Kind {
-	case "StatefulSet":
-		return journal.StatefulSetRef(w.Namespace, w.Name)
-	case "DaemonSet":
-		return journal.DaemonSetRef(w.Namespace, w.Name)
-	}
-	return journal.DeploymentRef(w.Namespace, w.Name)
 }
 
 // analyzeLive runs Istio's analyzers through the companion executable.
