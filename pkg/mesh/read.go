@@ -9,10 +9,12 @@ import (
 	"io"
 	"math"
 	"sort"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protowire"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,30 +70,37 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 	k := c.Kube
 	scope := opts.Namespace // "" lists all namespaces
 	istiod := metav1.ListOptions{LabelSelector: istio.LabelApp + "=" + istio.IstiodApp}
+	// The istiod pods come first, alone: started together, every request opened its own TLS connection
+	// to the apiserver (13 handshakes, client certificates signed each time) before HTTP/2 could share one.
+	istiodPods, err := k.CoreV1().Pods(opts.IstioNamespace).List(ctx, istiod)
+	if err != nil {
+		return nil, wrap("list istiod pods", err)
+	}
+	in.IstiodPods = istiodPods.Items
 	g, gctx := errgroup.WithContext(ctx)
+	var whole *wholePods // nil: pods are listed whole everywhere
+	if opts.PodMetadata && c.Metadata != nil {
+		whole = &wholePods{c: c, scope: scope, pods: map[string][]corev1.Pod{}}
+		whole.start(gctx, g, opts.IstioNamespace)
+	}
+	if opts.Proxies {
+		// syncz needs only the istiod pods: it runs while the big LISTs are still coming in.
+		g.Go(func() error {
+			client := opts.Istiod
+			if client == nil {
+				client = NewIstiod(c, opts)
+				defer client.Close()
+			}
+			in.Syncz = client.Syncz(gctx, in.IstiodPods)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		l, err := k.AppsV1().Deployments(opts.IstioNamespace).List(gctx, istiod)
 		if err == nil {
 			in.IstiodDeployments = l.Items
 		}
 		return wrap("list istiod deployments", err)
-	})
-	g.Go(func() error {
-		l, err := k.CoreV1().Pods(opts.IstioNamespace).List(gctx, istiod)
-		if err != nil {
-			return wrap("list istiod pods", err)
-		}
-		in.IstiodPods = l.Items
-		// syncz needs only the istiod pods: it runs while the big LISTs are still coming in.
-		if opts.Proxies {
-			client := opts.Istiod
-			if client == nil {
-				client = NewIstiod(c, opts)
-				defer client.Close()
-			}
-			in.Syncz = client.Syncz(gctx, l.Items)
-		}
-		return nil
 	})
 	g.Go(func() error {
 		l, err := k.CoreV1().ConfigMaps(opts.IstioNamespace).List(gctx, metav1.ListOptions{LabelSelector: istio.LabelRev})
@@ -119,12 +128,14 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 			ns, err := k.CoreV1().Namespaces().Get(gctx, scope, metav1.GetOptions{})
 			if err == nil {
 				in.Namespaces = []corev1.Namespace{*ns}
+				whole.start(gctx, g, ambientNamespaces(in.Namespaces)...)
 			}
 			return wrap("get namespace "+scope, err)
 		}
 		l, err := k.CoreV1().Namespaces().List(gctx, metav1.ListOptions{})
 		if err == nil {
 			in.Namespaces = l.Items
+			whole.start(gctx, g, ambientNamespaces(in.Namespaces)...)
 		}
 		return wrap("list namespaces", err)
 	})
@@ -132,6 +143,7 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 		l, err := k.AppsV1().Deployments(scope).List(gctx, metav1.ListOptions{})
 		if err == nil {
 			in.Deployments = l.Items
+			whole.start(gctx, g, gatewayNamespaces(in.Deployments)...)
 		}
 		return wrap("list deployments", err)
 	})
@@ -149,11 +161,10 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 		}
 		return wrap("list daemonsets", err)
 	})
-	metaPods := opts.PodMetadata && c.Metadata != nil
 	g.Go(func() error {
 		var pods []corev1.Pod
 		var err error
-		if metaPods {
+		if whole != nil {
 			pods, err = listPodMetadata(gctx, c, scope)
 		} else {
 			pods, err = listPods(gctx, c, scope)
@@ -171,10 +182,14 @@ func List(ctx context.Context, c *kube.Clients, opts ReadOptions) (*Inputs, erro
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if metaPods {
-		if err := wholePods(ctx, c, in); err != nil {
+	if whole != nil {
+		// Pods enrolled in ambient one by one are known only now.
+		g, gctx := errgroup.WithContext(ctx)
+		whole.start(gctx, g, ambientPodNamespaces(in.Pods)...)
+		if err := g.Wait(); err != nil {
 			return nil, err
 		}
+		in.Pods = whole.replace(in.Pods)
 	}
 	return in, nil
 }
@@ -201,16 +216,17 @@ func listPodMetadata(ctx context.Context, c *kube.Clients, namespace string) ([]
 	return pods.join(), err
 }
 
-// podPages collects metadata pods in fixed pages joined once at the end: at 5,000 pods a slice of whole
-// corev1.Pod values growing by doubling was the largest part of the heap.
+// podPages collects metadata pods' metadata in fixed pages, made pods once at the end: at 5,000 pods a
+// slice of whole corev1.Pod values (1.2 KB each) growing by doubling was the largest part of the heap,
+// and pages of pods copied into one slice most of the CPU after the LIST.
 type podPages struct {
-	pages [][]corev1.Pod
+	pages [][]metav1.ObjectMeta
 	n     int
 }
 
 func (p *podPages) add(m metav1.ObjectMeta) {
 	if len(p.pages) == 0 || len(p.pages[len(p.pages)-1]) == podPage {
-		p.pages = append(p.pages, make([]corev1.Pod, 0, podPage))
+		p.pages = append(p.pages, make([]metav1.ObjectMeta, 0, podPage))
 	}
 	last := &p.pages[len(p.pages)-1]
 	*last = append(*last, metadataPod(m))
@@ -218,12 +234,11 @@ func (p *podPages) add(m metav1.ObjectMeta) {
 }
 
 func (p *podPages) join() []corev1.Pod {
-	if len(p.pages) == 1 {
-		return p.pages[0]
-	}
 	out := make([]corev1.Pod, 0, p.n)
 	for _, page := range p.pages {
-		out = append(out, page...)
+		for _, m := range page {
+			out = append(out, corev1.Pod{ObjectMeta: m})
+		}
 	}
 	return out
 }
@@ -241,17 +256,89 @@ func streamPodMetadata(ctx context.Context, c *kube.Clients, namespace string, p
 		return err
 	}
 	defer body.Close()
-	var m metav1.PartialObjectMetadata
+	var m metav1.ObjectMeta
+	var read []byte
 	err = eachListItem(bufio.NewReaderSize(body, 64<<10), func(b []byte) error {
-		m.Reset()
-		if err := m.Unmarshal(b); err != nil {
+		var err error
+		if read, err = metadataRead(b, read[:0]); err != nil {
 			return err
 		}
-		pods.add(m.ObjectMeta)
+		m.Reset()
+		if err := m.Unmarshal(read); err != nil {
+			return err
+		}
+		pods.add(m)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("list pods: decoding: %w", err)
+	}
+	return nil
+}
+
+// metadataRead appends to out the encoding of the ObjectMeta of item (a PartialObjectMetadata) with
+// only the fields metadataPod keeps, and of the labels and annotations only the read ones: decoding the
+// managed fields and every label was most of the CPU status spent on 5,000 pods.
+func metadataRead(item, out []byte) ([]byte, error) {
+	var meta []byte
+	err := eachWireField(item, func(num protowire.Number, field, value []byte) error {
+		if num == 1 { // PartialObjectMetadata.metadata
+			meta = value
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = eachWireField(meta, func(num protowire.Number, field, value []byte) error {
+		switch num {
+		case 1, 3, 9, 13: // name, namespace, deletionTimestamp, ownerReferences
+			out = append(out, field...)
+		case 11, 12: // a label or an annotation: a map entry whose field 1 is the key
+			keys := podLabelsRead
+			if num == 12 {
+				keys = podAnnotationsRead
+			}
+			var key []byte
+			if err := eachWireField(value, func(n protowire.Number, _, v []byte) error {
+				if n == 1 {
+					key = v
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, k := range keys {
+				if string(key) == k { // compared without a copy
+					out = append(out, field...)
+					break
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// eachWireField calls f with each length-delimited field of the protobuf message b: its number, its
+// whole encoding and its value. Other fields are skipped.
+func eachWireField(b []byte, f func(num protowire.Number, field, value []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n : n+m])
+			if err := f(num, b[:n+m], v); err != nil {
+				return err
+			}
+		}
+		b = b[n+m:]
 	}
 	return nil
 }
@@ -340,12 +427,12 @@ func skip(r io.Reader, n int) error {
 	return err
 }
 
-// metadataPod is a pod of which only what a snapshot reads of its metadata is kept: name, namespace,
+// metadataPod is the part of a pod's metadata a snapshot reads: name, namespace,
 // owners, deletion, and the labels and annotations below. At 5,000 pods the rest of the labels and
 // annotations were most of the heap; TestReadPodMetadataSameSnapshot fails if a read one is missing.
-func metadataPod(m metav1.ObjectMeta) corev1.Pod {
-	return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, OwnerReferences: m.OwnerReferences,
-		DeletionTimestamp: m.DeletionTimestamp, Labels: keep(m.Labels, podLabelsRead), Annotations: keep(m.Annotations, podAnnotationsRead)}}
+func metadataPod(m metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, OwnerReferences: m.OwnerReferences,
+		DeletionTimestamp: m.DeletionTimestamp, Labels: keep(m.Labels, podLabelsRead), Annotations: keep(m.Annotations, podAnnotationsRead)}
 }
 
 var (
@@ -371,66 +458,91 @@ func keep(a map[string]string, keys []string) map[string]string {
 
 const notFinished = "status.phase!=" + string(corev1.PodSucceeded) + ",status.phase!=" + string(corev1.PodFailed)
 
-// WholePodNamespaces are the namespaces whose pods a snapshot reads more of than their metadata: the
-// Istio namespace (ambient's node agents), those of gateway Deployments (the proxy image's version),
-// ambient namespaces and those of pods enrolled in ambient one by one (node, phase, host network).
-func WholePodNamespaces(in *Inputs) []string {
-	set := map[string]bool{in.IstioNamespace: true}
-	for _, d := range in.Deployments {
-		if istio.IsGatewayTemplate(d.Spec.Template.Labels, d.Spec.Template.Annotations) {
-			set[d.Namespace] = true
-		}
-	}
-	for _, n := range in.Namespaces {
-		if n.Labels[istio.LabelDataplaneMode] != "" {
-			set[n.Name] = true
-		}
-	}
-	for _, p := range in.Pods {
-		if p.Labels[istio.LabelDataplaneMode] != "" {
-			set[p.Namespace] = true
-		}
-	}
-	var out []string
-	for ns := range set {
-		if in.Namespace == "" || ns == in.Namespace {
-			out = append(out, ns)
-		}
-	}
-	sort.Strings(out)
-	return out
+// wholePods lists whole the pods of the namespaces whose pods a snapshot reads more of than their
+// metadata: the Istio namespace (ambient's node agents), those of gateway Deployments (the proxy image's
+// version), ambient namespaces and those of pods enrolled in ambient one by one (node, phase, host
+// network). Each namespace is listed once, as soon as what names it has been read, beside the big
+// metadata LIST rather than after it.
+type wholePods struct {
+	c     *kube.Clients
+	scope string
+	mu    sync.Mutex
+	pods  map[string][]corev1.Pod // by namespace; present once started
 }
 
-// wholePods replaces the metadata-only pods of WholePodNamespaces with whole ones, listed in parallel.
-func wholePods(ctx context.Context, c *kube.Clients, in *Inputs) error {
-	namespaces := WholePodNamespaces(in)
-	whole := make([][]corev1.Pod, len(namespaces))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, ns := range namespaces {
+// start lists the namespaces not yet started (and in scope) in g. A nil wholePods lists nothing.
+func (w *wholePods) start(ctx context.Context, g *errgroup.Group, namespaces ...string) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ns := range namespaces {
+		if _, started := w.pods[ns]; started || (w.scope != "" && ns != w.scope) {
+			continue
+		}
+		w.pods[ns] = nil
 		g.Go(func() error {
-			pods, err := listPods(gctx, c, ns)
-			whole[i] = pods
+			pods, err := listPods(ctx, w.c, ns)
+			w.mu.Lock()
+			w.pods[ns] = pods
+			w.mu.Unlock()
 			return wrap("list pods in "+ns, err)
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
+}
+
+// replace returns pods with the metadata-only pods of the listed namespaces replaced by whole ones.
+func (w *wholePods) replace(pods []corev1.Pod) []corev1.Pod {
+	kept := pods[:0]
+	for i := range pods {
+		if _, whole := w.pods[pods[i].Namespace]; whole {
+			continue
+		}
+		if len(kept) < i { // pods are 1.2 KB: copied only once one has been dropped
+			pods[len(kept)] = pods[i]
+		}
+		kept = kept[:len(kept)+1]
 	}
-	replaced := map[string]bool{}
+	namespaces := make([]string, 0, len(w.pods))
+	for ns := range w.pods {
+		namespaces = append(namespaces, ns)
+	}
+	sort.Strings(namespaces)
 	for _, ns := range namespaces {
-		replaced[ns] = true
+		kept = append(kept, w.pods[ns]...)
 	}
-	kept := in.Pods[:0]
-	for _, p := range in.Pods {
-		if !replaced[p.Namespace] {
-			kept = append(kept, p)
+	return kept
+}
+
+func gatewayNamespaces(deployments []appsv1.Deployment) []string {
+	var out []string
+	for _, d := range deployments {
+		if istio.IsGatewayTemplate(d.Spec.Template.Labels, d.Spec.Template.Annotations) {
+			out = append(out, d.Namespace)
 		}
 	}
-	for _, pods := range whole {
-		kept = append(kept, pods...)
+	return out
+}
+
+func ambientNamespaces(namespaces []corev1.Namespace) []string {
+	var out []string
+	for _, n := range namespaces {
+		if n.Labels[istio.LabelDataplaneMode] != "" {
+			out = append(out, n.Name)
+		}
 	}
-	in.Pods = kept
-	return nil
+	return out
+}
+
+func ambientPodNamespaces(pods []corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		if p.Labels[istio.LabelDataplaneMode] != "" {
+			out = append(out, p.Namespace)
+		}
+	}
+	return out
 }
 
 // podPage is the LIST chunk size for pods, as kubectl's.

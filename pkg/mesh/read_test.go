@@ -155,8 +155,13 @@ func TestStreamPodMetadata(t *testing.T) {
 	in := midUpgrade()
 	var items []metav1.PartialObjectMetadata
 	var metas []runtime.Object
-	for _, p := range in.Pods {
+	for i, p := range in.Pods {
 		p.Annotations["prometheus.io/scrape"] = "true"
+		p.Labels["version"] = "v1"
+		if i == 0 {
+			t := metav1.Unix(1796083200, 0) // local, as protobuf decodes it
+			p.DeletionTimestamp = &t
+		}
 		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
 		m := metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: p.ObjectMeta}
 		items = append(items, m)
@@ -220,12 +225,15 @@ func TestStreamPodMetadata(t *testing.T) {
 		if !reflect.DeepEqual(p, w) {
 			t.Errorf("streamed %+v\nlisted   %+v", p.ObjectMeta, w.ObjectMeta)
 		}
-		if p.ManagedFields != nil || p.Annotations["prometheus.io/scrape"] != "" {
-			t.Errorf("%s keeps what no snapshot reads: %v %v", p.Name, p.ManagedFields, p.Annotations)
+		if p.ManagedFields != nil || p.Annotations["prometheus.io/scrape"] != "" || p.Labels["version"] != "" {
+			t.Errorf("%s keeps what no snapshot reads: %v %v %v", p.Name, p.ManagedFields, p.Labels, p.Annotations)
 		}
 	}
 	if _, ok := got[0].Annotations[istio.AnnotationStatus]; !ok && in.Pods[0].Annotations[istio.AnnotationStatus] != "" {
 		t.Errorf("the injection status was dropped: %v", got[0].Annotations)
+	}
+	if got[0].DeletionTimestamp == nil || len(got[0].OwnerReferences) == 0 || len(got[0].Labels) == 0 {
+		t.Errorf("%s lost its deletion, owners or labels: %+v", got[0].Name, got[0].ObjectMeta)
 	}
 
 	for name, bad := range map[string][]byte{
