@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,37 +65,31 @@ func WriteDocument(w io.Writer, format string, doc any) error {
 	return fmt.Errorf("WriteDocument: format %q is not a document format", format)
 }
 
-// writeIndented writes the compact JSON src (json.Marshal's) as json.MarshalIndent(v, "", "  ") would: json.Indent's
-// scanner was half of printing 5,000 proxies, and this needs neither it nor a second copy of the output.
+// writeIndented writes the compact JSON src (json.Marshal's) as json.MarshalIndent(v, "", "  ") would:
+// json.Indent's scanner was half of printing 5,000 proxies, and this needs neither it nor a second copy
+// of the output. Strings, most of the output, are copied whole.
 func writeIndented(w *bufio.Writer, src []byte) {
 	depth := 0
 	open := false // just after { or [: an empty one stays {} or []
-	inString, escaped := false, false
+	indent := []byte("\n")
 	newline := func() {
-		w.WriteByte('\n')
-		for range depth {
-			w.WriteString("  ")
+		for len(indent) < 1+2*depth {
+			indent = append(indent, "  "...)
 		}
+		w.Write(indent[:1+2*depth])
 	}
-	for _, c := range src {
-		if inString {
-			w.WriteByte(c)
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
+	for i := 0; i < len(src); i++ {
+		c := src[i]
 		if open && c != '}' && c != ']' {
 			open = false
 			depth++
 			newline()
 		}
 		switch c {
+		case '"':
+			end := stringEnd(src, i)
+			w.Write(src[i:end])
+			i = end - 1
 		case '{', '[':
 			open = true
 			w.WriteByte(c)
@@ -111,12 +106,28 @@ func writeIndented(w *bufio.Writer, src []byte) {
 				newline()
 			}
 			w.WriteByte(c)
-		case '"':
-			inString = true
-			w.WriteByte(c)
 		default:
 			w.WriteByte(c)
 		}
+	}
+}
+
+// stringEnd is the index after the JSON string that starts at src[i] (a quote).
+func stringEnd(src []byte, i int) int {
+	for j := i + 1; ; {
+		k := bytes.IndexByte(src[j:], '"')
+		if k < 0 {
+			return len(src)
+		}
+		j += k
+		escapes := 0
+		for p := j - 1; p > i && src[p] == '\\'; p-- {
+			escapes++
+		}
+		if escapes%2 == 0 {
+			return j + 1
+		}
+		j++
 	}
 }
 

@@ -444,6 +444,18 @@ var (
 )
 
 func keep(a map[string]string, keys []string) map[string]string {
+	n := 0
+	for _, k := range keys {
+		if _, ok := a[k]; ok {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil
+	case len(a): // only read ones already (metadataRead decodes no others): not copied
+		return a
+	}
 	var out map[string]string
 	for _, k := range keys {
 		if v, ok := a[k]; ok {
