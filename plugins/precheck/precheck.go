@@ -3,8 +3,8 @@
 package precheck
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -233,11 +233,12 @@ func (o *Options) Run(ctx context.Context) error {
 }
 
 func saveSnapshot(path string, s *mesh.Snapshot) error {
-	b, err := json.MarshalIndent(cli.NewStatusDocument(s), "", "  ")
-	if err != nil {
+	// The same bytes as status -o json, so a saved snapshot and a printed one compare.
+	var b bytes.Buffer
+	if err := cli.WriteDocument(&b, cli.OutputJSON, cli.NewStatusDocument(s)); err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return cli.Errorf(cli.ExitError, "--save-snapshot: %v", err)
 	}
 	return nil
