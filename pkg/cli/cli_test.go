@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,16 +20,12 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
+// One meaning per code: no code listed twice, each explained, in ascending order (the docs table).
 func TestExitCodeTable(t *testing.T) {
-	want := map[ExitCode]int{ExitOK: 0, ExitError: 1, ExitUsage: 64, ExitBadInput: 65, ExitBlocked: 66, ExitDeclined: 67, ExitDrifted: 68, ExitLocked: 73,
-		ExitTimeout: 74, ExitGateFailed: 75, ExitNotPermitted: 77, ExitPrecheck: 79, ExitCancelled: 130}
-	if len(ExitCodes) != len(want) {
-		t.Fatalf("ExitCodes has %d rows, want %d", len(ExitCodes), len(want))
-	}
 	seen := map[ExitCode]bool{}
-	for _, row := range ExitCodes {
-		if int(row.Code) != want[row.Code] || seen[row.Code] || row.Meaning == "" {
-			t.Errorf("row %+v: duplicate, missing meaning, or unexpected value", row)
+	for i, row := range ExitCodes {
+		if seen[row.Code] || row.Meaning == "" || row.Name == "" || (i > 0 && row.Code <= ExitCodes[i-1].Code) {
+			t.Errorf("row %+v: duplicate, unexplained, or out of order", row)
 		}
 		seen[row.Code] = true
 	}
@@ -186,35 +183,40 @@ func TestNamespaceScope(t *testing.T) {
 	}
 }
 
-func TestConfirm(t *testing.T) {
+func TestAskWithin(t *testing.T) {
 	defer func(f func(io.Reader) bool) { isTerminal = f }(isTerminal)
 	tests := []struct {
-		name   string
-		tty    bool
-		yes    bool
-		answer string
-		code   ExitCode // -1: no error
-		asked  bool
+		name     string
+		tty      bool
+		answer   io.Reader
+		yes      bool
+		asked    bool
+		timedOut bool
 	}{
-		{"--yes never asks", true, true, "", -1, false},
-		{"no terminal goes on without asking", false, false, "", -1, false},
-		{"yes at a terminal", true, false, "y\n", -1, true},
-		{"YES at a terminal", true, false, "YES\n", -1, true},
-		{"no at a terminal halts", true, false, "n\n", ExitGateFailed, true},
-		{"empty answer halts", true, false, "\n", ExitGateFailed, true},
-		{"end of input halts", true, false, "", ExitGateFailed, true},
+		{"no terminal goes on without asking", false, strings.NewReader(""), false, false, false},
+		{"yes at a terminal", true, strings.NewReader("y\n"), true, true, false},
+		{"YES at a terminal", true, strings.NewReader("YES\n"), true, true, false},
+		{"no at a terminal", true, strings.NewReader("n\n"), false, true, false},
+		{"empty answer is no", true, strings.NewReader("\n"), false, true, false},
+		{"end of input is no", true, strings.NewReader(""), false, true, false},
+		{"nobody answers: gives up, never a yes", true, blocked{}, false, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			isTerminal = func(io.Reader) bool { return tt.tty }
 			var errOut bytes.Buffer
-			err := Confirm(strings.NewReader(tt.answer), &errOut, tt.yes, "Delete 3 objects?")
-			if tt.code < 0 && err != nil || tt.code >= 0 && CodeOf(err) != tt.code {
-				t.Errorf("Confirm = %v (exit %d), want exit %d", err, CodeOf(err), tt.code)
+			yes, asked, timedOut := AskWithin(tt.answer, &errOut, "Delete 3 objects?", 50*time.Millisecond)
+			if yes != tt.yes || asked != tt.asked || timedOut != tt.timedOut {
+				t.Errorf("AskWithin = %v %v %v, want %v %v %v", yes, asked, timedOut, tt.yes, tt.asked, tt.timedOut)
 			}
-			if asked := strings.Contains(errOut.String(), "Delete 3 objects? [y/N]"); asked != tt.asked {
-				t.Errorf("asked = %v (%q), want %v", asked, errOut.String(), tt.asked)
+			if shown := strings.Contains(errOut.String(), "Delete 3 objects? [y/N]"); shown != tt.asked {
+				t.Errorf("question shown = %v (%q), want %v", shown, errOut.String(), tt.asked)
 			}
 		})
 	}
 }
+
+// blocked is a terminal nobody types into.
+type blocked struct{}
+
+func (blocked) Read([]byte) (int, error) { select {} }

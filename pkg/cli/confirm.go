@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 )
@@ -16,27 +17,39 @@ var isTerminal = func(r io.Reader) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// IsTerminal says a person could answer a question read from in.
+func IsTerminal(in io.Reader) bool { return isTerminal(in) }
+
 // Ask puts a yes/no question on errOut when in is a terminal and reads the answer; asked is false
 // without a terminal, where nobody could answer and nothing waits.
 func Ask(in io.Reader, errOut io.Writer, question string) (yes, asked bool) {
-	if !isTerminal(in) {
-		return false, false
-	}
-	fmt.Fprintf(errOut, "%s [y/N] ", question)
-	line, _ := bufio.NewReader(in).ReadString('\n')
-	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y"), true
+	yes, asked, _ = AskWithin(in, errOut, question, 0)
+	return yes, asked
 }
 
-// Confirm is the question before a destructive step: --yes or no terminal goes on (scripts rely on
-// the step's own checks), a person at a terminal must answer yes. A "no" is exit 75: the step
-// halted with nothing changed, so a runbook's `&&` chain stops there.
-func Confirm(in io.Reader, errOut io.Writer, yes bool, question string) error {
-	if yes {
-		return nil
+// AskWithin is Ask that gives up after timeout (0: waits as long as it takes): timedOut then says
+// nobody answered, which is never a yes.
+func AskWithin(in io.Reader, errOut io.Writer, question string, timeout time.Duration) (yes, asked, timedOut bool) {
+	if !isTerminal(in) {
+		return false, false, false
 	}
-	ok, asked := Ask(in, errOut, question)
-	if asked && !ok {
-		return Errorf(ExitGateFailed, "not confirmed: nothing was changed")
+	fmt.Fprintf(errOut, "%s [y/N] ", question)
+	answer := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(in).ReadString('\n')
+		answer <- line
+	}()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
 	}
-	return nil
+	select {
+	case line := <-answer:
+		return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y"), true, false
+	case <-expired:
+		fmt.Fprintln(errOut)
+		return false, true, true
+	}
 }

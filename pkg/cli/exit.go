@@ -25,6 +25,7 @@ const (
 	ExitDrifted      ExitCode = 68  // undo refused: others changed what the step changed since
 	ExitLocked       ExitCode = 73  // another mutating step holds the cluster's lock
 	ExitTimeout      ExitCode = 74  // a gate did not pass in time: the step halted
+	ExitStale        ExitCode = 76  // the cluster changed while the step planned
 	ExitGateFailed   ExitCode = 75  // a gate failed: the step halted (and reverted when asked)
 	ExitNotPermitted ExitCode = 77  // RBAC denied an operation
 	ExitPrecheck     ExitCode = 79  // precheck found blocking issues
@@ -44,9 +45,10 @@ var ExitCodes = []struct {
 	{ExitBlocked, "Blocked", "refused because something still depends on what the step would change (cleanup's blockers, undo of an entry later steps changed again); nothing was changed"},
 	{ExitDeclined, "Declined", "answered no at the confirmation prompt; nothing was changed"},
 	{ExitDrifted, "Drifted", "undo refused: fields the step changed were changed again since (or the object was deleted or re-created); the fields are listed, nothing was changed; undo --force restores them anyway"},
-	{ExitLocked, "Locked", "another mutating step holds the cluster's lock (the Lease istio-upgrade-lock in the Istio namespace); nothing was changed"},
+	{ExitLocked, "Locked", "another mutating step holds the cluster's lock (the Lease istio-upgrade-lock in the Istio namespace), nothing was changed; or this step lost it mid-run (frozen or cut off past its lease) and stopped before its next write"},
 	{ExitTimeout, "Timeout", "a gate did not pass within --timeout: the step halted (and reverted when asked)"},
 	{ExitGateFailed, "GateFailed", "a gate failed: the step halted (and reverted when asked)"},
+	{ExitStale, "StalePlan", "the plan is stale: another step wrote the journal, or held the lock, while this one planned; nothing was changed, rerun to plan again"},
 	{ExitNotPermitted, "NotPermitted", "not permitted: RBAC denied an operation"},
 	{ExitPrecheck, "PrecheckFailed", "precheck found issues at or above --fail-on"},
 	{ExitCancelled, "Cancelled", "interrupted (SIGINT/SIGTERM): the step finished or reverted its in-flight work and stopped; its journal entry is marked cancelled and a rerun resumes it"},

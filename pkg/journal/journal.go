@@ -4,27 +4,20 @@
 package journal
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 )
 
 // Labels and keys of journal ConfigMaps.
@@ -127,12 +120,15 @@ func (h HelmAction) UndoCommand() string {
 // States of an entry. An entry is written as running before the first change and ends in one of the
 // others; undone is told by UndoneBy.
 const (
-	StateRunning    = "running"
-	StateInEffect   = "in-effect"
-	StateRolledBack = "rolled-back"
-	StateCancelled  = "cancelled"
-	StateIncomplete = "incomplete"
-	StateUndone     = "undone"
+	StateRunning  = "running"
+	StateInEffect = "in-effect"
+	// StateInterrupted is a run that died (killed, OOM, lost connection) with its entry running: the
+	// next step to take the lock seals it so, recording how the cluster was left.
+	StateInterrupted = "interrupted"
+	StateRolledBack  = "rolled-back"
+	StateCancelled   = "cancelled"
+	StateIncomplete  = "incomplete"
+	StateUndone      = "undone"
 )
 
 // Entry is one command's record: one undoable unit.
@@ -156,8 +152,21 @@ type Entry struct {
 	// Helm lists the helm commands the step ran through the Helm SDK, in order: undo rolls each
 	// release back (newest first), Helm's own history holding the objects.
 	Helm []HelmAction `json:"helm,omitempty"`
+	// KeyUID is the UID of the key Secret the entry was signed with: a Secret replaced since is refused.
+	KeyUID string `json:"keyUID,omitempty"`
+	// Holder is the lock identity of the run writing the entry: a running entry whose holder no longer
+	// holds the lock was interrupted.
+	Holder string `json:"holder,omitempty"`
+	// Units are the units of work the step began, each recorded before its first write: a rerun of an
+	// interrupted entry finishes (gates) those not done.
+	Units []Unit `json:"units,omitempty"`
 	// Signed says the entry carries this journal's signature (set when read; see Trusted).
 	Signed bool `json:"-"`
+	// Legacy says the signature is of the older kind (no cluster, no sequence): undone, never resumed.
+	Legacy bool `json:"-"`
+	// Distrust says why an entry is not signed (set when read).
+	Distrust string `json:"-"`
+	seq      int
 	// Unreadable says why a ConfigMap with the journal label could not be read as an entry.
 	Unreadable string `json:"-"`
 }
@@ -181,9 +190,34 @@ func (e *Entry) Status() string {
 	return e.State
 }
 
-// Resumable says a rerun of the same command continues this entry rather than starting another.
+// Resumable says a rerun of the same command continues this entry rather than starting another: it
+// stopped before its end, and this tool signed it (a planted entry is never resumed, and so never
+// signed by the resuming run).
 func (e *Entry) Resumable() bool {
-	return e.UndoneBy == "" && (e.State == StateCancelled || e.State == StateIncomplete)
+	return e.UndoneBy == "" && e.Signed && !e.Legacy && e.Unreadable == "" &&
+		(e.State == StateCancelled || e.State == StateIncomplete || e.State == StateInterrupted)
+}
+
+// Unit is one unit of work of a step (a batch, a node, a move): recorded, with what it is about to
+// change, before its first write, and marked done once its gate passed.
+type Unit struct {
+	Name string `json:"name"`
+	// Objects are what the unit changes ("deployment/shop/web", "node/n1").
+	Objects []string `json:"objects,omitempty"`
+	// Notes are facts its move-back needs (a node was not cordoned before the unit cordoned it).
+	Notes map[string]string `json:"notes,omitempty"`
+	Done  bool              `json:"done,omitempty"`
+}
+
+// InFlight are the units begun and not done: those a rerun must finish before going on.
+func (e *Entry) InFlight() []Unit {
+	var out []Unit
+	for _, u := range e.Units {
+		if !u.Done {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // Journal reads and writes entries in one namespace.
@@ -194,8 +228,14 @@ type Journal struct {
 	Now       func() time.Time
 	// Force restores fields others changed since the step too (undo --force).
 	Force bool
+	// Meta lists the journal's ConfigMaps as metadata (the stale-plan check); nil lists them whole.
+	Meta metadata.Interface
 
-	signKey []byte
+	tr      *trust
+	listed  bool
+	entries []*Entry
+	// versions are the resource versions of the journal's ConfigMaps as last listed.
+	versions map[string]string
 }
 
 // New returns a journal in the Istio namespace.
@@ -396,33 +436,6 @@ func (r *Recorder) Note(key, value string) {
 	r.entry.Notes[key] = value
 }
 
-// Save writes the entry (creating it on the first call, updating it after). Call it before acting.
-func (r *Recorder) Save(ctx context.Context) error {
-	if r.entry.User == "" {
-		r.entry.User = User(ctx, r.j.Kube)
-	}
-	if !r.saved {
-		for attempt := 0; attempt < 5; attempt++ {
-			id, err := r.j.nextID(ctx)
-			if err != nil {
-				return err
-			}
-			r.entry.ID = id
-			err = r.j.write(ctx, r.entry, true)
-			if apierrors.IsAlreadyExists(err) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			r.saved = true
-			return nil
-		}
-		return fmt.Errorf("journal: could not allocate an entry id")
-	}
-	return r.j.write(ctx, r.entry, false)
-}
-
 // Sanitize strips what the server owns so the object can be re-created or written back.
 func Sanitize(obj *unstructured.Unstructured) *unstructured.Unstructured {
 	o := obj.DeepCopy()
@@ -431,128 +444,6 @@ func Sanitize(obj *unstructured.Unstructured) *unstructured.Unstructured {
 		unstructured.RemoveNestedField(o.Object, "metadata", f)
 	}
 	return o
-}
-
-func (j *Journal) nextID(ctx context.Context) (string, error) {
-	entries, err := j.List(ctx)
-	if err != nil {
-		return "", err
-	}
-	max := 0
-	for _, e := range entries {
-		if n, err := strconv.Atoi(e.ID); err == nil && n > max {
-			max = n
-		}
-	}
-	return fmt.Sprintf("%04d", max+1), nil
-}
-
-// ErrTooLarge is an entry over what the journal holds for one entry.
-var ErrTooLarge = errors.New("journal entry too large")
-
-const (
-	// maxPart bounds the compressed data one ConfigMap holds: 1 MiB, metadata included. A larger entry
-	// is split over parts (ConfigMaps NAME-part-N).
-	maxPart = 900 << 10
-	// maxParts bounds how many ConfigMaps one entry spans.
-	maxParts = 8
-	// maxDecoded bounds what reading an entry decompresses.
-	maxDecoded = 32 << 20
-	// AnnotationParts counts the ConfigMaps of a split entry (absent: one).
-	AnnotationParts = "istio-upgrade.io/parts"
-)
-
-func partName(name string, i int) string { return fmt.Sprintf("%s-part-%d", name, i) }
-
-func (j *Journal) write(ctx context.Context, e *Entry, create bool) error {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if err := json.NewEncoder(zw).Encode(e); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	data := buf.Bytes()
-	var chunks [][]byte
-	for len(data) > maxPart {
-		chunks, data = append(chunks, data[:maxPart]), data[maxPart:]
-	}
-	chunks = append(chunks, data)
-	if len(chunks) > maxParts {
-		return fmt.Errorf("%w: entry %s is %d KiB compressed, %d KiB at most", ErrTooLarge, e.ID, buf.Len()>>10, maxParts*maxPart>>10)
-	}
-	key, err := j.key(ctx, true)
-	if err != nil {
-		return err
-	}
-	name := NamePrefix + e.ID
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: j.Namespace,
-			Labels:      map[string]string{LabelJournal: "entry", LabelStep: labelValue(e.Step), "app.kubernetes.io/managed-by": ManagedBy},
-			Annotations: map[string]string{AnnotationSignature: sign(key, name, buf.Bytes()), AnnotationParts: strconv.Itoa(len(chunks))},
-		},
-		BinaryData: map[string][]byte{dataKey: chunks[0]},
-	}
-	cms := j.Kube.CoreV1().ConfigMaps(j.Namespace)
-	before := 1
-	if create {
-		// The head first: creating it claims the ID (AlreadyExists: another step took it).
-		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: ManagedBy}); err != nil {
-			if !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("journal: create %s/%s: %w", j.Namespace, cm.Name, err)
-			}
-			return err
-		}
-	} else {
-		cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("journal: read %s/%s: %w", j.Namespace, cm.Name, err)
-		}
-		if n, err := strconv.Atoi(cur.Annotations[AnnotationParts]); err == nil {
-			before = n
-		}
-		cur.BinaryData, cur.Labels = cm.BinaryData, cm.Labels
-		if cur.Annotations == nil {
-			cur.Annotations = map[string]string{}
-		}
-		for k, v := range cm.Annotations {
-			cur.Annotations[k] = v
-		}
-		if _, err := cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy}); err != nil {
-			return fmt.Errorf("journal: update %s/%s: %w", j.Namespace, cm.Name, err)
-		}
-	}
-	for i, c := range chunks[1:] {
-		if err := j.putPart(ctx, partName(name, i+1), c); err != nil {
-			return err
-		}
-	}
-	for i := len(chunks); i < before; i++ {
-		_ = cms.Delete(ctx, partName(name, i), metav1.DeleteOptions{}) // left over from a larger version
-	}
-	return nil
-}
-
-// putPart creates or updates one part of a split entry.
-func (j *Journal) putPart(ctx context.Context, name string, data []byte) error {
-	cms := j.Kube.CoreV1().ConfigMaps(j.Namespace)
-	part := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: j.Namespace,
-		Labels: map[string]string{LabelJournal: "part", "app.kubernetes.io/managed-by": ManagedBy}},
-		BinaryData: map[string][]byte{dataKey: data}}
-	_, err := cms.Create(ctx, part, metav1.CreateOptions{FieldManager: ManagedBy})
-	if apierrors.IsAlreadyExists(err) {
-		var cur *corev1.ConfigMap
-		if cur, err = cms.Get(ctx, name, metav1.GetOptions{}); err == nil {
-			cur.BinaryData = part.BinaryData
-			_, err = cms.Update(ctx, cur, metav1.UpdateOptions{FieldManager: ManagedBy})
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("journal: write %s/%s: %w", j.Namespace, name, err)
-	}
-	return nil
 }
 
 // labelValue makes a step name ("tag-move --restart") a valid label value ("tag-move-restart"); the entry
@@ -575,77 +466,6 @@ func labelValue(s string) string {
 		out = strings.Trim(out[:63], "-_.")
 	}
 	return out
-}
-
-// List returns every entry, oldest first.
-func (j *Journal) List(ctx context.Context) ([]*Entry, error) {
-	l, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelJournal + "=entry"})
-	if err != nil {
-		return nil, fmt.Errorf("journal: list in %s: %w", j.Namespace, err)
-	}
-	key, _ := j.key(ctx, false)
-	out := make([]*Entry, 0, len(l.Items))
-	for i := range l.Items {
-		e, err := j.decode(ctx, &l.Items[i], key)
-		if err != nil {
-			// One bad ConfigMap must not stop every step: it is listed, and never replayed.
-			e = &Entry{ID: strings.TrimPrefix(l.Items[i].Name, NamePrefix), Step: "unreadable", Unreadable: err.Error()}
-		}
-		out = append(out, e)
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
-	return out, nil
-}
-
-// Get returns one entry by ID.
-func (j *Journal) Get(ctx context.Context, id string) (*Entry, error) {
-	cm, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).Get(ctx, NamePrefix+id, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	key, _ := j.key(ctx, false)
-	return j.decode(ctx, cm, key)
-}
-
-// Update rewrites an existing entry (used to mark it undone).
-func (j *Journal) Update(ctx context.Context, e *Entry) error { return j.write(ctx, e, false) }
-
-func (j *Journal) decode(ctx context.Context, cm *corev1.ConfigMap, key []byte) (*Entry, error) {
-	data := cm.BinaryData[dataKey]
-	if p := cm.Annotations[AnnotationParts]; p != "" && p != "1" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > maxParts {
-			return nil, fmt.Errorf("journal: %s: %s %q", cm.Name, AnnotationParts, p)
-		}
-		data = append([]byte{}, data...)
-		for i := 1; i < n; i++ {
-			part, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).Get(ctx, partName(cm.Name, i), metav1.GetOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("journal: %s: part %d: %w", cm.Name, i, err)
-			}
-			data = append(data, part.BinaryData[dataKey]...)
-		}
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
-	}
-	b, err := io.ReadAll(io.LimitReader(zr, maxDecoded+1))
-	if err != nil {
-		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
-	}
-	if len(b) > maxDecoded {
-		return nil, fmt.Errorf("journal: %s: decompresses to more than %d MiB: not an entry this tool wrote", cm.Name, maxDecoded>>20)
-	}
-	e := &Entry{}
-	if err := json.Unmarshal(b, e); err != nil {
-		return nil, fmt.Errorf("journal: %s: %w", cm.Name, err)
-	}
-	if NamePrefix+e.ID != cm.Name {
-		return nil, fmt.Errorf("journal: %s holds entry %q", cm.Name, e.ID)
-	}
-	e.Signed = verify(key, cm, data)
-	return e, nil
 }
 
 // User names who runs the step: the apiserver's answer to SelfSubjectReview, else $USER.

@@ -4,6 +4,7 @@ package kube
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -23,6 +24,8 @@ type Clients struct {
 	// Namespace is the namespace of -n or the kubeconfig context; Explicit says -n was given.
 	Namespace string
 	Explicit  bool
+	// Fence refuses every client's writes once the run lost the lock (see Fence).
+	Fence *Fence
 }
 
 // NewClients builds clients from a RESTClientGetter (kubectl's ConfigFlags).
@@ -36,6 +39,14 @@ func NewClients(getter genericclioptions.RESTClientGetter) (*Clients, error) {
 		cfg.QPS = 50
 		cfg.Burst = 100
 	}
+	// kubectl's --request-timeout becomes http.Client's timeout, which would also cut every watch a
+	// gate waits on: it bounds each call that is not a watch or a stream instead, as does a default.
+	timeout := DefaultRequestTimeout
+	if cfg.Timeout > 0 {
+		timeout, cfg.Timeout = cfg.Timeout, 0
+	}
+	fence := &Fence{}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &guard{next: rt, fence: fence, timeout: timeout} })
 	kc, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -52,7 +63,7 @@ func NewClients(getter genericclioptions.RESTClientGetter) (*Clients, error) {
 	if err != nil {
 		return nil, explainConfigError(err)
 	}
-	return &Clients{Kube: kc, Dynamic: dc, Metadata: mc, Config: cfg, Namespace: ns, Explicit: explicit}, nil
+	return &Clients{Kube: kc, Dynamic: dc, Metadata: mc, Config: cfg, Namespace: ns, Explicit: explicit, Fence: fence}, nil
 }
 
 // explainConfigError turns kubeconfig loader errors into one clear sentence.

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/ptr"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -54,7 +56,7 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	}
 	ctx, abort := context.WithCancel(ctx)
 	defer abort()
-	r := &Run{IOStreams: streams, G: g, Yes: o.Yes, Command: command, stopping: make(chan struct{}), Progress: cli.NewProgress(streams.ErrOut)}
+	r := &Run{IOStreams: streams, G: g, Yes: o.Yes, Command: command, stopping: make(chan struct{}), Progress: cli.NewProgress(streams.ErrOut), ConfirmTimeout: o.ConfirmTimeout}
 
 	// Complete: clients and the namespace (-n, else the kubeconfig context's).
 	if err := g.Validate(); err != nil {
@@ -82,13 +84,21 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	}
 	go watchSignals(ctx, signals, r, abort)
 
-	// Plan, on one read of the mesh. A real run notes the newest journal entry first: one written while
-	// it planned means the plan may be stale.
+	// Plan, on one read of the mesh. A real run reads the journal once first (the stale-plan check
+	// compares its resource versions, and the lease's, after taking the lock) and finds the entry a
+	// rerun of the same command resumes: the step's plan sees its units in flight.
 	j := journal.New(c.Kube, c.Dynamic, g.IstioNamespace)
-	head := ""
+	j.Meta = c.Metadata
+	r.J = j
+	var planLease *coordinationv1.Lease
 	if r.Live() {
-		if head, err = lastID(ctx, j); err != nil {
+		entries, err := j.List(ctx)
+		if err != nil {
 			return err
+		}
+		r.Resuming = resumable(entries, s.Name(), command)
+		if l, err := c.Kube.CoordinationV1().Leases(g.IstioNamespace).Get(ctx, LockName, metav1.GetOptions{}); err == nil && ptr.Deref(l.Spec.HolderIdentity, "") != "" {
+			planLease = l
 		}
 	}
 	proxies := r.Live()
@@ -128,32 +138,39 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 
 	// Confirm, lock, journal: nothing has changed until all three passed.
 	if plan.Question != "" && !o.Yes {
-		if ok, asked := cli.Ask(r.In, r.ErrOut, plan.Question); asked && !ok {
-			return cli.Errorf(cli.ExitDeclined, "not confirmed: nothing was changed")
+		if err := r.Ask(plan.Question); err != nil {
+			return err
 		}
 	}
 	user := journal.User(ctx, c.Kube)
-	lock, err := Acquire(ctx, c.Kube, g.IstioNamespace, Holder{User: user, Command: command}, r.Progress.Printf)
+	lock, err := Acquire(ctx, c.Kube, g.IstioNamespace, Holder{User: user, Command: command}, r.Progress)
 	if err != nil {
 		return err
 	}
 	defer lock.Release()
-	entries, err := j.List(ctx)
+	r.lock = lock
+	c.Fence.Guard(lock.Held)
+	defer c.Fence.Guard(nil)
+	if err := stalePlan(ctx, j, planLease, lock); err != nil {
+		return err
+	}
+	entries, err := j.Entries(ctx)
 	if err != nil {
 		return err
 	}
-	if n := len(entries); n > 0 && entries[n-1].ID != head {
-		e := entries[n-1]
-		return cli.Errorf(cli.ExitLocked, "entry %s (%s by %s) was written while this step planned: the cluster changed; nothing was changed, rerun to plan again", e.ID, e.CommandLine(), e.User)
+	if err := sealInterrupted(ctx, r, j, entries); err != nil {
+		return fmt.Errorf("%w; nothing was changed", err)
 	}
 	var rec *journal.Recorder
-	if n := len(entries); n > 0 && entries[n-1].Resumable() && entries[n-1].Step == s.Name() && entries[n-1].Command == command {
-		rec = j.Resume(entries[n-1])
-		r.Progress.Printf("resuming journal entry %s (%s): %d changes were made before it stopped", entries[n-1].ID, entries[n-1].Status(), len(entries[n-1].Done))
+	if e := r.Resuming; e != nil && e.Resumable() {
+		rec = j.Resume(e)
+		r.Progress.Printf("resuming journal entry %s (%s): %d changes were made before it stopped", e.ID, e.Status(), len(e.Done))
 	} else {
+		r.Resuming = nil
 		rec = j.Begin(s.Name(), command)
 		rec.Entry().User = user
 	}
+	rec.Entry().Holder = lock.Identity()
 	r.rec = rec
 	if err := r.capture(ctx, plan); err != nil {
 		return fmt.Errorf("%w; nothing was changed", err)
@@ -180,6 +197,14 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	rec.Entry().State = state
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if lerr := lock.Held(); lerr != nil {
+		// Another run holds the lock now: this one writes nothing more, its entry included (the holder
+		// finds it running with its lease gone, and seals it interrupted).
+		r.Progress.Printf("%v: journal entry %s is left as it was; the step holding the lock now, or a rerun, takes it over", lerr, rec.Entry().ID)
+		r.Result.Summary = "HALTED: " + lerr.Error()
+		_ = r.Result.Write(r.Out, g.Output)
+		return lerr
+	}
 	if err := rec.CaptureAfter(sctx); err != nil {
 		r.Progress.Printf("warning: journal entry %s: %v; its undo will write back whole objects", rec.Entry().ID, err)
 		rec.DropAfter()
@@ -256,7 +281,7 @@ func listedObjects(raw *mesh.Inputs) map[journal.ObjectRef]metav1.Object {
 func EngineAccess(istioNS string) []kube.Access {
 	return append(append(kube.Can("coordination.k8s.io", "leases", istioNS, "get", "create", "update", "delete"),
 		kube.Can("", "configmaps", istioNS, "list", "get", "create", "update")...),
-		kube.Can("", "secrets", istioNS, "get", "create")...)
+		kube.Can("", "secrets", istioNS, "get", "create", "update")...)
 }
 
 // checkAccess asks the apiserver for everything the run will do before it does any of it: the step's
@@ -311,10 +336,60 @@ func watchSignals(ctx context.Context, signals <-chan os.Signal, r *Run, abort c
 	}
 }
 
-func lastID(ctx context.Context, j *journal.Journal) (string, error) {
-	entries, err := j.List(ctx)
-	if err != nil || len(entries) == 0 {
-		return "", err
+// resumable is the entry a rerun of command continues: the newest entry, when it is of the same step
+// and command, this tool signed it, and it stopped before its end (cancelled, failed, or running when
+// its run died: sealed interrupted once the lock is taken).
+func resumable(entries []*journal.Entry, step, command string) *journal.Entry {
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if e.Unreadable != "" || !e.Signed {
+			continue // a planted or foreign ConfigMap is never "the newest entry"
+		}
+		if e.Step != step || e.Command != command || e.UndoneBy != "" || e.Legacy {
+			return nil
+		}
+		if e.Resumable() || e.State == journal.StateRunning {
+			return e
+		}
+		return nil
 	}
-	return entries[len(entries)-1].ID, nil
+	return nil
+}
+
+// stalePlan refuses (exit 76) a plan made while another step could change the cluster: the journal
+// changed since it was read, or another step held the lock then and did not simply die holding it
+// (the lease taken over is the one seen while planning).
+func stalePlan(ctx context.Context, j *journal.Journal, planLease *coordinationv1.Lease, lock *Lock) error {
+	if planLease != nil && planLease.ResourceVersion != lock.TookFrom() {
+		return cli.Errorf(cli.ExitStale, "%s held the lock (`%s`) while this step planned: the cluster may have changed; nothing was changed, rerun to plan again",
+			planLease.Annotations[AnnotationUser], planLease.Annotations[AnnotationCommand])
+	}
+	changed, err := j.Changed(ctx)
+	if err != nil {
+		return err
+	}
+	if len(changed) > 0 {
+		return cli.Errorf(cli.ExitStale, "journal entries %s were written while this step planned: the cluster changed; nothing was changed, rerun to plan again", strings.Join(changed, ", "))
+	}
+	return nil
+}
+
+// sealInterrupted marks every entry still running (its run died: this run holds the lock) as
+// interrupted, recording how the cluster is now, so undo checks drift against it and a rerun resumes.
+func sealInterrupted(ctx context.Context, r *Run, j *journal.Journal, entries []*journal.Entry) error {
+	for _, e := range entries {
+		if e.State != journal.StateRunning || !e.Signed || e.Legacy || e.Unreadable != "" {
+			continue
+		}
+		rec := j.Resume(e)
+		if err := rec.CaptureAfter(ctx); err != nil {
+			return err
+		}
+		e.State = journal.StateInterrupted
+		if err := rec.Save(ctx); err != nil {
+			return err
+		}
+		r.Progress.Printf("journal entry %s (%s by %s) was left running by a run that is gone: marked interrupted (%d of its units unfinished); a rerun of its command resumes it", e.ID, e.CommandLine(), e.User, len(e.InFlight()))
+	}
+	return nil
 }

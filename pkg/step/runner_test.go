@@ -190,7 +190,8 @@ func TestRealRunLocksJournalsAndUsesFieldManager(t *testing.T) {
 			t.Errorf("write without field manager: %+v", w)
 		}
 	}
-	want := "create leases,create secrets,create configmaps,patch configmaps,patch configmaps,update configmaps,delete leases"
+	// The key Secret keeps each entry's newest sequence number: updated after each save.
+	want := "create leases,create secrets,create configmaps,update secrets,patch configmaps,patch configmaps,update configmaps,update secrets,delete leases"
 	if strings.Join(order, ",") != want {
 		t.Errorf("lifecycle order:\n got %s\nwant %s", strings.Join(order, ","), want)
 	}

@@ -74,6 +74,7 @@ type Options struct {
 	DryRunStr        string
 	Yes              bool
 	AllowVersionSkip bool
+	ConfirmTimeout   time.Duration
 }
 
 // Run is one execution of a step: its clients, its result, its journal entry and its lock.
@@ -97,9 +98,85 @@ type Run struct {
 	// last for the whole run, snapshots included.
 	Istiod *mesh.Istiod
 
+	// J is the journal, read once per run (before Plan, on a real run).
+	J *journal.Journal
+	// Resuming is the entry this run continues (set before Plan on a real run when the newest entry is
+	// this command's, stopped before its end): Plan finishes its units in flight (InFlight).
+	Resuming *journal.Entry
+	// ConfirmTimeout bounds how long a question waits for its answer.
+	ConfirmTimeout time.Duration
+
 	rec      *journal.Recorder
+	lock     *Lock
 	mu       sync.Mutex
 	stopping chan struct{}
+}
+
+// InFlight are the units the resumed entry began and did not finish: a rerun gates them even when the
+// cluster already looks done (they were written, never verified).
+func (r *Run) InFlight() []journal.Unit {
+	if r.Resuming == nil {
+		return nil
+	}
+	return r.Resuming.InFlight()
+}
+
+// Begin records a unit of work, with what it is about to change and what its move-back needs to know,
+// and saves the entry before the unit's first write: were the process killed right after, a rerun
+// and undo still know it. A unit begun again (a resumed one) is recorded once.
+func (r *Run) Begin(ctx context.Context, name string, objects []string, notes map[string]string) error {
+	if r.rec == nil || !r.Live() {
+		return nil
+	}
+	r.mu.Lock()
+	e := r.rec.Entry()
+	found := false
+	for i := range e.Units {
+		if e.Units[i].Name == name {
+			e.Units[i].Done, found = false, true
+			for k, v := range notes {
+				if _, ok := e.Units[i].Notes[k]; !ok {
+					if e.Units[i].Notes == nil {
+						e.Units[i].Notes = map[string]string{}
+					}
+					e.Units[i].Notes[k] = v // the first record of a fact wins: it is the state before
+				}
+			}
+		}
+	}
+	if !found {
+		e.Units = append(e.Units, journal.Unit{Name: name, Objects: objects, Notes: notes})
+	}
+	r.mu.Unlock()
+	return r.rec.Save(ctx)
+}
+
+// Finish marks a unit done (its gate passed); the entry is saved with the next save.
+func (r *Run) Finish(name string) {
+	if r.rec == nil || !r.Live() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.rec.Entry()
+	for i := range e.Units {
+		if e.Units[i].Name == name {
+			e.Units[i].Done = true
+		}
+	}
+}
+
+// Ask puts a question to the person at the terminal: nil to go on; exit 67 on "no" and when nobody
+// answers within --confirm-timeout. Without a terminal nothing is asked and nothing waits.
+func (r *Run) Ask(question string) error {
+	ok, asked, timedOut := cli.AskWithin(r.In, r.ErrOut, question, r.ConfirmTimeout)
+	switch {
+	case timedOut:
+		return cli.Errorf(cli.ExitDeclined, "no answer within %s (--confirm-timeout): nothing more was changed", r.ConfirmTimeout)
+	case asked && !ok:
+		return cli.Errorf(cli.ExitDeclined, "not confirmed: nothing more was changed")
+	}
+	return nil
 }
 
 // ReadOptions are the options of a whole-mesh read through the run's istiod client.
@@ -115,6 +192,9 @@ func (r *Run) Live() bool { return r.DryRun == cli.DryRunNone }
 // Stopping says SIGINT or SIGTERM asked the step to stop: finish or revert the in-flight unit, start
 // no new one.
 func (r *Run) Stopping() bool {
+	if r.lock != nil && r.lock.Held() != nil {
+		return true
+	}
 	select {
 	case <-r.stopping:
 		return true
@@ -123,11 +203,20 @@ func (r *Run) Stopping() bool {
 	}
 }
 
+// Cancelled is the error a step returns when it stops on r.Stopping: the lock's, when the lock was
+// lost, else ErrCancelled.
+func (r *Run) Cancelled() error {
+	if r.lock != nil {
+		if err := r.lock.Held(); err != nil {
+			return err
+		}
+	}
+	return ErrCancelled
+}
+
 // ErrCancelled is returned by a step that stopped because it was told to.
 var ErrCancelled = cli.Errorf(cli.ExitCancelled, "cancelled: stopped after the in-flight work; a rerun of the same command resumes")
 
-// Cancelled is the error a step returns when it stops on r.Stopping.
-func (r *Run) Cancelled() error { return ErrCancelled }
 
 // Entry is the journal entry of this run (nil under a dry run).
 func (r *Run) Entry() *journal.Entry {
@@ -251,7 +340,7 @@ func (r *Run) DeleteOptions() metav1.DeleteOptions {
 func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, error) {
 	sub := &Run{IOStreams: r.IOStreams, G: r.G, C: r.C, Namespace: r.Namespace, DryRun: r.DryRun, Yes: r.Yes,
 		Progress: r.Progress, Result: cli.NewResult(s.Name(), r.DryRun),
-		Command: r.Command, Istiod: r.Istiod, rec: r.rec, stopping: r.stopping}
+		Command: r.Command, Istiod: r.Istiod, rec: r.rec, stopping: r.stopping, lock: r.lock, J: r.J, ConfirmTimeout: r.ConfirmTimeout}
 	if err := s.Validate(sub, args); err != nil {
 		return sub.Result, err
 	}
@@ -306,4 +395,5 @@ func (r *Run) Wait(ctx context.Context, timeout time.Duration, what string, cond
 func (o *Options) AddFlags(cmd *cobra.Command) {
 	cli.AddDryRunFlag(cmd.Flags(), &o.DryRunStr)
 	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "Do not ask for confirmation (without a terminal nothing is asked anyway)")
+	cmd.Flags().DurationVar(&o.ConfirmTimeout, "confirm-timeout", 10*time.Minute, "How long a question waits for an answer; unanswered, the step stops with exit 67 and nothing more changed")
 }

@@ -684,22 +684,28 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 				return err
 			}
 		}
-		if wi == 0 && o.plan.Canary != nil && r.Live() && !o.confirm(r) {
-			o.det.Halted = "stopped after the canary for confirmation"
-			r.Progress.Printf("Canary %s is on %s and SYNCED. Rerun with -y to continue (the canary will be skipped).", o.plan.Canary, o.plan.Revision)
-			return nil
+		if wi == 0 && o.plan.Canary != nil && r.Live() {
+			if goOn, err := o.confirm(r); err != nil || !goOn {
+				o.det.Halted = "stopped after the canary for confirmation"
+				r.Progress.Printf("Canary %s is on %s and SYNCED. Rerun with -y to continue (the canary will be skipped).", o.plan.Canary, o.plan.Revision)
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// confirm asks to continue after the canary: on a terminal it prompts; without one it never waits.
-func (o *Options) confirm(r *step.Run) bool {
+// confirm asks to continue after the canary through the runner's question (its timeout, exit 67 on
+// "no"). Without -y and without a terminal the step pauses after the canary (exit 0): the runbook's
+// next command moves the rest, once someone looked at the canary.
+func (o *Options) confirm(r *step.Run) (bool, error) {
 	if r.Yes {
-		return true
+		return true, nil
 	}
-	ok, _ := cli.Ask(r.In, r.ErrOut, fmt.Sprintf("Canary %s verified on %s. Continue with the remaining workloads?", o.plan.Canary, o.plan.Revision))
-	return ok
+	if !cli.IsTerminal(r.In) {
+		return false, nil
+	}
+	return true, r.Ask(fmt.Sprintf("Canary %s verified on %s. Continue with the remaining workloads?", o.plan.Canary, o.plan.Revision))
 }
 
 // restartStamps are the restart stamps the batch's workloads carried when the step read them.

@@ -74,8 +74,8 @@ func TestRunThroughTheRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"create leases istio-upgrade-lock", "create secrets istio-upgrade-journal-key", "create configmaps istio-upgrade-journal-0001",
-		"create mutatingwebhookconfigurations istio-revision-tag-prod-stable", "create services istiod-revision-tag-prod-stable",
-		"update configmaps istio-upgrade-journal-0001", "delete leases istio-upgrade-lock"}
+		"update secrets istio-upgrade-journal-key", "create mutatingwebhookconfigurations istio-revision-tag-prod-stable", "create services istiod-revision-tag-prod-stable",
+		"update configmaps istio-upgrade-journal-0001", "update secrets istio-upgrade-journal-key", "delete leases istio-upgrade-lock"}
 	var got []string
 	for _, w := range c.Writes {
 		if !strings.HasPrefix(w, "create selfsubjectreviews") { // who runs it, for the lock and journal
