@@ -167,6 +167,8 @@ type Entry struct {
 	// Distrust says why an entry is not signed (set when read).
 	Distrust string `json:"-"`
 	seq      int
+	// claimsSignature says the ConfigMap carries a signature (verified or not).
+	claimsSignature bool
 	// Unreadable says why a ConfigMap with the journal label could not be read as an entry.
 	Unreadable string `json:"-"`
 }

@@ -305,7 +305,7 @@ func (j *Journal) Changed(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for name, rv := range now {
-		if j.versions[name] != rv {
+		if was, ok := j.versions[name]; !ok || was != rv {
 			out = append(out, strings.TrimPrefix(name, NamePrefix))
 		}
 	}
@@ -371,6 +371,7 @@ func (j *Journal) decode(ctx context.Context, cm *corev1.ConfigMap, t *trust) (*
 	if NamePrefix+e.ID != cm.Name {
 		return nil, fmt.Errorf("journal: %s holds entry %q", cm.Name, e.ID)
 	}
+	e.claimsSignature = cm.Annotations[AnnotationSignature] != ""
 	t.verify(e, cm, data)
 	return e, nil
 }

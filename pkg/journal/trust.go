@@ -142,7 +142,7 @@ func foreignKey(s *corev1.Secret) string {
 func (j *Journal) signedEarlier() []string {
 	var out []string
 	for _, e := range j.entries {
-		if e.KeyUID != "" {
+		if e.KeyUID != "" || e.claimsSignature {
 			out = append(out, e.ID)
 		}
 	}

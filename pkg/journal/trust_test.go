@@ -186,3 +186,126 @@ func gz(t *testing.T, e Entry) []byte {
 	zw.Close()
 	return buf.Bytes()
 }
+
+// An entry copied from another cluster does not verify there: signatures are bound to the kube-system
+// namespace's UID.
+func TestSignaturesAreBoundToTheCluster(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	if _, err := j.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", UID: "cluster-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e := saved(t, j, "migrate-ns", NamespaceRef("shop"))
+	if err := Trusted(only(t, New(j.Kube, j.Dynamic, j.Namespace), e.ID)); err != nil {
+		t.Fatalf("on its own cluster: %v", err)
+	}
+	// The same Secret and ConfigMap on a cluster whose kube-system has another UID.
+	ns, _ := j.Kube.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+	ns.UID = "cluster-b"
+	if _, err := j.Kube.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := only(t, New(j.Kube, j.Dynamic, j.Namespace), e.ID)
+	if Trusted(got) == nil || !strings.Contains(got.Distrust, "another cluster") {
+		t.Errorf("an entry from another cluster is trusted: %+v", got)
+	}
+}
+
+// An older signed version of an entry put back is refused: the key Secret keeps each entry's newest
+// sequence number.
+func TestAnOlderVersionPutBackIsRefused(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	rec := j.Begin("migrate-ns", "kubectl istio-upgrade migrate-ns shop")
+	rec.CaptureObject(NamespaceRef("shop"), nil)
+	if err := rec.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cms := j.Kube.CoreV1().ConfigMaps("istio-system")
+	old, _ := cms.Get(ctx, NamePrefix+rec.Entry().ID, metav1.GetOptions{})
+	rec.Entry().UndoneBy = "0002"
+	if err := rec.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e := only(t, New(j.Kube, j.Dynamic, j.Namespace), rec.Entry().ID); Trusted(e) != nil || e.UndoneBy != "0002" {
+		t.Fatalf("the newest version: %v %+v", Trusted(e), e)
+	}
+	cur, _ := cms.Get(ctx, old.Name, metav1.GetOptions{})
+	old.ResourceVersion = cur.ResourceVersion
+	if _, err := cms.Update(ctx, old, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e := only(t, New(j.Kube, j.Dynamic, j.Namespace), rec.Entry().ID)
+	if Trusted(e) == nil || !strings.Contains(e.Distrust, "older version") {
+		t.Errorf("the older version put back (not undone) is trusted: %+v", e)
+	}
+}
+
+// A missing key while signed entries remain is a refusal, never a silent new key.
+func TestMissingKeyIsRefusedNotReplaced(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	saved(t, j, "migrate-ns", NamespaceRef("shop"))
+	if err := j.Kube.CoreV1().Secrets("istio-system").Delete(ctx, KeySecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	other := New(j.Kube, j.Dynamic, j.Namespace)
+	if _, err := other.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := other.Begin("tag-move", "kubectl istio-upgrade tag-move x").Save(ctx)
+	if !errors.Is(err, ErrKeyMissing) || !strings.Contains(err.Error(), "0001") {
+		t.Fatalf("want ErrKeyMissing naming entry 0001, got %v", err)
+	}
+	if _, err := j.Kube.CoreV1().Secrets("istio-system").Get(ctx, KeySecret, metav1.GetOptions{}); err == nil {
+		t.Errorf("a new key was created")
+	}
+}
+
+// A key Secret whose data another manager wrote (made by hand) is refused for signing and verifying.
+func TestForeignKeySecretIsRefused(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: KeySecret, Namespace: "istio-system",
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl-create", Operation: metav1.ManagedFieldsOperationUpdate, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:data":{".":{},"f:key":{}}}`)}}}},
+		Data: map[string][]byte{"key": []byte("0123456789abcdef0123456789abcdef")}}
+	if _, err := j.Kube.CoreV1().Secrets("istio-system").Create(ctx, s, metav1.CreateOptions{FieldManager: "kubectl-create"}); err != nil {
+		t.Fatal(err)
+	}
+	err := j.Begin("tag-move", "kubectl istio-upgrade tag-move x").Save(ctx)
+	if err == nil || !strings.Contains(err.Error(), "kubectl-create") {
+		t.Fatalf("a hand-made key was used: %v", err)
+	}
+}
+
+// Parts are written before the head that names them; parts no head names (a write that died midway)
+// are ignored when reading, and a prune removes them.
+func TestPartsWithoutAHeadAreIgnored(t *testing.T) {
+	ctx := context.Background()
+	j, _ := newFakes()
+	rec := j.Begin("cleanup", "kubectl istio-upgrade cleanup")
+	rec.CaptureObject(ConfigMapRef("istio-system", "big"), noise(t, "big", 2<<20))
+	if err := rec.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A later version died after its parts: they exist, its head was never written.
+	if err := j.putPart(ctx, partName(NamePrefix+rec.Entry().ID, 7, 1), []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(j.Kube, j.Dynamic, j.Namespace).List(ctx)
+	if err != nil || len(l) != 1 || Trusted(l[0]) != nil {
+		t.Fatalf("the complete version must read back trusted: %v %+v", err, l)
+	}
+	if err := j.Delete(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	parts, _ := j.Kube.CoreV1().ConfigMaps("istio-system").List(ctx, metav1.ListOptions{LabelSelector: LabelJournal + "=part"})
+	for _, p := range parts.Items {
+		if strings.Contains(p.Name, "-p7-") {
+			t.Errorf("orphan part %s kept", p.Name)
+		}
+	}
+	if len(parts.Items) == 0 {
+		t.Errorf("the head's own parts were removed")
+	}
+}

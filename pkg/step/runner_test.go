@@ -15,7 +15,9 @@ import (
 	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -258,7 +260,9 @@ func TestMissingPermissionRefusesBeforeAnyWrite(t *testing.T) {
 	}
 }
 
+// A lease unchanged while watched for its whole duration is taken over, with a warning.
 func TestStaleLockIsTakenOverWithAWarning(t *testing.T) {
+	shortLease(t, 600*time.Millisecond)
 	b := newBed(t, heldLease(time.Now().Add(-time.Minute)))
 	if err := b.run(&fakeStep{batches: 1}, "none", nil); err != nil {
 		t.Fatal(err)
@@ -334,5 +338,209 @@ func TestSubStepIsOneJournalUnit(t *testing.T) {
 	}
 	if len(e[0].Done) != 3 {
 		t.Errorf("each change recorded once (1 outer + 2 sub), got %q", e[0].Done)
+	}
+}
+
+// shortLease makes the lock's timings test-sized for one test.
+func shortLease(t *testing.T, d time.Duration) {
+	t.Helper()
+	oldD, oldR, oldP := LockDuration, LockRenew, lockPoll
+	LockDuration, LockRenew, lockPoll = d, d/6, d/30
+	t.Cleanup(func() { LockDuration, LockRenew, lockPoll = oldD, oldR, oldP })
+}
+
+// A lease that looks abandoned is watched, on this machine's clock, before it is taken over: one its
+// holder renews meanwhile (whatever its clock says) is refused with the lock's code, nothing written.
+func TestLeaseRenewedWhileWatchedIsRefused(t *testing.T) {
+	shortLease(t, 600*time.Millisecond)
+	// The holder's clock runs a minute behind: by its renewTime it looks long dead.
+	b := newBed(t, heldLease(time.Now().Add(-time.Minute)))
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			l, err := b.c.Clients.Kube.CoordinationV1().Leases("istio-system").Get(context.Background(), LockName, metav1.GetOptions{})
+			if err != nil || ptr.Deref(l.Spec.HolderIdentity, "") != "alice@host/1" {
+				continue
+			}
+			l.ResourceVersion = fmt.Sprint(time.Now().UnixNano()) // the fake tracker keeps what it is given
+			at := metav1.NewMicroTime(time.Now().Add(-time.Minute))
+			l.Spec.RenewTime = &at
+			_, _ = b.c.Clients.Kube.CoordinationV1().Leases("istio-system").Update(context.Background(), l, metav1.UpdateOptions{})
+		}
+	}()
+	err := b.run(&fakeStep{batches: 1}, "none", nil)
+	if cli.CodeOf(err) != cli.ExitLocked || !strings.Contains(err.Error(), "renewed while this step watched it") {
+		t.Fatalf("a live holder with a skewed clock: exit %d %v, want 73", cli.CodeOf(err), err)
+	}
+	if len(b.data()) != 0 || len(b.entries()) != 0 {
+		t.Errorf("a refused step wrote: %v", b.data())
+	}
+}
+
+// A run that can no longer renew for half its lease (frozen, cut off) stops before its next write
+// with the lock's code, and writes nothing more: not its entry either.
+func TestLostLeaseStopsBeforeTheNextWrite(t *testing.T) {
+	shortLease(t, 400*time.Millisecond)
+	b := newBed(t)
+	s := &fakeStep{batches: 3, onBatch: func(i int) {
+		if i == 0 {
+			// Frozen past half the lease (the renewal loop is stopped too, as in SIGSTOP).
+			time.Sleep(LockDuration)
+		}
+	}}
+	LockRenew = time.Hour
+	err := b.run(s, "none", nil)
+	if cli.CodeOf(err) != cli.ExitLocked || !strings.Contains(err.Error(), "lost the lock") {
+		t.Fatalf("exit %d %v, want 73 (lost the lock)", cli.CodeOf(err), err)
+	}
+	if d := b.data(); len(d) != 1 {
+		t.Errorf("wrote %d batches, want only the one before the freeze: %v", len(d), d)
+	}
+	e := b.entries()
+	if len(e) != 1 || e[0].State != journal.StateRunning {
+		t.Fatalf("the entry must be left as the lost run last saved it (running): %+v", e)
+	}
+	for _, w := range b.writes {
+		if w.resource == "leases" && w.verb == "delete" {
+			t.Errorf("a run that lost the lock deleted the lease")
+		}
+	}
+	// The next run finds it running with its holder gone: sealed interrupted, then resumed.
+	if err := b.run(&fakeStep{batches: 3}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	e = b.entries()
+	if len(e) != 1 || e[0].State != journal.StateInEffect || len(b.data()) != 3 {
+		t.Errorf("the rerun must resume the interrupted entry and complete it: %+v %v", e, b.data())
+	}
+	if !strings.Contains(b.errOut.String(), "marked interrupted") || !strings.Contains(b.errOut.String(), "resuming journal entry "+e[0].ID) {
+		t.Errorf("the rerun must say it sealed and resumed the entry:\n%s", b.errOut)
+	}
+}
+
+// A killed run's entry (running, nobody holding the lock) is sealed interrupted by the next step, with
+// the state it left, so undo can check drift; another command starts its own entry.
+func TestKilledRunIsSealedInterrupted(t *testing.T) {
+	b := newBed(t)
+	rec := b.c.Journal.Begin("fake", "kubectl istio-upgrade fake other")
+	rec.CaptureObject(journal.ConfigMapRef("shop", "target"), nil)
+	if err := rec.Save(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.run(&fakeStep{batches: 1}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	e := b.entries()
+	if len(e) != 2 || e[0].State != journal.StateInterrupted || !e[0].Objects[0].Left || e[1].State != journal.StateInEffect {
+		t.Fatalf("want the killed entry interrupted with its after state, and a new entry: %+v", e)
+	}
+	if !e[0].Resumable() {
+		t.Errorf("an interrupted entry is resumable")
+	}
+}
+
+// A ConfigMap planted in the shape of the newest cancelled entry of the same command is never
+// resumed, so never signed; the run starts its own entry.
+func TestPlantedEntryIsNeverResumedOrSigned(t *testing.T) {
+	b := newBed(t)
+	if err := b.run(&fakeStep{batches: 1}, "none", nil); err != nil { // creates the key
+		t.Fatal(err)
+	}
+	b.c.Clients.Kube.CoreV1().ConfigMaps("shop").Update(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "target", Namespace: "shop"}, Data: map[string]string{}}, metav1.UpdateOptions{})
+	planted := journaltest.Planted(t, &journal.Entry{ID: "0002", Step: "fake", Command: "kubectl istio-upgrade fake shop", State: journal.StateCancelled,
+		Objects: []journal.Object{{Ref: journal.ConfigMapRef("shop", "target"), Existed: true}}})
+	if _, err := b.c.Clients.Kube.CoreV1().ConfigMaps("istio-system").Create(context.Background(), planted, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.run(&fakeStep{batches: 1}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range b.entries() {
+		if e.ID == "0002" && (e.Signed || e.State != journal.StateCancelled) {
+			t.Errorf("the planted entry was resumed or signed: %+v", e)
+		}
+	}
+	if e := b.entries(); len(e) != 3 || e[2].ID != "0003" || !e[2].Signed {
+		t.Errorf("the run must start its own entry: %+v", e)
+	}
+}
+
+// A journal entry written between Plan and the lock (another step ran meanwhile) makes the plan stale:
+// exit 76, nothing changed.
+func TestJournalWrittenWhilePlanningIsStale(t *testing.T) {
+	b := newBed(t)
+	s := &planHook{fakeStep: fakeStep{batches: 1}, hook: func() {
+		other := journal.New(b.c.Clients.Kube, b.c.Clients.Dynamic, "istio-system")
+		if err := other.Begin("tag-move", "kubectl istio-upgrade tag-move x").Save(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}}
+	err := b.run(s, "none", nil)
+	if cli.CodeOf(err) != cli.ExitStale || !strings.Contains(err.Error(), "0001") {
+		t.Fatalf("exit %d %v, want 76 naming entry 0001", cli.CodeOf(err), err)
+	}
+	if len(b.data()) != 0 || len(b.entries()) != 1 {
+		t.Errorf("a stale plan changed something: %v %+v", b.data(), b.entries())
+	}
+}
+
+// A ConfigMap with the journal label and a name outside the journal's IDs orders nothing: the rerun
+// still resumes its entry.
+func TestForeignNamesDoNotOrderTheJournal(t *testing.T) {
+	b := newBed(t)
+	sig := make(chan os.Signal, 1)
+	sig <- syscall.SIGINT
+	if err := b.run(&fakeStep{batches: 2}, "none", sig); cli.CodeOf(err) != cli.ExitCancelled {
+		t.Fatalf("exit %d %v", cli.CodeOf(err), err)
+	}
+	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: journal.NamePrefix + "zzzz", Namespace: "istio-system", Labels: map[string]string{journal.LabelJournal: "entry"}}}
+	if _, err := b.c.Clients.Kube.CoreV1().ConfigMaps("istio-system").Create(context.Background(), foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.run(&fakeStep{batches: 2}, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	e := b.entries()
+	if len(e) != 2 || e[0].ID != "zzzz" || e[1].ID != "0001" || e[1].State != journal.StateInEffect {
+		t.Errorf("want the foreign name first and entry 0001 resumed to in-effect: %+v", e)
+	}
+}
+
+type planHook struct {
+	fakeStep
+	hook func()
+}
+
+func (s *planHook) Plan(ctx context.Context, r *Run) (*Plan, error) {
+	s.hook()
+	return s.fakeStep.Plan(ctx, r)
+}
+
+// A gate that meets an overloaded or unreachable apiserver waits it out instead of failing; an error
+// that is not transient still fails at once.
+func TestWaitRetriesTransientErrors(t *testing.T) {
+	p := cli.NewProgress(&bytes.Buffer{})
+	calls := 0
+	err := WaitFor(context.Background(), p, 10*time.Second, "gate", func(context.Context) (string, bool, error) {
+		calls++
+		if calls == 1 {
+			return "", false, apierrors.NewServiceUnavailable("paused")
+		}
+		return "", true, nil
+	})
+	if err != nil || calls != 2 {
+		t.Errorf("a 503 then done: %v after %d looks", err, calls)
+	}
+	err = WaitFor(context.Background(), p, 10*time.Second, "gate", func(context.Context) (string, bool, error) {
+		return "", false, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "x", errors.New("no"))
+	})
+	if cli.CodeOf(err) != cli.ExitNotPermitted {
+		t.Errorf("a denial must end the wait at once: %v", err)
 	}
 }

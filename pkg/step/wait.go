@@ -3,9 +3,11 @@ package step
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
 // Condition is one look at what a gate waits for: done, or why not yet; an error fails the gate at once.
@@ -24,10 +26,19 @@ func WaitOn(ctx context.Context, p *cli.Progress, timeout time.Duration, what st
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	defer p.Done()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	backoff := 0
 	for {
 		why, done, err := cond(ctx)
+		// An overloaded, failing or unreachable apiserver (429, 5xx, a dropped or timed-out connection)
+		// is waited out with backoff, up to the timeout: never a gate failure, never a hang.
+		pause := time.Second
+		if err != nil && ctx.Err() == nil && kube.Transient(err) {
+			backoff++
+			pause = min(time.Second<<min(backoff, 3), 8*time.Second)
+			why, err = fmt.Sprintf("the apiserver did not answer (%v); retrying in %s", err, pause), nil
+		} else if err == nil {
+			backoff = 0
+		}
 		if err != nil && ctx.Err() == nil {
 			return err
 		}
@@ -35,10 +46,13 @@ func WaitOn(ctx context.Context, p *cli.Progress, timeout time.Duration, what st
 			return nil
 		}
 		p.Update("%s: %s", what, why)
+		tick := time.NewTimer(pause)
 		select {
 		case <-wake:
+			tick.Stop()
 		case <-tick.C:
 		case <-ctx.Done():
+			tick.Stop()
 			if err := parent.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				return err
 			}

@@ -424,8 +424,7 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 // soakWarning warns when the last step that moved workloads ran less than --soak ago.
 func (o *Options) soakWarning(ctx context.Context, r *step.Run) {
 	det := o.det
-	j := journal.New(r.C.Kube, r.C.Dynamic, r.G.IstioNamespace)
-	entries, err := j.List(ctx)
+	entries, err := r.J.Entries(ctx)
 	if err != nil {
 		return
 	}

@@ -67,6 +67,7 @@ type Options struct {
 	istiod         []corev1.Pod // target revision's istiod pods
 	relabel        []string
 	restarts       []kube.WorkloadRef
+	inflight       []string // units an interrupted run began and never gated: gated first
 	pins           []migrategw.Pin
 }
 
@@ -257,7 +258,13 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	}
 	p := &step.Plan{Question: fmt.Sprintf("Relabel %d namespaces to %s (%s) and restart %d workloads in gated batches of %d?",
 		o.plan.Relabels(), o.To, o.plan.Revision, o.plan.Restarts(), o.BatchSize), Target: o.plan.Revision}
-	if o.plan.Restarts() == 0 && o.plan.Relabels() == 0 {
+	if len(o.plan.Verify) > 0 {
+		p.Question = fmt.Sprintf("Gate %d workloads an interrupted run restarted, then %s", len(o.plan.Verify), p.Question)
+		for _, w := range o.plan.Verify {
+			p.Slim = append(p.Slim, journal.WorkloadRef(w.Kind, w.Namespace, w.Name))
+		}
+	}
+	if o.plan.Restarts() == 0 && o.plan.Relabels() == 0 && len(o.plan.Verify) == 0 {
 		p.Nothing = fmt.Sprintf("migrate-ns: every selected namespace already selects %s and every workload runs %s; nothing to do", o.To, o.plan.Revision)
 	}
 	for _, n := range o.plan.Namespaces {
@@ -370,6 +377,14 @@ func (o *Options) validateCluster(ctx context.Context, r *step.Run) error {
 			plan.Namespaces[i].AfterLabel = plan.Namespaces[i].BeforeLabel
 		}
 	}
+	var inflight []string
+	for _, u := range r.InFlight() {
+		if strings.HasPrefix(u.Name, unitPrefix) {
+			inflight = append(inflight, u.Name)
+		}
+	}
+	plan.Unverified(inflight)
+	o.inflight = inflight
 	o.plan = plan
 	o.det.Plan = plan
 	return o.guard(ctx, r)
@@ -642,6 +657,20 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 		o.analysisBaseline(ctx, r)
 	}
 	batchNo := 0
+	if len(o.plan.Verify) > 0 && r.Live() {
+		// The batch an interrupted run restarted: its gate never ran. Gated now, restarted never again.
+		batchNo++
+		r.Progress.Printf("batch %d: gating %d workloads the interrupted run restarted", batchNo, len(o.plan.Verify))
+		o.restarts = append(o.restarts, o.plan.Verify...)
+		g, err := o.runBatch(ctx, r, batchNo, o.plan.Verify, baseline, false)
+		o.det.Gates = append(o.det.Gates, g)
+		if err != nil {
+			return err
+		}
+		for _, u := range o.inflight {
+			r.Finish(u)
+		}
+	}
 	for wi, w := range o.plan.Waves(o.MaxUnavailableNamespaces, o.BatchSize) {
 		if r.Stopping() {
 			return r.Cancelled()
@@ -666,7 +695,7 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 				return r.Cancelled()
 			}
 			batchNo++
-			g, err := o.runBatch(ctx, r, batchNo, b, baseline)
+			g, err := o.runBatch(ctx, r, batchNo, b, baseline, true)
 			if r.Live() {
 				o.det.Gates = append(o.det.Gates, g)
 			}
@@ -725,15 +754,27 @@ func (o *Options) restartStamps(r *step.Run, batch []kube.WorkloadRef) []string 
 
 // runBatch restarts one batch and, on a real run, waits for its gate. A batch once started is finished
 // (gated) even when the step is told to stop.
-func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, baseline map[string]float64) (GateResult, error) {
+func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, baseline map[string]float64, restart bool) (GateResult, error) {
 	start := time.Now()
 	g := GateResult{Batch: n}
 	for _, w := range batch {
 		g.Workloads = append(g.Workloads, w.String())
 	}
+	unit := unitName(batch)
+	if restart {
+		// The unit is recorded before its first restart: killed right after, a rerun gates it.
+		if err := r.Begin(ctx, unit, g.Workloads, nil); err != nil {
+			return g, err
+		}
+	}
 	now := kube.NextRestart(time.Now(), o.restartStamps(r, batch)...)
-	o.lastRestart = now
+	if restart {
+		o.lastRestart = now
+	}
 	for _, w := range batch {
+		if !restart {
+			break
+		}
 		if body, err := kube.RestartPatch(now); err == nil {
 			r.Patch(w.String(), string(types.StrategicMergePatchType), body)
 		}
@@ -790,6 +831,7 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 		}
 	}
 	g.Passed, g.Seconds = true, time.Since(start).Seconds()
+	r.Finish(unit)
 	r.Progress.Printf("batch %d: gate passed (%d pods on %s, SYNCED) in %.1fs", n, g.Pods, o.plan.Revision, g.Seconds)
 	return g, nil
 }

@@ -27,6 +27,58 @@ type Plan struct {
 	RollingNow []string `json:"rollingNow"`
 	// Pinned are those --pin-gateways labels with their current revision before any namespace changes.
 	Pinned []string `json:"pinned"`
+	// Verify are workloads an interrupted run restarted and never gated: gated first, never restarted
+	// again, even when their pods already look done.
+	Verify []kube.WorkloadRef `json:"verify,omitempty"`
+}
+
+// unitPrefix names migrate-ns's journal units: one per restart batch.
+const unitPrefix = "restart "
+
+// unitName names the unit of one batch by its workloads (batch numbers change between runs).
+func unitName(batch []kube.WorkloadRef) string {
+	names := make([]string, len(batch))
+	for i, w := range batch {
+		names[i] = w.String()
+	}
+	return unitPrefix + strings.Join(names, ",")
+}
+
+// kindOf maps WorkloadRef.String's lower-case kind back to the kind.
+var kindOf = map[string]string{"deployment": "Deployment", "statefulset": "StatefulSet", "daemonset": "DaemonSet"}
+
+// Unverified moves the workloads of units an interrupted run began and never finished out of the
+// restarts into Verify: restarted once already, they are gated, not restarted again.
+func (p *Plan) Unverified(units []string) {
+	seen := map[kube.WorkloadRef]bool{}
+	for _, u := range units {
+		for _, s := range strings.Split(strings.TrimPrefix(u, unitPrefix), ",") {
+			parts := strings.SplitN(s, "/", 3)
+			if len(parts) != 3 || kindOf[parts[1]] == "" {
+				continue
+			}
+			w := kube.WorkloadRef{Kind: kindOf[parts[1]], Namespace: parts[0], Name: parts[2]}
+			if !seen[w] {
+				seen[w] = true
+				p.Verify = append(p.Verify, w)
+			}
+		}
+	}
+	if len(seen) == 0 {
+		return
+	}
+	if p.Canary != nil && seen[*p.Canary] {
+		p.Canary, p.CanaryDone = nil, true
+	}
+	for i := range p.Namespaces {
+		keep := p.Namespaces[i].Restart[:0:0]
+		for _, w := range p.Namespaces[i].Restart {
+			if !seen[w] {
+				keep = append(keep, w)
+			}
+		}
+		p.Namespaces[i].Restart = keep
+	}
 }
 
 // NamespacePlan is one namespace's label change.

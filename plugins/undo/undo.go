@@ -102,8 +102,8 @@ func (o *Options) Validate(_ *step.Run, args []string) error {
 
 // Plan picks the entry and refuses one that later steps changed again.
 func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
-	o.j = journal.New(r.C.Kube, r.C.Dynamic, r.G.IstioNamespace)
-	entries, err := o.j.List(ctx)
+	o.j = r.J
+	entries, err := o.j.Entries(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -59,6 +59,9 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		return nil
 	}
 	start := time.Now()
+	if err := o.finishInterrupted(ctx, r); err != nil {
+		return err
+	}
 	for i, b := range o.batches {
 		if r.Stopping() {
 			return r.Cancelled()
@@ -156,15 +159,26 @@ func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []str
 	for j, n := range nodes {
 		results[j] = NodeResult{Node: n, Batch: i + 1, Replaced: []string{}}
 	}
+	// Which nodes this batch cordons is decided, and recorded with the unit, before the first cordon:
+	// killed right after it, a rerun knows the cordon is the step's and takes it back.
 	var cordoned []string
 	defer func() { o.uncordon(context.WithoutCancel(ctx), r, cordoned) }()
-	for _, n := range nodes {
-		did, err := o.cordon(bctx, r, n)
-		if err != nil {
+	toCordon, err := o.uncordoned(bctx, r, nodes)
+	if err != nil {
+		return err
+	}
+	notes := map[string]string{}
+	for _, n := range toCordon {
+		notes[cordonNote(n)] = "true"
+	}
+	unit := unitName(nodes)
+	if err := r.Begin(ctx, unit, nodeObjects(nodes), notes); err != nil {
+		return err
+	}
+	for _, n := range toCordon {
+		cordoned = append(cordoned, n)
+		if err := setUnschedulable(bctx, r, n, true, "cordoned"); err != nil {
 			return err
-		}
-		if did {
-			cordoned = append(cordoned, n)
 		}
 	}
 	for j, n := range nodes {
@@ -200,6 +214,7 @@ func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []str
 	}
 	o.uncordon(ctx, r, cordoned)
 	cordoned = nil
+	r.Finish(unit)
 	for j := range results {
 		results[j].AmbientPods = counts[results[j].Node]
 		results[j].Seconds = time.Since(start).Round(100 * time.Millisecond).Seconds()
@@ -209,16 +224,65 @@ func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []str
 	return nil
 }
 
-// cordon marks a node unschedulable; false when it already was (then it is left cordoned after).
-func (o *Options) cordon(ctx context.Context, r *step.Run, node string) (bool, error) {
-	n, err := r.C.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		return false, fmt.Errorf("read node %s: %w", node, err)
+// unitPrefix names ztunnel-roll's journal units: one per node batch.
+const unitPrefix = "nodes "
+
+func unitName(nodes []string) string { return unitPrefix + nodeList(nodes) }
+
+func cordonNote(node string) string { return "cordoned " + node }
+
+func nodeObjects(nodes []string) []string {
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = "node/" + n
 	}
-	if n.Spec.Unschedulable {
-		return false, nil
+	return out
+}
+
+// uncordoned are the nodes of a batch not cordoned yet: the ones the step cordons (and only those it
+// uncordons after; a node an operator cordoned stays so).
+func (o *Options) uncordoned(ctx context.Context, r *step.Run, nodes []string) ([]string, error) {
+	var out []string
+	for _, node := range nodes {
+		n, err := r.C.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("read node %s: %w", node, err)
+		}
+		if !n.Spec.Unschedulable {
+			out = append(out, node)
+		}
 	}
-	return true, setUnschedulable(ctx, r, node, true, "cordoned")
+	return out, nil
+}
+
+// finishInterrupted takes back the cordons of the batches an interrupted run began and never
+// finished (recorded before they were made), and gates those nodes' ambient pods: the run died
+// before it could, and a rerun would take its cordons for an operator's.
+func (o *Options) finishInterrupted(ctx context.Context, r *step.Run) error {
+	for _, u := range o.inflight {
+		var nodes, cordoned []string
+		for _, obj := range u.Objects {
+			n := strings.TrimPrefix(obj, "node/")
+			nodes = append(nodes, n)
+			if u.Notes[cordonNote(n)] == "true" {
+				cordoned = append(cordoned, n)
+			}
+		}
+		r.Progress.Printf("%s: an interrupted run began it; uncordoning the nodes it cordoned (%s)", u.Name, orNone(nodeList(cordoned)))
+		for _, n := range cordoned {
+			if err := setUnschedulable(ctx, r, n, false, "uncordoned"); err != nil {
+				return err
+			}
+		}
+		bctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		_, err := o.awaitWorkloads(bctx, r, nodes)
+		cancel()
+		if err != nil {
+			return err
+		}
+		r.Finish(u.Name)
+	}
+	return nil
 }
 
 // uncordon undoes the step's own cordons; it runs on every exit path, so a failed or stopped roll

@@ -41,6 +41,8 @@ type Options struct {
 	sets    []*agentSet // istio-cni first, then ztunnel: Istio's documented order
 	batches [][]string
 	done    int // batches that passed their gate
+	// inflight are the node batches an interrupted run began and never finished.
+	inflight []journal.Unit
 }
 
 // agentSet is one node agent DaemonSet: as planned, and the template the roll gives it.
@@ -208,8 +210,14 @@ func (o *Options) Plan(_ context.Context, r *step.Run) (*step.Plan, error) {
 	if err := o.planSets(r); err != nil {
 		return nil, err
 	}
+	o.inflight = nil
+	for _, u := range r.InFlight() {
+		if strings.HasPrefix(u.Name, unitPrefix) {
+			o.inflight = append(o.inflight, u)
+		}
+	}
 	nodes := o.outdatedNodes(s)
-	if len(nodes) == 0 {
+	if len(nodes) == 0 && len(o.inflight) == 0 {
 		if o.templatesAtTarget() {
 			return &step.Plan{Nothing: fmt.Sprintf("ztunnel-roll: every node's node agents already run %s (%s); nothing to do", rev, o.version)}, nil
 		}

@@ -3,6 +3,9 @@
 package journaltest
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -293,4 +296,25 @@ func inject(typed k8stesting.ObjectTracker, pod *corev1.Pod) *corev1.Pod {
 	}
 	out.Annotations[istio.AnnotationStatus] = `{"revision":"` + rev + `"}`
 	return out
+}
+
+// Planted is a ConfigMap shaped like an entry of this journal, as anyone who may write ConfigMaps in
+// the Istio namespace could make it: the right name, label and encoding, a signature of the right
+// shape that no key made.
+func Planted(t *testing.T, e *journal.Entry) *corev1.ConfigMap {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(e); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: journal.NamePrefix + e.ID, Namespace: "istio-system",
+			Labels:      map[string]string{journal.LabelJournal: "entry", journal.LabelStep: e.Step, "app.kubernetes.io/managed-by": journal.ManagedBy},
+			Annotations: map[string]string{journal.AnnotationSignature: strings.Repeat("ab", 32), journal.AnnotationSeq: "1"}},
+		BinaryData: map[string][]byte{"entry.json.gz": buf.Bytes()},
+	}
 }
