@@ -55,7 +55,9 @@ func (f *Fence) Err() error {
 type unfencedKey struct{}
 
 // Unfenced marks a context whose writes pass the fence: the lock's own renewals and release.
-func Unfenced(ctx context.Context) context.Context { return context.WithValue(ctx, unfencedKey{}, true) }
+func Unfenced(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unfencedKey{}, true)
+}
 
 // FencedError is a write the fence refused.
 type FencedError struct{ Err error }

@@ -50,8 +50,8 @@ type Lock struct {
 	lost    chan struct{}
 	// tookFrom is the resource version of the lease this run took over ("" when it created it).
 	tookFrom string
-	stop    chan struct{}
-	done    chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // Holder says who takes the lock.

@@ -217,7 +217,6 @@ func (r *Run) Cancelled() error {
 // ErrCancelled is returned by a step that stopped because it was told to.
 var ErrCancelled = cli.Errorf(cli.ExitCancelled, "cancelled: stopped after the in-flight work; a rerun of the same command resumes")
 
-
 // Entry is the journal entry of this run (nil under a dry run).
 func (r *Run) Entry() *journal.Entry {
 	if r.rec == nil {
