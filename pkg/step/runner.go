@@ -163,8 +163,9 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	}
 	var rec *journal.Recorder
 	if e := r.Resuming; e != nil && e.Resumable() {
+		was := e.Status()
 		rec = j.Resume(e)
-		r.Progress.Printf("resuming journal entry %s (%s): %d changes were made before it stopped", e.ID, e.Status(), len(e.Done))
+		r.Progress.Printf("resuming journal entry %s (%s): %d changes were made before it stopped", e.ID, was, len(e.Done))
 	} else {
 		r.Resuming = nil
 		rec = j.Begin(s.Name(), command)

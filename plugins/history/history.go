@@ -188,17 +188,22 @@ func (o *Options) writePrune(doc PruneDocument, lines []string) error {
 	return nil
 }
 
-// lockHolder is who holds the lock now ("" when nobody does).
-func (o *Options) lockHolder(ctx context.Context) string {
+// lockHolder is who holds the lock now ("" when nobody does), and how long ago its holder's clock
+// last renewed it (a hint for people; steps judge the lease by watching it).
+func (o *Options) lockHolder(ctx context.Context) (string, time.Duration) {
 	c, err := o.g.Clients()
 	if err != nil {
-		return ""
+		return "", 0
 	}
 	l, err := c.Kube.CoordinationV1().Leases(o.g.IstioNamespace).Get(ctx, step.LockName, metav1.GetOptions{})
 	if err != nil || l.Spec.HolderIdentity == nil {
-		return ""
+		return "", 0
 	}
-	return *l.Spec.HolderIdentity
+	var renewed time.Duration
+	if l.Spec.RenewTime != nil {
+		renewed = time.Since(l.Spec.RenewTime.Time)
+	}
+	return *l.Spec.HolderIdentity, renewed
 }
 
 // Run prints the journal.
@@ -245,12 +250,16 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		return cli.WriteTable(o.Out, []string{"object", "prior state"}, rows)
 	}
-	holder := o.lockHolder(ctx)
+	holder, renewed := o.lockHolder(ctx)
 	rows := [][]string{}
 	for _, e := range entries {
 		state := e.Status()
-		if e.State == journal.StateRunning && e.Holder != holder {
+		switch {
+		case e.State != journal.StateRunning:
+		case e.Holder != holder:
 			state = journal.StateInterrupted + " (its run is gone; the next step marks it, a rerun resumes it)"
+		case renewed > step.LockDuration:
+			state += fmt.Sprintf(" (its lock was not renewed for %s: its run may be gone; the next step watches the lock and takes it over)", renewed.Round(time.Second))
 		}
 		switch {
 		case e.UndoneBy != "":

@@ -789,7 +789,9 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 	if !r.Live() {
 		return g, nil
 	}
-	r.Progress.Printf("batch %d: restarted %s", n, strings.Join(g.Workloads, ", "))
+	if restart {
+		r.Progress.Printf("batch %d: restarted %s", n, strings.Join(g.Workloads, ", "))
+	}
 	gctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	fail := func(err error) (GateResult, error) {
