@@ -68,6 +68,7 @@ lint: ## go vet (plugin, e2e, agent), gofmt and go mod tidy
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e
 	cd test/testbed/agent && $(GO) vet ./...
+	hack/step-imports.sh
 	@out=$$(gofmt -l cmd pkg plugins test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 e2e: e2e-istioctl e2e-helm e2e-ambient ## The e2e suite on every test-bed profile (each: start the bed, run through the real kubectl, stop it)

@@ -3,6 +3,7 @@ package plugins
 
 import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/cleanup"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/history"
@@ -16,11 +17,24 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/ztunnelroll"
 )
 
+// Steps are the mutating steps, in the order an upgrade runs them: what precheck's "steps this
+// identity may run" asks for each.
+func Steps() []step.Registration {
+	return []step.Registration{
+		{Name: "canary-gw", Rights: canarygw.Rights},
+		{Name: "shift", Rights: shift.Rights},
+		{Name: "migrate-ns", Rights: migratens.Rights},
+		{Name: "ztunnel-roll", Rights: ztunnelroll.Rights},
+		{Name: "tag-move", Rights: tagmove.Rights},
+		{Name: "cleanup", Rights: cleanup.Rights},
+	}
+}
+
 // Commands are the subcommands of kubectl istio-upgrade.
 func Commands() []cli.CommandFactory {
 	return []cli.CommandFactory{
 		status.NewCommand,
-		precheck.NewCommand,
+		precheck.Command(Steps()),
 		canarygw.NewCommand,
 		shift.NewCommand,
 		migratens.NewCommand,

@@ -65,3 +65,19 @@ func countNeedsRestart(s *Snapshot) int {
 	}
 	return n
 }
+
+// InjectedNamespaces returns the namespaces --all means: every namespace with an injection label or
+// resolving to a revision, except the Istio namespace.
+func InjectedNamespaces(s *Snapshot) []string {
+	var out []string
+	for _, n := range s.Namespaces {
+		if n.Name == s.IstioNamespace || n.Terminating {
+			continue
+		}
+		if n.Selector() != "" && n.InjectionLabel != "disabled" {
+			out = append(out, n.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	authzv1 "k8s.io/api/authorization/v1"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	authzv1 "k8s.io/api/authorization/v1"
 
 	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"

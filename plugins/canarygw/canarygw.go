@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
@@ -32,7 +32,7 @@ import (
 
 // Options is `canary-gw`: its flags and what one run derived.
 type Options struct {
-	Target
+	canary.Target
 	CanaryName string
 	Replicas   int32
 	Timeout    time.Duration
@@ -69,19 +69,10 @@ type Details struct {
 	// Pods are the canary's pods, each injected by Revision and SYNCED on its istiod.
 	Pods []string `json:"pods"`
 	// ServingEndpoints counts canary pods that are ready endpoints of a Service: 0 until shift.
-	ServingEndpoints int      `json:"servingEndpoints"`
-	Routing          *Routing `json:"routing,omitempty"`
-	Verified         bool     `json:"verified"`
-	Warnings         []string `json:"warnings"`
-}
-
-// Routing compares what istiod serves the old gateway and the canary.
-type Routing struct {
-	Reference   string   `json:"reference"`
-	Canary      string   `json:"canary"`
-	Listeners   int      `json:"listeners"`
-	Routes      int      `json:"routes"`
-	Differences []string `json:"differences"`
+	ServingEndpoints int             `json:"servingEndpoints"`
+	Routing          *canary.Routing `json:"routing,omitempty"`
+	Verified         bool            `json:"verified"`
+	Warnings         []string        `json:"warnings"`
 }
 
 // NewCommand builds `canary-gw`.
@@ -126,47 +117,6 @@ gateway, whether Helm, istioctl or plain YAML installed it, is never modified.`,
 	return step.NewCommand(g, streams, o, cmd)
 }
 
-// Target is what canary-gw and shift act on: the existing gateway Deployment (--gateway) and the new
-// revision its canary runs (--revision).
-type Target struct {
-	Gateway  string
-	Revision string
-	// Namespace and Old are --gateway parsed.
-	Namespace string
-	Old       string
-}
-
-// AddFlags binds --gateway and --revision.
-func (t *Target) AddFlags(f *pflag.FlagSet) {
-	f.StringVar(&t.Gateway, "gateway", "", "The existing (old) gateway Deployment, as NAMESPACE/NAME (or NAME with -n) (required)")
-	f.StringVar(&t.Revision, "revision", "", "The new revision, which the canary is injected by (required)")
-}
-
-// Complete checks and parses the flags, without I/O; NAME alone is in namespace ns (-n, or the
-// kubeconfig context's).
-func (t *Target) Complete(ns string) error {
-	if t.Gateway == "" || t.Revision == "" {
-		return cli.UsageErrorf("--gateway and --revision are required")
-	}
-	var err error
-	if t.Namespace, t.Old, err = ParseGateway(t.Gateway, ns); err != nil {
-		return cli.UsageErrorf("%v", err)
-	}
-	return nil
-}
-
-// ParseGateway splits NAMESPACE/NAME; NAME alone takes the -n namespace.
-func ParseGateway(s, namespace string) (string, string, error) {
-	ns, name, found := strings.Cut(s, "/")
-	if !found {
-		ns, name = namespace, s
-	}
-	if ns == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("--gateway %q: want NAMESPACE/DEPLOYMENT, or DEPLOYMENT with -n", s)
-	}
-	return ns, name, nil
-}
-
 // Validate checks flags without I/O.
 func (o *Options) Validate(r *step.Run, _ []string) error {
 	if err := o.Target.Complete(r.Namespace); err != nil {
@@ -179,7 +129,7 @@ func (o *Options) Validate(r *step.Run, _ []string) error {
 		return cli.UsageErrorf("--timeout must be positive")
 	}
 	if o.CanaryName == "" {
-		o.CanaryName = DefaultName(o.Old, o.Revision)
+		o.CanaryName = canary.DefaultName(o.Old, o.Revision)
 	}
 	if errs := validation.IsDNS1123Subdomain(o.CanaryName); len(errs) > 0 {
 		return cli.UsageErrorf("--name %q: %s", o.CanaryName, strings.Join(errs, "; "))
@@ -206,12 +156,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	oldHPA, oldPDB := HPAFor(hpas.Items, o.old.Name), PDBFor(pdbs.Items, o.old)
+	oldHPA, oldPDB := canary.HPAFor(hpas.Items, o.old.Name), canary.PDBFor(pdbs.Items, o.old)
 	if o.Helm {
 		if o.source, err = o.helmSource(r); err != nil {
 			return nil, err
 		}
-		o.helmVals = o.helmValues(HPARange(oldHPA))
+		o.helmVals = o.helmValues(canary.HPARange(oldHPA))
 		p := &step.Plan{Question: fmt.Sprintf("Install Helm release %s (the %s chart %s of release %s: revision=%s, no Service, %d replicas, out of traffic until shift) beside %s?",
 			o.det.Canary, o.source.Chart, o.source.Version, o.source.Name, o.Revision, o.Replicas, o.det.Gateway), Target: o.Revision}
 		// helm writes its release Secret and creates the chart's objects
@@ -221,7 +171,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		p.Access = append(p.Access, kube.Can("discovery.k8s.io", "endpointslices", o.Namespace, "list")...)
 		return p, nil
 	}
-	o.canary = Derive(o.old, o.Revision, o.CanaryName, o.Replicas, HPARange(oldHPA))
+	o.canary = canary.Derive(o.old, o.Revision, o.CanaryName, o.Replicas, canary.HPARange(oldHPA))
 	o.det.Objects = append(o.det.Objects, o.canary)
 	p := &step.Plan{
 		Question: fmt.Sprintf("Create canary gateway %s on %s beside %s (%d replicas, out of traffic until shift)?", o.det.Canary, o.Revision, o.det.Gateway, o.Replicas),
@@ -229,12 +179,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		Target:   o.Revision,
 	}
 	if oldHPA != nil {
-		o.hpa = DeriveHPA(oldHPA, o.canary)
+		o.hpa = canary.DeriveHPA(oldHPA, o.canary)
 		o.det.Objects = append(o.det.Objects, o.hpa)
 		p.Record = append(p.Record, journal.HPARef(o.Namespace, o.hpa.Name))
 	}
 	if oldPDB != nil {
-		o.pdb = DerivePDB(oldPDB, o.canary)
+		o.pdb = canary.DerivePDB(oldPDB, o.canary)
 		o.det.Objects = append(o.det.Objects, o.pdb)
 		p.Record = append(p.Record, journal.PDBRef(o.Namespace, o.pdb.Name))
 	}
@@ -305,7 +255,7 @@ func (o *Options) finish(ctx context.Context, r *step.Run) error {
 		r.Result.Summary = fmt.Sprintf("canary-gw (server dry run): %s for %s on %s accepted by the apiserver; nothing changed", o.det.Canary, o.det.Gateway, o.Revision)
 		return nil
 	}
-	r.Progress.Printf("deployment/%s created: %d replicas on %s, out of traffic (readiness gate %s)", o.CanaryName, o.Replicas, o.Revision, ServingGate)
+	r.Progress.Printf("deployment/%s created: %d replicas on %s, out of traffic (readiness gate %s)", o.CanaryName, o.Replicas, o.Revision, canary.ServingGate)
 	start := time.Now()
 	if err := o.verify(ctx, r); err != nil {
 		r.Result.Summary = fmt.Sprintf("canary-gw: %s created but NOT verified (it serves no traffic; `kubectl istio-upgrade undo %s` removes it)", o.det.Canary, r.Result.Journal)
@@ -325,8 +275,8 @@ func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Sna
 	if err != nil {
 		return nil, "", err
 	}
-	if old.Labels[LabelCanaryOf] != "" {
-		return nil, "", cli.BadInputf("%s/%s is itself a canary of %s: give the original gateway", o.Namespace, o.Old, old.Labels[LabelCanaryOf])
+	if old.Labels[canary.LabelCanaryOf] != "" {
+		return nil, "", cli.BadInputf("%s/%s is itself a canary of %s: give the original gateway", o.Namespace, o.Old, old.Labels[canary.LabelCanaryOf])
 	}
 	oldRev := ""
 	isGateway := false
@@ -338,7 +288,7 @@ func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Sna
 	if !isGateway {
 		return nil, "", cli.BadInputf("%s/%s is not an Istio gateway (no gateway injection template or router proxy)", o.Namespace, o.Old)
 	}
-	if err := RevisionReady(s, o.Revision); err != nil {
+	if err := gate.RevisionReady(s, o.Revision); err != nil {
 		return nil, "", err
 	}
 	if oldRev == o.Revision {
@@ -357,48 +307,6 @@ func (o *Options) checkCluster(ctx context.Context, c *kube.Clients, s *mesh.Sna
 	return old, oldRev, nil
 }
 
-// ReadyTarget resolves --to (a revision or a revision tag) to its revision, which must be installed
-// with every istiod ready (exit 65 otherwise).
-func ReadyTarget(s *mesh.Snapshot, to string) (*mesh.Revision, error) {
-	rev, _, ok := s.Resolver().Resolve(to)
-	if !ok {
-		return nil, cli.BadInputf("--to %s is neither an installed revision nor a revision tag (see `kubectl istio-upgrade status`)", to)
-	}
-	if err := RevisionReady(s, rev); err != nil {
-		return nil, err
-	}
-	for i := range s.Revisions {
-		if s.Revisions[i].Name == rev {
-			return &s.Revisions[i], nil
-		}
-	}
-	return nil, cli.BadInputf("revision %s is not installed (see `kubectl istio-upgrade status`)", rev)
-}
-
-// RevisionReady is nil when revision is installed and every istiod of it is ready.
-func RevisionReady(s *mesh.Snapshot, revision string) error {
-	for _, r := range s.Revisions {
-		if r.Name == revision && r.Installed && r.Desired > 0 && r.Ready >= r.Desired {
-			return nil
-		}
-		if r.Name == revision && r.Installed {
-			return cli.BadInputf("the istiod of revision %s is not ready (%d/%d)", revision, r.Ready, r.Desired)
-		}
-	}
-	return cli.BadInputf("revision %s is not installed (see `kubectl istio-upgrade status`)", revision)
-}
-
-// IstiodPods returns the istiod pods of one revision.
-func IstiodPods(raw *mesh.Inputs, revision string) []corev1.Pod {
-	var out []corev1.Pod
-	for _, p := range raw.IstiodPods {
-		if istio.RevisionOf(p.Labels) == revision {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // verify waits for the canary's pods to run, be injected by the revision and be SYNCED on its istiod,
 // checks none serves, then compares routing with the old gateway.
 func (o *Options) verify(ctx context.Context, r *step.Run) error {
@@ -406,8 +314,8 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 	vctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	ref := kube.WorkloadRef{Kind: "Deployment", Namespace: o.Namespace, Name: o.CanaryName}
-	istiod := IstiodPods(r.Raw, o.Revision)
-	sel := labels.Set{LabelCanaryOf: o.Old}.AsSelector().String()
+	istiod := gate.IstiodPods(r.Raw, o.Revision)
+	sel := labels.Set{canary.LabelCanaryOf: o.Old}.AsSelector().String()
 	var pods []corev1.Pod
 	err := r.Wait(vctx, o.Timeout, "canary "+o.CanaryName+": waiting", func(ctx context.Context) (string, bool, error) {
 		l, err := c.Kube.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
@@ -415,7 +323,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 			return err.Error(), false, nil
 		}
 		pods = l.Items
-		reason := PodsReady(pods, o.Replicas)
+		reason := canary.PodsReady(pods, o.Replicas)
 		if reason == "" {
 			_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, r.Istiod.Proxies(ctx, istiod), o.Revision)
 		}
@@ -433,7 +341,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 	}
 	pods = live
 	p.Printf("canary %s: %d pods running, injected by %s, SYNCED", o.CanaryName, len(det.Pods), o.Revision)
-	serving, err := ServingEndpoints(vctx, c, o.Namespace, pods)
+	serving, err := canary.ServingEndpoints(vctx, c, o.Namespace, pods)
 	if err != nil {
 		return err
 	}
@@ -449,7 +357,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 	var refPod *corev1.Pod
 	for i := range oldPods.Items {
 		q := &oldPods.Items[i]
-		if q.Labels[LabelCanaryOf] == "" && kube.PodReady(q) {
+		if q.Labels[canary.LabelCanaryOf] == "" && kube.PodReady(q) {
 			refPod = q
 			break
 		}
@@ -460,7 +368,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 		det.Verified = true
 		return nil
 	}
-	want, err := r.Istiod.Routing(vctx, IstiodPods(r.Raw, oldRev), refPod.Namespace, refPod.Name)
+	want, err := r.Istiod.Routing(vctx, gate.IstiodPods(r.Raw, oldRev), refPod.Namespace, refPod.Name)
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", refPod.Name, oldRev, err)
 	}
@@ -468,7 +376,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "config of %s from istiod %s: %v", pods[0].Name, o.Revision, err)
 	}
-	det.Routing = &Routing{Reference: refPod.Namespace + "/" + refPod.Name, Canary: o.Namespace + "/" + pods[0].Name,
+	det.Routing = &canary.Routing{Reference: refPod.Namespace + "/" + refPod.Name, Canary: o.Namespace + "/" + pods[0].Name,
 		Listeners: len(got.Listeners), Routes: len(got.Routes), Differences: istio.CompareRouting(want, got)}
 	if d := det.Routing.Differences; len(d) > 0 {
 		for _, x := range d {
@@ -479,44 +387,4 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 	p.Printf("canary %s: listeners (%d) and routes (%d) equal to %s's", o.CanaryName, len(got.Listeners), len(got.Routes), refPod.Name)
 	det.Verified = true
 	return nil
-}
-
-// PodsReady says why the canary's pods are not yet all running with ready containers ("" when they are).
-func PodsReady(pods []corev1.Pod, want int32) string {
-	n := int32(0)
-	for i := range pods {
-		q := &pods[i]
-		if q.DeletionTimestamp != nil {
-			continue
-		}
-		if q.Status.Phase != corev1.PodRunning || !kube.PodCondition(q, corev1.ContainersReady) {
-			return fmt.Sprintf("pod %s is %s", q.Name, q.Status.Phase)
-		}
-		n++
-	}
-	if n != want {
-		return fmt.Sprintf("%d/%d pods running", n, want)
-	}
-	return ""
-}
-
-// ServingEndpoints counts the given pods that are ready endpoints in any EndpointSlice of the namespace.
-func ServingEndpoints(ctx context.Context, c *kube.Clients, namespace string, pods []corev1.Pod) (int, error) {
-	names := map[string]bool{}
-	for _, p := range pods {
-		names[p.Name] = true
-	}
-	slices, err := c.Kube.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, s := range slices.Items {
-		for _, e := range s.Endpoints {
-			if e.TargetRef != nil && names[e.TargetRef.Name] && e.Conditions.Ready != nil && *e.Conditions.Ready {
-				n++
-			}
-		}
-	}
-	return n, nil
 }

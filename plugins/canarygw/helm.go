@@ -7,6 +7,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -36,7 +37,7 @@ func (o *Options) helmSource(r *step.Run) (helm.Release, error) {
 func (o *Options) helmValues(hpaRange string) map[string]any {
 	// The chart's pod selector is its app and istio labels: the old pods' values, which the source
 	// release's Service selects.
-	labels := map[string]any{LabelCanaryOf: o.Old}
+	labels := map[string]any{canary.LabelCanaryOf: o.Old}
 	for _, k := range []string{"app", "istio"} {
 		if v := o.old.Spec.Template.Labels[k]; v != "" {
 			labels[k] = v
@@ -50,7 +51,7 @@ func (o *Options) helmValues(hpaRange string) map[string]any {
 		"labels":       labels,
 	}
 	if hpaRange != "" {
-		vals["annotations"] = map[string]any{AnnotationHPARange: hpaRange}
+		vals["annotations"] = map[string]any{canary.AnnotationHPARange: hpaRange}
 		vals["autoscaling"] = map[string]any{"minReplicas": int64(o.Replicas), "maxReplicas": int64(o.Replicas)}
 	}
 	return vals
@@ -97,7 +98,7 @@ func gateManifest(manifest, revision string) (string, error) {
 		}
 		labels[istio.LabelRev] = revision
 		gates, _ := pod["readinessGates"].([]any)
-		pod["readinessGates"] = append(gates, map[string]any{"conditionType": string(ServingGate)})
+		pod["readinessGates"] = append(gates, map[string]any{"conditionType": string(canary.ServingGate)})
 		out, err := yaml.Marshal(obj)
 		if err != nil {
 			return "", err

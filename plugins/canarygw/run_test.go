@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
@@ -40,7 +41,7 @@ func withHPAAndPDB() []runtime.Object {
 
 func canaryOn(rev string, timeout time.Duration) func() step.Step {
 	return func() step.Step {
-		return &Options{Target: Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: rev}, Replicas: 1, Timeout: timeout}
+		return &Options{Target: canary.Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: rev}, Replicas: 1, Timeout: timeout}
 	}
 }
 
@@ -62,7 +63,7 @@ func TestRunVerificationTimeout(t *testing.T) {
 	}
 	b.CheckFieldManager()
 	c, err := b.Clients.Kube.AppsV1().Deployments("istio-ingress").Get(context.Background(), "istio-ingressgateway-1-31", metav1.GetOptions{})
-	if err != nil || !HasServingGate(&c.Spec.Template.Spec) {
+	if err != nil || !canary.HasServingGate(&c.Spec.Template.Spec) {
 		t.Fatalf("the canary must stay out of traffic: %v", err)
 	}
 	e := b.Entries()
@@ -131,7 +132,7 @@ func TestRunHelmCanaryRelease(t *testing.T) {
 	t.Cleanup(func() { helm.New = helm.NewActions })
 	b.Reset()
 
-	err := b.Run(&Options{Target: Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"}, Replicas: 1, Timeout: time.Second, Helm: true}, "none", nil)
+	err := b.Run(&Options{Target: canary.Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"}, Replicas: 1, Timeout: time.Second, Helm: true}, "none", nil)
 	if cli.CodeOf(err) != cli.ExitTimeout { // fakes run no pods
 		t.Fatalf("exit %d (%v), want 74", cli.CodeOf(err), err)
 	}
@@ -165,3 +166,5 @@ func TestRunHelmCanaryRelease(t *testing.T) {
 		t.Errorf("after undo the canary release is still there: %v", h)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -7,6 +7,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -37,10 +38,10 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		if err != nil {
 			return nil, fmt.Errorf("undo: read %s: %w", ref, err)
 		}
-		if (d.Spec.Replicas == nil || *d.Spec.Replicas > 0) && !HasServingGate(&d.Spec.Template.Spec) {
-			gw := d.Labels[LabelCanaryOf]
+		if (d.Spec.Replicas == nil || *d.Spec.Replicas > 0) && !canary.HasServingGate(&d.Spec.Template.Spec) {
+			gw := d.Labels[canary.LabelCanaryOf]
 			return nil, cli.BadInputf("canary %s/%s is in service (no readiness gate %s): take its traffic away first with `kubectl istio-upgrade shift --gateway %s/%s --revision %s --weight 0`, then undo",
-				d.Namespace, d.Name, ServingGate, d.Namespace, gw, d.Spec.Template.Labels[istio.LabelRev])
+				d.Namespace, d.Name, canary.ServingGate, d.Namespace, gw, d.Spec.Template.Labels[istio.LabelRev])
 		}
 	}
 	out, err := helm.New(c.Config).UndoAll(e.Helm, j.Force, dryRun, p)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
@@ -19,11 +20,11 @@ import (
 func TestUndoRefusesACanaryInService(t *testing.T) {
 	canary := func(replicas int32, gated bool) *appsv1.Deployment {
 		d := &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-			ObjectMeta: metav1.ObjectMeta{Name: "gw-1-31", Namespace: "istio-ingress", Labels: map[string]string{LabelCanaryOf: "gw"}},
+			ObjectMeta: metav1.ObjectMeta{Name: "gw-1-31", Namespace: "istio-ingress", Labels: map[string]string{canary.LabelCanaryOf: "gw"}},
 			Spec:       appsv1.DeploymentSpec{Replicas: &replicas}}
 		d.Spec.Template.Labels = map[string]string{"istio.io/rev": "1-31"}
 		if gated {
-			d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: ServingGate}}
+			d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: canary.ServingGate}}
 		}
 		return d
 	}

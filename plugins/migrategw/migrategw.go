@@ -18,14 +18,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/checks"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // Kinds of gateway migrate-gw moves.
@@ -76,7 +77,7 @@ type Details struct {
 	Capacity string            `json:"capacity"`
 	Services []ServiceCapacity `json:"services"`
 	Pods     []string          `json:"pods"`
-	Routing  *canarygw.Routing `json:"routing,omitempty"`
+	Routing  *canary.Routing   `json:"routing,omitempty"`
 	Verified bool              `json:"verified"`
 	// RolledBack says a failed gate moved the gateway back to where it was.
 	RolledBack bool     `json:"rolledBack"`
@@ -193,7 +194,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	o.det = &Details{Gateway: o.ref(), To: o.To, Services: []ServiceCapacity{}, Pods: []string{}, Warnings: []string{}}
 	r.Result.Details = o.det
 	s := r.Before
-	target, err := canarygw.ReadyTarget(s, o.To)
+	target, err := gate.ReadyTarget(s, o.To)
 	if err != nil {
 		return nil, err
 	}
@@ -313,8 +314,8 @@ func (o *Options) find(ctx context.Context, r *step.Run) (*mesh.Gateway, error) 
 // movable refuses Deployment gateways whose revision is not their pod template's label to set.
 func (o *Options) movable(s *mesh.Snapshot) error {
 	d := o.dep
-	if d.Labels[canarygw.LabelCanaryOf] != "" {
-		return cli.BadInputf("%s is a canary of %s: shift it, or move %s itself", o.ref(), d.Labels[canarygw.LabelCanaryOf], d.Labels[canarygw.LabelCanaryOf])
+	if d.Labels[canary.LabelCanaryOf] != "" {
+		return cli.BadInputf("%s is a canary of %s: shift it, or move %s itself", o.ref(), d.Labels[canary.LabelCanaryOf], d.Labels[canary.LabelCanaryOf])
 	}
 	t := d.Spec.Template
 	if t.Labels[istio.LabelSidecarInject] != "true" && !strings.Contains(t.Annotations[istio.AnnotationTemplates], "gateway") {
@@ -394,12 +395,12 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		}
 		o.fromPods = pods
 		if ref := readyPod(pods); ref != nil {
-			w, err := r.Istiod.Routing(ctx, canarygw.IstiodPods(r.Raw, o.from), o.Namespace, ref.Name)
+			w, err := r.Istiod.Routing(ctx, gate.IstiodPods(r.Raw, o.from), o.Namespace, ref.Name)
 			if err != nil {
 				return fmt.Errorf("reading the routing istiod %s serves %s (nothing was changed): %w", o.from, ref.Name, err)
 			}
 			want = &w
-			o.det.Routing = &canarygw.Routing{Reference: o.Namespace + "/" + ref.Name}
+			o.det.Routing = &canary.Routing{Reference: o.Namespace + "/" + ref.Name}
 		}
 	}
 	start := time.Now()
@@ -460,7 +461,7 @@ func (o *Options) capacityText() string {
 func (o *Options) gate(ctx context.Context, r *step.Run, m *mover, want *istio.RoutingConfig) error {
 	gctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	istiod := canarygw.IstiodPods(r.Raw, o.rev)
+	istiod := gate.IstiodPods(r.Raw, o.rev)
 	pods, err := m.await(gctx, o.rev, func(ctx context.Context) error { return o.checkCapacity(ctx, r) },
 		func(ctx context.Context) map[string]string { return r.Istiod.Proxies(ctx, istiod) })
 	if err != nil {

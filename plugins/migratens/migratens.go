@@ -399,7 +399,7 @@ func (o *Options) selectNamespaces(ctx context.Context, r *step.Run) ([]string, 
 	var out []string
 	switch {
 	case o.All:
-		out = SelectNamespaces(s)
+		out = mesh.InjectedNamespaces(s)
 	case o.Selector != "":
 		l, err := r.C.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: o.Selector})
 		if err != nil {

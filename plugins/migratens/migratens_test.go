@@ -151,8 +151,8 @@ func TestPlanCanary(t *testing.T) {
 	}
 }
 
-func TestSelectNamespaces(t *testing.T) {
-	if got := strings.Join(SelectNamespaces(snapshot()), ","); got != "bookinfo,done,shop" {
+func TestInjectedNamespaces(t *testing.T) {
+	if got := strings.Join(mesh.InjectedNamespaces(snapshot()), ","); got != "bookinfo,done,shop" {
 		t.Errorf("--all selects %s", got)
 	}
 }

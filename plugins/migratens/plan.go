@@ -2,7 +2,6 @@ package migratens
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
@@ -252,22 +251,6 @@ func ParseWorkloadRef(s, defaultNS string) (kube.WorkloadRef, error) {
 		return kube.WorkloadRef{}, fmt.Errorf("unknown kind %q in %q: use deploy, sts or ds", parts[0], s)
 	}
 	return kube.WorkloadRef{Kind: k, Namespace: ns, Name: parts[1]}, nil
-}
-
-// SelectNamespaces returns the namespaces --all means: every namespace with an injection label or
-// resolving to a revision, except the Istio namespace.
-func SelectNamespaces(s *mesh.Snapshot) []string {
-	var out []string
-	for _, n := range s.Namespaces {
-		if n.Name == s.IstioNamespace || n.Terminating {
-			continue
-		}
-		if n.Selector() != "" && n.InjectionLabel != "disabled" {
-			out = append(out, n.Name)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Relabels counts the namespaces whose labels change.

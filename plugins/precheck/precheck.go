@@ -19,6 +19,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
 // Options is `precheck`.
@@ -34,6 +35,7 @@ type Options struct {
 
 	namespace string
 	failOn    checks.Severity
+	steps     []step.Registration
 }
 
 // Report is the document printed with -o json|yaml.
@@ -50,9 +52,15 @@ type Report struct {
 	Steps []StepAccess `json:"steps"`
 }
 
-// NewCommand builds `precheck`.
-func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams, g: g}
+// Command builds `precheck` with the registered mutating steps, whose rights it checks.
+func Command(steps []step.Registration) cli.CommandFactory {
+	return func(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+		return newCommand(g, streams, steps)
+	}
+}
+
+func newCommand(g *cli.Global, streams genericiooptions.IOStreams, steps []step.Registration) *cobra.Command {
+	o := &Options{IOStreams: streams, g: g, steps: steps}
 	cmd := &cobra.Command{
 		Use:   "precheck",
 		Short: "Check everything that would make the upgrade unsafe",
@@ -194,7 +202,7 @@ func (o *Options) Run(ctx context.Context) error {
 			in.AnalysisError = a.err.Error()
 		}
 		report.Findings = checks.Run(in, checks.All)
-		if report.Steps, err = checkSteps(ctx, c, in.Snapshot, o.g.IstioNamespace); err != nil {
+		if report.Steps, err = CheckSteps(ctx, c, o.steps, in.Snapshot, o.g.IstioNamespace); err != nil {
 			return fmt.Errorf("checking permissions: %w", err)
 		}
 		for _, st := range report.Steps {

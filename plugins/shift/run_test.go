@@ -9,11 +9,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // withCanary is steptest.Mesh plus the canary canary-gw leaves: one replica on 1-31, out of traffic.
@@ -25,14 +25,14 @@ func withCanary() []runtime.Object {
 			old = d
 		}
 	}
-	c := canarygw.Derive(old, "1-31", "istio-ingressgateway-1-31", 1, "")
+	c := canary.Derive(old, "1-31", "istio-ingressgateway-1-31", 1, "")
 	c.Generation, c.Status = 1, appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1}
 	return append(objs, c)
 }
 
 func toHalf(timeout time.Duration) func() step.Step {
 	return func() step.Step {
-		return &Options{Target: canarygw.Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"},
+		return &Options{Target: canary.Target{Gateway: "istio-ingress/istio-ingressgateway", Revision: "1-31"},
 			Weight: 50, Probes: 1, Timeout: timeout}
 	}
 }
@@ -61,10 +61,10 @@ func TestRunGateTimeoutReverts(t *testing.T) {
 		t.Fatalf("the first step never ran: %v", b.StepWrites())
 	}
 	b.CheckFieldManager()
-	old, canary := get(t, b, "istio-ingressgateway"), get(t, b, "istio-ingressgateway-1-31")
-	if *old.Spec.Replicas != 2 || *canary.Spec.Replicas != 1 || !canarygw.HasServingGate(&canary.Spec.Template.Spec) {
+	old, cn := get(t, b, "istio-ingressgateway"), get(t, b, "istio-ingressgateway-1-31")
+	if *old.Spec.Replicas != 2 || *cn.Spec.Replicas != 1 || !canary.HasServingGate(&cn.Spec.Template.Spec) {
 		t.Errorf("after the revert: old %d replicas, canary %d replicas, serving gate %v; want 2, 1, true",
-			*old.Spec.Replicas, *canary.Spec.Replicas, canarygw.HasServingGate(&canary.Spec.Template.Spec))
+			*old.Spec.Replicas, *cn.Spec.Replicas, canary.HasServingGate(&cn.Spec.Template.Spec))
 	}
 	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateRolledBack {
 		t.Errorf("entries %+v, want one rolled-back entry", e)
@@ -99,7 +99,7 @@ func TestServingNote(t *testing.T) {
 		{dep("istio-ingress", "istio-ingress"), dep("istio-ingress-canary", "istio-ingress-canary"),
 			"Deployment istio-ingress/istio-ingress-canary (revision 1-31), of Helm release istio-ingress/istio-ingress-canary"},
 	} {
-		o := &Options{Target: canarygw.Target{Revision: "1-31"}, old: c.old, canary: c.canary}
+		o := &Options{Target: canary.Target{Revision: "1-31"}, old: c.old, canary: c.canary}
 		if got := o.serving(); got != c.want {
 			t.Errorf("serving %q\nwant    %q", got, c.want)
 		}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
@@ -27,12 +28,11 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // Options is `shift`: its flags and the state of one run.
 type Options struct {
-	canarygw.Target
+	canary.Target
 	Weight    int
 	StepSize  int
 	Interval  time.Duration
@@ -272,7 +272,7 @@ func (o *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 		return nil, err
 	}
 	o.old = old
-	l, err := c.Kube.AppsV1().Deployments(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canarygw.LabelCanaryOf: o.Old, istio.LabelRev: o.Revision}.String()})
+	l, err := c.Kube.AppsV1().Deployments(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{canary.LabelCanaryOf: o.Old, istio.LabelRev: o.Revision}.String()})
 	if err != nil {
 		return nil, err
 	}
@@ -290,11 +290,11 @@ func (o *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 	if o.oldRev == "" {
 		return nil, cli.BadInputf("%s/%s is not an Istio gateway", o.Namespace, o.Old)
 	}
-	if err := canarygw.RevisionReady(s, o.Revision); err != nil {
+	if err := gate.RevisionReady(s, o.Revision); err != nil {
 		return nil, err
 	}
 	for _, rev := range []string{o.Revision, o.oldRev} {
-		o.istiod[rev] = canarygw.IstiodPods(raw, rev)
+		o.istiod[rev] = gate.IstiodPods(raw, rev)
 	}
 	svcs, err := c.Kube.CoreV1().Services(o.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -318,24 +318,24 @@ func (o *Options) load(ctx context.Context, s *mesh.Snapshot, raw *mesh.Inputs) 
 		return nil, err
 	}
 	var hpaRange *Range
-	oldHPA := canarygw.HPAFor(hpas.Items, old.Name)
+	oldHPA := canary.HPAFor(hpas.Items, old.Name)
 	if oldHPA != nil {
 		o.hpa[old.Name] = oldHPA.Name
 	}
-	if h := canarygw.HPAFor(hpas.Items, o.canary.Name); h != nil {
+	if h := canary.HPAFor(hpas.Items, o.canary.Name); h != nil {
 		o.hpa[o.canary.Name] = h.Name
 	}
 	// The range to split is the old gateway's as canary-gw found it (shift has changed the live one
 	// since); an HPA added after canary-gw is taken as it is now.
-	rng := o.canary.Annotations[canarygw.AnnotationHPARange]
+	rng := o.canary.Annotations[canary.AnnotationHPARange]
 	if rng == "" {
-		rng = canarygw.HPARange(oldHPA)
+		rng = canary.HPARange(oldHPA)
 	}
-	if min, max, ok := canarygw.ParseHPARange(rng); ok && len(o.hpa) > 0 {
+	if min, max, ok := canary.ParseHPARange(rng); ok && len(o.hpa) > 0 {
 		hpaRange = &Range{Min: min, Max: max}
 	}
 	o.current = Step{Old: replicas(old), Canary: replicas(o.canary)}
-	if canarygw.HasServingGate(&o.canary.Spec.Template.Spec) {
+	if canary.HasServingGate(&o.canary.Spec.Template.Spec) {
 		o.current.Canary = 0 // held out of traffic: its pods serve nothing yet
 		o.held = o.canary.DeepCopy()
 	}
@@ -504,7 +504,7 @@ func (o *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng 
 	verb := fmt.Sprintf("scaled to %d", n)
 	if d == o.canary && n > 0 {
 		for i, g := range d.Spec.Template.Spec.ReadinessGates {
-			if g.ConditionType == canarygw.ServingGate {
+			if g.ConditionType == canary.ServingGate {
 				path := fmt.Sprintf("/spec/template/spec/readinessGates/%d", i)
 				ops = append(ops, jsonPatchOp{Op: "test", Path: path + "/conditionType", Value: g.ConditionType}, jsonPatchOp{Op: "remove", Path: path})
 				verb += ", readiness gate removed (in service)"
@@ -515,7 +515,7 @@ func (o *Options) scale(ctx context.Context, d *appsv1.Deployment, n int32, rng 
 		return fmt.Errorf("scale deployment %s to %d: %w", d.Name, n, err)
 	}
 	if len(ops) > 1 && o.r.Live() {
-		o.r.Progress.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canarygw.ServingGate)
+		o.r.Progress.Printf("deployment/%s: readiness gate %s removed: the canary is in service", d.Name, canary.ServingGate)
 	}
 	return nil
 }
@@ -600,7 +600,7 @@ func (o *Options) Revert(ctx context.Context, _ *step.Run, _ error) (bool, error
 	if err := o.moveTo(rctx, failed, prev); err != nil {
 		return false, err
 	}
-	if o.held != nil && prev.Canary == 0 && !canarygw.HasServingGate(&o.canary.Spec.Template.Spec) {
+	if o.held != nil && prev.Canary == 0 && !canary.HasServingGate(&o.canary.Spec.Template.Spec) {
 		ops := []jsonPatchOp{
 			{Op: "add", Path: "/spec/template/spec/readinessGates", Value: o.held.Spec.Template.Spec.ReadinessGates},
 			{Op: "replace", Path: "/spec/replicas", Value: replicas(o.held)},
@@ -608,7 +608,7 @@ func (o *Options) Revert(ctx context.Context, _ *step.Run, _ error) (bool, error
 		if err := o.patchDeployment(rctx, o.canary, fmt.Sprintf("readiness gate restored, scaled to %d (out of traffic again)", replicas(o.held)), ops); err != nil {
 			return false, fmt.Errorf("put the canary back out of traffic: %w", err)
 		}
-		o.r.Progress.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", o.canary.Name, canarygw.ServingGate, replicas(o.canary))
+		o.r.Progress.Printf("deployment/%s: back out of traffic (readiness gate %s, %d replicas)", o.canary.Name, canary.ServingGate, replicas(o.canary))
 	}
 	o.current = prev
 	o.det.Reverted = true

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // render prints steps as "canary/old@effective%[ canaryHPA|oldHPA]".
@@ -96,7 +96,7 @@ func TestValidate(t *testing.T) {
 		{"host without url", func(o *Options) { o.ProbeHost = "x" }, "--probe-host needs --probe-url"},
 		{"url scheme", func(o *Options) { o.ProbeURL = "ftp://x" }, "http://"},
 	} {
-		o := &Options{Target: canarygw.Target{Gateway: "istio-ingress/gw", Revision: "1-31"}, Weight: 50, StepSize: 25, Timeout: 1, Probes: 1}
+		o := &Options{Target: canary.Target{Gateway: "istio-ingress/gw", Revision: "1-31"}, Weight: 50, StepSize: 25, Timeout: 1, Probes: 1}
 		c.mod(o)
 		err := o.Validate(&step.Run{}, nil)
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {

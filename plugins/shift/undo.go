@@ -13,10 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // undoTimeout bounds each wait for a restored side's rollout.
@@ -54,14 +54,14 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 	}
 	for _, s := range sides {
 		ref := s.dep.Ref
-		gated := s.recorded != nil && canarygw.HasServingGate(&s.recorded.Spec.Template.Spec)
-		if gated && s.current != nil && !canarygw.HasServingGate(&s.current.Spec.Template.Spec) && replicas(s.current) > 0 {
+		gated := s.recorded != nil && canary.HasServingGate(&s.recorded.Spec.Template.Spec)
+		if gated && s.current != nil && !canary.HasServingGate(&s.current.Spec.Template.Spec) && replicas(s.current) > 0 {
 			if _, err := c.Kube.AppsV1().Deployments(ref.Namespace).Patch(ctx, ref.Name, types.MergePatchType,
 				[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: dryRun}); err != nil {
 				return actions, fmt.Errorf("undo: scale %s to 0 before its readiness gate returns: %w", ref, err)
 			}
 			actions = append(actions, journal.Action{Ref: ref, Verb: "scaled to 0 (out of traffic)"})
-			p.Printf("%s: scaled to 0 before it goes back behind readiness gate %s", ref, canarygw.ServingGate)
+			p.Printf("%s: scaled to 0 before it goes back behind readiness gate %s", ref, canary.ServingGate)
 		}
 		if s.growth > 0 {
 			err = restore(append(s.hpas, s.dep)...)

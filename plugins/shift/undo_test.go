@@ -13,10 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/canary"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 func gwDeployment(name string, n int32, gated bool) *appsv1.Deployment {
@@ -26,7 +26,7 @@ func gwDeployment(name string, n int32, gated bool) *appsv1.Deployment {
 		Spec:       appsv1.DeploymentSpec{Replicas: ptr.To(n)},
 	}
 	if gated {
-		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: canarygw.ServingGate}}
+		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: canary.ServingGate}}
 	}
 	return d
 }

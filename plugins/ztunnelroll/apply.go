@@ -18,11 +18,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 var onDelete = appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}
@@ -500,7 +500,7 @@ func (o *Options) replace(ctx context.Context, r *step.Run, a *agentSet, nodes [
 		}
 		old[n] = uid
 	}
-	istiod := canarygw.IstiodPods(r.Raw, o.rev)
+	istiod := gate.IstiodPods(r.Raw, o.rev)
 	got := map[string]string{}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -17,12 +17,12 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/canarygw"
 )
 
 // Options is `ztunnel-roll`: its flags, and the state of one run.
@@ -197,7 +197,7 @@ func (o *Options) Plan(_ context.Context, r *step.Run) (*step.Plan, error) {
 		Remaining: []string{}, RolledBack: []string{}, Warnings: []string{}}
 	r.Result.Details = o.det
 	s := r.Before
-	target, err := canarygw.ReadyTarget(s, o.To)
+	target, err := gate.ReadyTarget(s, o.To)
 	if err != nil {
 		return nil, err
 	}
@@ -380,3 +380,12 @@ func strategyText(st appsv1.DaemonSetUpdateStrategy) string {
 
 // nodeList is nodes as one line.
 func nodeList(nodes []string) string { return strings.Join(nodes, ",") }
+
+// Rights are what ztunnel-roll asks for without --drain or --max-connections, on an ambient mesh
+// (nil otherwise: precheck's step rights).
+func Rights(s *mesh.Snapshot, istioNS string) []kube.Access {
+	if len(s.NodeAgents) == 0 {
+		return nil
+	}
+	return Access(istioNS, false, false)
+}

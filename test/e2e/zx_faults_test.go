@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -252,8 +253,10 @@ func TestFaultPlantedEntryIsNeverResumed(t *testing.T) {
 		t.Fatalf("undo: exit %d %s", u.code, u.stderr)
 	}
 	eventually(t, 60*time.Second, ns+" back on 1-30", onRevision(t, ns, "1-30"))
-	var id int
-	fmt.Sscan(newestEntry(t).ID, &id)
+	id, err := strconv.Atoi(newestEntry(t).ID) // not fmt.Sscan: it reads "0014" as octal
+	if err != nil {
+		t.Fatal(err)
+	}
 	plantedID := fmt.Sprintf("%04d", id+1)
 	// Its undo would label kube-system: what a planted entry is for.
 	var buf bytes.Buffer

@@ -1,4 +1,4 @@
-package precheck
+package plugins
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
 )
 
 // Namespaced rights are asked in the namespaces a step acts on: patching workloads in shop (which
@@ -23,11 +24,11 @@ func TestStepAccessPerStepAndNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps, err := checkSteps(context.Background(), c.Clients, mesh.Build(*raw), "istio-system")
+	steps, err := precheck.CheckSteps(context.Background(), c.Clients, Steps(), mesh.Build(*raw), "istio-system")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]StepAccess{}
+	got := map[string]precheck.StepAccess{}
 	for _, s := range steps {
 		got[s.Step] = s
 	}

@@ -1,4 +1,4 @@
-package canarygw
+package canary
 
 import (
 	"fmt"

@@ -1,0 +1,24 @@
+package canarygw
+
+import (
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+)
+
+// Rights are what canary-gw asks for in every gateway's namespace (precheck's step rights).
+func Rights(s *mesh.Snapshot, _ string) []kube.Access {
+	out := []kube.Access{}
+	seen := map[string]bool{}
+	for _, g := range s.Gateways {
+		if seen[g.Namespace] {
+			continue
+		}
+		seen[g.Namespace] = true
+		out = append(out, kube.Can("apps", "deployments", g.Namespace, "get", "create")...)
+		out = append(out, kube.Can("autoscaling", "horizontalpodautoscalers", g.Namespace, "list", "create")...)
+		out = append(out, kube.Can("policy", "poddisruptionbudgets", g.Namespace, "list", "create")...)
+		out = append(out, kube.Can("", "pods", g.Namespace, "list")...)
+		out = append(out, kube.Can("discovery.k8s.io", "endpointslices", g.Namespace, "list")...)
+	}
+	return out
+}
