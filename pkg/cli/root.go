@@ -100,6 +100,7 @@ func NewRootCommand(streams genericiooptions.IOStreams, subcommands ...CommandFa
   shift       move ingress traffic to the canary gateway in gated steps
   migrate-ns  move namespaces to the new revision in verified batches
   migrate-gw  move one gateway to the new revision in place (instead of canary-gw and shift)
+  ztunnel-roll roll ambient's istio-cni and ztunnel to the new revision, node by node
   tag-move    point a revision tag at the new revision
   cleanup     remove the old revision once nothing depends on it
   history     what each step changed
@@ -108,7 +109,9 @@ func NewRootCommand(streams genericiooptions.IOStreams, subcommands ...CommandFa
 Every mutating step accepts --dry-run=none|client|server and -y, takes the cluster's lock (one mutating
 step at a time), records what it changes as one journal entry (see history, undo), and prints the
 proxy-status diff (before → after). On a terminal each asks before changing anything: -y answers yes;
-without a terminal nothing waits. Ctrl-C stops after the work in flight; the same command resumes.`,
+without a terminal nothing waits. Ctrl-C stops after the work in flight; the same command resumes, as
+it does after a run that was killed (its entry shows as interrupted). A step frozen or cut off past its
+lease stops before its next write (exit 73); one whose plan went stale exits 76 with nothing changed.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations: map[string]string{

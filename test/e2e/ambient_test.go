@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -257,7 +258,38 @@ func TestAmbientRoll(t *testing.T) {
 		}
 		return ztunnelsOn(t, "1-31", "1.31.0", others...)
 	})
-	mustJSON(t, plugin(t, "ztunnel-roll", "--to", "1-31", "-y", "-o", "json"), &last)
+	// Killed after its cordon: with istiod 1-31 held the new ztunnel never SYNCs, so the step waits in
+	// its gate with the node cordoned; SIGKILL there. The rerun of the same command, once the lease is
+	// free, takes back the cordon the dead run made (recorded before it was made) and completes.
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	rollArgs := []string{"ztunnel-roll", "--to", "1-31", "-y", "-o", "json"}
+	killed := startPlugin(t, rollArgs...)
+	eventually(t, 60*time.Second, "node "+lastNode+" cordoned by the roll", func() error {
+		if u := kubectl(t, "get", "node", lastNode, "-o", "jsonpath={.spec.unschedulable}"); u != "true" {
+			return fmt.Errorf("unschedulable=%q", u)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // in the gate now: waiting for the new ztunnel to SYNC
+	if err := killed.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed.wait()
+	os.Remove(hold)
+	if u := kubectl(t, "get", "node", lastNode, "-o", "jsonpath={.spec.unschedulable}"); u != "true" {
+		t.Fatalf("the killed roll's node is not cordoned (%q): the scenario did not happen", u)
+	}
+	leaseFree(t)
+	rr := plugin(t, rollArgs...)
+	if rr.code != 0 || !strings.Contains(rr.stderr, "uncordoning the nodes it cordoned ("+lastNode+")") {
+		t.Fatalf("rerun after the killed roll: exit %d, want 0 uncordoning %s\n%s", rr.code, lastNode, rr.stderr)
+	}
+	if u := kubectl(t, "get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.unschedulable} {end}"); strings.Contains(u, "true") {
+		t.Errorf("a node is left cordoned after the rerun: %s", u)
+	}
 	eventually(t, 60*time.Second, "every ztunnel SYNCED on 1-31 again", func() error { return ztunnelsOn(t, "1-31", "1.31.0") })
 	ds := kubectl(t, "-n", "istio-system", "get", "ds", "-o", "jsonpath={range .items[*]}{.spec.updateStrategy.type} {end}")
 	if strings.TrimSpace(ds) != "RollingUpdate RollingUpdate" {
