@@ -320,6 +320,14 @@ func TestKubernetesSupportTable(t *testing.T) {
 	if _, ok := minorOf("2.0"); ok {
 		t.Error("minorOf accepts only 1.x")
 	}
+	for v, want := range map[string][2]int{"1.29.2-distroless": {29, 2}, "1.29": {29, 0}, "v1.30.11": {30, 11}} {
+		if m, p, ok := patchOf(v); !ok || m != want[0] || p != want[1] {
+			t.Errorf("patchOf(%q) = %d, %d, %v; want %v", v, m, p, ok, want)
+		}
+	}
+	if _, _, ok := patchOf("latest"); ok {
+		t.Error("patchOf accepts a tag without a version")
+	}
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -3,8 +3,9 @@ package checks
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
@@ -22,26 +23,14 @@ var k8sSupport = map[int][2]int{
 	31: {33, 37},
 }
 
-// minorOf parses "1.30.2", "v1.36.3", "1.36" → 30 / 36.
+// minorOf reads the minor of a 1.x version as Kubernetes' own parser does ("1.30.2", "v1.36.3-dirty",
+// "1.36", "1.30.2-distroless" → 30, 36, 36, 30).
 func minorOf(v string) (int, bool) {
-	v = strings.TrimPrefix(v, "v")
-	parts := strings.SplitN(v, ".", 3)
-	if len(parts) < 2 || parts[0] != "1" {
+	p, err := version.ParseGeneric(v)
+	if err != nil || p.Major() != 1 {
 		return 0, false
 	}
-	return leadingInt(parts[1])
-}
-
-// leadingInt parses the digits a version part starts with ("2-distroless" → 2).
-func leadingInt(s string) (int, bool) {
-	for i, r := range s {
-		if r < '0' || r > '9' {
-			s = s[:i]
-			break
-		}
-	}
-	n, err := strconv.Atoi(s)
-	return n, err == nil
+	return int(p.Minor()), true
 }
 
 // KubernetesVersion: the cluster's version is supported by the current and the target Istio.
@@ -100,16 +89,11 @@ func VersionSkew(in *Input) []Finding {
 
 // patchOf parses "1.29.2", "1.29.2-distroless" → (29, 2); a version without a patch is patch 0.
 func patchOf(v string) (minor, patch int, ok bool) {
-	minor, ok = minorOf(v)
-	if !ok {
+	p, err := version.ParseGeneric(v)
+	if err != nil || p.Major() != 1 {
 		return 0, 0, false
 	}
-	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 4)
-	if len(parts) < 3 {
-		return minor, 0, true
-	}
-	patch, ok = leadingInt(parts[2])
-	return minor, patch, ok
+	return int(p.Minor()), int(p.Patch()), true
 }
 
 // older says a < b for two parsed versions.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -189,21 +190,25 @@ func (o *Options) writePrune(doc PruneDocument, lines []string) error {
 }
 
 // lockHolder is who holds the lock now ("" when nobody does), and how long ago its holder's clock
-// last renewed it (a hint for people; steps judge the lease by watching it).
-func (o *Options) lockHolder(ctx context.Context) (string, time.Duration) {
+// last renewed it (a hint for people; steps judge the lease by watching it). known is false when the
+// lease cannot be read: running entries are then shown as they are.
+func (o *Options) lockHolder(ctx context.Context) (string, time.Duration, bool) {
 	c, err := o.g.Clients()
 	if err != nil {
-		return "", 0
+		return "", 0, false
 	}
 	l, err := c.Kube.CoordinationV1().Leases(o.g.IstioNamespace).Get(ctx, step.LockName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", 0, true
+	}
 	if err != nil || l.Spec.HolderIdentity == nil {
-		return "", 0
+		return "", 0, err == nil
 	}
 	var renewed time.Duration
 	if l.Spec.RenewTime != nil {
 		renewed = time.Since(l.Spec.RenewTime.Time)
 	}
-	return *l.Spec.HolderIdentity, renewed
+	return *l.Spec.HolderIdentity, renewed, true
 }
 
 // Run prints the journal.
@@ -250,12 +255,12 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		return cli.WriteTable(o.Out, []string{"object", "prior state"}, rows)
 	}
-	holder, renewed := o.lockHolder(ctx)
+	holder, renewed, known := o.lockHolder(ctx)
 	rows := [][]string{}
 	for _, e := range entries {
 		state := e.Status()
 		switch {
-		case e.State != journal.StateRunning:
+		case e.State != journal.StateRunning || !known:
 		case e.Holder != holder:
 			state = journal.StateInterrupted + " (its run is gone; the next step marks it, a rerun resumes it)"
 		case renewed > step.LockDuration:
