@@ -545,3 +545,63 @@ func TestWaitRetriesTransientErrors(t *testing.T) {
 		t.Errorf("a denial must end the wait at once: %v", err)
 	}
 }
+
+// unitStep begins a unit before each batch's write and finishes it after; its Plan notes the units
+// in flight the runner hands it on a rerun.
+type unitStep struct {
+	fakeStep
+	inflight []journal.Unit
+	freezeAt int
+}
+
+func (s *unitStep) Plan(ctx context.Context, r *Run) (*Plan, error) {
+	s.inflight = r.InFlight()
+	return s.fakeStep.Plan(ctx, r)
+}
+
+func (s *unitStep) Apply(ctx context.Context, r *Run) error {
+	for i := 0; i < s.batches; i++ {
+		if r.Stopping() {
+			return r.Cancelled()
+		}
+		name := fmt.Sprintf("batch %d", i)
+		if err := r.Begin(ctx, name, []string{"configmap/shop/target"}, map[string]string{"key": fmt.Sprint(i)}); err != nil {
+			return err
+		}
+		patch := []byte(fmt.Sprintf(`{"data":{"%d":"done"}}`, i))
+		if err := r.Write("configmap/target", "patched", func([]string) error {
+			_, err := r.C.Kube.CoreV1().ConfigMaps("shop").Patch(ctx, "target", types.MergePatchType, patch, r.PatchOptions())
+			return err
+		}); err != nil {
+			return err
+		}
+		if i == s.freezeAt {
+			time.Sleep(LockDuration) // frozen before its gate: the unit stays in flight
+			continue
+		}
+		r.Finish(name)
+	}
+	return nil
+}
+
+// A unit is recorded before its first write; a rerun of the interrupted entry is handed the unit
+// that never finished, with what it recorded.
+func TestUnitsInFlightReachTheRerun(t *testing.T) {
+	shortLease(t, 400*time.Millisecond)
+	LockRenew = time.Hour
+	b := newBed(t)
+	if err := b.run(&unitStep{fakeStep: fakeStep{batches: 3}, freezeAt: 1}, "none", nil); cli.CodeOf(err) != cli.ExitLocked {
+		t.Fatalf("exit %d %v, want 73", cli.CodeOf(err), err)
+	}
+	e := b.entries()
+	if len(e) != 1 || len(e[0].Units) != 2 || !e[0].Units[0].Done || e[0].Units[1].Done || e[0].Units[1].Notes["key"] != "1" {
+		t.Fatalf("units recorded: %+v", e)
+	}
+	again := &unitStep{fakeStep: fakeStep{batches: 0}, freezeAt: -1}
+	if err := b.run(again, "none", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(again.inflight) != 1 || again.inflight[0].Name != "batch 1" || again.inflight[0].Objects[0] != "configmap/shop/target" {
+		t.Errorf("the rerun's plan was handed %+v, want batch 1 in flight", again.inflight)
+	}
+}

@@ -351,3 +351,22 @@ func TestSelectedRevision(t *testing.T) {
 		t.Errorf("istio-injection=enabled without a default tag: %q, want the revision named default", got)
 	}
 }
+
+// The workloads of a batch an interrupted run began and never gated leave the restarts for Verify:
+// gated on the rerun, never restarted twice; the canary among them counts as done.
+func TestUnverifiedBatchesAreGatedNotRestarted(t *testing.T) {
+	web := kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: "web"}
+	db := kube.WorkloadRef{Kind: "StatefulSet", Namespace: "shop", Name: "db"}
+	api := kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: "api"}
+	p := &Plan{Canary: &api, Namespaces: []NamespacePlan{{Name: "shop", Restart: []kube.WorkloadRef{web, db}}}}
+	p.Unverified([]string{unitName([]kube.WorkloadRef{web, api}), "restart not/a-workload"})
+	if len(p.Verify) != 2 || p.Verify[0] != web || p.Verify[1] != api {
+		t.Errorf("verify %v, want web and api", p.Verify)
+	}
+	if len(p.Namespaces[0].Restart) != 1 || p.Namespaces[0].Restart[0] != db {
+		t.Errorf("restarts %v, want db alone", p.Namespaces[0].Restart)
+	}
+	if p.Canary != nil || !p.CanaryDone {
+		t.Errorf("the canary was in the unverified batch: canary %v done %v", p.Canary, p.CanaryDone)
+	}
+}
