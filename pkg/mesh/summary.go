@@ -81,3 +81,16 @@ func InjectedNamespaces(s *Snapshot) []string {
 	sort.Strings(out)
 	return out
 }
+
+// GatewayNamespaces are the namespaces of the mesh's gateways, each once, in the order first seen.
+func GatewayNamespaces(s *Snapshot) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, g := range s.Gateways {
+		if !seen[g.Namespace] {
+			seen[g.Namespace] = true
+			out = append(out, g.Namespace)
+		}
+	}
+	return out
+}

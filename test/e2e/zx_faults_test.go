@@ -259,24 +259,8 @@ func TestFaultPlantedEntryIsNeverResumed(t *testing.T) {
 	}
 	plantedID := fmt.Sprintf("%04d", id+1)
 	// Its undo would label kube-system: what a planted entry is for.
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_ = json.NewEncoder(zw).Encode(map[string]any{"id": plantedID, "step": "migrate-ns", "command": first.Command, "state": "cancelled", "user": first.User,
-		"objects": []any{map[string]any{"ref": map[string]any{"version": "v1", "resource": "namespaces", "kind": "Namespace", "name": "kube-system"}, "existed": true,
-			"state": map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system", "labels": map[string]any{"planted": "yes"}}}}}})
-	zw.Close()
-	cm := map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{"name": journal.NamePrefix + plantedID, "namespace": "istio-system",
-			"labels":      map[string]any{journal.LabelJournal: "entry", journal.LabelStep: "migrate-ns", "app.kubernetes.io/managed-by": journal.ManagedBy},
-			"annotations": map[string]any{journal.AnnotationSignature: strings.Repeat("0f", 32), journal.AnnotationSeq: "1"}},
-		"binaryData": map[string]any{"entry.json.gz": base64.StdEncoding.EncodeToString(buf.Bytes())}}
-	b, _ := json.Marshal(cm)
-	f := filepath.Join(t.TempDir(), "planted.json")
-	if err := os.WriteFile(f, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "create", "-f", f)
-	defer run(t, filepath.Join(binDir, "kubectl"), "-n", "istio-system", "delete", "configmap", journal.NamePrefix+plantedID)
+	plant(t, map[string]any{"id": plantedID, "step": "migrate-ns", "command": first.Command, "state": "cancelled", "user": first.User,
+		"objects": kubeSystemLabel("planted")}, map[string]any{journal.AnnotationSignature: strings.Repeat("0f", 32), journal.AnnotationSeq: "1"})
 	plantedRV := kubectl(t, "-n", "istio-system", "get", "configmap", journal.NamePrefix+plantedID, "-o", "jsonpath={.metadata.resourceVersion}")
 
 	r := plugin(t, args...)
@@ -299,6 +283,37 @@ func TestFaultPlantedEntryIsNeverResumed(t *testing.T) {
 	if u := plugin(t, "undo", own.ID, "-y"); u.code != 0 {
 		t.Errorf("undo of its own entry: exit %d %s", u.code, u.stderr)
 	}
+}
+
+// kubeSystemLabel is the objects of a planted entry whose undo would label kube-system.
+func kubeSystemLabel(label string) []any {
+	return []any{map[string]any{"ref": map[string]any{"version": "v1", "resource": "namespaces", "kind": "Namespace", "name": "kube-system"}, "existed": true,
+		"state": map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system", "labels": map[string]any{label: "yes"}}}}}
+}
+
+// plant writes a ConfigMap shaped like a journal entry, as anyone who may write ConfigMaps in the
+// Istio namespace could; it is deleted when the test ends.
+func plant(t *testing.T, entry map[string]any, annotations map[string]any) {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_ = json.NewEncoder(zw).Encode(entry)
+	zw.Close()
+	name := journal.NamePrefix + fmt.Sprint(entry["id"])
+	md := map[string]any{"name": name, "namespace": "istio-system",
+		"labels": map[string]any{journal.LabelJournal: "entry", journal.LabelStep: fmt.Sprint(entry["step"]), "app.kubernetes.io/managed-by": journal.ManagedBy}}
+	if annotations != nil {
+		md["annotations"] = annotations
+	}
+	cm := map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": md,
+		"binaryData": map[string]any{"entry.json.gz": base64.StdEncoding.EncodeToString(buf.Bytes())}}
+	b, _ := json.Marshal(cm)
+	f := filepath.Join(t.TempDir(), "planted.json")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "create", "-f", f)
+	t.Cleanup(func() { run(t, filepath.Join(binDir, "kubectl"), "-n", "istio-system", "delete", "configmap", name) })
 }
 
 // TestFaultFiveStepsStartedTogether: five mutating steps started at once: one runs, four get the lock's

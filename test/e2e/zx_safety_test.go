@@ -3,12 +3,6 @@
 package e2e
 
 import (
-	"bytes"
-	"compress/gzip"
-	"encoding/base64"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -58,22 +52,7 @@ func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
 
 // A ConfigMap with the journal label that this tool did not write is never replayed.
 func TestUndoRefusesAHandMadeEntry(t *testing.T) {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_ = json.NewEncoder(zw).Encode(map[string]any{"id": "9999", "step": "migrate-ns", "objects": []any{
-		map[string]any{"ref": map[string]any{"version": "v1", "resource": "namespaces", "kind": "Namespace", "name": "kube-system"}, "existed": true,
-			"state": map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system", "labels": map[string]any{"owned": "yes"}}}}}})
-	zw.Close()
-	cm := map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata":   map[string]any{"name": "istio-upgrade-journal-9999", "namespace": "istio-system", "labels": map[string]any{"istio-upgrade.io/journal": "entry"}},
-		"binaryData": map[string]any{"entry.json.gz": base64.StdEncoding.EncodeToString(buf.Bytes())}}
-	b, _ := json.Marshal(cm)
-	f := filepath.Join(t.TempDir(), "forged.json")
-	if err := os.WriteFile(f, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "create", "-f", f)
-	defer kubectl(t, "-n", "istio-system", "delete", "configmap", "istio-upgrade-journal-9999")
+	plant(t, map[string]any{"id": "9999", "step": "migrate-ns", "objects": kubeSystemLabel("owned")}, nil)
 	before := kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.labels}")
 	r := plugin(t, "undo", "9999", "-y")
 	if r.code != 65 || !strings.Contains(r.stderr, "not signed") {
