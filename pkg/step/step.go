@@ -305,6 +305,15 @@ func (r *Run) Note(key, value string) {
 	}
 }
 
+// Checkpoint saves the entry now, with the notes and units so far: before a write whose move-back
+// needs a note just taken (ztunnel-roll's template hash of the pod it is about to delete).
+func (r *Run) Checkpoint(ctx context.Context) error {
+	if r.rec == nil || !r.Live() {
+		return nil
+	}
+	return r.rec.Save(ctx)
+}
+
 // Record notes an action that already happened (or, in a dry run, would).
 func (r *Run) Record(object, verb string) {
 	r.mu.Lock()

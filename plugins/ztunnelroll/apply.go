@@ -154,7 +154,7 @@ func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []str
 	defer cancel()
 	start := time.Now()
 	r.Progress.Printf("batch %d/%d: nodes %s", i+1, len(o.batches), nodeList(nodes))
-	r.Note(BatchNote(i), nodeList(nodes))
+	r.Note(BatchNote(i), nodeList(nodes)) // saved with the unit, before the first cordon
 	results := make([]NodeResult, len(nodes))
 	for j, n := range nodes {
 		results[j] = NodeResult{Node: n, Batch: i + 1, Replaced: []string{}}
@@ -487,6 +487,9 @@ func (o *Options) replace(ctx context.Context, r *step.Run, a *agentSet, nodes [
 			continue
 		}
 		r.Note(HashNote(n, a.component), p.Labels[hashLabel])
+		if err := r.Checkpoint(ctx); err != nil { // killed after the delete, undo still knows the pod's template
+			return nil, err
+		}
 		uid := p.UID
 		err = r.Write("pod/"+p.Namespace+"/"+p.Name, "deleted", func(dryRun []string) error {
 			err := r.C.Kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{DryRun: dryRun, Preconditions: &metav1.Preconditions{UID: &uid}})
