@@ -27,12 +27,30 @@ const (
 	AnnotationUser    = "istio-upgrade.io/user"
 )
 
+// LeaseEnv sets the lock's lease for one process (e.g. 60s over a slow link; the e2e suite uses 10s
+// to keep its fault tests short). The holder writes it into the lease; a watcher waits at least as long.
+const LeaseEnv = "KUBECTL_ISTIO_UPGRADE_LOCK_LEASE"
+
 var (
 	LockDuration = 30 * time.Second
 	LockRenew    = 5 * time.Second
 	// lockPoll is how often a lease that looks abandoned is looked at while it is watched.
 	lockPoll = time.Second
 )
+
+// ApplyLeaseEnv applies LeaseEnv when it holds a duration of at least 6 s (renewals every sixth of it).
+func ApplyLeaseEnv() error {
+	v := os.Getenv(LeaseEnv)
+	if v == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 6*time.Second {
+		return cli.UsageErrorf("%s=%q: want a duration of at least 6s", LeaseEnv, v)
+	}
+	LockDuration, LockRenew = d, d/6
+	return nil
+}
 
 // Lock is a held Lease that serialises mutating steps on one cluster (per Istio namespace).
 type Lock struct {
@@ -106,7 +124,7 @@ func Acquire(ctx context.Context, k kubernetes.Interface, namespace string, h Ho
 			if cur, err = watchHolder(ctx, leases, cur, p); err != nil {
 				return nil, err
 			}
-			l.warn("warning: taking over the lock from %s (`%s`): its lease did not change for %s", cur.Annotations[AnnotationUser], cur.Annotations[AnnotationCommand], LockDuration)
+			l.warn("warning: taking over the lock from %s (`%s`): its lease did not change while watched", cur.Annotations[AnnotationUser], cur.Annotations[AnnotationCommand])
 		}
 		// The update carries the resource version we judged: a holder renewing meanwhile wins.
 		l.tookFrom = cur.ResourceVersion
@@ -130,19 +148,22 @@ func Acquire(ctx context.Context, k kubernetes.Interface, namespace string, h Ho
 func watchHolder(ctx context.Context, leases interface {
 	Get(context.Context, string, metav1.GetOptions) (*coordinationv1.Lease, error)
 }, cur *coordinationv1.Lease, p *cli.Progress) (*coordinationv1.Lease, error) {
+	// The holder stops writing after half of its own lease: watching for the longer of its lease and
+	// ours is always enough.
+	wait := max(LockDuration, time.Duration(ptr.Deref(cur.Spec.LeaseDurationSeconds, 0))*time.Second)
 	held := func(l *coordinationv1.Lease, how string) error {
 		return cli.Errorf(cli.ExitLocked, "another step holds the lock: %s ran `%s` since %s (lease %s/%s, %s); nothing was changed. Wait for it; if it died, a later step takes the lock over once it has seen the lease unchanged for %s",
-			l.Annotations[AnnotationUser], l.Annotations[AnnotationCommand], since(l.Spec.AcquireTime), l.Namespace, l.Name, how, LockDuration)
+			l.Annotations[AnnotationUser], l.Annotations[AnnotationCommand], since(l.Spec.AcquireTime), l.Namespace, l.Name, how, wait)
 	}
-	if r := cur.Spec.RenewTime; r != nil && time.Since(r.Time) < LockDuration {
+	if r := cur.Spec.RenewTime; r != nil && time.Since(r.Time) < wait {
 		return nil, held(cur, "renewed "+sinceRenew(cur)+" ago")
 	}
 	start := time.Now()
 	defer p.Done()
 	t := time.NewTicker(lockPoll)
 	defer t.Stop()
-	for time.Since(start) < LockDuration {
-		p.Update("lock: %s's lease looks abandoned; watching it for %s before taking it over (%s so far)", ptr.Deref(cur.Spec.HolderIdentity, ""), LockDuration, time.Since(start).Round(time.Second))
+	for time.Since(start) < wait {
+		p.Update("lock: %s's lease looks abandoned; watching it for %s before taking it over (%s so far)", ptr.Deref(cur.Spec.HolderIdentity, ""), wait, time.Since(start).Round(time.Second))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

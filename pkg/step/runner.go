@@ -62,6 +62,9 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	if err := g.Validate(); err != nil {
 		return err
 	}
+	if err := ApplyLeaseEnv(); err != nil {
+		return err
+	}
 	d, err := cli.ParseDryRun(o.DryRunStr)
 	if err != nil {
 		return err

@@ -226,11 +226,13 @@ func TestFailedGateExitCodeAndRevert(t *testing.T) {
 	}
 }
 
+// heldLease is a lease alice's run holds, renewed at renewed by her clock, with a 1 s duration: a
+// watcher waits the longer of that and its own LockDuration.
 func heldLease(renewed time.Time) *coordinationv1.Lease {
 	at := metav1.NewMicroTime(renewed)
 	return &coordinationv1.Lease{TypeMeta: metav1.TypeMeta{APIVersion: "coordination.k8s.io/v1", Kind: "Lease"},
 		ObjectMeta: metav1.ObjectMeta{Name: LockName, Namespace: "istio-system", Annotations: map[string]string{AnnotationCommand: "kubectl istio-upgrade migrate-ns a --to=1-31", AnnotationUser: "alice"}},
-		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("alice@host/1"), LeaseDurationSeconds: ptr.To(int32(30)), AcquireTime: &at, RenewTime: &at}}
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("alice@host/1"), LeaseDurationSeconds: ptr.To(int32(1)), AcquireTime: &at, RenewTime: &at}}
 }
 
 func TestHeldLockRefusesBeforeAnyWrite(t *testing.T) {

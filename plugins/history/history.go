@@ -84,6 +84,9 @@ like a mutating step, and --dry-run=client lists without removing.`,
 			if err := o.g.Validate(); err != nil {
 				return err
 			}
+			if err := step.ApplyLeaseEnv(); err != nil {
+				return err
+			}
 			if o.Prune {
 				return o.RunPrune(cmd.Context())
 			}

@@ -261,6 +261,7 @@ func TestAmbientRoll(t *testing.T) {
 	// Killed after its cordon: with istiod 1-31 held the new ztunnel never SYNCs, so the step waits in
 	// its gate with the node cordoned; SIGKILL there. The rerun of the same command, once the lease is
 	// free, takes back the cordon the dead run made (recorded before it was made) and completes.
+	shortLease(t)
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -25,11 +25,21 @@ import (
 // cluster's state checked afterwards: a killed run, a frozen one, a paused apiserver, a planted
 // journal entry, five steps started at once.
 
+// testLease is the lock's lease the fault tests give every plugin they run (KUBECTL_ISTIO_UPGRADE_LOCK_LEASE):
+// a third of the default, so waiting out a dead holder takes seconds, not a minute.
+const testLease = 10 * time.Second
+
+func shortLease(t *testing.T) { t.Setenv(engine.LeaseEnv, testLease.String()) }
+
 // leaseFree waits until the lock's lease has not been renewed for its duration (its holder is dead or
 // frozen), so that the next step watches it and takes it over.
 func leaseFree(t *testing.T) {
 	t.Helper()
-	time.Sleep(engine.LockDuration + 2*time.Second)
+	d := engine.LockDuration
+	if v, err := time.ParseDuration(os.Getenv(engine.LeaseEnv)); err == nil {
+		d = v
+	}
+	time.Sleep(d + 2*time.Second)
 }
 
 // restartedOnce checks that every Deployment of ns changed generation exactly once since before.
@@ -77,6 +87,7 @@ func newestEntry(t *testing.T) journal.Entry {
 // batch the killed run restarted (never restarting it again) and completes the same entry; every
 // workload is restarted exactly once, and undo restores all of it.
 func TestFaultKilledMigrationResumes(t *testing.T) {
+	shortLease(t)
 	ensureNewRevision(t)
 	ns := "e2e-kill"
 	workloadNamespaces(t, "3s", []string{"web1", "web2", "web3"}, ns)
@@ -129,6 +140,7 @@ func TestFaultKilledMigrationResumes(t *testing.T) {
 // by a second operator, who completes the work; the frozen one, continued (SIGCONT), writes nothing
 // and exits with the lock's code.
 func TestFaultFrozenStepWritesNothingAfterTakeover(t *testing.T) {
+	shortLease(t)
 	ensureNewRevision(t)
 	ns := "e2e-freeze"
 	workloadNamespaces(t, "3s", []string{"web1", "web2", "web3"}, ns)
@@ -241,6 +253,7 @@ func apiserverPID(t *testing.T) int {
 // command being run, written by someone who may write ConfigMaps in the Istio namespace, is never
 // resumed nor signed: the step starts its own entry, and undo refuses the planted one.
 func TestFaultPlantedEntryIsNeverResumed(t *testing.T) {
+	shortLease(t)
 	ensureNewRevision(t)
 	ns := "e2e-plant"
 	workloadNamespaces(t, "1s", []string{"web"}, ns)
@@ -319,6 +332,7 @@ func plant(t *testing.T, entry map[string]any, annotations map[string]any) {
 // TestFaultFiveStepsStartedTogether: five mutating steps started at once: one runs, four get the lock's
 // code, and nothing of theirs is written.
 func TestFaultFiveStepsStartedTogether(t *testing.T) {
+	shortLease(t)
 	ensureNewRevision(t)
 	var namespaces []string
 	for i := 1; i <= 5; i++ {
