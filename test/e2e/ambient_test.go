@@ -283,6 +283,12 @@ func TestAmbientRoll(t *testing.T) {
 	if u := kubectl(t, "get", "node", lastNode, "-o", "jsonpath={.spec.unschedulable}"); u != "true" {
 		t.Fatalf("the killed roll's node is not cordoned (%q): the scenario did not happen", u)
 	}
+	eventually(t, 60*time.Second, "istiod 1-31 answering again", func() error {
+		if w := status(t).Warnings; len(w) > 0 {
+			return fmt.Errorf("%v", w)
+		}
+		return nil
+	})
 	leaseFree(t)
 	rr := plugin(t, rollArgs...)
 	if rr.code != 0 || !strings.Contains(rr.stderr, "uncordoning the nodes it cordoned ("+lastNode+")") {
