@@ -121,6 +121,16 @@ componentsPatches:
   extraArgs:
   - key: egress-selector-config-file
     value: $TESTBED_DIR/egress.yaml
+# One instance each: leader election only lets a paused apiserver (the e2e fault tests stop it for 10 s)
+# make them exit, leaving a bed that schedules and reconciles nothing.
+- name: kube-controller-manager
+  extraArgs:
+  - key: leader-elect
+    value: "false"
+- name: kube-scheduler
+  extraArgs:
+  - key: leader-elect
+    value: "false"
 EOF
   } >"$TESTBED_DIR/kwok.yaml"
 }
