@@ -82,22 +82,31 @@ func newestEntry(t *testing.T) journal.Entry {
 	return e[len(e)-1]
 }
 
-// TestFaultKilledMigrationResumes: SIGKILL during a migrate-ns batch leaves its entry running and the
-// lease held. Once the lease is free a rerun takes it over, seals the entry interrupted, gates the
-// batch the killed run restarted (never restarting it again) and completes the same entry; every
-// workload is restarted exactly once, and undo restores all of it.
-func TestFaultKilledMigrationResumes(t *testing.T) {
+// migrationHitInBatch1 starts migrate-ns of a new namespace ns (three Deployments, one per batch, with
+// the test lease) and sends sig once its first batch is restarted: the step, its command line and the
+// Deployments' generations before it.
+func migrationHitInBatch1(t *testing.T, ns string, sig syscall.Signal) (*background, []string, map[string]int64) {
+	t.Helper()
 	shortLease(t)
 	ensureNewRevision(t)
-	ns := "e2e-kill"
 	workloadNamespaces(t, "3s", []string{"web1", "web2", "web3"}, ns)
 	gens := generations(t, ns)
 	args := []string{"migrate-ns", ns, "--to", "1-31", "--batch-size", "1", "-y"}
 	a := startPlugin(t, args...)
 	waitStderr(t, a, 60*time.Second, "batch 1: restarted")
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
+	return a, args, gens
+}
+
+// TestFaultKilledMigrationResumes: SIGKILL during a migrate-ns batch leaves its entry running and the
+// lease held. Once the lease is free a rerun takes it over, seals the entry interrupted, gates the
+// batch the killed run restarted (never restarting it again) and completes the same entry; every
+// workload is restarted exactly once, and undo restores all of it.
+func TestFaultKilledMigrationResumes(t *testing.T) {
+	ns := "e2e-kill"
+	a, args, gens := migrationHitInBatch1(t, ns, syscall.SIGKILL)
 	a.wait()
 	killed := newestEntry(t)
 	if killed.State != journal.StateRunning || len(killed.Units) != 1 || killed.Units[0].Done {
@@ -140,17 +149,8 @@ func TestFaultKilledMigrationResumes(t *testing.T) {
 // by a second operator, who completes the work; the frozen one, continued (SIGCONT), writes nothing
 // and exits with the lock's code.
 func TestFaultFrozenStepWritesNothingAfterTakeover(t *testing.T) {
-	shortLease(t)
-	ensureNewRevision(t)
 	ns := "e2e-freeze"
-	workloadNamespaces(t, "3s", []string{"web1", "web2", "web3"}, ns)
-	gens := generations(t, ns)
-	args := []string{"migrate-ns", ns, "--to", "1-31", "--batch-size", "1", "-y"}
-	a := startPlugin(t, args...)
-	waitStderr(t, a, 60*time.Second, "batch 1: restarted")
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	a, args, gens := migrationHitInBatch1(t, ns, syscall.SIGSTOP)
 	defer a.cmd.Process.Signal(syscall.SIGCONT) //nolint:errcheck // a failed test must not leave it stopped
 	leaseFree(t)
 	if r := plugin(t, args...); r.code != 0 {
