@@ -286,22 +286,26 @@ func (j *Journal) Versions() map[string]string { return j.versions }
 func (j *Journal) Changed(ctx context.Context) ([]string, error) {
 	now := map[string]string{}
 	opts := metav1.ListOptions{LabelSelector: LabelJournal + "=entry"}
+	var items []metav1.Object
 	if j.Meta != nil {
 		l, err := j.Meta.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace(j.Namespace).List(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("journal: list in %s: %w", j.Namespace, err)
 		}
-		for _, m := range l.Items {
-			now[m.Name] = m.ResourceVersion
+		for i := range l.Items {
+			items = append(items, &l.Items[i])
 		}
 	} else {
 		l, err := j.Kube.CoreV1().ConfigMaps(j.Namespace).List(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("journal: list in %s: %w", j.Namespace, err)
 		}
-		for _, m := range l.Items {
-			now[m.Name] = m.ResourceVersion
+		for i := range l.Items {
+			items = append(items, &l.Items[i])
 		}
+	}
+	for _, m := range items {
+		now[m.GetName()] = m.GetResourceVersion()
 	}
 	var out []string
 	for name, rv := range now {

@@ -155,10 +155,7 @@ func (j *Journal) advance(ctx context.Context, t *trust, id string, seq int) err
 	secrets := j.Kube.CoreV1().Secrets(j.Namespace)
 	for attempt := 0; attempt < 5; attempt++ {
 		s := t.secret.DeepCopy()
-		heads := map[string]int{}
-		if h := s.Data[headsField]; len(h) > 0 {
-			_ = json.Unmarshal(h, &heads)
-		}
+		heads := headsOf(s)
 		if heads[id] >= seq {
 			t.heads[id] = heads[id]
 			return nil
@@ -192,10 +189,7 @@ func (j *Journal) forget(ctx context.Context, ids []string) error {
 		return err
 	}
 	s := t.secret.DeepCopy()
-	heads := map[string]int{}
-	if h := s.Data[headsField]; len(h) > 0 {
-		_ = json.Unmarshal(h, &heads)
-	}
+	heads := headsOf(s)
 	for _, id := range ids {
 		delete(heads, id)
 	}
@@ -207,6 +201,15 @@ func (j *Journal) forget(ctx context.Context, ids []string) error {
 	}
 	t.secret, t.heads = up, heads
 	return nil
+}
+
+// headsOf reads the newest sequence number of each entry the key Secret keeps (none when it has none).
+func headsOf(s *corev1.Secret) map[string]int {
+	heads := map[string]int{}
+	if h := s.Data[headsField]; len(h) > 0 {
+		_ = json.Unmarshal(h, &heads)
+	}
+	return heads
 }
 
 func sign(key []byte, cluster, name string, seq int, data []byte) string {

@@ -118,11 +118,7 @@ func (o *Options) RunPrune(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	j, err := o.g.Journal()
-	if err != nil {
-		return err
-	}
-	entries, err := j.List(ctx)
+	j, entries, err := o.list(ctx)
 	if err != nil {
 		return err
 	}
@@ -214,13 +210,19 @@ func (o *Options) lockHolder(ctx context.Context) (string, time.Duration, bool) 
 	return *l.Spec.HolderIdentity, renewed, true
 }
 
-// Run prints the journal.
-func (o *Options) Run(ctx context.Context) error {
+// list reads the journal's entries, oldest first.
+func (o *Options) list(ctx context.Context) (*journal.Journal, []*journal.Entry, error) {
 	j, err := o.g.Journal()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	entries, err := j.List(ctx)
+	return j, entries, err
+}
+
+// Run prints the journal.
+func (o *Options) Run(ctx context.Context) error {
+	_, entries, err := o.list(ctx)
 	if err != nil {
 		return err
 	}
