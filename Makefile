@@ -93,12 +93,13 @@ e2e-ambient: testbed-tools build $(AGENT) ## e2e on the ambient profile (istio-c
 	$(call e2e_on,ambient,-run '^TestAmbient')
 
 .PHONY: docs docs-check
-docs: ## Generate docs/cli from the cobra commands
-	$(GO) run ./hack/gendocs docs/cli
+docs: ## Generate docs/cli from the cobra commands, and docs/rbac.md's per-step table from the step registry
+	$(GO) run ./hack/gendocs docs/cli docs/rbac.md docs/rbac.md
 
-docs-check: ## Fail when docs/cli is stale
-	@tmp=$$(mktemp -d); $(GO) run ./hack/gendocs $$tmp; \
-	if ! diff -r $$tmp docs/cli >/dev/null; then echo "docs/cli is stale: run make docs"; diff -r $$tmp docs/cli | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+docs-check: ## Fail when docs/cli or docs/rbac.md's generated table is stale
+	@tmp=$$(mktemp -d); mkdir $$tmp/cli; $(GO) run ./hack/gendocs $$tmp/cli docs/rbac.md $$tmp/rbac.md; \
+	if ! diff -r $$tmp/cli docs/cli >/dev/null; then echo "docs/cli is stale: run make docs"; diff -r $$tmp/cli docs/cli | head -20; rm -rf $$tmp; exit 1; fi; \
+	if ! diff $$tmp/rbac.md docs/rbac.md >/dev/null; then echo "docs/rbac.md is stale: run make docs"; diff $$tmp/rbac.md docs/rbac.md | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 
 .PHONY: dist
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64

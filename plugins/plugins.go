@@ -18,23 +18,27 @@ import (
 )
 
 // Steps are the mutating steps, in the order an upgrade runs them: what precheck's "steps this
-// identity may run" asks for each.
+// identity may run" asks for each, the kinds journal trust allows, undo's restorers, sub-steps.
+// Adding a step is its package and one line here.
 func Steps() []step.Registration {
 	return []step.Registration{
-		{Name: "canary-gw", Rights: canarygw.Rights},
-		{Name: "shift", Rights: shift.Rights},
-		{Name: "migrate-ns", Rights: migratens.Rights},
-		{Name: "ztunnel-roll", Rights: ztunnelroll.Rights},
-		{Name: "tag-move", Rights: tagmove.Rights},
-		{Name: "cleanup", Rights: cleanup.Rights},
+		canarygw.Registration(),
+		shift.Registration(),
+		migratens.Registration(),
+		migrategw.Registration(),
+		ztunnelroll.Registration(),
+		tagmove.Registration(),
+		cleanup.Registration(),
 	}
 }
 
-// Commands are the subcommands of kubectl istio-upgrade.
+// Commands are the subcommands of kubectl istio-upgrade; it registers Steps with the runner.
 func Commands() []cli.CommandFactory {
+	steps := Steps()
+	step.Register(steps)
 	return []cli.CommandFactory{
 		status.NewCommand,
-		precheck.Command(Steps()),
+		precheck.Command(steps),
 		canarygw.NewCommand,
 		shift.NewCommand,
 		migratens.NewCommand,
@@ -43,16 +47,6 @@ func Commands() []cli.CommandFactory {
 		tagmove.NewCommand,
 		cleanup.NewCommand,
 		history.NewCommand,
-		// Steps whose undo needs their own order or guard; the others are restored object by object.
-		undo.Command(undo.Restorers{
-			"canary-gw":          canarygw.Undo,
-			"shift":              shift.Undo,
-			"migrate-ns":         migratens.Undo,
-			"migrate-gw":         migrategw.Undo,
-			"tag-move":           tagmove.Undo,
-			"cleanup":            cleanup.Undo,
-			"ztunnel-roll":       ztunnelroll.Undo,
-			"tag-move --restart": migratens.Undo, // entries written before one command was one entry
-		}),
+		undo.NewCommand,
 	}
 }

@@ -2,16 +2,30 @@ package plugins
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	authzv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/precheck"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/tagmove"
 )
+
+// The steps run each other (pins, --restart) and find their restorers through the registry.
+func TestMain(m *testing.M) {
+	step.Register(Steps())
+	os.Exit(m.Run())
+}
 
 // Namespaced rights are asked in the namespaces a step acts on: patching workloads in shop (which
 // selects a revision) decides migrate-ns, not the same right elsewhere.
@@ -42,5 +56,41 @@ func TestStepAccessPerStepAndNamespace(t *testing.T) {
 		if !got[name].Allowed {
 			t.Errorf("%s: %+v", name, got[name])
 		}
+	}
+}
+
+// A Gateway API gateway that follows the tag is pinned to the revision it runs before the tag moves
+// (by default), through migrate-gw's gated move as a sub-step; --pin-gateways=false leaves it rolling.
+func TestTagMovePinsFollowingGateways(t *testing.T) {
+	objs := func() []runtime.Object {
+		gw := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+			"metadata": map[string]any{"name": "edge", "namespace": "web"}, "spec": map[string]any{"gatewayClassName": "istio"}}}
+		d := steptest.Deployment("web", "edge-istio", 1, map[string]string{"gateway.networking.k8s.io/gateway-name": "edge",
+			"gateway.istio.io/managed": "istio.io-gateway-controller", istio.LabelSidecarInject: "false"}, nil)
+		return append(steptest.Without(steptest.Mesh(), "MutatingWebhookConfiguration//istio-sidecar-injector-1-31"),
+			steptest.Injector("1-31"), steptest.Namespace("web", nil), gw, d, steptest.Pod("web", "edge-istio", "a", "1-30"))
+	}
+	run := func(pin bool) (res struct {
+		Actions []struct{ Object, Verb string }
+		Details tagmove.Details
+	}) {
+		b := steptest.New(t, objs()...)
+		if err := b.Run(&tagmove.Options{To: "1-31", Overwrite: true, PinGateways: pin, BatchSize: 5, Timeout: time.Minute}, "client", nil, "default"); err != nil {
+			t.Fatalf("%v\n%s", err, b.ErrOut)
+		}
+		if err := json.Unmarshal(b.Out.Bytes(), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if r := run(false).Details.BlastRadius; len(r.RollingNow) != 1 || len(r.Pinned) != 0 {
+		t.Errorf("--pin-gateways=false: rollingNow %q, pinned %q", r.RollingNow, r.Pinned)
+	}
+	res := run(true)
+	if r := res.Details.BlastRadius; len(r.RollingNow) != 0 || len(r.Pinned) != 1 || !strings.Contains(r.Pinned[0], "gateway/web/edge") {
+		t.Errorf("pinned: rollingNow %q, pinned %q", r.RollingNow, r.Pinned)
+	}
+	if len(res.Actions) == 0 || res.Actions[0].Object != "web/gateway/edge" || res.Actions[0].Verb != "moved to 1-30" {
+		t.Errorf("the pin is not the first action: %+v", res.Actions)
 	}
 }

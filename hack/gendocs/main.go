@@ -13,9 +13,15 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: gendocs DIR")
+	if len(os.Args) != 2 && len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: gendocs DIR [RBAC_IN RBAC_OUT]")
 		os.Exit(64)
+	}
+	if len(os.Args) == 4 {
+		if err := writeRBAC(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	root := cli.NewRootCommand(genericiooptions.NewTestIOStreamsDiscard(), plugins.Commands()...)
 	root.DisableAutoGenTag = true

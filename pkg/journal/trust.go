@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -276,30 +277,32 @@ var kinds = func() map[string]ObjectRef {
 	return out
 }()
 
-// stepKinds are the kinds each step may touch, so may its undo.
-var stepKinds = map[string][]string{
-	"migrate-ns":   {"Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
-	"tag-move":     {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
-	"canary-gw":    {"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
-	"shift":        {"Deployment", "HorizontalPodAutoscaler"},
-	"migrate-gw":   {"Deployment", "Gateway", "ConfigMap"},
-	"ztunnel-roll": {"DaemonSet"},
-	"cleanup": {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Deployment", "Service", "ConfigMap",
-		"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"},
-}
+// stepKinds are the kinds each step may touch, so may its undo: the step registry's (SetStepKinds).
+var (
+	stepKindsMu sync.RWMutex
+	stepKinds   map[string][]string
+)
 
-func init() {
-	stepKinds["tag-move --restart"] = stepKinds["tag-move"] // entries from before one command was one entry
+// SetStepKinds sets the kinds each step's entries may name (step.Register passes the registry's);
+// undo may name any of them.
+func SetStepKinds(byStep map[string][]string) {
 	all := map[string]bool{}
-	for _, ks := range stepKinds {
+	m := map[string][]string{}
+	for name, ks := range byStep {
+		m[name] = ks
 		for _, k := range ks {
 			all[k] = true
 		}
 	}
+	var undo []string
 	for k := range all {
-		stepKinds["undo"] = append(stepKinds["undo"], k)
+		undo = append(undo, k)
 	}
-	sort.Strings(stepKinds["undo"])
+	sort.Strings(undo)
+	m["undo"] = undo
+	stepKindsMu.Lock()
+	stepKinds = m
+	stepKindsMu.Unlock()
 }
 
 // Trusted says whether undo may replay e: signed by this tool's key, naming only kinds its step
@@ -315,7 +318,9 @@ func Trusted(e *Entry) error {
 		}
 		return fmt.Errorf("journal entry %s is not signed by kubectl istio-upgrade (%s; the key is in Secret %s): it will not be replayed", e.ID, why, KeySecret)
 	}
+	stepKindsMu.RLock()
 	allowed, ok := stepKinds[e.Step]
+	stepKindsMu.RUnlock()
 	if !ok {
 		return fmt.Errorf("journal entry %s names an unknown step %q", e.ID, e.Step)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -15,6 +16,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
+
+// In the plugin the step registry sets the kinds (step.Register); here, those of the steps the tests name.
+func TestMain(m *testing.M) {
+	SetStepKinds(map[string][]string{
+		"migrate-ns": {"Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
+		"cleanup":    {"Deployment", "Service", "ConfigMap", "ClusterRole", "ClusterRoleBinding"},
+	})
+	os.Exit(m.Run())
+}
 
 func saved(t *testing.T, j *Journal, step string, refs ...ObjectRef) *Entry {
 	t.Helper()

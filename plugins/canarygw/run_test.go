@@ -2,6 +2,7 @@ package canarygw
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,12 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
+
+// Journal trust knows the step's kinds from its registration, as in the plugin.
+func TestMain(m *testing.M) {
+	step.Register([]step.Registration{Registration()})
+	os.Exit(m.Run())
+}
 
 // withHPAAndPDB is steptest.Mesh with an HPA (2-5) and a PDB on the ingress gateway.
 func withHPAAndPDB() []runtime.Object {

@@ -3,6 +3,7 @@ package cleanup
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -26,6 +27,12 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
+
+// Journal trust knows the step's kinds from its registration, as in the plugin.
+func TestMain(m *testing.M) {
+	step.Register([]step.Registration{Registration()})
+	os.Exit(m.Run())
+}
 
 // moved is steptest.Mesh after the upgrade: every namespace, workload, gateway, tag and the validator
 // on 1-31. Fakes cannot answer syncz, so istiod pods are left pending (not asked) unless asked is set.

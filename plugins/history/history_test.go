@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,12 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
+
+// The entries the tests write are migrate-ns's: journal trust knows its kinds from the registry.
+func TestMain(m *testing.M) {
+	step.Register([]step.Registration{{Name: "migrate-ns", Kinds: []string{"Namespace", "Deployment"}}})
+	os.Exit(m.Run())
+}
 
 func runHistory(t *testing.T, c *journaltest.Cluster, output string, args ...string) (string, string, error) {
 	t.Helper()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -101,7 +102,7 @@ func (o *Options) MovesToRevision() {}
 
 // NewCommand builds `migrate-gw`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{Timeout: 5 * time.Minute}
+	o := &Options{}
 	cmd := &cobra.Command{
 		Use:   "migrate-gw (deployment/NAME | gateway/NAME) --to REVISION_OR_TAG",
 		Short: "Move one gateway to a revision in place, keeping its Service and every ready endpoint",
@@ -140,10 +141,13 @@ A tag given to --to is what the label names: the gateway then follows the tag, a
   # Move it back (gated the same way)
   kubectl istio-upgrade undo`,
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.To, "to", "", "The revision (or revision tag) to move the gateway to (required)")
-	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long the move may take to pass its gate")
+	o.addFlags(cmd.Flags())
 	return step.NewCommand(g, streams, o, cmd)
+}
+
+func (o *Options) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.To, "to", "", "The revision (or revision tag) to move the gateway to (required)")
+	f.DurationVar(&o.Timeout, "timeout", defaultTimeout, "How long the move may take to pass its gate")
 }
 
 // Validate checks the argument and flags without I/O.

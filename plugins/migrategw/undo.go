@@ -20,18 +20,14 @@ import (
 // undoTimeout bounds how long undo waits for the gateway to be back on its revision.
 const undoTimeout = 5 * time.Minute
 
-// Undo moves the gateway back the way the step moved it (see UndoGateways).
-func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
-	return UndoGateways(ctx, c, j, e, e.Objects, dryRun, p)
-}
-
-// UndoGateways undoes the gateway moves among objs (migrate-gw's, or the pins of tag-move and
-// migrate-ns) the way they were made: each recorded istio.io/rev label set again, new pods first (a
+// Undo undoes the gateway moves of e (migrate-gw's, or the pins of tag-move and migrate-ns through
+// pkg/pin) the way they were made: each recorded istio.io/rev label set again, new pods first (a
 // Deployment's strategy held at maxUnavailable 0 meanwhile, a Gateway's overlay still in place), the
 // Services' ready endpoints watched until the pods are back on the revision the entry noted; only then
-// are objs put back whole (strategy, parametersRef) and an overlay ConfigMap deleted.
-func UndoGateways(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, objs []journal.Object, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+// are the objects put back whole (strategy, parametersRef) and an overlay ConfigMap deleted.
+func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
 	var actions []journal.Action
+	objs := e.Objects
 	for i := range objs {
 		o := &objs[i]
 		from := e.Notes[FromNote(o.Ref.Kind, o.Ref.Namespace, o.Ref.Name)]

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -29,8 +30,8 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 // Options is `migrate-ns`: its flags, and the state of one run.
@@ -68,7 +69,7 @@ type Options struct {
 	relabel        []string
 	restarts       []kube.WorkloadRef
 	inflight       []string // units an interrupted run began and never gated: gated first
-	pins           []migrategw.Pin
+	pins           []pin.Pin
 }
 
 // Details is the step-specific part of the -o json result.
@@ -107,7 +108,7 @@ type GateResult struct {
 	Metrics map[string][2]float64 `json:"metrics,omitempty"`
 }
 
-// NewOptions returns migrate-ns options with the flag defaults, for steps that run it (tag-move --restart).
+// NewOptions returns migrate-ns options with the flag defaults.
 func NewOptions() *Options {
 	return &Options{BatchSize: 5, MaxUnavailableNamespaces: 1, Timeout: 5 * time.Minute, PinGateways: true, Analysis: true, Analyzer: analyzeLive}
 }
@@ -170,7 +171,11 @@ workloads are warned about and restarted last.`,
   # What would happen, validated by the apiserver, without changing anything
   kubectl istio-upgrade migrate-ns shop --to 1-31 --dry-run=server -o json`,
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	return step.NewCommand(g, streams, o, cmd)
+}
+
+func (o *Options) addFlags(f *pflag.FlagSet) {
 	f.StringVarP(&o.Selector, "selector", "l", "", "Migrate the namespaces matching this label selector")
 	f.BoolVar(&o.All, "all", false, "Migrate every namespace that selects a revision (injection label or istio.io/rev)")
 	f.StringVar(&o.To, "to", "", "The revision or revision tag to label namespaces with (required)")
@@ -180,11 +185,10 @@ workloads are warned about and restarted last.`,
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long one batch may take to pass its gate")
 	f.BoolVar(&o.RollbackOnFailure, "rollback-on-failure", false, "When a gate fails, relabel the touched namespaces back and restart what was restarted")
 	f.BoolVar(&o.AllowDowntime, "allow-downtime", false, "Restart workloads even when their rollout would leave no ready pod")
-	f.BoolVar(&o.PinGateways, "pin-gateways", true, migrategw.PinHelp)
+	f.BoolVar(&o.PinGateways, "pin-gateways", true, pin.Help)
 	f.BoolVar(&o.Analysis, "analysis", true, "After each namespace moves, gate on Istio's configuration analysis: no new error as the target revision sees the namespace")
 	f.BoolVar(&o.StrictAnalysis, "strict-analysis", false, "Let new analysis warnings fail the gate too (they are reported either way)")
 	f.BoolVar(&o.IncludeSystem, "include-system", false, "Allow kube-system, kube-public and kube-node-lease when named as arguments (never taken by --all or -l)")
-	return step.NewCommand(g, streams, o, cmd)
 }
 
 // Validate checks flags and arguments without I/O.
@@ -239,14 +243,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err != nil {
 		o.det.Warnings = append(o.det.Warnings, "Gateway API gateways that follow these namespaces are not shown: "+err.Error())
 	}
+	follows := followsRelabel(o.plan)
 	if o.PinGateways {
-		relabel := map[string]bool{}
-		for _, n := range o.plan.Namespaces {
-			relabel[n.Name] = n.Relabel
-		}
-		o.pins = migrategw.Pins(r.Before, gws, func(g mesh.GatewayAPIGateway) bool { return g.RevLabel == "" && relabel[g.Namespace] })
+		o.pins = pin.Pins(r.Before, gws, func(g mesh.GatewayAPIGateway) bool { _, ok := follows(g); return ok })
 	}
-	o.plan.RollingNow, o.plan.Pinned = rollingNow(o.plan, gws, o.pins), []string{}
+	o.plan.RollingNow = pin.RollingNow(gws, o.pins, follows)
+	o.plan.Pinned = []string{}
 	for _, p := range o.pins {
 		o.plan.Pinned = append(o.plan.Pinned, p.String())
 		r.Progress.Printf("%s before its namespace is relabelled; move it with migrate-gw", p)
@@ -287,30 +289,20 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	return p, nil
 }
 
-// rollingNow names the Gateway API gateways and waypoints that follow a namespace the plan relabels,
-// but those pinned.
-func rollingNow(p *Plan, gws []mesh.GatewayAPIGateway, pinned []migrategw.Pin) []string {
+// followsRelabel says which Gateway API gateways and waypoints follow a namespace the plan relabels:
+// those without an istio.io/rev of their own.
+func followsRelabel(p *Plan) func(mesh.GatewayAPIGateway) (string, bool) {
 	relabel := map[string]bool{}
 	for _, n := range p.Namespaces {
 		relabel[n.Name] = n.Relabel
 	}
-	pin := map[string]bool{}
-	for _, g := range pinned {
-		pin[g.Namespace+"/"+g.Name] = true
-	}
-	out := []string{}
-	for _, g := range gws {
-		if g.RevLabel == "" && relabel[g.Namespace] && !pin[g.Namespace+"/"+g.Name] {
-			out = append(out, fmt.Sprintf("%s/%s/%s (Gateway API, class %s)", g.Kind(), g.Namespace, g.Name, g.Class))
-		}
-	}
-	return out
+	return func(g mesh.GatewayAPIGateway) (string, bool) { return "", g.RevLabel == "" && relabel[g.Namespace] }
 }
 
 // Apply relabels and restarts wave by wave, gating every batch; it stops between batches when told to.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	start := time.Now()
-	err := migrategw.ApplyPins(ctx, r, o.pins, o.Timeout)
+	err := pin.Apply(ctx, r, o.pins, o.Timeout)
 	if err == nil {
 		err = o.migrate(ctx, r)
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 func wl(kind, ns, name string, replicas int32, injected ...string) mesh.Workload {
@@ -318,13 +318,13 @@ func ptr[T any](v T) *T { return &v }
 // at once; a pinned one, or one in a namespace not relabelled, stays.
 func TestRollingNow(t *testing.T) {
 	p := &Plan{Namespaces: []NamespacePlan{{Name: "web", Relabel: true}, {Name: "done", Relabel: false}}}
-	got := rollingNow(p, []mesh.GatewayAPIGateway{
+	got := pin.RollingNow([]mesh.GatewayAPIGateway{
 		{Namespace: "web", Name: "follows", Class: "istio"},
 		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
 		{Namespace: "done", Name: "unchanged", Class: "istio"},
 		{Namespace: "web", Name: "wp", Class: "istio-waypoint"},
 		{Namespace: "web", Name: "pinned-now", Class: "istio"},
-	}, []migrategw.Pin{{GatewayAPIGateway: mesh.GatewayAPIGateway{Namespace: "web", Name: "pinned-now", Class: "istio"}, Revision: "1-30"}})
+	}, []pin.Pin{{GatewayAPIGateway: mesh.GatewayAPIGateway{Namespace: "web", Name: "pinned-now", Class: "istio"}, Revision: "1-30"}}, followsRelabel(p))
 	if len(got) != 2 || got[0] != "gateway/web/follows (Gateway API, class istio)" || got[1] != "waypoint/web/wp (Gateway API, class istio-waypoint)" {
 		t.Errorf("rollingNow %q", got)
 	}

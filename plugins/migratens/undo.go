@@ -13,7 +13,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
 )
 
 // undoTimeout bounds the wait for the restarted workloads.
@@ -93,7 +93,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		p.Printf("%d workloads restarted and rolled out", len(restarted))
 	}
 	// The Gateways pinned before the namespaces moved, unpinned now that they are back.
-	more, err := migrategw.UndoGateways(ctx, c, j, e, rest, dryRun, p)
+	more, err := pin.Undo(ctx, c, j, e, rest, dryRun, p)
 	actions = append(actions, more...)
 	if err != nil {
 		return actions, err

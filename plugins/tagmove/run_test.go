@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -31,7 +30,7 @@ func cluster(t *testing.T) *journaltest.Cluster { return journaltest.New(t, obje
 
 func objects() []runtime.Object {
 	one := int32(1)
-	wh := injector("1-31")
+	wh := steptest.Injector("1-31")
 	wh.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
 	return []runtime.Object{
 		&appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
@@ -136,7 +135,7 @@ func TestRunResultCarriesManifests(t *testing.T) {
 // undo puts the old injector back first, then removes the tag.
 func TestRunDefaultTagOverNonRevisionedInstall(t *testing.T) {
 	one := int32(1)
-	old := injector("default")
+	old := steptest.Injector("default")
 	old.Name = "istio-sidecar-injector"
 	old.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
 	validator := func(name, rev string) *admregv1.ValidatingWebhookConfiguration {
@@ -177,43 +176,5 @@ func TestRunDefaultTagOverNonRevisionedInstall(t *testing.T) {
 	}
 	if _, err := adm.MutatingWebhookConfigurations().Get(context.Background(), "istio-revision-tag-default", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("undo left the default tag: %v", err)
-	}
-}
-
-// A Gateway API gateway that follows the tag is pinned to the revision it runs before the tag moves
-// (by default), through migrate-gw's gated move as a sub-step; --pin-gateways=false leaves it rolling.
-func TestPinsFollowingGateways(t *testing.T) {
-	objs := func() []runtime.Object {
-		wh := injector("1-31")
-		wh.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
-		gw := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-			"metadata": map[string]any{"name": "edge", "namespace": "web"}, "spec": map[string]any{"gatewayClassName": "istio"}}}
-		d := steptest.Deployment("web", "edge-istio", 1, map[string]string{"gateway.networking.k8s.io/gateway-name": "edge",
-			"gateway.istio.io/managed": "istio.io-gateway-controller", istio.LabelSidecarInject: "false"}, nil)
-		return append(steptest.Without(steptest.Mesh(), "MutatingWebhookConfiguration//istio-sidecar-injector-1-31"),
-			wh, steptest.Namespace("web", nil), gw, d, steptest.Pod("web", "edge-istio", "a", "1-30"))
-	}
-	run := func(pin bool) (res struct {
-		Actions []struct{ Object, Verb string }
-		Details Details
-	}) {
-		b := steptest.New(t, objs()...)
-		if err := b.Run(&Options{To: "1-31", Overwrite: true, PinGateways: pin, BatchSize: 5, Timeout: time.Minute}, "client", nil, "default"); err != nil {
-			t.Fatalf("%v\n%s", err, b.ErrOut)
-		}
-		if err := json.Unmarshal(b.Out.Bytes(), &res); err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	if r := run(false).Details.BlastRadius; len(r.RollingNow) != 1 || len(r.Pinned) != 0 {
-		t.Errorf("--pin-gateways=false: rollingNow %q, pinned %q", r.RollingNow, r.Pinned)
-	}
-	res := run(true)
-	if r := res.Details.BlastRadius; len(r.RollingNow) != 0 || len(r.Pinned) != 1 || !strings.Contains(r.Pinned[0], "gateway/web/edge") {
-		t.Errorf("pinned: rollingNow %q, pinned %q", r.RollingNow, r.Pinned)
-	}
-	if len(res.Actions) == 0 || res.Actions[0].Object != "web/gateway/edge" || res.Actions[0].Verb != "moved to 1-30" {
-		t.Errorf("the pin is not the first action: %+v", res.Actions)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
 )
 
 // TagServicePrefix names the Service istioctl creates for each tag (istiod-revision-tag-<tag>).
@@ -167,19 +166,12 @@ type Radius struct {
 	Pinned []string `json:"pinned"`
 }
 
-// RollingNow names the Gateway API gateways and waypoints that resolve through tag, but those pinned.
-func RollingNow(s *mesh.Snapshot, gws []mesh.GatewayAPIGateway, tag string, pinned []migrategw.Pin) []string {
-	pin := map[string]bool{}
-	for _, p := range pinned {
-		pin[p.Namespace+"/"+p.Name] = true
+// followsTag says which Gateway API gateways and waypoints resolve through tag, and how.
+func followsTag(s *mesh.Snapshot, tag string) func(mesh.GatewayAPIGateway) (string, bool) {
+	return func(g mesh.GatewayAPIGateway) (string, bool) {
+		name, how := s.Selects(g)
+		return ", through " + how, name == tag
 	}
-	out := []string{}
-	for _, g := range gws {
-		if name, how := s.Selects(g); name == tag && !pin[g.Namespace+"/"+g.Name] {
-			out = append(out, fmt.Sprintf("%s/%s/%s (Gateway API, class %s, through %s)", g.Kind(), g.Namespace, g.Name, g.Class, how))
-		}
-	}
-	return out
 }
 
 // RadiusNamespace is one namespace that follows the tag.

@@ -12,36 +12,13 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/golden"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
-
-func sel(reqs ...metav1.LabelSelectorRequirement) *metav1.LabelSelector {
-	return &metav1.LabelSelector{MatchExpressions: reqs}
-}
-
-func req(key string, op metav1.LabelSelectorOperator, values ...string) metav1.LabelSelectorRequirement {
-	return metav1.LabelSelectorRequirement{Key: key, Operator: op, Values: values}
-}
-
-// injector mirrors istio-sidecar-injector-<rev> as istioctl installs it.
-func injector(rev string) *admregv1.MutatingWebhookConfiguration {
-	url := "https://istiod-" + rev + ".istio-system.svc:443/inject"
-	cc := admregv1.WebhookClientConfig{URL: &url, CABundle: []byte("ca-" + rev)}
-	return &admregv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "istio-sidecar-injector-" + rev, Labels: map[string]string{"app": "sidecar-injector", istio.LabelRev: rev, "istio.io/owned-by": "x"}},
-		Webhooks: []admregv1.MutatingWebhook{
-			{Name: "rev.namespace.sidecar-injector.istio.io", ClientConfig: cc,
-				NamespaceSelector: sel(req(istio.LabelRev, metav1.LabelSelectorOpIn, rev), req(istio.LabelInjection, metav1.LabelSelectorOpDoesNotExist)),
-				ObjectSelector:    sel(req(istio.LabelSidecarInject, metav1.LabelSelectorOpNotIn, "false"))},
-			{Name: "rev.object.sidecar-injector.istio.io", ClientConfig: cc,
-				NamespaceSelector: sel(req(istio.LabelRev, metav1.LabelSelectorOpDoesNotExist), req(istio.LabelInjection, metav1.LabelSelectorOpDoesNotExist)),
-				ObjectSelector:    sel(req(istio.LabelSidecarInject, metav1.LabelSelectorOpNotIn, "false"), req(istio.LabelRev, metav1.LabelSelectorOpIn, rev))},
-		},
-	}
-}
 
 func TestNewWebhookGolden(t *testing.T) {
 	for _, tag := range []string{"prod-stable", "default"} {
-		wh, err := NewWebhook(injector("1-31"), tag, "1-31")
+		wh, err := NewWebhook(steptest.Injector("1-31"), tag, "1-31")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +42,7 @@ func TestNewWebhookGolden(t *testing.T) {
 		golden.Assert(t, "webhook-"+tag+".yaml", b)
 	}
 	// The injector itself is not modified.
-	in := injector("1-31")
+	in := steptest.Injector("1-31")
 	_, _ = NewWebhook(in, "x", "1-31")
 	if in.Webhooks[0].NamespaceSelector.MatchExpressions[0].Values[0] != "1-31" {
 		t.Error("NewWebhook changed the injector")
@@ -73,8 +50,8 @@ func TestNewWebhookGolden(t *testing.T) {
 }
 
 func TestMoveWebhookKeepsSelectors(t *testing.T) {
-	tagWh, _ := NewWebhook(injector("1-30"), "prod-stable", "1-30")
-	moved, err := MoveWebhook(tagWh, injector("1-31"), "1-31")
+	tagWh, _ := NewWebhook(steptest.Injector("1-30"), "prod-stable", "1-30")
+	moved, err := MoveWebhook(tagWh, steptest.Injector("1-31"), "1-31")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,11 +134,11 @@ func TestRollingNow(t *testing.T) {
 		{Namespace: "web", Name: "pinned", Class: "istio", RevLabel: "1-30"},
 		{Namespace: "plain", Name: "waypoint", Class: "istio-waypoint"},
 	}
-	got := RollingNow(s, gws, "prod-stable", nil)
+	got := pin.RollingNow(gws, nil, followsTag(s, "prod-stable"))
 	if len(got) != 2 || !strings.HasPrefix(got[0], "gateway/web/by-namespace ") || !strings.HasPrefix(got[1], "gateway/plain/by-label ") {
 		t.Errorf("prod-stable: %q", got)
 	}
-	if got := RollingNow(s, gws, "default", nil); len(got) != 1 || !strings.HasPrefix(got[0], "waypoint/plain/waypoint ") {
+	if got := pin.RollingNow(gws, nil, followsTag(s, "default")); len(got) != 1 || !strings.HasPrefix(got[0], "waypoint/plain/waypoint ") {
 		t.Errorf("default: %q", got)
 	}
 }

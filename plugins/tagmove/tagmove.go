@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,10 +24,12 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
 )
+
+// restartStep restarts what follows the tag (--restart), as a sub-step of the move.
+const restartStep = "migrate-ns"
 
 // Options is `tag-move`: its flags and what one run found.
 type Options struct {
@@ -47,7 +50,7 @@ type Options struct {
 	revSvc      *corev1.Service
 	wantSvc     *corev1.Service
 	wantVal     *admregv1.ValidatingWebhookConfiguration
-	pins        []migrategw.Pin
+	pins        []pin.Pin
 	// deactivate is the injector of the revision named default, which the default tag replaces.
 	deactivate string
 }
@@ -106,7 +109,7 @@ nothing); undo reactivates it before it removes the tag.`,
 	f.StringVar(&o.To, "to", "", "The revision the tag will point at (required)")
 	f.BoolVar(&o.Restart, "restart", false, "Restart the workloads that follow the tag, in gated batches (as migrate-ns)")
 	f.BoolVar(&o.Overwrite, "overwrite", false, "Move a tag that already exists")
-	f.BoolVar(&o.PinGateways, "pin-gateways", true, migrategw.PinHelp)
+	f.BoolVar(&o.PinGateways, "pin-gateways", true, pin.Help)
 	f.IntVar(&o.BatchSize, "batch-size", 5, "With --restart: workloads restarted together before each gate")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "With --restart: how long one batch may take to pass its gate")
 	return step.NewCommand(g, streams, o, cmd)
@@ -174,12 +177,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		r.Progress.Printf("warning: Gateway API gateways that follow tag %s are not shown: %v", o.Tag, err)
 	}
 	if o.PinGateways {
-		o.pins = migrategw.Pins(before, gws, func(g mesh.GatewayAPIGateway) bool { name, _ := before.Selects(g); return name == o.Tag })
+		o.pins = pin.Pins(before, gws, func(g mesh.GatewayAPIGateway) bool { _, ok := followsTag(before, o.Tag)(g); return ok })
 		for _, p := range o.pins {
 			o.det.BlastRadius.Pinned = append(o.det.BlastRadius.Pinned, p.String())
 		}
 	}
-	o.det.BlastRadius.RollingNow = RollingNow(before, gws, o.Tag, o.pins)
+	o.det.BlastRadius.RollingNow = pin.RollingNow(gws, o.pins, followsTag(before, o.Tag))
 	o.printRadius(r.ErrOut, o.det)
 	if from == o.To {
 		return &step.Plan{Nothing: fmt.Sprintf("tag %s already points at %s; nothing to change", o.Tag, o.To)}, nil
@@ -271,7 +274,7 @@ func (o *Options) validators(ctx context.Context, r *step.Run) (*admregv1.Valida
 // version is derived again from it and retried), then with --restart restarts its followers in the
 // same journal entry.
 func (o *Options) Apply(ctx context.Context, r *step.Run) error {
-	if err := migrategw.ApplyPins(ctx, r, o.pins, o.Timeout); err != nil {
+	if err := pin.Apply(ctx, r, o.pins, o.Timeout); err != nil {
 		return err
 	}
 	adm := r.C.Kube.AdmissionregistrationV1()
@@ -376,13 +379,11 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 		}
 		return nil
 	}
-	m := migratens.NewOptions()
-	m.KeepLabels, m.To, m.BatchSize, m.Timeout = true, o.Tag, o.BatchSize, o.Timeout
-	var names []string
+	args := []string{"--keep-labels", "--to", o.Tag, "--batch-size", strconv.Itoa(o.BatchSize), "--timeout", o.Timeout.String()}
 	for _, n := range rad.Namespaces {
-		names = append(names, n.Name)
+		args = append(args, n.Name)
 	}
-	sub, err := r.Sub(ctx, m, names)
+	sub, err := r.SubStep(ctx, restartStep, args...)
 	o.det.Restart = sub.Details
 	for _, a := range sub.Actions {
 		r.Result.Add(a.Object, a.Verb)

@@ -2,12 +2,13 @@ package tagmove
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migrategw"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
 // Undo takes a tag move back as one unit: the tag first (webhook, tag Service, default validator), so
@@ -34,12 +35,16 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		actions = append(actions, a)
 	}
 	if len(restarts.Objects) > 0 {
-		more, err := migratens.Undo(ctx, c, j, &restarts, dryRun, p)
+		restartsUndo := step.RestorerOf(restartStep)
+		if restartsUndo == nil {
+			return actions, fmt.Errorf("internal: %s is not registered, so the restarted workloads cannot be restarted back", restartStep)
+		}
+		more, err := restartsUndo(ctx, c, j, &restarts, dryRun, p)
 		actions = append(actions, more...)
 		if err != nil {
 			return actions, err
 		}
 	}
-	more, err := migrategw.UndoGateways(ctx, c, j, e, pinned, dryRun, p)
+	more, err := pin.Undo(ctx, c, j, e, pinned, dryRun, p)
 	return append(actions, more...), err
 }

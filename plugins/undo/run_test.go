@@ -3,9 +3,9 @@ package undo_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -14,19 +14,27 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/migratens"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
 )
 
-var restorers = undo.Restorers{"migrate-ns": migratens.Undo}
+// The undo step finds migrate-ns's restorer in the registry, as the plugin does.
+func TestMain(m *testing.M) {
+	step.Register(plugins.Steps())
+	os.Exit(m.Run())
+}
 
 // migrated runs `migrate-ns shop --to REV` (a restart's gate times out on fakes: an incomplete entry,
 // shop relabelled, web restarted).
 func migrated(t *testing.T, b *steptest.Bed, rev string) {
 	t.Helper()
-	o := migratens.NewOptions()
-	o.To, o.Timeout = rev, 500*time.Millisecond
+	g, _ := step.Registered("migrate-ns")
+	o, f := g.New()
+	if err := f.Parse([]string{"--to", rev, "--timeout", "500ms"}); err != nil {
+		t.Fatal(err)
+	}
 	n := len(b.Entries())
 	b.Flags = "--to=" + rev
 	if err := b.Run(o, "none", nil, "shop"); (err != nil && cli.CodeOf(err) != cli.ExitTimeout) || len(b.Entries()) != n+1 {
@@ -38,10 +46,10 @@ func migrated(t *testing.T, b *steptest.Bed, rev string) {
 func TestRunDryRuns(t *testing.T) {
 	b := steptest.New(t, steptest.Mesh()...)
 	migrated(t, b, "1-31")
-	if err := b.Run(undo.New(restorers), "client", nil); err != nil || len(b.Writes) != 0 {
+	if err := b.Run(new(undo.Options), "client", nil); err != nil || len(b.Writes) != 0 {
 		t.Fatalf("client dry run: %v, wrote %v", err, b.Writes)
 	}
-	if err := b.Run(undo.New(restorers), "server", nil); err != nil {
+	if err := b.Run(new(undo.Options), "server", nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(b.Sent) == 0 {
@@ -64,7 +72,7 @@ func TestRunRefusesUnderAHeldLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Reset()
-	err := b.Run(undo.New(restorers), "none", nil)
+	err := b.Run(new(undo.Options), "none", nil)
 	if cli.CodeOf(err) != cli.ExitLocked || len(b.Changes()) != 0 {
 		t.Fatalf("exit %d (%v), changes %v; want 73, nothing changed", cli.CodeOf(err), err, b.Changes())
 	}
@@ -74,7 +82,7 @@ func TestRunRefusesUnderAHeldLock(t *testing.T) {
 func TestRunUndoesTheLastEntryOnce(t *testing.T) {
 	b := steptest.New(t, steptest.Mesh()...)
 	migrated(t, b, "1-31")
-	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
+	if err := b.Run(new(undo.Options), "none", nil); err != nil {
 		t.Fatalf("%v\n%s", err, b.ErrOut)
 	}
 	if b.Rev("shop") != "1-30" {
@@ -86,7 +94,7 @@ func TestRunUndoesTheLastEntryOnce(t *testing.T) {
 		t.Fatalf("entries %+v %+v", e[0], e[len(e)-1])
 	}
 	b.Reset()
-	err := b.Run(undo.New(restorers), "none", nil, e[0].ID)
+	err := b.Run(new(undo.Options), "none", nil, e[0].ID)
 	if cli.CodeOf(err) != cli.ExitBadInput || len(b.Changes()) != 0 {
 		t.Errorf("undoing an undone entry: exit %d (%v), changes %v", cli.CodeOf(err), err, b.Changes())
 	}
@@ -98,7 +106,7 @@ func TestRunRefusesAnOverwrittenEntry(t *testing.T) {
 	migrated(t, b, "1-31")
 	migrated(t, b, "1-30")
 	first := b.Entries()[0].ID
-	err := b.Run(undo.New(restorers), "none", nil, first)
+	err := b.Run(new(undo.Options), "none", nil, first)
 	if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 || !strings.Contains(err.Error(), "undo them first") {
 		t.Fatalf("exit %d (%v), changes %v; want 66, nothing changed", cli.CodeOf(err), err, b.Changes())
 	}
@@ -122,7 +130,7 @@ func TestRunKeepsOutsideChanges(t *testing.T) {
 	b := steptest.New(t, steptest.Mesh()...)
 	migrated(t, b, "1-31")
 	setLabel(t, b, "team", "payments-oncall")
-	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
+	if err := b.Run(new(undo.Options), "none", nil); err != nil {
 		t.Fatalf("%v\n%s", err, b.ErrOut)
 	}
 	n, _ := b.Clients.Kube.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
@@ -136,11 +144,11 @@ func TestRunRefusesDriftUnlessForced(t *testing.T) {
 	b := steptest.New(t, steptest.Mesh()...)
 	migrated(t, b, "1-31")
 	setLabel(t, b, istio.LabelRev, "canary")
-	err := b.Run(undo.New(restorers), "none", nil)
+	err := b.Run(new(undo.Options), "none", nil)
 	if cli.CodeOf(err) != cli.ExitDrifted || !strings.Contains(err.Error(), `metadata.labels["istio.io/rev"]`) || len(b.Changes()) != 0 {
 		t.Fatalf("exit %d (%v), changes %v; want 68 naming the label, nothing changed", cli.CodeOf(err), err, b.Changes())
 	}
-	forced := undo.New(restorers)
+	forced := new(undo.Options)
 	forced.Force = true
 	if err := b.Run(forced, "none", nil); err != nil {
 		t.Fatalf("--force: %v", err)
@@ -164,7 +172,7 @@ func TestRunRefusesAHandMadeEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Reset()
-	err = b.Run(undo.New(restorers), "none", nil, "0002")
+	err = b.Run(new(undo.Options), "none", nil, "0002")
 	if cli.CodeOf(err) != cli.ExitBadInput || !strings.Contains(err.Error(), "entry 0002 is not") || len(b.Changes()) != 0 {
 		t.Fatalf("exit %d (%v), changes %v; want 65, nothing changed", cli.CodeOf(err), err, b.Changes())
 	}
@@ -183,13 +191,13 @@ func TestRunFailedUndoIsRetried(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	if err := b.Run(undo.New(restorers), "none", nil); err == nil {
+	if err := b.Run(new(undo.Options), "none", nil); err == nil {
 		t.Fatal("the first undo did not fail")
 	}
 	if b.Rev("shop") != "1-31" {
 		t.Fatalf("shop on %s after the failed undo", b.Rev("shop"))
 	}
-	if err := b.Run(undo.New(restorers), "none", nil); err != nil {
+	if err := b.Run(new(undo.Options), "none", nil); err != nil {
 		t.Fatalf("retry: %v\n%s", err, b.ErrOut)
 	}
 	e := b.Entries()

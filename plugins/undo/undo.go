@@ -12,45 +12,32 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
-// Restorer undoes one step's entry in the order that step needs (shift: the side regaining pods
-// first), instead of object by object.
-type Restorer func(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.Entry, dryRun []string, p *cli.Progress) ([]journal.Action, error)
-
-// Restorers are the step-specific restorers, by step name; other steps are restored object by object.
-type Restorers map[string]Restorer
+// Permissions are what undo needs beside the engine's, as docs/rbac.md lists them.
+var Permissions = []step.Permission{
+	{"get, and update, create or delete as the entry needs", "the entry's objects", "where they live"},
+	{"patch, list, watch", "workloads of the entry (restarts, scaling)", "their namespaces"},
+}
 
 // Options is `undo`: the entry to undo and how.
 type Options struct {
-	restorers Restorers
-
 	ID    string
 	Force bool
 
 	entry    *journal.Entry
 	j        *journal.Journal
-	restorer Restorer
+	restorer step.Restorer
 	preview  []journal.Action
 }
 
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "undo" }
 
-// Command builds `undo` with the steps' restorers.
-func Command(restorers Restorers) cli.CommandFactory {
-	return func(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
-		return newCommand(g, streams, restorers)
-	}
-}
-
-// New returns undo's step with the steps' restorers.
-func New(restorers Restorers) *Options { return &Options{restorers: restorers} }
-
-func newCommand(g *cli.Global, streams genericiooptions.IOStreams, restorers Restorers) *cobra.Command {
-	o := New(restorers)
+// NewCommand builds `undo`; the steps' own restorers are the registry's (step.Register).
+func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{}
 	cmd := &cobra.Command{
 		Use:   "undo [ID]",
 		Short: "Restore the objects a step changed to their recorded state",
@@ -173,7 +160,7 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 
 // restorerFor is e's step's own restorer; an undo entry is undone by the restorer of the step it
 // undid (its order: namespace labels before restarts, the tag before its workloads).
-func (o *Options) restorerFor(e *journal.Entry, entries []*journal.Entry) Restorer {
+func (o *Options) restorerFor(e *journal.Entry, entries []*journal.Entry) step.Restorer {
 	name := e.Step
 	if e.UndoOf != "" {
 		for _, x := range entries {
@@ -182,7 +169,7 @@ func (o *Options) restorerFor(e *journal.Entry, entries []*journal.Entry) Restor
 			}
 		}
 	}
-	return o.restorers[name]
+	return step.RestorerOf(name)
 }
 
 // Apply restores the entry with its step's own restorer (object by object for the others) and marks

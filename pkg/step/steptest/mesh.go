@@ -166,3 +166,29 @@ func Ambient() []runtime.Object {
 	}
 	return objs
 }
+
+func sel(reqs ...metav1.LabelSelectorRequirement) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchExpressions: reqs}
+}
+
+func req(key string, op metav1.LabelSelectorOperator, values ...string) metav1.LabelSelectorRequirement {
+	return metav1.LabelSelectorRequirement{Key: key, Operator: op, Values: values}
+}
+
+// Injector mirrors istio-sidecar-injector-<rev> as istioctl installs it.
+func Injector(rev string) *admregv1.MutatingWebhookConfiguration {
+	url := "https://istiod-" + rev + ".istio-system.svc:443/inject"
+	cc := admregv1.WebhookClientConfig{URL: &url, CABundle: []byte("ca-" + rev)}
+	return &admregv1.MutatingWebhookConfiguration{
+		TypeMeta:   meta("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+		ObjectMeta: metav1.ObjectMeta{Name: "istio-sidecar-injector-" + rev, Labels: map[string]string{"app": "sidecar-injector", istio.LabelRev: rev, "istio.io/owned-by": "x"}},
+		Webhooks: []admregv1.MutatingWebhook{
+			{Name: "rev.namespace.sidecar-injector.istio.io", ClientConfig: cc,
+				NamespaceSelector: sel(req(istio.LabelRev, metav1.LabelSelectorOpIn, rev), req(istio.LabelInjection, metav1.LabelSelectorOpDoesNotExist)),
+				ObjectSelector:    sel(req(istio.LabelSidecarInject, metav1.LabelSelectorOpNotIn, "false"))},
+			{Name: "rev.object.sidecar-injector.istio.io", ClientConfig: cc,
+				NamespaceSelector: sel(req(istio.LabelRev, metav1.LabelSelectorOpDoesNotExist), req(istio.LabelInjection, metav1.LabelSelectorOpDoesNotExist)),
+				ObjectSelector:    sel(req(istio.LabelSidecarInject, metav1.LabelSelectorOpNotIn, "false"), req(istio.LabelRev, metav1.LabelSelectorOpIn, rev))},
+		},
+	}
+}

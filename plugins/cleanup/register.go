@@ -3,6 +3,7 @@ package cleanup
 import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
 // Rights are what cleanup asks for to remove a revision's objects (precheck's step rights).
@@ -18,4 +19,22 @@ func Rights(_ *mesh.Snapshot, istioNS string) []kube.Access {
 		out = append(out, kube.Can(r.group, r.resource, r.ns, "list", "get", "delete")...)
 	}
 	return append(out, kube.Can("discovery.k8s.io", "endpointslices", istioNS, "list")...)
+}
+
+// Registration is cleanup as the step registry (plugins.Steps) holds it.
+func Registration() step.Registration {
+	return step.Registration{
+		Name:   "cleanup",
+		Rights: Rights,
+		Kinds: []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Deployment", "Service", "ConfigMap",
+			"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"},
+		Permissions: []step.Permission{
+			{"list, get, delete", "deployments, services, serviceaccounts, configmaps, horizontalpodautoscalers, poddisruptionbudgets, roles, rolebindings", "ISTIO"},
+			{"list, get, delete", "mutatingwebhookconfigurations, validatingwebhookconfigurations, clusterroles, clusterrolebindings", "cluster"},
+			{"list", "endpointslices", "ISTIO"},
+			{"list (when the CRD exists)", "gateways.gateway.networking.k8s.io", "all namespaces"},
+			{"`--helm`: list, create, update", "secrets (Helm's release storage), and what helm changes in each release (its objects)", "the releases' namespaces"},
+		},
+		Undo: Undo,
+	}
 }

@@ -3,6 +3,7 @@ package shift
 import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
 // Rights are what shift asks for in every gateway's namespace (precheck's step rights).
@@ -15,4 +16,19 @@ func Rights(s *mesh.Snapshot, _ string) []kube.Access {
 		out = append(out, kube.Can("discovery.k8s.io", "endpointslices", ns, "list")...)
 	}
 	return out
+}
+
+// Registration is shift as the step registry (plugins.Steps) holds it.
+func Registration() step.Registration {
+	return step.Registration{
+		Name:   "shift",
+		Rights: Rights,
+		Kinds:  []string{"Deployment", "HorizontalPodAutoscaler"},
+		Permissions: []step.Permission{
+			{"get, patch, list, watch", "deployments", "the gateway's namespace"},
+			{"get, patch, list", "horizontalpodautoscalers", "the gateway's namespace"},
+			{"list", "services, pods, endpointslices", "the gateway's namespace"},
+		},
+		Undo: Undo,
+	}
 }

@@ -1,0 +1,33 @@
+package tagmove
+
+import (
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
+)
+
+// Rights are what tag-move asks for: the tag's webhooks and its Service (precheck's step rights).
+func Rights(_ *mesh.Snapshot, istioNS string) []kube.Access {
+	return append(append(kube.Can("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "get", "create", "update"),
+		kube.Can("admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "get", "update")...),
+		kube.Can("", "services", istioNS, "get", "create", "update")...)
+}
+
+// Registration is tag-move as the step registry (plugins.Steps) holds it.
+func Registration() step.Registration {
+	return step.Registration{
+		Name:   "tag-move",
+		Rights: Rights,
+		Kinds:  []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
+		Permissions: []step.Permission{
+			{"get, create or update", "mutatingwebhookconfigurations (`istio-revision-tag-*`)", "cluster"},
+			{"get, create or update", "services (`istiod-revision-tag-*`)", "ISTIO"},
+			{"get, update", "validatingwebhookconfigurations (`istiod-default-validator`, tag `default` only)", "cluster"},
+			{"list (optional: the blast radius names the Gateway API gateways that roll with the tag)", "gateways.gateway.networking.k8s.io", "all namespaces"},
+			{"`--pin-gateways` (default): as `migrate-gw` for each Gateway it pins", "", "each pinned Gateway's namespace"},
+			{"`--restart`: as `migrate-ns`", "", "each namespace on the tag"},
+		},
+		Undo:    Undo,
+		Entries: []string{"tag-move --restart"}, // entries from before one command was one entry
+	}
+}
