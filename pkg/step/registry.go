@@ -101,3 +101,8 @@ func (r *Run) SubStep(ctx context.Context, name string, args ...string) (*cli.Re
 	}
 	return r.Sub(ctx, s, flags.Args())
 }
+
+// Perm is one Permission row.
+func Perm(verbs, resources, where string) Permission {
+	return Permission{Verbs: verbs, Resources: resources, Where: where}
+}

@@ -26,9 +26,9 @@ func Registration() step.Registration {
 		Rights: Rights,
 		Kinds:  []string{"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
 		Permissions: []step.Permission{
-			{"get, create", "deployments, and horizontalpodautoscalers and poddisruptionbudgets when the gateway has them", "the gateway's namespace"},
-			{"list", "horizontalpodautoscalers, poddisruptionbudgets, pods, endpointslices", "the gateway's namespace"},
-			{"`--helm`: list, create, update", "secrets (Helm's release storage), and create for the chart's objects (serviceaccount, role, rolebinding, deployment, HPA, PDB)", "the gateway's namespace"},
+			step.Perm("get, create", "deployments, and horizontalpodautoscalers and poddisruptionbudgets when the gateway has them", "the gateway's namespace"),
+			step.Perm("list", "horizontalpodautoscalers, poddisruptionbudgets, pods, endpointslices", "the gateway's namespace"),
+			step.Perm("`--helm`: list, create, update", "secrets (Helm's release storage), and create for the chart's objects (serviceaccount, role, rolebinding, deployment, HPA, PDB)", "the gateway's namespace"),
 		},
 		Undo: Undo,
 	}

@@ -29,11 +29,11 @@ func Registration() step.Registration {
 		Kinds: []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Deployment", "Service", "ConfigMap",
 			"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"},
 		Permissions: []step.Permission{
-			{"list, get, delete", "deployments, services, serviceaccounts, configmaps, horizontalpodautoscalers, poddisruptionbudgets, roles, rolebindings", "ISTIO"},
-			{"list, get, delete", "mutatingwebhookconfigurations, validatingwebhookconfigurations, clusterroles, clusterrolebindings", "cluster"},
-			{"list", "endpointslices", "ISTIO"},
-			{"list (when the CRD exists)", "gateways.gateway.networking.k8s.io", "all namespaces"},
-			{"`--helm`: list, create, update", "secrets (Helm's release storage), and what helm changes in each release (its objects)", "the releases' namespaces"},
+			step.Perm("list, get, delete", "deployments, services, serviceaccounts, configmaps, horizontalpodautoscalers, poddisruptionbudgets, roles, rolebindings", "ISTIO"),
+			step.Perm("list, get, delete", "mutatingwebhookconfigurations, validatingwebhookconfigurations, clusterroles, clusterrolebindings", "cluster"),
+			step.Perm("list", "endpointslices", "ISTIO"),
+			step.Perm("list (when the CRD exists)", "gateways.gateway.networking.k8s.io", "all namespaces"),
+			step.Perm("`--helm`: list, create, update", "secrets (Helm's release storage), and what helm changes in each release (its objects)", "the releases' namespaces"),
 		},
 		Undo: Undo,
 	}

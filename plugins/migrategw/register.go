@@ -44,10 +44,10 @@ func Registration() step.Registration {
 		Kinds:  []string{"Deployment", "Gateway", "ConfigMap"},
 		New:    newSub,
 		Permissions: []step.Permission{
-			{"get, patch, list, watch", "deployments (a Deployment gateway; for a Gateway, its Deployment is only read)", "the gateway's namespace"},
-			{"patch", "gateways.gateway.networking.k8s.io (a Gateway API gateway)", "the gateway's namespace"},
-			{"create, delete", "configmaps (the overlay `GATEWAY-istio-upgrade`, only when the Gateway's Deployment would take pods down first)", "the gateway's namespace"},
-			{"get, list", "services, endpointslices, pods", "the gateway's namespace"},
+			step.Perm("get, patch, list, watch", "deployments (a Deployment gateway; for a Gateway, its Deployment is only read)", "the gateway's namespace"),
+			step.Perm("patch", "gateways.gateway.networking.k8s.io (a Gateway API gateway)", "the gateway's namespace"),
+			step.Perm("create, delete", "configmaps (the overlay `GATEWAY-istio-upgrade`, only when the Gateway's Deployment would take pods down first)", "the gateway's namespace"),
+			step.Perm("get, list", "services, endpointslices, pods", "the gateway's namespace"),
 		},
 		Undo: Undo,
 	}

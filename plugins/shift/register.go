@@ -25,9 +25,9 @@ func Registration() step.Registration {
 		Rights: Rights,
 		Kinds:  []string{"Deployment", "HorizontalPodAutoscaler"},
 		Permissions: []step.Permission{
-			{"get, patch, list, watch", "deployments", "the gateway's namespace"},
-			{"get, patch, list", "horizontalpodautoscalers", "the gateway's namespace"},
-			{"list", "services, pods, endpointslices", "the gateway's namespace"},
+			step.Perm("get, patch, list, watch", "deployments", "the gateway's namespace"),
+			step.Perm("get, patch, list", "horizontalpodautoscalers", "the gateway's namespace"),
+			step.Perm("list", "services, pods, endpointslices", "the gateway's namespace"),
 		},
 		Undo: Undo,
 	}

@@ -20,12 +20,12 @@ func Registration() step.Registration {
 		Rights: Rights,
 		Kinds:  []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Service", "Namespace", "Deployment", "StatefulSet", "DaemonSet", "Gateway"},
 		Permissions: []step.Permission{
-			{"get, create or update", "mutatingwebhookconfigurations (`istio-revision-tag-*`)", "cluster"},
-			{"get, create or update", "services (`istiod-revision-tag-*`)", "ISTIO"},
-			{"get, update", "validatingwebhookconfigurations (`istiod-default-validator`, tag `default` only)", "cluster"},
-			{"list (optional: the blast radius names the Gateway API gateways that roll with the tag)", "gateways.gateway.networking.k8s.io", "all namespaces"},
-			{"`--pin-gateways` (default): as `migrate-gw` for each Gateway it pins", "", "each pinned Gateway's namespace"},
-			{"`--restart`: as `migrate-ns`", "", "each namespace on the tag"},
+			step.Perm("get, create or update", "mutatingwebhookconfigurations (`istio-revision-tag-*`)", "cluster"),
+			step.Perm("get, create or update", "services (`istiod-revision-tag-*`)", "ISTIO"),
+			step.Perm("get, update", "validatingwebhookconfigurations (`istiod-default-validator`, tag `default` only)", "cluster"),
+			step.Perm("list (optional: the blast radius names the Gateway API gateways that roll with the tag)", "gateways.gateway.networking.k8s.io", "all namespaces"),
+			step.Perm("`--pin-gateways` (default): as `migrate-gw` for each Gateway it pins", "", "each pinned Gateway's namespace"),
+			step.Perm("`--restart`: as `migrate-ns`", "", "each namespace on the tag"),
 		},
 		Undo:    Undo,
 		Entries: []string{"tag-move --restart"}, // entries from before one command was one entry

@@ -17,8 +17,8 @@ import (
 
 // Permissions are what undo needs beside the engine's, as docs/rbac.md lists them.
 var Permissions = []step.Permission{
-	{"get, and update, create or delete as the entry needs", "the entry's objects", "where they live"},
-	{"patch, list, watch", "workloads of the entry (restarts, scaling)", "their namespaces"},
+	step.Perm("get, and update, create or delete as the entry needs", "the entry's objects", "where they live"),
+	step.Perm("patch, list, watch", "workloads of the entry (restarts, scaling)", "their namespaces"),
 }
 
 // Options is `undo`: the entry to undo and how.
