@@ -23,6 +23,7 @@ KWOK_VERSION := v0.8.0
 ETCD_VERSION := v3.6.8
 # helm for the Helm profile: the same Helm SDK release the plugin reads releases with.
 HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3"{print $$2}' test/testbed/tools/helm/go.mod)
+PROM_VERSION := $(shell awk '$$1=="github.com/prometheus/prometheus"{print $$2}' test/testbed/tools/prometheus/go.mod)
 # Development builds of istio.io/istio, stamped as an "old" and a "new" release for the test bed.
 ISTIO_OLD_VERSION := 1.30.0
 ISTIO_NEW_VERSION := 1.31.0
@@ -33,6 +34,7 @@ K8S_BIN       := $(CACHE_DIR)/k8s-$(K8S_VERSION)
 KWOK_BIN      := $(CACHE_DIR)/kwok-$(KWOK_VERSION)
 ETCD_BIN      := $(CACHE_DIR)/etcd-$(ETCD_VERSION)
 HELM_BIN      := $(CACHE_DIR)/helm-$(HELM_VERSION)
+PROM_BIN      := $(CACHE_DIR)/prometheus-$(PROM_VERSION)
 ISTIO_OLD_BIN := $(CACHE_DIR)/istio-$(ISTIO_OLD_VERSION)-$(lastword $(subst -, ,$(ISTIO_OLD_PSEUDO)))
 ISTIO_NEW_BIN := $(CACHE_DIR)/istio-$(ISTIO_NEW_VERSION)-$(lastword $(subst -, ,$(ISTIO_NEW_PSEUDO)))
 AGENT         := $(TESTBED_DIR)/bin/testbed-agent
@@ -140,6 +142,12 @@ $(HELM_BIN)/.done:
 		-ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" -o $(HELM_BIN)/helm helm.sh/helm/v3/cmd/helm
 	touch $@
 
+# Prometheus 3 from its module (no UI assets: the bed and the gates use its HTTP API).
+$(PROM_BIN)/.done:
+	@echo ">> building Prometheus $(PROM_VERSION) into $(PROM_BIN)"
+	cd test/testbed/tools/prometheus && CGO_ENABLED=0 $(GO) build -trimpath -o $(PROM_BIN)/prometheus github.com/prometheus/prometheus/cmd/prometheus
+	touch $@
+
 $(ISTIO_OLD_BIN)/.done:
 	@echo ">> building istio $(ISTIO_OLD_VERSION) (dev build $(ISTIO_OLD_PSEUDO)) into $(ISTIO_OLD_BIN)"
 	cd test/testbed/tools/istio-old && CGO_ENABLED=0 $(GO) build -trimpath \
@@ -155,10 +163,10 @@ $(ISTIO_NEW_BIN)/.done:
 	touch $@
 
 .PHONY: testbed-tools
-testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ETCD_BIN)/.done $(HELM_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
+testbed-tools: $(K8S_BIN)/.done $(KWOK_BIN)/.done $(ETCD_BIN)/.done $(HELM_BIN)/.done $(PROM_BIN)/.done $(ISTIO_OLD_BIN)/.done $(ISTIO_NEW_BIN)/.done ## Build (once) every pinned tool the test bed needs
 
 # ---- the test bed ----
-TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ETCD_BIN=$(ETCD_BIN) HELM_BIN=$(HELM_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
+TESTBED_ENV := K8S_BIN=$(K8S_BIN) KWOK_BIN=$(KWOK_BIN) ETCD_BIN=$(ETCD_BIN) HELM_BIN=$(HELM_BIN) PROM_BIN=$(PROM_BIN) ISTIO_OLD_BIN=$(ISTIO_OLD_BIN) ISTIO_NEW_BIN=$(ISTIO_NEW_BIN) \
 	ISTIO_OLD_VERSION=$(ISTIO_OLD_VERSION) ISTIO_NEW_VERSION=$(ISTIO_NEW_VERSION)
 REV ?= 1-31
 export REV

@@ -12,7 +12,7 @@
 #   testbed.sh new-revision   install the new revision ($REV, default 1-31) with the new istioctl
 #   testbed.sh wait-synced    wait until every injected running pod shows SYNCED in proxy-status
 #
-# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ETCD_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN, HELM_BIN.
+# Tools come from the Makefile (make testbed-tools): K8S_BIN, KWOK_BIN, ETCD_BIN, ISTIO_OLD_BIN, ISTIO_NEW_BIN, HELM_BIN, PROM_BIN.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -73,16 +73,50 @@ ingress_service() {
   esac
 }
 
+# Prometheus (the real one, built from its module) listens on 127.0.0.1:$PROM_PORT and scrapes pods
+# through the agent's scrape proxy on $SCRAPE_PORT; the addon's prometheus Service reaches it.
+PROM_PORT=${TESTBED_PROMETHEUS_PORT:-20090}
+SCRAPE_PORT=${TESTBED_SCRAPE_PORT:-20091}
+
 start_agent() {
   [ -f "$TESTBED_DIR/agent.pid" ] && kill -0 "$(cat "$TESTBED_DIR/agent.pid")" 2>/dev/null && return 0
   "$TESTBED_DIR/bin/testbed-agent" --kubeconfig "$KCFG" --dir "$TESTBED_DIR" --istio-namespace "$ISTIO_NS" \
     --egress-socket "$TESTBED_DIR/egress.sock" \
+    --scrape-listen "127.0.0.1:$SCRAPE_PORT" --prometheus "127.0.0.1:$PROM_PORT" \
     --ingress-service "$(ingress_service)" --ingress-listen "127.0.0.1:$INGRESS_PORT" \
     --pilot-discovery "$ISTIO_OLD_VERSION=$ISTIO_OLD_BIN/pilot-discovery" \
     --pilot-discovery "$ISTIO_NEW_VERSION=$ISTIO_NEW_BIN/pilot-discovery" \
     >>"$TESTBED_DIR/logs/agent.log" 2>&1 &
   echo $! > "$TESTBED_DIR/agent.pid"
   log "agent started (pid $!, log $TESTBED_DIR/logs/agent.log)"
+}
+
+# start_prometheus installs Istio's Prometheus addon as its docs do (kubectl apply of
+# samples/addons/prometheus.yaml: Service prometheus:9090 in the Istio namespace, its pod simulated) and
+# runs the real Prometheus for it with the addon's own scrape configuration (pod jobs, through the agent).
+start_prometheus() {
+  need PROM_BIN
+  local addon; addon=$(istio_src old)/samples/addons/prometheus.yaml
+  kc apply -f "$addon" >/dev/null
+  if ! { [ -f "$TESTBED_DIR/prometheus.pid" ] && kill -0 "$(cat "$TESTBED_DIR/prometheus.pid")" 2>/dev/null; }; then
+    "$BIN/testbed-agent" --prometheus-config "$addon=$TESTBED_DIR/prometheus.yml" --kubeconfig "$KCFG" \
+      --scrape-listen "127.0.0.1:$SCRAPE_PORT" --prometheus "127.0.0.1:$PROM_PORT"
+    mkdir -p "$TESTBED_DIR/prometheus"
+    "$PROM_BIN/prometheus" --config.file="$TESTBED_DIR/prometheus.yml" --storage.tsdb.path="$TESTBED_DIR/prometheus" \
+      --web.listen-address="127.0.0.1:$PROM_PORT" --web.enable-lifecycle --log.level=warn \
+      >>"$TESTBED_DIR/logs/prometheus.log" 2>&1 &
+    echo $! > "$TESTBED_DIR/prometheus.pid"
+  fi
+  wait_for "Prometheus ready on 127.0.0.1:$PROM_PORT" 60 http_ok "$PROM_PORT" /-/ready
+}
+
+http_ok() { # PORT PATH: a GET answers 200 (bash's /dev/tcp: no curl needed)
+  local status
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$2" >&3
+  read -r _ status _ <&3 || true
+  exec 3>&- 3<&-
+  [ "$status" = 200 ]
 }
 
 istiod_ready() { # REV: the local istiod of REV answers /ready with 200 (bash's /dev/tcp: no curl needed)
@@ -325,6 +359,7 @@ cmd_up() {
     *) die "TESTBED_PROFILE=$prof: want istioctl, helm or ambient" ;;
   esac
   echo "$prof" >"$PROFILE_FILE"
+  start_prometheus
   wait_for "all pods Running and Ready" 180 all_pods_ready
   wait_for "all sidecars SYNCED on their istiod" 120 synced
   log "test bed ($prof profile) up in $((SECONDS - t0))s; kubeconfig: $KCFG"
@@ -343,6 +378,10 @@ cmd_new_revision() {
 }
 
 cmd_down() {
+  if [ -f "$TESTBED_DIR/prometheus.pid" ]; then
+    kill -9 "$(cat "$TESTBED_DIR/prometheus.pid")" 2>/dev/null || true
+    rm -f "$TESTBED_DIR/prometheus.pid"
+  fi
   if [ -f "$TESTBED_DIR/agent.pid" ]; then
     local pid; pid=$(cat "$TESTBED_DIR/agent.pid")
     kill "$pid" 2>/dev/null && for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
@@ -354,18 +393,19 @@ cmd_down() {
     PATH="$BIN:$PATH" "$KWOK_BIN/kwokctl" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
   fi
   rm -rf "$TESTBED_DIR/kwok" "$TESTBED_DIR/istiod" "$TESTBED_DIR/istiod-ports.json" "$KCFG" "$TESTBED_DIR/stages" \
-    "$PROFILE_FILE" "$TESTBED_DIR/istio-old-src" "$TESTBED_DIR/istio-new-src" "$TESTBED_DIR/egress.sock" "$TESTBED_DIR/egress.yaml" "$TESTBED_DIR/kwok.yaml"
+    "$PROFILE_FILE" "$TESTBED_DIR/istio-old-src" "$TESTBED_DIR/istio-new-src" "$TESTBED_DIR/egress.sock" "$TESTBED_DIR/egress.yaml" "$TESTBED_DIR/kwok.yaml" \
+    "$TESTBED_DIR/prometheus" "$TESTBED_DIR/prometheus.yml"
   check_clean
   log "test bed down"
 }
 
 # listening lists the loopback ports a test bed takes that something listens on: the agent's istiod
-# range 21000-21999 and the ingress load balancer's port.
+# range 21000-21999, the ingress load balancer's port, Prometheus' and the scrape proxy's.
 listening() {
   local port
   for port in $(awk 'FNR>1 && $4=="0A" {n=split($2,a,":"); print a[n]}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
     port=$((16#$port))
-    if { [ "$port" -ge 21000 ] && [ "$port" -lt 22000 ]; } || [ "$port" -eq "$INGRESS_PORT" ]; then echo "$port"; fi
+    if { [ "$port" -ge 21000 ] && [ "$port" -lt 22000 ]; } || [ "$port" -eq "$INGRESS_PORT" ] || [ "$port" -eq "$PROM_PORT" ] || [ "$port" -eq "$SCRAPE_PORT" ]; then echo "$port"; fi
   done | sort -un
 }
 
@@ -392,7 +432,7 @@ check_clean() {
   for f in /proc/[0-9]*/cmdline; do
     pid=${f#/proc/}; pid=${pid%/cmdline}
     [ "$pid" = "$$" ] && continue
-    if tr '\0' ' ' < "$f" 2>/dev/null | grep -Eq -- "$CLUSTER|testbed-agent|pilot-discovery discovery"; then
+    if tr '\0' ' ' < "$f" 2>/dev/null | grep -Eq -- "$CLUSTER|testbed-agent|pilot-discovery discovery|$TESTBED_DIR/prometheus.yml"; then
       left="$left $pid:$(tr '\0' ' ' < "$f" | cut -c1-60)"
     fi
   done
@@ -405,6 +445,9 @@ cmd_env() {
   echo "export PATH=$BIN:\$PATH"
   echo "export TESTBED_PROFILE=$(profile)"
   echo "export TESTBED_INGRESS=127.0.0.1:$INGRESS_PORT"
+  echo "# Prometheus' API: directly, or as the plugin reaches it, through the apiserver's service proxy:"
+  echo "#   kubectl get --raw '/api/v1/namespaces/$ISTIO_NS/services/prometheus:9090/proxy/api/v1/query?query=istio_requests_total'"
+  echo "export TESTBED_PROMETHEUS=http://127.0.0.1:$PROM_PORT"
 }
 
 case "${1:-}" in

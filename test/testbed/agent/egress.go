@@ -25,9 +25,11 @@ import (
 // pilot-discovery of the revision the Service selects; anything else is dialled as asked. Webhook
 // configurations keep their clientConfig.service untouched, so Helm and istioctl can patch what they own.
 type egress struct {
-	ns       string
-	ports    *portBook
-	services listersv1.ServiceLister
+	ns         string
+	ports      *portBook
+	services   listersv1.ServiceLister
+	pods       listersv1.PodLister
+	prometheus string // the local Prometheus the addon's pod stands for
 }
 
 func newEgress(ns string, ports *portBook) *egress { return &egress{ns: ns, ports: ports} }
@@ -35,6 +37,7 @@ func newEgress(ns string, ports *portBook) *egress { return &egress{ns: ns, port
 func (e *egress) register(f informers.SharedInformerFactory) {
 	e.services = f.Core().V1().Services().Lister()
 	_ = f.Core().V1().Services().Informer()
+	e.pods = f.Core().V1().Pods().Lister()
 }
 
 // serve accepts CONNECT requests on the unix socket until ctx ends.
@@ -100,6 +103,9 @@ func (e *egress) route(hostport string) string {
 		return hostport
 	}
 	port, _ := strconv.Atoi(portStr)
+	if e.prometheus != "" && port == 9090 && e.isPrometheus(host) {
+		return e.prometheus
+	}
 	svcs, err := e.services.Services(e.ns).List(everything)
 	if err != nil {
 		return hostport
@@ -143,4 +149,25 @@ func (e *egress) local(rev string, sp corev1.ServicePort) int {
 		return p.HTTP
 	}
 	return 0
+}
+
+// isPrometheus says whether ip is the pod of Istio's Prometheus addon (the apiserver's service proxy
+// dials an endpoint) or the ClusterIP of its Service (what a webhook-like caller dials).
+func (e *egress) isPrometheus(ip string) bool {
+	if svc, err := e.services.Services(e.ns).Get("prometheus"); err == nil && svc.Spec.ClusterIP == ip {
+		return true
+	}
+	if e.pods == nil {
+		return false
+	}
+	pods, err := e.pods.Pods(e.ns).List(everything)
+	if err != nil {
+		return false
+	}
+	for _, p := range pods {
+		if p.Status.PodIP == ip && p.Labels["app.kubernetes.io/name"] == "prometheus" {
+			return true
+		}
+	}
+	return false
 }

@@ -145,7 +145,7 @@ func (lb *loadBalancer) serve(ctx context.Context, addr string) error {
 			http.Error(w, "connection refused", http.StatusBadGateway)
 			return
 		}
-		if err := forward(w, r, pod, port); err != nil {
+		if _, err := forward(w, r, pod, port); err != nil {
 			w.Header().Set(headerCause, "refused")
 			http.Error(w, err.Error(), http.StatusBadGateway)
 		}

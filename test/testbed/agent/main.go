@@ -5,7 +5,9 @@
 //     revision (kube-proxy's part), so the apiserver really calls the injector and validator while
 //     webhook configurations stay exactly as Helm or istioctl wrote them;
 //   - simulates the sidecar of every running injected pod with a real xDS client connected to the
-//     istiod of the revision that injected it.
+//     istiod of the revision that injected it, and the metrics its proxy exposes (Prometheus scrapes
+//     them through the agent's scrape proxy);
+//   - makes workloads fail on request, from the fault rules of ConfigMap default/testbed-faults.
 //
 // It talks only to the local apiserver and to local istiod processes on loopback.
 package main
@@ -49,8 +51,17 @@ func main() {
 	ingress := flag.String("ingress-service", "", "NAMESPACE/NAME of the ingress gateway Service the loopback load balancer fronts")
 	ingressAddr := flag.String("ingress-listen", "127.0.0.1:20080", "where the ingress load balancer listens")
 	ingressDelay := flag.Duration("ingress-delay", time.Second, "how late the load balancer sees EndpointSlice changes")
+	scrapes := flag.String("scrape-listen", "", "where the proxy Prometheus scrapes pods through (its proxy_url) listens")
+	prom := flag.String("prometheus", "", "the local Prometheus (HOST:PORT) the prometheus Service of the Istio namespace stands for")
 	flag.Var(pilots, "pilot-discovery", "VERSION=PATH of a pilot-discovery build; an istiod pod runs the build matching its image tag (repeatable)")
+	promCfg := flag.String("prometheus-config", "", "write ADDON.yaml's Prometheus configuration for the bed to OUT (ADDON=OUT) and exit; needs -kubeconfig, -scrape-listen and -prometheus")
 	flag.Parse()
+	if in, out, ok := strings.Cut(*promCfg, "="); ok {
+		if err := promConfig(in, out, *kubeconfig, "http://"+*scrapes, *prom); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	// adsc logs every xDS response; a test bed with thousands of sidecars only wants errors.
 	if sc := istiolog.FindScope("adsc"); sc != nil {
 		sc.SetOutputLevel(istiolog.WarnLevel)
@@ -82,9 +93,12 @@ func main() {
 	factory := informers.NewSharedInformerFactory(kc, 0)
 	sup.register(ctx, factory)
 	eg := newEgress(*istioNS, ports)
+	eg.prometheus = *prom
 	eg.register(factory)
 	pl := newPlane()
 	pl.register(ctx, factory)
+	pl.faults = &faults{}
+	pl.faults.register(kc, ctx.Done())
 	var lb *loadBalancer
 	if ns, name, ok := strings.Cut(*ingress, "/"); ok {
 		lb = newLoadBalancer(ns, name, *ingressDelay, pl)
@@ -95,6 +109,11 @@ func main() {
 	factory.WaitForCacheSync(ctx.Done())
 	if *egressSocket != "" {
 		if err := eg.serve(ctx, *egressSocket); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *scrapes != "" {
+		if err := pl.serveScrapes(*scrapes); err != nil {
 			log.Fatal(err)
 		}
 	}

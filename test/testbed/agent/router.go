@@ -207,7 +207,7 @@ func (rs *routerState) setEndpoints(name string, e *endpoint.ClusterLoadAssignme
 // route picks the upstream ip:port for a request to the listener on port, or why none: "no-route" (no
 // listener, route configuration, virtual host or route matches: Envoy's 404) or "no-endpoint" (the
 // route's cluster has no healthy endpoint: Envoy's 503).
-func (rs *routerState) route(port int, host, path string) (string, string) {
+func (rs *routerState) route(port int, host, path string) (target, service, cause string) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	var rc *route.RouteConfiguration
@@ -221,11 +221,11 @@ func (rs *routerState) route(port int, host, path string) (string, string) {
 		}
 	}
 	if rc == nil {
-		return "", "no-route"
+		return "", "", "no-route"
 	}
 	vh := virtualHost(rc, host)
 	if vh == nil {
-		return "", "no-route"
+		return "", "", "no-route"
 	}
 	for _, r := range vh.GetRoutes() {
 		if !pathMatches(r.GetMatch(), path) {
@@ -236,7 +236,7 @@ func (rs *routerState) route(port int, host, path string) (string, string) {
 			cl = pickWeighted(wc)
 		}
 		if cl == "" {
-			return "", "no-route"
+			return "", "", "no-route"
 		}
 		svc := rs.clusters[cl]
 		if svc == "" {
@@ -244,12 +244,20 @@ func (rs *routerState) route(port int, host, path string) (string, string) {
 		}
 		eps := rs.endpoints[svc]
 		if len(eps) == 0 {
-			return "", "no-endpoint"
+			return "", serviceOf(svc), "no-endpoint"
 		}
 		rs.next++
-		return eps[rs.next%len(eps)], ""
+		return eps[rs.next%len(eps)], serviceOf(svc), ""
 	}
-	return "", "no-route"
+	return "", "", "no-route"
+}
+
+// serviceOf is the Service FQDN of an EDS cluster name ("outbound|9080||productpage.bookinfo.svc.cluster.local").
+func serviceOf(cluster string) string {
+	if i := strings.LastIndex(cluster, "|"); i >= 0 {
+		return cluster[i+1:]
+	}
+	return cluster
 }
 
 // virtualHost is Envoy's choice of virtual host for host: an exact domain, then the longest suffix or

@@ -42,7 +42,7 @@ func TestRouterRoutesAsEnvoy(t *testing.T) {
 		{8080, "bookinfo.example.com", "/empty", "", "no-endpoint"},
 		{9090, "bookinfo.example.com", "/productpage", "", "no-route"},
 	} {
-		got, cause := rs.route(tt.port, tt.host, tt.path)
+		got, _, cause := rs.route(tt.port, tt.host, tt.path)
 		if got != tt.want || cause != tt.cause {
 			t.Errorf("route(%d, %s, %s) = %q %q, want %q %q", tt.port, tt.host, tt.path, got, cause, tt.want, tt.cause)
 		}

@@ -28,6 +28,7 @@ const (
 	headerPort  = "X-Testbed-Port"
 	headerCause = "X-Testbed-Cause" // why a hop failed: "refused" (no server at the endpoint), "no-route", "no-endpoint"
 	headerPod   = "X-Testbed-Pod"   // the pod that answered
+	headerFrom  = "X-Testbed-From"  // the pod IP of the proxy that sent the request (metadata exchange)
 )
 
 type plane struct {
@@ -37,6 +38,7 @@ type plane struct {
 	byUID map[types.UID]*podServer
 	// routers are the routing state of gateway pods, by UID, set by the simulator.
 	routers map[types.UID]*routerState
+	faults  *faults
 }
 
 type podServer struct {
@@ -46,6 +48,8 @@ type podServer struct {
 	addr     string       // set with srv, on the pod's first lookup
 	srv      *http.Server // nil until then
 	closing  bool
+	peer     peer        // how Istio's metrics name the pod
+	stats    *proxyStats // what its proxy counted
 }
 
 func newPlane() *plane {
@@ -82,7 +86,7 @@ func (pl *plane) sync(p *corev1.Pod) {
 	if _, ok := pl.byUID[p.UID]; ok {
 		return
 	}
-	s := &podServer{ns: p.Namespace, name: p.Name, uid: p.UID, ip: p.Status.PodIP}
+	s := &podServer{ns: p.Namespace, name: p.Name, uid: p.UID, ip: p.Status.PodIP, peer: peerOf(p), stats: &proxyStats{}}
 	pl.byUID[p.UID], pl.byIP[s.ip] = s, s
 }
 
@@ -201,53 +205,129 @@ func (pl *plane) setRouter(uid types.UID, rs *routerState) {
 	pl.routers[uid] = rs
 }
 
-// serve answers for one pod: a gateway routes, a workload answers.
+// serve answers for one pod: a gateway routes, a workload answers. Both count what they carried, as
+// their proxies would (a pod without a proxy counts nothing).
 func (pl *plane) serve(s *podServer, w http.ResponseWriter, r *http.Request) {
 	pl.mu.Lock()
 	rs := pl.routers[s.uid]
+	from := pl.byIP[r.Header.Get(headerFrom)]
 	pl.mu.Unlock()
 	w.Header().Set(headerPod, s.ns+"/"+s.name)
 	if rs == nil {
-		_, _ = fmt.Fprintf(w, "%s/%s\n", s.ns, s.name)
+		pl.answer(s, from, w, r)
 		return
 	}
 	if r.Header.Get("X-Testbed-Debug") != "" { // what the router knows, for debugging the bed
 		_, _ = fmt.Fprint(w, rs.dump())
 		return
 	}
+	start := time.Now()
 	port, _ := strconv.Atoi(r.Header.Get(headerPort))
-	target, cause := rs.route(port, r.Host, r.URL.Path)
+	target, svc, cause := rs.route(port, r.Host, r.URL.Path)
+	rec := request{reporter: "source", src: s.peer, service: svc}
+	report := func(code int, flags string) {
+		rec.code, rec.flags, rec.ms = code, flags, float64(time.Since(start).Microseconds())/1000
+		s.stats.record(rec)
+	}
 	switch cause {
 	case "no-route":
 		w.Header().Set(headerCause, cause)
 		http.Error(w, "no route", http.StatusNotFound)
+		report(http.StatusNotFound, "NR")
 		return
 	case "no-endpoint":
 		w.Header().Set(headerCause, cause)
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		report(http.StatusServiceUnavailable, "UH")
 		return
 	}
 	ip, p, _ := net.SplitHostPort(target)
+	pl.mu.Lock()
+	if d := pl.byIP[ip]; d != nil {
+		rec.dst = d.peer
+	}
+	pl.mu.Unlock()
 	addr := pl.lookup(ip)
 	if addr == "" {
 		w.Header().Set(headerCause, "refused")
 		http.Error(w, "upstream connect error: connection refused", http.StatusServiceUnavailable)
+		report(http.StatusServiceUnavailable, "UF")
 		return
 	}
-	if err := forward(w, r, addr, p); err != nil {
+	r.Header.Set(headerFrom, s.ip)
+	code, err := forward(w, r, addr, p)
+	if err != nil {
 		w.Header().Set(headerCause, "refused")
 		http.Error(w, "upstream connect error: "+err.Error(), http.StatusServiceUnavailable)
+		report(http.StatusServiceUnavailable, "UC")
+		return
 	}
+	report(code, "")
+}
+
+// answer is a workload pod's reply, with the faults the knob sets for it; its sidecar (if any) counts
+// it as the destination, the sender named by headerFrom as the source.
+func (pl *plane) answer(s *podServer, from *podServer, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := request{reporter: "destination", dst: s.peer}
+	if from != nil {
+		rec.src = from.peer
+	}
+	if host := r.Host; host != "" {
+		rec.service = serviceFQDN(host, s.ns)
+	}
+	report := func(code int, flags string) {
+		if s.peer.proxied {
+			rec.code, rec.flags, rec.ms = code, flags, float64(time.Since(start).Microseconds())/1000
+			s.stats.record(rec)
+		}
+	}
+	delay, code, reset := pl.faults.verdict(s.peer)
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	switch {
+	case reset:
+		report(http.StatusServiceUnavailable, "UC")
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				_ = c.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler) // closes the connection without a response
+	case code != 0:
+		http.Error(w, "fault injected by the test bed", code)
+		report(code, "")
+		return
+	}
+	_, _ = fmt.Fprintf(w, "%s/%s\n", s.ns, s.name)
+	report(http.StatusOK, "")
+}
+
+// serviceFQDN is the Service a Host header names, as destination_service spells it.
+func serviceFQDN(host, ns string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	switch strings.Count(host, ".") {
+	case 0:
+		return host + "." + ns + ".svc.cluster.local"
+	case 1:
+		return host + ".svc.cluster.local"
+	}
+	return host
 }
 
 var upstream = &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 2 * time.Second,
 	DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
 
-// forward sends r to the pod server at addr (port is the pod port it stands for) and copies the answer.
-func forward(w http.ResponseWriter, r *http.Request, addr, port string) error {
+// forward sends r to the pod server at addr (port is the pod port it stands for) and copies the
+// answer; it returns the answer's status code.
+func forward(w http.ResponseWriter, r *http.Request, addr, port string) (int, error) {
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header = r.Header.Clone()
 	req.Host = r.Host
@@ -256,9 +336,9 @@ func forward(w http.ResponseWriter, r *http.Request, addr, port string) error {
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) {
-			return op
+			return 0, op
 		}
-		return err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	for k, v := range resp.Header {
@@ -274,7 +354,7 @@ func forward(w http.ResponseWriter, r *http.Request, addr, port string) error {
 			_, _ = w.Write(buf[:n])
 		}
 		if rerr != nil {
-			return nil
+			return resp.StatusCode, nil
 		}
 	}
 }
