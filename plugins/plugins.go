@@ -14,6 +14,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/status"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/tagmove"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/undo"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/verify"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/plugins/ztunnelroll"
 )
 
@@ -48,5 +49,6 @@ func Commands() []cli.CommandFactory {
 		cleanup.NewCommand,
 		history.NewCommand,
 		undo.NewCommand,
+		verify.NewCommand,
 	}
 }

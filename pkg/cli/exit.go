@@ -28,6 +28,7 @@ const (
 	ExitStale        ExitCode = 76  // the cluster changed while the step planned
 	ExitGateFailed   ExitCode = 75  // a gate failed: the step halted (and reverted when asked)
 	ExitNotPermitted ExitCode = 77  // RBAC denied an operation
+	ExitInconclusive ExitCode = 78  // a request-metrics gate had too little traffic for a verdict
 	ExitPrecheck     ExitCode = 79  // precheck found blocking issues
 	ExitCancelled    ExitCode = 130 // SIGINT/SIGTERM: the step stopped after its in-flight work
 )
@@ -50,6 +51,7 @@ var ExitCodes = []struct {
 	{ExitGateFailed, "GateFailed", "a gate failed: the step halted (and reverted when asked)"},
 	{ExitStale, "StalePlan", "the plan is stale: another step wrote the journal, or held the lock, while this one planned; nothing was changed, rerun to plan again"},
 	{ExitNotPermitted, "NotPermitted", "not permitted: RBAC denied an operation"},
+	{ExitInconclusive, "Inconclusive", "a request-metrics gate saw too few requests for a verdict (below --min-requests): never taken as a pass; the step halted where it was, resumable (--inconclusive=pass|fail decides instead)"},
 	{ExitPrecheck, "PrecheckFailed", "precheck found issues at or above --fail-on"},
 	{ExitCancelled, "Cancelled", "interrupted (SIGINT/SIGTERM): the step finished or reverted its in-flight work and stopped; its journal entry is marked cancelled and a rerun resumes it"},
 }

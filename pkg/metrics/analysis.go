@@ -1,0 +1,259 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// Thresholds decide a workload's verdict. Defaults are Flagger's and the runbooks' (seed 004: error
+// rate and p99 do not regress).
+type Thresholds struct {
+	// MaxSuccessDrop is how many percentage points the success rate may fall below the baseline's.
+	MaxSuccessDrop float64
+	// MinSuccessRate (percent) judges a workload that had no baseline traffic.
+	MinSuccessRate float64
+	// MaxLatencyRatio is how far p99 may rise above the baseline's (1.5: 50% more).
+	MaxLatencyRatio float64
+	// MinRequests in the window below which the figures decide nothing (inconclusive).
+	MinRequests float64
+}
+
+// DefaultThresholds are the flags' defaults.
+var DefaultThresholds = Thresholds{MaxSuccessDrop: 1, MinSuccessRate: 99, MaxLatencyRatio: 1.5, MinRequests: 10}
+
+// latencyFloor (ms): a p99 rise smaller than this is noise, whatever its ratio (sub-millisecond
+// baselines would otherwise fail on scheduling jitter).
+const latencyFloor = 5.0
+
+// Verdicts.
+const (
+	Pass         = "pass"
+	Fail         = "fail"
+	Inconclusive = "inconclusive"
+)
+
+// Figures are one reporter's view of one workload over a window.
+type Figures struct {
+	Requests    float64 `json:"requests"`
+	SuccessRate float64 `json:"successRate"` // percent; 5xx and code 0 (reset, refused) fail
+	P99         float64 `json:"p99Ms"`       // -1: no latency recorded
+}
+
+// View is a reporter's figures now and in the baseline window.
+type View struct {
+	Reporter string   `json:"reporter"` // destination: what the workload answered; source: what its clients saw
+	Baseline *Figures `json:"baseline,omitempty"`
+	Current  *Figures `json:"current,omitempty"`
+}
+
+// Workload is the verdict on one workload.
+type Workload struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	Views     []View   `json:"views"`
+	Verdict   string   `json:"verdict"`
+	Reasons   []string `json:"reasons,omitempty"`
+}
+
+// Report is one analysis.
+type Report struct {
+	Prometheus string     `json:"prometheus"`
+	Window     string     `json:"window"`
+	Baseline   string     `json:"baseline"`
+	At         time.Time  `json:"at"`
+	Thresholds Thresholds `json:"thresholds"`
+	Workloads  []Workload `json:"workloads"`
+	Verdict    string     `json:"verdict"`
+	Queries    []string   `json:"queries"`
+}
+
+// Scope is what to judge: workloads by namespace; Only, when set, keeps those named NS/NAME.
+// Expected are workloads known to exist (from the cluster): one without any request is inconclusive,
+// never silently absent.
+type Scope struct {
+	Namespaces []string
+	Only       map[string]bool
+	Expected   []string
+}
+
+type key struct{ ns, name string }
+
+// Analyze judges every workload of scope on the window ending at `at` against the baseline window
+// just before it, from both reporters.
+func (c *Client) Analyze(ctx context.Context, scope Scope, window, baseline time.Duration, at time.Time, th Thresholds) (*Report, error) {
+	rep := &Report{Prometheus: c.Source.String(), Window: window.String(), Baseline: baseline.String(), At: at.UTC(), Thresholds: th, Workloads: []Workload{}}
+	nsRe := regexAlt(scope.Namespaces)
+	type fig struct{ cur, base *Figures }
+	views := map[key]map[string]*fig{}
+	for _, reporter := range []string{"destination", "source"} {
+		for _, w := range []struct {
+			base   bool
+			rng    string
+			offset string
+		}{{false, promDuration(window), ""}, {true, promDuration(baseline), " offset " + promDuration(window)}} {
+			sel := fmt.Sprintf(`reporter=%q,destination_workload_namespace=~%q`, reporter, nsRe)
+			by := "destination_workload_namespace, destination_workload"
+			qTotal := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s}[%s]%s))`, by, sel, w.rng, w.offset)
+			qFailed := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s,response_code=~"5..|0"}[%s]%s))`, by, sel, w.rng, w.offset)
+			qP99 := fmt.Sprintf(`histogram_quantile(0.99, sum by (%s, le) (rate(istio_request_duration_milliseconds_bucket{%s}[%s]%s)))`, by, sel, w.rng, w.offset)
+			rep.Queries = append(rep.Queries, qTotal, qFailed, qP99)
+			total, err := c.Query(ctx, qTotal, at)
+			if err != nil {
+				return nil, err
+			}
+			failed, err := c.Query(ctx, qFailed, at)
+			if err != nil {
+				return nil, err
+			}
+			p99, err := c.Query(ctx, qP99, at)
+			if err != nil {
+				return nil, err
+			}
+			get := func(k key) *Figures {
+				if views[k] == nil {
+					views[k] = map[string]*fig{}
+				}
+				if views[k][reporter] == nil {
+					views[k][reporter] = &fig{}
+				}
+				f := views[k][reporter]
+				p := &f.cur
+				if w.base {
+					p = &f.base
+				}
+				if *p == nil {
+					*p = &Figures{SuccessRate: 100, P99: -1}
+				}
+				return *p
+			}
+			for _, s := range total {
+				f := get(keyOf(s))
+				f.Requests = s.Value
+			}
+			for _, s := range failed {
+				f := get(keyOf(s))
+				if f.Requests > 0 {
+					f.SuccessRate = 100 * (1 - s.Value/f.Requests)
+				}
+			}
+			for _, s := range p99 {
+				if !math.IsNaN(s.Value) && !math.IsInf(s.Value, 0) {
+					get(keyOf(s)).P99 = s.Value
+				}
+			}
+		}
+	}
+	for _, e := range scope.Expected {
+		ns, name, _ := strings.Cut(e, "/")
+		if views[key{ns, name}] == nil {
+			views[key{ns, name}] = map[string]*fig{}
+		}
+	}
+	keys := make([]key, 0, len(views))
+	for k := range views {
+		if k.name == "" || k.name == "unknown" || (scope.Only != nil && !scope.Only[k.ns+"/"+k.name]) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].ns+"/"+keys[i].name < keys[j].ns+"/"+keys[j].name })
+	rep.Verdict = Pass
+	for _, k := range keys {
+		w := Workload{Namespace: k.ns, Name: k.name, Views: []View{}}
+		judged := false
+		for _, reporter := range []string{"destination", "source"} {
+			f := views[k][reporter]
+			if f == nil {
+				continue
+			}
+			w.Views = append(w.Views, View{Reporter: reporter, Baseline: f.base, Current: f.cur})
+			verdict, why := judge(f.cur, f.base, th)
+			switch verdict {
+			case Fail:
+				w.Reasons = append(w.Reasons, reporter+": "+why)
+				w.Verdict = Fail
+			case Pass:
+				judged = true
+			}
+		}
+		if w.Verdict == "" {
+			if judged {
+				w.Verdict = Pass
+			} else {
+				w.Verdict = Inconclusive
+				w.Reasons = append(w.Reasons, fmt.Sprintf("fewer than %g requests in %s: no verdict", th.MinRequests, window))
+			}
+		}
+		rep.Workloads = append(rep.Workloads, w)
+		rep.Verdict = worse(rep.Verdict, w.Verdict)
+	}
+	if len(rep.Workloads) == 0 {
+		rep.Verdict = Inconclusive
+	}
+	return rep, nil
+}
+
+// judge is one reporter's verdict: too few requests decide nothing; with a baseline, the success
+// rate may drop MaxSuccessDrop points and p99 rise MaxLatencyRatio times; without one, the success
+// rate must reach MinSuccessRate.
+func judge(cur, base *Figures, th Thresholds) (string, string) {
+	if cur == nil || cur.Requests < th.MinRequests {
+		return Inconclusive, ""
+	}
+	if base != nil && base.Requests >= th.MinRequests {
+		if drop := base.SuccessRate - cur.SuccessRate; drop > th.MaxSuccessDrop {
+			return Fail, fmt.Sprintf("success rate %.1f%% (baseline %.1f%%: down %.1f points, at most %g allowed) over %.0f requests", cur.SuccessRate, base.SuccessRate, drop, th.MaxSuccessDrop, cur.Requests)
+		}
+		if base.P99 > 0 && cur.P99 > th.MaxLatencyRatio*base.P99 && cur.P99-base.P99 > latencyFloor {
+			return Fail, fmt.Sprintf("p99 %.1f ms (baseline %.1f ms: %.1fx, at most %gx allowed)", cur.P99, base.P99, cur.P99/base.P99, th.MaxLatencyRatio)
+		}
+		return Pass, ""
+	}
+	if cur.SuccessRate < th.MinSuccessRate {
+		return Fail, fmt.Sprintf("success rate %.1f%% over %.0f requests, below %g%% (no baseline traffic to compare with)", cur.SuccessRate, cur.Requests, th.MinSuccessRate)
+	}
+	return Pass, ""
+}
+
+func worse(a, b string) string {
+	rank := map[string]int{Pass: 0, Inconclusive: 1, Fail: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+func keyOf(s Sample) key {
+	return key{s.Labels["destination_workload_namespace"], s.Labels["destination_workload"]}
+}
+
+// regexAlt matches exactly one of values (quoted for PromQL's RE2).
+func regexAlt(values []string) string {
+	q := make([]string, len(values))
+	for i, v := range values {
+		q[i] = regexpQuote(v)
+	}
+	return strings.Join(q, "|")
+}
+
+func regexpQuote(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`\.+*?()|[]{}^$`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// promDuration spells d as PromQL does (whole seconds at least).
+func promDuration(d time.Duration) string {
+	return model.Duration(d.Truncate(time.Second)).String()
+}

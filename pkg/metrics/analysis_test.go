@@ -1,0 +1,140 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// series are one workload's recorded answers: requests and failures per reporter, current and
+// baseline window, and p99.
+type series struct {
+	ns, name                   string
+	reqs, failed, p99          float64
+	baseReqs, baseFail, baseP9 float64
+}
+
+// fakeProm answers the analysis' queries as Prometheus would from the recorded series: a query with
+// "offset" is the baseline window; "response_code" the failures; histogram_quantile the p99.
+func fakeProm(t *testing.T, data []series) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query().Get("query")
+		base := strings.Contains(q, " offset ")
+		var result []map[string]any
+		for _, s := range data {
+			if !strings.Contains(q, s.ns) {
+				continue
+			}
+			v := s.reqs
+			switch {
+			case strings.HasPrefix(q, "histogram_quantile"):
+				v = s.p99
+				if base {
+					v = s.baseP9
+				}
+			case strings.Contains(q, "response_code"):
+				v = s.failed
+				if base {
+					v = s.baseFail
+				}
+			case base:
+				v = s.baseReqs
+			}
+			result = append(result, map[string]any{"metric": map[string]string{"destination_workload_namespace": s.ns, "destination_workload": s.name},
+				"value": []any{1.0, fmt.Sprint(v)}})
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{"resultType": "vector", "result": result}})
+	}))
+}
+
+func analyze(t *testing.T, data []series, scope Scope) *Report {
+	t.Helper()
+	srv := fakeProm(t, data)
+	defer srv.Close()
+	c := &Client{Source: Source{URL: srv.URL}}
+	if scope.Namespaces == nil {
+		scope.Namespaces = []string{"shop"}
+	}
+	rep, err := c.Analyze(context.Background(), scope, time.Minute, 5*time.Minute, time.Now(), DefaultThresholds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Queries() != 12 {
+		t.Errorf("queries: %d, want 3 per reporter and window", c.Queries())
+	}
+	return rep
+}
+
+func TestVerdicts(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		s       series
+		verdict string
+		reason  string
+	}{
+		{"steady", series{"shop", "web", 600, 0, 4, 3000, 0, 4}, Pass, ""},
+		{"20% failing", series{"shop", "web", 600, 120, 4, 3000, 0, 4}, Fail, "success rate 80.0% (baseline 100.0%"},
+		{"within the allowed drop", series{"shop", "web", 1000, 5, 4, 3000, 0, 4}, Pass, ""},
+		{"slower", series{"shop", "web", 600, 0, 300, 3000, 0, 20}, Fail, "p99 300.0 ms (baseline 20.0 ms: 15.0x"},
+		{"sub-millisecond jitter is not a regression", series{"shop", "web", 600, 0, 2.5, 3000, 0, 0.9}, Pass, ""},
+		{"too few requests", series{"shop", "web", 5, 5, 4, 3000, 0, 4}, Inconclusive, "fewer than 10 requests"},
+		{"no baseline: absolute floor", series{"shop", "web", 600, 30, 4, 0, 0, 0}, Fail, "below 99% (no baseline traffic"},
+		{"no baseline, healthy", series{"shop", "web", 600, 0, 4, 0, 0, 0}, Pass, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := analyze(t, []series{tt.s}, Scope{})
+			if rep.Verdict != tt.verdict || len(rep.Workloads) != 1 {
+				t.Fatalf("verdict %s, want %s: %+v", rep.Verdict, tt.verdict, rep.Workloads)
+			}
+			if got := strings.Join(rep.Workloads[0].Reasons, "; "); !strings.Contains(got, tt.reason) {
+				t.Errorf("reasons %q, want %q", got, tt.reason)
+			}
+		})
+	}
+}
+
+// A workload known to exist that sent no metric at all is inconclusive, never a pass; one failing
+// workload fails the whole report; Only narrows it.
+func TestScope(t *testing.T) {
+	data := []series{{"shop", "web", 600, 0, 4, 3000, 0, 4}, {"shop", "cart", 600, 300, 4, 3000, 0, 4}}
+	rep := analyze(t, data, Scope{Expected: []string{"shop/web", "shop/cart", "shop/idle"}})
+	if rep.Verdict != Fail || len(rep.Workloads) != 3 || rep.Workloads[1].Name != "idle" || rep.Workloads[1].Verdict != Inconclusive {
+		t.Fatalf("%+v", rep)
+	}
+	rep = analyze(t, data, Scope{Only: map[string]bool{"shop/web": true}})
+	if rep.Verdict != Pass || len(rep.Workloads) != 1 {
+		t.Fatalf("only web: %+v", rep)
+	}
+	if rep := analyze(t, nil, Scope{}); rep.Verdict != Inconclusive {
+		t.Errorf("no traffic at all: %s", rep.Verdict)
+	}
+}
+
+func TestPrometheusErrorsAreErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"status":"error","errorType":"bad_data","error":"parse error"}`))
+	}))
+	defer srv.Close()
+	c := &Client{Source: Source{URL: srv.URL}}
+	if _, err := c.Analyze(context.Background(), Scope{Namespaces: []string{"shop"}}, time.Minute, time.Minute, time.Now(), DefaultThresholds); err == nil || !strings.Contains(err.Error(), "parse error") {
+		t.Errorf("error: %v", err)
+	}
+}
+
+func TestParseService(t *testing.T) {
+	if s, err := ParseService("monitoring/prometheus-operated"); err != nil || s.Port != "9090" || s.Namespace != "monitoring" {
+		t.Errorf("%+v %v", s, err)
+	}
+	if _, err := ParseService("prometheus"); err == nil {
+		t.Error("no namespace accepted")
+	}
+	if got := regexAlt([]string{"a.b", "c"}); got != `a\.b|c` {
+		t.Errorf("regexAlt %q", got)
+	}
+}
