@@ -48,8 +48,12 @@ func TestVerifyRequestMetrics(t *testing.T) {
 		}
 		return nil
 	})
-	loop := bookinfoLoop(20)
-	defer loop.Stop()
+	loop, stopped := bookinfoLoop(20), false
+	defer func() {
+		if !stopped {
+			loop.Stop()
+		}
+	}()
 	const w = "--workload=bookinfo/productpage-v1"
 	time.Sleep(50 * time.Second) // three scrapes of the addon's 15 s interval
 	d, code := verifyJSON(t, "bookinfo", w, "--since=45s", "--baseline=45s")
@@ -70,6 +74,7 @@ func TestVerifyRequestMetrics(t *testing.T) {
 	t.Logf("fault caught: %v", d.Workloads[0].Reasons)
 	kubectl(t, "-n", "default", "delete", "configmap", "testbed-faults")
 	loop.Stop()
+	stopped = true
 
 	// shop gets no request from the loop: no verdict, and never a pass.
 	d, code = verifyJSON(t, "shop", "--since=45s")
