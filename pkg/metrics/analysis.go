@@ -9,7 +9,24 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/spf13/pflag"
 )
+
+// AddThresholdFlags binds the thresholds' flags (verify's and every step's request gate).
+func AddThresholdFlags(f *pflag.FlagSet, th *Thresholds) {
+	f.Float64Var(&th.MaxSuccessDrop, "max-success-drop", th.MaxSuccessDrop, "Percentage points a workload's success rate may fall below its baseline")
+	f.Float64Var(&th.MinSuccessRate, "min-success-rate", th.MinSuccessRate, "Success rate (percent) a workload without baseline traffic must reach")
+	f.Float64Var(&th.MaxLatencyRatio, "max-latency-ratio", th.MaxLatencyRatio, "How many times its baseline p99 a workload's p99 may reach")
+	f.Float64Var(&th.MinRequests, "min-requests", th.MinRequests, "Requests in the window below which there is no verdict (inconclusive)")
+}
+
+// Validate checks the thresholds as flags.
+func (th Thresholds) Validate() error {
+	if th.MinRequests < 1 || th.MaxLatencyRatio < 1 || th.MaxSuccessDrop < 0 || th.MinSuccessRate < 0 || th.MinSuccessRate > 100 {
+		return fmt.Errorf("--min-requests must be at least 1, --max-latency-ratio at least 1, --max-success-drop not negative, --min-success-rate within 0..100")
+	}
+	return nil
+}
 
 // Thresholds decide a workload's verdict. Defaults are Flagger's and the runbooks' (seed 004: error
 // rate and p99 do not regress).
@@ -84,34 +101,49 @@ type Scope struct {
 
 type key struct{ ns, name string }
 
-// Analyze judges every workload of scope on the window ending at `at` against the baseline window
-// just before it, from both reporters.
-func (c *Client) Analyze(ctx context.Context, scope Scope, window, baseline time.Duration, at time.Time, th Thresholds) (*Report, error) {
-	rep := &Report{Prometheus: c.Source.String(), Window: window.String(), Baseline: baseline.String(), At: at.UTC(), Thresholds: th, Workloads: []Workload{}}
+// Windows are the window judged (Length, ending at End) and the baseline it is judged against
+// (BaselineLength, ending at BaselineEnd: before the unit began).
+type Windows struct {
+	End            time.Time
+	Length         time.Duration
+	BaselineEnd    time.Time
+	BaselineLength time.Duration
+}
+
+// Before is the window of length ending at end, against the baseline just before it (verify's).
+func Before(end time.Time, length, baseline time.Duration) Windows {
+	return Windows{End: end, Length: length, BaselineEnd: end.Add(-length), BaselineLength: baseline}
+}
+
+// Analyze judges every workload of scope on the window against its baseline, from both reporters.
+func (c *Client) Analyze(ctx context.Context, scope Scope, win Windows, th Thresholds) (*Report, error) {
+	window, baseline := win.Length, win.BaselineLength
+	rep := &Report{Prometheus: c.Source.String(), Window: window.String(), Baseline: baseline.String(), At: win.End.UTC(), Thresholds: th, Workloads: []Workload{}}
 	nsRe := regexAlt(scope.Namespaces)
 	type fig struct{ cur, base *Figures }
 	views := map[key]map[string]*fig{}
 	for _, reporter := range []string{"destination", "source"} {
 		for _, w := range []struct {
-			base   bool
-			rng    string
-			offset string
-		}{{false, promDuration(window), ""}, {true, promDuration(baseline), " offset " + promDuration(window)}} {
+			base bool
+			rng  string
+			at   time.Time
+		}{{false, promDuration(window), win.End}, {true, promDuration(baseline), win.BaselineEnd}} {
 			sel := fmt.Sprintf(`reporter=%q,destination_workload_namespace=~%q`, reporter, nsRe)
 			by := "destination_workload_namespace, destination_workload"
-			qTotal := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s}[%s]%s))`, by, sel, w.rng, w.offset)
-			qFailed := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s,response_code=~"5..|0"}[%s]%s))`, by, sel, w.rng, w.offset)
-			qP99 := fmt.Sprintf(`histogram_quantile(0.99, sum by (%s, le) (rate(istio_request_duration_milliseconds_bucket{%s}[%s]%s)))`, by, sel, w.rng, w.offset)
-			rep.Queries = append(rep.Queries, qTotal, qFailed, qP99)
-			total, err := c.Query(ctx, qTotal, at)
+			qTotal := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s}[%s]))`, by, sel, w.rng)
+			qFailed := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s,response_code=~"5..|0"}[%s]))`, by, sel, w.rng)
+			qP99 := fmt.Sprintf(`histogram_quantile(0.99, sum by (%s, le) (rate(istio_request_duration_milliseconds_bucket{%s}[%s])))`, by, sel, w.rng)
+			stamp := " @ " + w.at.UTC().Format(time.RFC3339)
+			rep.Queries = append(rep.Queries, qTotal+stamp, qFailed+stamp, qP99+stamp)
+			total, err := c.Query(ctx, qTotal, w.at)
 			if err != nil {
 				return nil, err
 			}
-			failed, err := c.Query(ctx, qFailed, at)
+			failed, err := c.Query(ctx, qFailed, w.at)
 			if err != nil {
 				return nil, err
 			}
-			p99, err := c.Query(ctx, qP99, at)
+			p99, err := c.Query(ctx, qP99, w.at)
 			if err != nil {
 				return nil, err
 			}

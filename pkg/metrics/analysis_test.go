@@ -11,6 +11,9 @@ import (
 	"time"
 )
 
+// now is when the tests' windows end: a query at another time is the baseline's.
+var now = time.Now()
+
 // series are one workload's recorded answers: requests and failures per reporter, current and
 // baseline window, and p99.
 type series struct {
@@ -24,7 +27,7 @@ type series struct {
 func fakeProm(t *testing.T, data []series) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query().Get("query")
-		base := strings.Contains(q, " offset ")
+		base := r.URL.Query().Get("time") != fmt.Sprintf("%.3f", float64(now.UnixMilli())/1000)
 		var result []map[string]any
 		for _, s := range data {
 			if !strings.Contains(q, s.ns) {
@@ -60,7 +63,7 @@ func analyze(t *testing.T, data []series, scope Scope) *Report {
 	if scope.Namespaces == nil {
 		scope.Namespaces = []string{"shop"}
 	}
-	rep, err := c.Analyze(context.Background(), scope, time.Minute, 5*time.Minute, time.Now(), DefaultThresholds)
+	rep, err := c.Analyze(context.Background(), scope, Before(now, time.Minute, 5*time.Minute), DefaultThresholds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +125,7 @@ func TestPrometheusErrorsAreErrors(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &Client{Source: Source{URL: srv.URL}}
-	if _, err := c.Analyze(context.Background(), Scope{Namespaces: []string{"shop"}}, time.Minute, time.Minute, time.Now(), DefaultThresholds); err == nil || !strings.Contains(err.Error(), "parse error") {
+	if _, err := c.Analyze(context.Background(), Scope{Namespaces: []string{"shop"}}, Before(now, time.Minute, time.Minute), DefaultThresholds); err == nil || !strings.Contains(err.Error(), "parse error") {
 		t.Errorf("error: %v", err)
 	}
 }

@@ -36,6 +36,9 @@ type Mover interface{ MovesToRevision() }
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams, s Step, cmd *cobra.Command) *cobra.Command {
 	o := &Options{}
 	o.AddFlags(cmd)
+	if _, ok := s.(TrafficMover); ok {
+		o.Requests.addFlags(cmd.Flags())
+	}
 	if _, ok := s.(Mover); ok {
 		cmd.Flags().BoolVar(&o.AllowVersionSkip, "allow-version-skip", false, "Move to a revision more than one minor ahead of the one serving now (Istio supports one minor at a time; refused with exit 65 otherwise)")
 	}
@@ -85,6 +88,11 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	if err := s.Validate(r, args); err != nil {
 		return err
 	}
+	if _, ok := s.(TrafficMover); ok {
+		if err := o.Requests.validate(); err != nil {
+			return err
+		}
+	}
 	go watchSignals(ctx, signals, r, abort)
 
 	// Plan, on one read of the mesh. A real run reads the journal once first (the stale-plan check
@@ -94,6 +102,11 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	j.Meta = c.Metadata
 	r.J = j
 	var planLease *coordinationv1.Lease
+	if _, ok := s.(TrafficMover); ok && r.Live() {
+		if r.requests, err = setupRequests(ctx, r, o.Requests); err != nil {
+			return err
+		}
+	}
 	if r.Live() {
 		entries, err := j.List(ctx)
 		if err != nil {

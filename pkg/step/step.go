@@ -75,6 +75,7 @@ type Options struct {
 	Yes              bool
 	AllowVersionSkip bool
 	ConfirmTimeout   time.Duration
+	Requests         RequestOptions
 }
 
 // Run is one execution of a step: its clients, its result, its journal entry and its lock.
@@ -107,6 +108,7 @@ type Run struct {
 	ConfirmTimeout time.Duration
 
 	rec      *journal.Recorder
+	requests *requestGate
 	lock     *Lock
 	mu       sync.Mutex
 	stopping chan struct{}
@@ -348,7 +350,7 @@ func (r *Run) DeleteOptions() metav1.DeleteOptions {
 func (r *Run) Sub(ctx context.Context, s Step, args []string) (*cli.Result, error) {
 	sub := &Run{IOStreams: r.IOStreams, G: r.G, C: r.C, Namespace: r.Namespace, DryRun: r.DryRun, Yes: r.Yes,
 		Progress: r.Progress, Result: cli.NewResult(s.Name(), r.DryRun),
-		Command: r.Command, Istiod: r.Istiod, rec: r.rec, stopping: r.stopping, lock: r.lock, J: r.J, ConfirmTimeout: r.ConfirmTimeout}
+		Command: r.Command, Istiod: r.Istiod, rec: r.rec, stopping: r.stopping, lock: r.lock, J: r.J, ConfirmTimeout: r.ConfirmTimeout, requests: r.requests}
 	if err := s.Validate(sub, args); err != nil {
 		return sub.Result, err
 	}

@@ -106,6 +106,9 @@ type GateResult struct {
 	Pods      int      `json:"pods"`
 	// Metrics are istiod's gate counters before → after the batch.
 	Metrics map[string][2]float64 `json:"metrics,omitempty"`
+	// Requests is the request-metrics gate: per check, each workload's figures against its baseline,
+	// the queries and the verdict.
+	Requests *step.RequestGate `json:"requests,omitempty"`
 }
 
 // NewOptions returns migrate-ns options with the flag defaults.
@@ -118,6 +121,9 @@ func (o *Options) Name() string { return "migrate-ns" }
 
 // MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
 func (o *Options) MovesToRevision() {}
+
+// MovesTraffic: each batch is gated on its workloads' requests too (the runner's request gate).
+func (o *Options) MovesTraffic() {}
 
 // NewCommand builds `migrate-ns`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
@@ -823,6 +829,21 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 		if rises := gate.CompareMetrics(baseline, after); len(rises) > 0 {
 			return fail(errors.New(strings.Join(rises, "; ")))
 		}
+	}
+	// The workloads' own requests, since their new pods serve, against their baseline before the batch.
+	var moved []string
+	for _, w := range batch {
+		moved = append(moved, w.Namespace+"/"+w.Name)
+	}
+	rg, err := r.GateRequests(gctx, fmt.Sprintf("batch %d", n), start, time.Now(), moved)
+	g.Requests = rg
+	if cli.CodeOf(err) == cli.ExitInconclusive {
+		r.Progress.Printf("batch %d: %v", n, err)
+		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
+		return g, err // not finished: a rerun gates it again, restarting nothing
+	}
+	if err != nil {
+		return fail(err)
 	}
 	g.Passed, g.Seconds = true, time.Since(start).Seconds()
 	r.Finish(unit)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -80,16 +79,8 @@ between steps, or what Argo Rollouts (job metric provider) and Kargo run as a ve
 	f.StringVar(&o.Prometheus, "prometheus", "", "Prometheus' URL, reached directly (instead of finding its Service)")
 	f.StringVar(&o.PrometheusService, "prometheus-service", "", "Prometheus' Service as NAMESPACE/NAME[:PORT], reached through the apiserver")
 	f.StringVar(&o.Inconclusive, "inconclusive", "halt", "What too few requests mean: halt (exit 78), pass, or fail")
-	AddThresholdFlags(f, &o.Thresholds)
+	metrics.AddThresholdFlags(f, &o.Thresholds)
 	return cmd
-}
-
-// AddThresholdFlags binds the thresholds' flags.
-func AddThresholdFlags(f *pflag.FlagSet, th *metrics.Thresholds) {
-	f.Float64Var(&th.MaxSuccessDrop, "max-success-drop", th.MaxSuccessDrop, "Percentage points the success rate may fall below its baseline")
-	f.Float64Var(&th.MinSuccessRate, "min-success-rate", th.MinSuccessRate, "Success rate (percent) a workload without baseline traffic must reach")
-	f.Float64Var(&th.MaxLatencyRatio, "max-latency-ratio", th.MaxLatencyRatio, "How many times its baseline p99 a workload's p99 may reach")
-	f.Float64Var(&th.MinRequests, "min-requests", th.MinRequests, "Requests in the window below which there is no verdict (inconclusive)")
 }
 
 // Validate checks flags without I/O.
@@ -113,8 +104,8 @@ func (o *Options) Validate() error {
 			return cli.UsageErrorf("%v", err)
 		}
 	}
-	if o.MinRequests < 1 || o.MaxLatencyRatio < 1 || o.MaxSuccessDrop < 0 {
-		return cli.UsageErrorf("--min-requests must be at least 1, --max-latency-ratio at least 1, --max-success-drop not negative")
+	if err := o.Thresholds.Validate(); err != nil {
+		return cli.UsageErrorf("%v", err)
 	}
 	for _, w := range o.Workloads {
 		if ns, name, ok := strings.Cut(w, "/"); !ok || ns == "" || name == "" {
@@ -155,7 +146,7 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 	}
 	mc := &metrics.Client{Kube: c.Kube, Source: *src}
-	rep, err := mc.Analyze(ctx, scope, o.Since, o.Baseline, time.Now(), o.Thresholds)
+	rep, err := mc.Analyze(ctx, scope, metrics.Before(time.Now(), o.Since, o.Baseline), o.Thresholds)
 	if err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func TestPrecheckMissingPermissions(t *testing.T) {
 		return kubectl(t, "-n", "istio-system", "get", "configmaps", "-l", "istio-upgrade.io/journal=entry", "-o", "name")
 	}
 	before, rv := entries(), kubectl(t, "get", "namespace", "e2e-rbac", "-o", "jsonpath={.metadata.resourceVersion}")
-	m := plugin(t, "migrate-ns", "e2e-rbac", "--to", "1-31", "-y", "--kubeconfig", limited)
+	m := plugin(t, "migrate-ns", "--metrics=false", "e2e-rbac", "--to", "1-31", "-y", "--kubeconfig", limited)
 	if m.code != 77 || !strings.Contains(m.stderr, "patch namespaces") || !strings.Contains(m.stderr, "create leases.coordination.k8s.io in istio-system") {
 		t.Errorf("migrate-ns without the rights: exit %d (want 77 naming patch namespaces and the lock): %s", m.code, m.stderr)
 	}

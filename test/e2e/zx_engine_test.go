@@ -93,7 +93,7 @@ func journalEntries(t *testing.T) []journal.Entry {
 func TestEngineLockSerialisesSteps(t *testing.T) {
 	ensureNewRevision(t)
 	workloadNamespaces(t, "3s", []string{"web"}, "e2e-lock-a", "e2e-lock-b")
-	a := startPlugin(t, "migrate-ns", "e2e-lock-a", "--to", "1-31", "-y")
+	a := startPlugin(t, "migrate-ns", "--metrics=false", "e2e-lock-a", "--to", "1-31", "-y")
 	eventually(t, 30*time.Second, "lock held by the first step", func() error {
 		r := run(t, filepath.Join(binDir, "kubectl"), "-n", "istio-system", "get", "lease", "istio-upgrade-lock", "-o", "jsonpath={.spec.holderIdentity}")
 		if r.code != 0 || r.stdout == "" {
@@ -103,7 +103,7 @@ func TestEngineLockSerialisesSteps(t *testing.T) {
 	})
 	before := resourceVersions(t, "e2e-lock-b")
 	start := time.Now()
-	r := plugin(t, "migrate-ns", "e2e-lock-b", "--to", "1-31", "-y")
+	r := plugin(t, "migrate-ns", "--metrics=false", "e2e-lock-b", "--to", "1-31", "-y")
 	took := time.Since(start)
 	if r.code != 73 || !strings.Contains(r.stderr, "migrate-ns e2e-lock-a") {
 		t.Errorf("second step while the first runs: exit %d (want 73), stderr %q", r.code, r.stderr)
@@ -123,7 +123,7 @@ func TestEngineLockSerialisesSteps(t *testing.T) {
 	if r := run(t, filepath.Join(binDir, "kubectl"), "-n", "istio-system", "get", "lease", "istio-upgrade-lock"); r.code == 0 {
 		t.Errorf("the lock must be released when the step ends")
 	}
-	if r := plugin(t, "migrate-ns", "e2e-lock-b", "--to", "1-31", "-y"); r.code != 0 {
+	if r := plugin(t, "migrate-ns", "--metrics=false", "e2e-lock-b", "--to", "1-31", "-y"); r.code != 0 {
 		t.Errorf("after the first step the second runs: exit %d %s", r.code, r.stderr)
 	}
 }
@@ -134,7 +134,7 @@ func TestEngineLockSerialisesSteps(t *testing.T) {
 func TestEngineCancelResumeUndo(t *testing.T) {
 	ensureNewRevision(t)
 	workloadNamespaces(t, "2s", []string{"web1", "web2", "web3"}, "e2e-sig")
-	args := []string{"migrate-ns", "e2e-sig", "--to", "1-31", "--batch-size", "1", "-y"}
+	args := []string{"migrate-ns", "--metrics=false", "e2e-sig", "--to", "1-31", "--batch-size", "1", "-y"}
 	b := startPlugin(t, args...)
 	eventually(t, 60*time.Second, "first batch under way", func() error {
 		if !strings.Contains(b.errors(), "batch 1: restarted") {
@@ -206,7 +206,7 @@ func TestEngineYesOnEveryMutatingStep(t *testing.T) {
 	for _, args := range [][]string{
 		append([]string{"canary-gw"}, gw...),
 		append([]string{"shift", "--weight", "0"}, gw...),
-		{"migrate-ns", "bookinfo", "--to", "1-31"},
+		{"migrate-ns", "--metrics=false", "bookinfo", "--to", "1-31"},
 		{"tag-move", "e2e-yes", "--to", "1-31"},
 		{"cleanup", "--revision", "1-30"},
 		{"undo"},
@@ -231,14 +231,14 @@ func TestEngineTokenNeverRecorded(t *testing.T) {
 	token := kubectl(t, "-n", "default", "create", "token", "e2e-admin")
 	kubectl(t, "create", "namespace", "e2e-token")
 	kubectl(t, "label", "namespace", "e2e-token", "istio.io/rev=1-30")
-	r := plugin(t, "migrate-ns", "e2e-token", "--to", "1-31", "-y", "--token", token)
+	r := plugin(t, "migrate-ns", "--metrics=false", "e2e-token", "--to", "1-31", "-y", "--token", token)
 	if r.code != 0 {
 		t.Fatalf("migrate-ns with --token: exit %d %s", r.code, r.stderr)
 	}
 	h := plugin(t, "history", "-o", "json")
 	entries := journalEntries(t)
 	last := entries[len(entries)-1]
-	if strings.Contains(h.stdout, token) || strings.Contains(last.Command, "--token") || !strings.Contains(last.Command, "migrate-ns e2e-token --to=1-31") {
+	if strings.Contains(h.stdout, token) || strings.Contains(last.Command, "--token") || !strings.Contains(last.Command, "migrate-ns e2e-token --metrics=false --to=1-31") {
 		t.Errorf("the journal must record the command without credentials: %q", last.Command)
 	}
 	if u := plugin(t, "undo", "-y"); u.code != 0 {

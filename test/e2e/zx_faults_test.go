@@ -91,7 +91,7 @@ func migrationHitInBatch1(t *testing.T, ns string, sig syscall.Signal) (*backgro
 	ensureNewRevision(t)
 	workloadNamespaces(t, "3s", []string{"web1", "web2", "web3"}, ns)
 	gens := generations(t, ns)
-	args := []string{"migrate-ns", ns, "--to", "1-31", "--batch-size", "1", "-y"}
+	args := []string{"migrate-ns", "--metrics=false", ns, "--to", "1-31", "--batch-size", "1", "-y"}
 	a := startPlugin(t, args...)
 	waitStderr(t, a, 60*time.Second, "batch 1: restarted")
 	if err := a.cmd.Process.Signal(sig); err != nil {
@@ -190,7 +190,7 @@ func TestFaultApiserverPausedDuringAGate(t *testing.T) {
 	ns := "e2e-pause"
 	workloadNamespaces(t, "4s", []string{"web1", "web2"}, ns)
 	pid := apiserverPID(t)
-	args := []string{"migrate-ns", ns, "--to", "1-31", "--batch-size", "1", "--timeout", "2m", "-y"}
+	args := []string{"migrate-ns", "--metrics=false", ns, "--to", "1-31", "--batch-size", "1", "--timeout", "2m", "-y"}
 	start := time.Now()
 	a := startPlugin(t, args...)
 	waitStderr(t, a, 60*time.Second, "batch 1: restarted")
@@ -260,7 +260,7 @@ func TestFaultPlantedEntryIsNeverResumed(t *testing.T) {
 	ensureNewRevision(t)
 	ns := "e2e-plant"
 	workloadNamespaces(t, "1s", []string{"web"}, ns)
-	args := []string{"migrate-ns", ns, "--to", "1-31", "-y"}
+	args := []string{"migrate-ns", "--metrics=false", ns, "--to", "1-31", "-y"}
 	if r := plugin(t, args...); r.code != 0 {
 		t.Fatalf("migrate-ns: exit %d %s", r.code, r.stderr)
 	}
@@ -351,7 +351,7 @@ func TestFaultFiveStepsStartedTogether(t *testing.T) {
 	steps := make([]*background, len(namespaces))
 	var wg sync.WaitGroup
 	for i, ns := range namespaces {
-		steps[i] = startPlugin(t, "migrate-ns", ns, "--to", "1-31", "-y")
+		steps[i] = startPlugin(t, "migrate-ns", "--metrics=false", ns, "--to", "1-31", "-y")
 	}
 	for i := range steps {
 		wg.Add(1)

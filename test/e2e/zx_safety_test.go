@@ -18,7 +18,7 @@ func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
 		return kubectl(t, "get", "namespace", "e2e-drift", "-o", `jsonpath={.metadata.labels.istio\.io/rev} {.metadata.labels.team}`)
 	}
 
-	if r := plugin(t, "migrate-ns", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
+	if r := plugin(t, "migrate-ns", "--metrics=false", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
 		t.Fatalf("migrate-ns: exit %d %s", r.code, r.stderr)
 	}
 	kubectl(t, "label", "namespace", "e2e-drift", "team=payments-oncall")
@@ -29,7 +29,7 @@ func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
 		t.Errorf("after undo: labels %q, want istio.io/rev back to 1-30 and team kept", got)
 	}
 
-	if r := plugin(t, "migrate-ns", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
+	if r := plugin(t, "migrate-ns", "--metrics=false", "e2e-drift", "--to", "1-31", "-y"); r.code != 0 {
 		t.Fatalf("migrate-ns again: exit %d %s", r.code, r.stderr)
 	}
 	kubectl(t, "label", "namespace", "e2e-drift", "istio.io/rev=prod-stable", "--overwrite") // someone moves it by hand
@@ -70,7 +70,7 @@ func TestUndoRefusesAHandMadeEntry(t *testing.T) {
 func TestMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
 	ensureNewRevision(t)
 	rv := kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.resourceVersion}")
-	r := plugin(t, "migrate-ns", "kube-system", "--to", "1-31", "-y")
+	r := plugin(t, "migrate-ns", "--metrics=false", "kube-system", "--to", "1-31", "-y")
 	if r.code != 65 || !strings.Contains(r.stderr, "--include-system") {
 		t.Errorf("migrate-ns kube-system: exit %d (want 65) %s", r.code, r.stderr)
 	}
@@ -79,7 +79,7 @@ func TestMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
 	}
 	kubectl(t, "label", "namespace", "kube-system", "istio-injection=enabled")
 	defer kubectl(t, "label", "namespace", "kube-system", "istio-injection-")
-	all := plugin(t, "migrate-ns", "--all", "--to", "1-31", "--dry-run=client", "-o", "json")
+	all := plugin(t, "migrate-ns", "--metrics=false", "--all", "--to", "1-31", "--dry-run=client", "-o", "json")
 	if all.code != 0 || strings.Contains(all.stdout, `"namespace/kube-system`) || !strings.Contains(all.stderr, "left out: ") {
 		t.Errorf("--all with kube-system labelled: exit %d, must leave it out and say so:\n%s\n%s", all.code, all.stdout, all.stderr)
 	}
@@ -93,7 +93,7 @@ func TestGitOpsManagedNamespaceWarnsWithThePatch(t *testing.T) {
 	defer kubectl(t, "delete", "namespace", "e2e-argo", "--wait=false")
 	kubectl(t, "label", "namespace", "e2e-argo", "istio.io/rev=1-30")
 	kubectl(t, "annotate", "namespace", "e2e-argo", "argocd.argoproj.io/tracking-id=platform:/Namespace:/e2e-argo")
-	r := plugin(t, "migrate-ns", "e2e-argo", "--to", "1-31", "--dry-run=client", "-o", "yaml")
+	r := plugin(t, "migrate-ns", "--metrics=false", "e2e-argo", "--to", "1-31", "--dry-run=client", "-o", "yaml")
 	if r.code != 0 || !strings.Contains(r.stderr, "managed by Argo CD application platform") {
 		t.Errorf("exit %d, no Argo CD warning: %s", r.code, r.stderr)
 	}

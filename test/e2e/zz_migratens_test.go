@@ -142,7 +142,7 @@ type stepResult struct {
 
 func migrate(t *testing.T, args ...string) (stepResult, result) {
 	t.Helper()
-	r := plugin(t, append([]string{"migrate-ns", "-o", "json"}, args...)...)
+	r := plugin(t, append([]string{"migrate-ns", "--metrics=false", "-o", "json"}, args...)...)
 	var res stepResult
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("migrate-ns %v: exit %d, stdout not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
@@ -164,7 +164,7 @@ func TestMigrateNsBadInputChangesNothing(t *testing.T) {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 65 and nothing on stdout", args, r.code, r.stdout, r.stderr)
 		}
 	}
-	if r := plugin(t, "migrate-ns", "shop"); r.code != 64 {
+	if r := plugin(t, "migrate-ns", "--metrics=false", "shop"); r.code != 64 {
 		t.Errorf("missing --to: exit %d", r.code)
 	}
 	if after := resourceVersions(t, "shop"); fmt.Sprint(after) != fmt.Sprint(before) {
@@ -264,7 +264,7 @@ func TestMigrateNsFailureRollsBack(t *testing.T) {
 	eventually(t, 60*time.Second, "fail namespaces on 1-30", func() error { return checkProxiesOnInjectedRevision(t, "e2e-fail-a") })
 	before := resourceVersions(t, "e2e-fail-c")
 
-	cmd := exec.Command(filepath.Join(binDir, "kubectl"), "istio-upgrade", "migrate-ns", "e2e-fail-a", "e2e-fail-b", "e2e-fail-c",
+	cmd := exec.Command(filepath.Join(binDir, "kubectl"), "istio-upgrade", "migrate-ns", "--metrics=false", "e2e-fail-a", "e2e-fail-b", "e2e-fail-c",
 		"--to", "1-31", "--batch-size", "1", "--timeout", "20s", "--rollback-on-failure", "-y", "-o", "json")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+binDir+":"+os.Getenv("PATH"))
 	var out, errOut strings.Builder

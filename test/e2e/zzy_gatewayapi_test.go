@@ -61,7 +61,7 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 			Plan radius `json:"plan"`
 		} `json:"details"`
 	}
-	mustJSON(t, plugin(t, "migrate-ns", ns, "--to", "1-31", "--pin-gateways=false", "--dry-run=client", "-o", "json"), &mig)
+	mustJSON(t, plugin(t, "migrate-ns", "--metrics=false", ns, "--to", "1-31", "--pin-gateways=false", "--dry-run=client", "-o", "json"), &mig)
 	if !named(mig.Details.Plan.RollingNow) {
 		t.Errorf("migrate-ns --pin-gateways=false: the preview does not name the Gateway as rolling now: %+v", mig.Details.Plan)
 	}
@@ -76,7 +76,7 @@ func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 			Plan radius `json:"plan"`
 		} `json:"details"`
 	}
-	r := plugin(t, "migrate-ns", ns, "--to", "1-31", "-y", "-o", "json")
+	r := plugin(t, "migrate-ns", "--metrics=false", ns, "--to", "1-31", "-y", "-o", "json")
 	mustJSON(t, r, &migRes)
 	low, events := ew.stop()
 	t.Logf("migrate-ns with a pin: exit %d, %d endpoint events, lowest ready %d", r.code, events, low)
