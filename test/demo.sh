@@ -51,15 +51,20 @@ show kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 
 traffic kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 50 --step 25 --interval 2s
 traffic kubectl istio-upgrade shift --gateway "$GW" --revision "$NEW" --weight 100 --step 50 --interval 2s
 
-step "4. Migrate one namespace with a canary workload first (stops after the canary without -y)"
-show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1
-traffic kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/details-v1 -y
+step "4. Migrate one namespace, productpage first as the canary, each batch gated on its workloads' requests too"
+# The request gate reads Prometheus: productpage (behind the ingress) shows its success rate against
+# its baseline; the bed's other workloads carry no request, which would halt as inconclusive (exit 78):
+# --inconclusive=pass says so and goes on.
+REQ=(--analysis-interval 20s --analysis-count 1 --metrics-baseline 1m --inconclusive=pass)
+show kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/productpage-v1 "${REQ[@]}"
+traffic kubectl istio-upgrade migrate-ns bookinfo --to "$NEW" --canary deploy/productpage-v1 "${REQ[@]}" -y
+traffic kubectl istio-upgrade verify bookinfo --since 1m --baseline 2m --inconclusive=pass
 
 step "5. Move the revision tag prod-stable (payments follows it), restarting its workloads in gated batches"
 traffic kubectl istio-upgrade tag-move prod-stable --to "$NEW" --overwrite --restart -y
 
 step "6. Migrate the rest"
-traffic kubectl istio-upgrade migrate-ns --all --to "$NEW" -y
+traffic kubectl istio-upgrade migrate-ns --all --to "$NEW" --metrics=false -y   # no request flows there: the control plane's gates
 
 step "7. Make $NEW the default revision"
 traffic kubectl istio-upgrade tag-move default --to "$NEW" --overwrite -y

@@ -50,3 +50,30 @@ func quote(s string) string {
 	}
 	return s
 }
+
+// policyFlags decide how a step judges and asks, never what it writes: a rerun that changes them
+// (--inconclusive=pass after an inconclusive halt, a longer --timeout) still resumes the same entry.
+var policyFlags = map[string]bool{
+	"yes": true, "confirm-timeout": true, "timeout": true, "metrics": true, "require-metrics": true, "prometheus": true,
+	"prometheus-service": true, "analysis-interval": true, "analysis-count": true, "failure-limit": true,
+	"metrics-baseline": true, "inconclusive": true, "max-success-drop": true, "min-success-rate": true,
+	"max-latency-ratio": true, "min-requests": true, "request-timeout": true,
+}
+
+// sameWork says whether two recorded command lines ask for the same work: equal but for policyFlags.
+func sameWork(a, b string) bool {
+	strip := func(c string) string {
+		var out []string
+		for _, tok := range strings.Fields(c) {
+			if name, ok := strings.CutPrefix(tok, "--"); ok {
+				name, _, _ = strings.Cut(name, "=")
+				if policyFlags[name] {
+					continue
+				}
+			}
+			out = append(out, tok)
+		}
+		return strings.Join(out, " ")
+	}
+	return a == b || strip(a) == strip(b)
+}

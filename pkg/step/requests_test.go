@@ -102,3 +102,21 @@ func TestRequestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// A rerun that only changes how the step judges (--inconclusive=pass after an inconclusive halt)
+// resumes the same entry; one that changes what it moves does not.
+func TestSameWork(t *testing.T) {
+	base := "kubectl istio-upgrade migrate-ns bookinfo --analysis-interval=20s --to=1-31 --yes"
+	if !sameWork(base, "kubectl istio-upgrade migrate-ns bookinfo --inconclusive=pass --to=1-31") {
+		t.Error("a policy flag changed: not resumed")
+	}
+	for _, other := range []string{
+		"kubectl istio-upgrade migrate-ns bookinfo --to=1-32",
+		"kubectl istio-upgrade migrate-ns bookinfo shop --to=1-31",
+		"kubectl istio-upgrade migrate-ns bookinfo --batch-size=1 --to=1-31",
+	} {
+		if sameWork(base, other) {
+			t.Errorf("%q resumes %q", other, base)
+		}
+	}
+}

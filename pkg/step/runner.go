@@ -362,7 +362,7 @@ func resumable(entries []*journal.Entry, step, command string) *journal.Entry {
 		if e.Unreadable != "" || !e.Signed {
 			continue // a planted or foreign ConfigMap is never "the newest entry"
 		}
-		if e.Step != step || e.Command != command || e.UndoneBy != "" || e.Legacy {
+		if e.Step != step || !sameWork(e.Command, command) || e.UndoneBy != "" || e.Legacy {
 			return nil
 		}
 		if e.Resumable() || e.State == journal.StateRunning {

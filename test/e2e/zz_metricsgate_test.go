@@ -18,6 +18,7 @@ type gateDoc struct {
 	Details struct {
 		Halted     string
 		RolledBack bool
+		Restarted  []string
 		Gates      []struct {
 			Passed    bool
 			Reason    string
@@ -109,9 +110,15 @@ func TestMetricsGateInMigrateNs(t *testing.T) {
 		t.Fatalf("no traffic: exit %d, %+v\n%s", r.code, d.Details, r.stderr)
 	}
 	for _, e := range journalEntries(t) {
-		if e.ID == d.Journal && (e.Status() != journal.StateIncomplete || !e.Resumable()) {
-			t.Errorf("the halted run's entry is %s (resumable %v), want incomplete and resumable", e.Status(), e.Resumable())
+		if e.ID == d.Journal && e.Status() != journal.StateIncomplete {
+			t.Errorf("the halted run's entry is %s, want incomplete", e.Status())
 		}
+	}
+	// Accepting it resumes that entry: the halted batch is gated again, nothing restarted twice.
+	halted := d.Journal
+	d, r = gatedMigrate(t, "--canary", "deploy/productpage-v1", "--analysis=false", "--analysis-count=1", "-y", "--inconclusive=pass")
+	if r.code != 0 || d.Journal != halted || len(d.Details.Restarted) != 0 {
+		t.Fatalf("--inconclusive=pass: exit %d, entry %s (want %s), restarted %v\n%s", r.code, d.Journal, halted, d.Details.Restarted, r.stderr)
 	}
 	for _, id := range []string{d.Journal, canary} {
 		if u := plugin(t, "undo", id, "-y"); u.code != 0 {
