@@ -73,7 +73,7 @@ lint: ## go vet (plugin, e2e, agent), gofmt and go mod tidy
 	hack/step-imports.sh
 	@out=$$(gofmt -l cmd pkg plugins test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-e2e: e2e-istioctl e2e-helm e2e-ambient ## The e2e suite on every test-bed profile (each: start the bed, run through the real kubectl, stop it)
+e2e: e2e-helm e2e-ambient e2e-istioctl ## The e2e suite on every test-bed profile, shortest first so a failure shows soonest (each: start the bed, run through the real kubectl, stop it)
 
 # e2e_on PROFILE GO-TEST-SELECTION: one profile's bed and the tests written for it (TestHelm* need the helm
 # one, TestAmbient* the ambient one).
