@@ -19,15 +19,14 @@ type TrafficMover interface{ MovesTraffic() }
 // RequestOptions are the request gate's flags, Flagger's and Argo Rollouts' semantics: Count checks
 // Interval apart; FailureLimit failed checks fail the gate; too few requests decide nothing.
 type RequestOptions struct {
-	Enabled           bool
-	Require           bool
-	Prometheus        string
-	PrometheusService string
-	Interval          time.Duration
-	Count             int
-	FailureLimit      int
-	Baseline          time.Duration
-	Inconclusive      string
+	Enabled      bool
+	Require      bool
+	Prometheus   metrics.Where
+	Interval     time.Duration
+	Count        int
+	FailureLimit int
+	Baseline     time.Duration
+	Inconclusive string
 	metrics.Thresholds
 }
 
@@ -35,8 +34,7 @@ func (o *RequestOptions) addFlags(f *pflag.FlagSet) {
 	o.Thresholds = metrics.DefaultThresholds
 	f.BoolVar(&o.Enabled, "metrics", true, "Gate each unit on the moved workloads' own requests in Prometheus (success rate, p99 against their baseline); --metrics=false gates on the control plane only")
 	f.BoolVar(&o.Require, "require-metrics", false, "Refuse to start when no Prometheus is found (without it: a warning, and the gates see the control plane only)")
-	f.StringVar(&o.Prometheus, "prometheus", "", "Prometheus' URL, reached directly (instead of finding its Service)")
-	f.StringVar(&o.PrometheusService, "prometheus-service", "", "Prometheus' Service as NAMESPACE/NAME[:PORT], reached through the apiserver (default: found by itself)")
+	o.Prometheus.AddFlags(f)
 	f.DurationVar(&o.Interval, "analysis-interval", 30*time.Second, "Time between two request-metrics checks of a unit (at least twice Prometheus' scrape interval)")
 	f.IntVar(&o.Count, "analysis-count", 2, "Request-metrics checks of each unit; it passes when the last passed and none failed past --failure-limit")
 	f.IntVar(&o.FailureLimit, "failure-limit", 1, "Failed request-metrics checks that fail the unit")
@@ -49,24 +47,13 @@ func (o *RequestOptions) validate() error {
 	if !o.Enabled {
 		return nil
 	}
-	switch o.Inconclusive {
-	case "halt", "pass", "fail":
-	default:
-		return cli.UsageErrorf("--inconclusive must be halt, pass or fail, not %q", o.Inconclusive)
-	}
-	if o.Prometheus != "" && o.PrometheusService != "" {
-		return cli.UsageErrorf("give --prometheus or --prometheus-service, not both")
-	}
-	if o.PrometheusService != "" {
-		if _, err := metrics.ParseService(o.PrometheusService); err != nil {
+	for _, err := range []error{metrics.ValidateInconclusive(o.Inconclusive), o.Prometheus.Validate(), o.Thresholds.Validate()} {
+		if err != nil {
 			return cli.UsageErrorf("%v", err)
 		}
 	}
 	if o.Interval < 5*time.Second || o.Count < 1 || o.FailureLimit < 1 || o.Baseline < 10*time.Second {
 		return cli.UsageErrorf("--analysis-interval must be at least 5s, --analysis-count and --failure-limit at least 1, --metrics-baseline at least 10s")
-	}
-	if err := o.Thresholds.Validate(); err != nil {
-		return cli.UsageErrorf("%v", err)
 	}
 	return nil
 }
@@ -83,23 +70,13 @@ func setupRequests(ctx context.Context, r *Run, o RequestOptions) (*requestGate,
 	if !o.Enabled {
 		return nil, nil
 	}
-	var src *metrics.Source
-	switch {
-	case o.Prometheus != "":
-		src = &metrics.Source{URL: o.Prometheus}
-	case o.PrometheusService != "":
-		s, _ := metrics.ParseService(o.PrometheusService)
-		src = &s
-	default:
-		s, err := metrics.Find(ctx, r.C.Kube, r.G.IstioNamespace)
-		if err != nil && o.Require {
-			return nil, fmt.Errorf("finding Prometheus: %w", err)
-		}
-		src = s
+	src, err := o.Prometheus.Locate(ctx, r.C.Kube, r.G.IstioNamespace)
+	if err != nil && o.Require {
+		return nil, fmt.Errorf("finding Prometheus: %w", err)
 	}
 	if src == nil {
 		if o.Require {
-			return nil, cli.BadInputf("--require-metrics: no Prometheus found (no Service prometheus in %s, none labelled as Prometheus' installers label theirs); name it with --prometheus-service or --prometheus; nothing was changed", r.G.IstioNamespace)
+			return nil, cli.BadInputf("--require-metrics: %s; nothing was changed", metrics.NotFound(r.G.IstioNamespace))
 		}
 		r.Progress.Printf("warning: no Prometheus found: the gates see the control plane only, not the workloads' requests (--prometheus-service names one)")
 		return nil, nil
@@ -158,13 +135,13 @@ func (r *Run) GateRequests(ctx context.Context, what string, began, rolled time.
 		if rep.Verdict == metrics.Fail {
 			failures++
 			if failures >= g.o.FailureLimit {
-				return res, cli.Errorf(cli.ExitGateFailed, "%s: the moved workloads' requests regressed: %s", what, failing(rep))
+				return res, cli.Errorf(cli.ExitGateFailed, "%s: the moved workloads' requests regressed: %s", what, strings.Join(rep.Failing(), "; "))
 			}
 		}
 	}
 	switch res.Verdict {
 	case metrics.Fail: // failed checks below the limit, but the last one too
-		return res, cli.Errorf(cli.ExitGateFailed, "%s: the moved workloads' requests regressed: %s", what, failing(res.Checks[len(res.Checks)-1]))
+		return res, cli.Errorf(cli.ExitGateFailed, "%s: the moved workloads' requests regressed: %s", what, strings.Join(res.Checks[len(res.Checks)-1].Failing(), "; "))
 	case metrics.Inconclusive:
 		switch g.o.Inconclusive {
 		case "pass":
@@ -191,14 +168,4 @@ func summary(rep *metrics.Report) string {
 		parts = append(parts, fmt.Sprintf("%s/%s %s %s", w.Namespace, w.Name, sr, strings.ToUpper(w.Verdict)))
 	}
 	return strings.Join(parts, ", ")
-}
-
-func failing(rep *metrics.Report) string {
-	var out []string
-	for _, w := range rep.Workloads {
-		if w.Verdict == metrics.Fail {
-			out = append(out, w.Namespace+"/"+w.Name+": "+strings.Join(w.Reasons, "; "))
-		}
-	}
-	return strings.Join(out, "; ")
 }

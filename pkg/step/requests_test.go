@@ -91,8 +91,8 @@ func TestRequestOptionsValidate(t *testing.T) {
 	for _, bad := range []func(*RequestOptions){
 		func(o *RequestOptions) { o.Inconclusive = "maybe" },
 		func(o *RequestOptions) { o.Count = 0 },
-		func(o *RequestOptions) { o.Prometheus, o.PrometheusService = "http://x", "a/b" },
-		func(o *RequestOptions) { o.PrometheusService = "nonamespace" },
+		func(o *RequestOptions) { o.Prometheus = metrics.Where{URL: "http://x", Service: "a/b"} },
+		func(o *RequestOptions) { o.Prometheus.Service = "nonamespace" },
 		func(o *RequestOptions) { o.MinRequests = 0 },
 	} {
 		b := o

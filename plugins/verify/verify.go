@@ -14,7 +14,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
-	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/metrics"
 )
 
@@ -23,12 +22,11 @@ type Options struct {
 	genericiooptions.IOStreams
 	g *cli.Global
 
-	Namespaces        []string
-	Workloads         []string
-	Since, Baseline   time.Duration
-	Prometheus        string
-	PrometheusService string
-	Inconclusive      string
+	Namespaces      []string
+	Workloads       []string
+	Since, Baseline time.Duration
+	Prometheus      metrics.Where
+	Inconclusive    string
 	metrics.Thresholds
 }
 
@@ -76,8 +74,7 @@ between steps, or what Argo Rollouts (job metric provider) and Kargo run as a ve
 	f.StringSliceVar(&o.Workloads, "workload", nil, "Judge only this workload (NAMESPACE/NAME, repeatable)")
 	f.DurationVar(&o.Since, "since", 2*time.Minute, "The window judged, ending now (at least twice Prometheus' scrape interval)")
 	f.DurationVar(&o.Baseline, "baseline", 10*time.Minute, "The baseline window, just before --since")
-	f.StringVar(&o.Prometheus, "prometheus", "", "Prometheus' URL, reached directly (instead of finding its Service)")
-	f.StringVar(&o.PrometheusService, "prometheus-service", "", "Prometheus' Service as NAMESPACE/NAME[:PORT], reached through the apiserver")
+	o.Prometheus.AddFlags(f)
 	f.StringVar(&o.Inconclusive, "inconclusive", "halt", "What too few requests mean: halt (exit 78), pass, or fail")
 	metrics.AddThresholdFlags(f, &o.Thresholds)
 	return cmd
@@ -91,21 +88,10 @@ func (o *Options) Validate() error {
 	if o.Since < 10*time.Second || o.Baseline < 10*time.Second {
 		return cli.UsageErrorf("--since and --baseline must be at least 10s (and at least twice Prometheus' scrape interval to mean anything)")
 	}
-	switch o.Inconclusive {
-	case "halt", "pass", "fail":
-	default:
-		return cli.UsageErrorf("--inconclusive must be halt, pass or fail, not %q", o.Inconclusive)
-	}
-	if o.Prometheus != "" && o.PrometheusService != "" {
-		return cli.UsageErrorf("give --prometheus or --prometheus-service, not both")
-	}
-	if o.PrometheusService != "" {
-		if _, err := metrics.ParseService(o.PrometheusService); err != nil {
+	for _, err := range []error{metrics.ValidateInconclusive(o.Inconclusive), o.Prometheus.Validate(), o.Thresholds.Validate()} {
+		if err != nil {
 			return cli.UsageErrorf("%v", err)
 		}
-	}
-	if err := o.Thresholds.Validate(); err != nil {
-		return cli.UsageErrorf("%v", err)
 	}
 	for _, w := range o.Workloads {
 		if ns, name, ok := strings.Cut(w, "/"); !ok || ns == "" || name == "" {
@@ -134,9 +120,12 @@ func (o *Options) Run(ctx context.Context) error {
 			expected = append(expected, ns+"/"+d.Name)
 		}
 	}
-	src, err := o.source(ctx, c)
+	src, err := o.Prometheus.Locate(ctx, c.Kube, o.g.IstioNamespace)
 	if err != nil {
 		return err
+	}
+	if src == nil {
+		return cli.BadInputf("%s", metrics.NotFound(o.g.IstioNamespace))
 	}
 	scope := metrics.Scope{Namespaces: o.Namespaces, Expected: expected}
 	if len(o.Workloads) > 0 {
@@ -160,24 +149,6 @@ func (o *Options) Run(ctx context.Context) error {
 	return o.exit(rep)
 }
 
-func (o *Options) source(ctx context.Context, c *kube.Clients) (*metrics.Source, error) {
-	switch {
-	case o.Prometheus != "":
-		return &metrics.Source{URL: o.Prometheus}, nil
-	case o.PrometheusService != "":
-		s, _ := metrics.ParseService(o.PrometheusService)
-		return &s, nil
-	}
-	s, err := metrics.Find(ctx, c.Kube, o.g.IstioNamespace)
-	if err != nil {
-		return nil, err
-	}
-	if s == nil {
-		return nil, cli.BadInputf("no Prometheus found: no Service prometheus in %s, none labelled as Prometheus' installers label theirs; name it with --prometheus-service NS/NAME:PORT or --prometheus URL", o.g.IstioNamespace)
-	}
-	return s, nil
-}
-
 // exit maps the verdict to the exit-code contract.
 func (o *Options) exit(rep *metrics.Report) error {
 	v := rep.Verdict
@@ -186,12 +157,7 @@ func (o *Options) exit(rep *metrics.Report) error {
 	}
 	switch v {
 	case metrics.Fail:
-		var bad []string
-		for _, w := range rep.Workloads {
-			if w.Verdict == metrics.Fail {
-				bad = append(bad, w.Namespace+"/"+w.Name+": "+strings.Join(w.Reasons, "; "))
-			}
-		}
+		bad := rep.Failing()
 		if len(bad) == 0 {
 			bad = append(bad, "too few requests, and --inconclusive=fail")
 		}

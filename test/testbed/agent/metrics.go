@@ -175,7 +175,7 @@ func (s *proxyStats) write(w io.Writer, self peer) {
 	}
 }
 
-// scrapeProxy is the HTTP proxy Prometheus scrapes pods through (proxy_url): a GET for
+// serveScrapes serves the HTTP proxy Prometheus scrapes pods through (proxy_url): a GET for
 // http://POD_IP:15020/stats/prometheus is answered with that pod's proxy metrics; a pod without a
 // proxy, or gone, is a refused connection as it would be on a cluster.
 func (pl *plane) serveScrapes(addr string) error {
