@@ -64,7 +64,10 @@ type Figures struct {
 
 // View is a reporter's figures now and in the baseline window.
 type View struct {
-	Reporter string   `json:"reporter"` // destination: what the workload answered; source: what its clients saw
+	// Reporter is whose figures these are: destination, what the workload answered; source, what its
+	// clients saw of it; outbound, what the workload's own proxy saw of the services it called (a
+	// gateway's only view, and a new proxy that cannot route shows there).
+	Reporter string   `json:"reporter"`
 	Baseline *Figures `json:"baseline,omitempty"`
 	Current  *Figures `json:"current,omitempty"`
 }
@@ -122,14 +125,18 @@ func (c *Client) Analyze(ctx context.Context, scope Scope, win Windows, th Thres
 	nsRe := regexAlt(scope.Namespaces)
 	type fig struct{ cur, base *Figures }
 	views := map[key]map[string]*fig{}
-	for _, reporter := range []string{"destination", "source"} {
+	for _, reporter := range views3 {
 		for _, w := range []struct {
 			base bool
 			rng  string
 			at   time.Time
 		}{{false, promDuration(window), win.End}, {true, promDuration(baseline), win.BaselineEnd}} {
-			sel := fmt.Sprintf(`reporter=%q,destination_workload_namespace=~%q`, reporter, nsRe)
-			by := "destination_workload_namespace, destination_workload"
+			side, by := "destination", reporter
+			if reporter == Outbound {
+				side, by = "source", "source"
+			}
+			sel := fmt.Sprintf(`reporter=%q,%s_workload_namespace=~%q`, by, side, nsRe)
+			by = side + "_workload_namespace, " + side + "_workload"
 			qTotal := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s}[%s]))`, by, sel, w.rng)
 			qFailed := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s,response_code=~"5..|0"}[%s]))`, by, sel, w.rng)
 			qP99 := fmt.Sprintf(`histogram_quantile(0.99, sum by (%s, le) (rate(istio_request_duration_milliseconds_bucket{%s}[%s])))`, by, sel, w.rng)
@@ -165,18 +172,18 @@ func (c *Client) Analyze(ctx context.Context, scope Scope, win Windows, th Thres
 				return *p
 			}
 			for _, s := range total {
-				f := get(keyOf(s))
+				f := get(keyOf(s, side))
 				f.Requests = s.Value
 			}
 			for _, s := range failed {
-				f := get(keyOf(s))
+				f := get(keyOf(s, side))
 				if f.Requests > 0 {
 					f.SuccessRate = 100 * (1 - s.Value/f.Requests)
 				}
 			}
 			for _, s := range p99 {
 				if !math.IsNaN(s.Value) && !math.IsInf(s.Value, 0) {
-					get(keyOf(s)).P99 = s.Value
+					get(keyOf(s, side)).P99 = s.Value
 				}
 			}
 		}
@@ -199,7 +206,7 @@ func (c *Client) Analyze(ctx context.Context, scope Scope, win Windows, th Thres
 	for _, k := range keys {
 		w := Workload{Namespace: k.ns, Name: k.name, Views: []View{}}
 		judged := false
-		for _, reporter := range []string{"destination", "source"} {
+		for _, reporter := range views3 {
 			f := views[k][reporter]
 			if f == nil {
 				continue
@@ -261,9 +268,17 @@ func worse(a, b string) string {
 	return a
 }
 
-func keyOf(s Sample) key {
-	return key{s.Labels["destination_workload_namespace"], s.Labels["destination_workload"]}
+// keyOf is the workload a sample is about, on its destination or source side.
+func keyOf(s Sample, side string) key {
+	return key{s.Labels[side+"_workload_namespace"], s.Labels[side+"_workload"]}
 }
+
+// Outbound is the view of a workload as a client: the requests its own proxy sent (reporter source,
+// by source workload).
+const Outbound = "outbound"
+
+// views3 are the views Analyze takes of every workload.
+var views3 = []string{"destination", "source", Outbound}
 
 // regexAlt matches exactly one of values (quoted for PromQL's RE2).
 func regexAlt(values []string) string {

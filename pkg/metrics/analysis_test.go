@@ -20,6 +20,8 @@ type series struct {
 	ns, name                   string
 	reqs, failed, p99          float64
 	baseReqs, baseFail, baseP9 float64
+	// outbound: the figures are of the requests the workload sent (a gateway's), not of those it got.
+	outbound bool
 }
 
 // fakeProm answers the analysis' queries as Prometheus would from the recorded series: a query with
@@ -30,7 +32,7 @@ func fakeProm(t *testing.T, data []series) *httptest.Server {
 		base := r.URL.Query().Get("time") != fmt.Sprintf("%.3f", float64(now.UnixMilli())/1000)
 		var result []map[string]any
 		for _, s := range data {
-			if !strings.Contains(q, s.ns) {
+			if !strings.Contains(q, s.ns) || s.outbound != strings.Contains(q, "by (source_workload_namespace") {
 				continue
 			}
 			v := s.reqs
@@ -48,7 +50,11 @@ func fakeProm(t *testing.T, data []series) *httptest.Server {
 			case base:
 				v = s.baseReqs
 			}
-			result = append(result, map[string]any{"metric": map[string]string{"destination_workload_namespace": s.ns, "destination_workload": s.name},
+			side := "destination"
+			if s.outbound {
+				side = "source"
+			}
+			result = append(result, map[string]any{"metric": map[string]string{side + "_workload_namespace": s.ns, side + "_workload": s.name},
 				"value": []any{1.0, fmt.Sprint(v)}})
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{"resultType": "vector", "result": result}})
@@ -67,8 +73,8 @@ func analyze(t *testing.T, data []series, scope Scope) *Report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Queries() != 12 {
-		t.Errorf("queries: %d, want 3 per reporter and window", c.Queries())
+	if c.Queries() != 18 {
+		t.Errorf("queries: %d, want 3 per view (destination, source, outbound) and window", c.Queries())
 	}
 	return rep
 }
@@ -80,14 +86,14 @@ func TestVerdicts(t *testing.T) {
 		verdict string
 		reason  string
 	}{
-		{"steady", series{"shop", "web", 600, 0, 4, 3000, 0, 4}, Pass, ""},
-		{"20% failing", series{"shop", "web", 600, 120, 4, 3000, 0, 4}, Fail, "success rate 80.0% (baseline 100.0%"},
-		{"within the allowed drop", series{"shop", "web", 1000, 5, 4, 3000, 0, 4}, Pass, ""},
-		{"slower", series{"shop", "web", 600, 0, 300, 3000, 0, 20}, Fail, "p99 300.0 ms (baseline 20.0 ms: 15.0x"},
-		{"sub-millisecond jitter is not a regression", series{"shop", "web", 600, 0, 2.5, 3000, 0, 0.9}, Pass, ""},
-		{"too few requests", series{"shop", "web", 5, 5, 4, 3000, 0, 4}, Inconclusive, "fewer than 10 requests"},
-		{"no baseline: absolute floor", series{"shop", "web", 600, 30, 4, 0, 0, 0}, Fail, "below 99% (no baseline traffic"},
-		{"no baseline, healthy", series{"shop", "web", 600, 0, 4, 0, 0, 0}, Pass, ""},
+		{"steady", series{"shop", "web", 600, 0, 4, 3000, 0, 4, false}, Pass, ""},
+		{"20% failing", series{"shop", "web", 600, 120, 4, 3000, 0, 4, false}, Fail, "success rate 80.0% (baseline 100.0%"},
+		{"within the allowed drop", series{"shop", "web", 1000, 5, 4, 3000, 0, 4, false}, Pass, ""},
+		{"slower", series{"shop", "web", 600, 0, 300, 3000, 0, 20, false}, Fail, "p99 300.0 ms (baseline 20.0 ms: 15.0x"},
+		{"sub-millisecond jitter is not a regression", series{"shop", "web", 600, 0, 2.5, 3000, 0, 0.9, false}, Pass, ""},
+		{"too few requests", series{"shop", "web", 5, 5, 4, 3000, 0, 4, false}, Inconclusive, "fewer than 10 requests"},
+		{"no baseline: absolute floor", series{"shop", "web", 600, 30, 4, 0, 0, 0, false}, Fail, "below 99% (no baseline traffic"},
+		{"no baseline, healthy", series{"shop", "web", 600, 0, 4, 0, 0, 0, false}, Pass, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rep := analyze(t, []series{tt.s}, Scope{})
@@ -101,10 +107,26 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
+// A gateway only sends requests: its figures are the outbound view, and a canary gateway answering 503
+// without a baseline of its own fails on the absolute floor; a healthy one passes.
+func TestOutboundView(t *testing.T) {
+	rep := analyze(t, []series{{ns: "shop", name: "gw-canary", reqs: 200, failed: 60, p99: 3, outbound: true}}, Scope{})
+	if rep.Verdict != Fail || len(rep.Workloads) != 1 || !strings.Contains(strings.Join(rep.Workloads[0].Reasons, ";"), "outbound: success rate 70.0%") {
+		t.Fatalf("a failing gateway: %+v", rep)
+	}
+	if v := rep.Workloads[0].Views; len(v) != 1 || v[0].Reporter != Outbound {
+		t.Errorf("views: %+v", v)
+	}
+	rep = analyze(t, []series{{ns: "shop", name: "gw-canary", reqs: 200, p99: 3, outbound: true}}, Scope{})
+	if rep.Verdict != Pass {
+		t.Errorf("a healthy gateway: %+v", rep)
+	}
+}
+
 // A workload known to exist that sent no metric at all is inconclusive, never a pass; one failing
 // workload fails the whole report; Only narrows it.
 func TestScope(t *testing.T) {
-	data := []series{{"shop", "web", 600, 0, 4, 3000, 0, 4}, {"shop", "cart", 600, 300, 4, 3000, 0, 4}}
+	data := []series{{"shop", "web", 600, 0, 4, 3000, 0, 4, false}, {"shop", "cart", 600, 300, 4, 3000, 0, 4, false}}
 	rep := analyze(t, data, Scope{Expected: []string{"shop/web", "shop/cart", "shop/idle"}})
 	if rep.Verdict != Fail || len(rep.Workloads) != 3 || rep.Workloads[1].Name != "idle" || rep.Workloads[1].Verdict != Inconclusive {
 		t.Fatalf("%+v", rep)

@@ -16,6 +16,25 @@ import (
 // moved): the runner gives it the request-metrics gate, its flags, and Run.GateRequests.
 type TrafficMover interface{ MovesTraffic() }
 
+// SometimesMovesTraffic is a TrafficMover whose validated flags say whether this run moves any (tag-move
+// moves traffic only with --restart): a run that moves none does not look for Prometheus.
+type SometimesMovesTraffic interface{ MovesTrafficNow() bool }
+
+// gatesRequests says whether a real run of s gets the request gate set up.
+func gatesRequests(s Step) bool {
+	if _, ok := s.(TrafficMover); !ok {
+		return false
+	}
+	if m, ok := s.(SometimesMovesTraffic); ok {
+		return m.MovesTrafficNow()
+	}
+	return true
+}
+
+// RequestGatePermission is the row every TrafficMover adds to its permissions: Prometheus is asked
+// through the apiserver's service proxy (docs/rbac.md, "the request gate").
+var RequestGatePermission = Perm("get (optional: without it the step warns and gates on the control plane, unless `--require-metrics`)", "services/proxy", "the Prometheus Service's namespace (the request gate; `--metrics=false` needs none)")
+
 // RequestOptions are the request gate's flags, Flagger's and Argo Rollouts' semantics: Count checks
 // Interval apart; FailureLimit failed checks fail the gate; too few requests decide nothing.
 type RequestOptions struct {
@@ -150,7 +169,7 @@ func (r *Run) GateRequests(ctx context.Context, what string, began, rolled time.
 		case "fail":
 			return res, cli.Errorf(cli.ExitGateFailed, "%s: too few requests for a verdict, and --inconclusive=fail", what)
 		}
-		return res, cli.Errorf(cli.ExitInconclusive, "%s: too few requests for a verdict (at least %g per workload): halted, never taken as a pass; a rerun gates it again (--inconclusive=pass to accept it)", what, g.o.MinRequests)
+		return res, cli.Errorf(cli.ExitInconclusive, "%s: too few requests for a verdict (at least %g per workload in the window; a new pod needs two scrapes before Prometheus has its rate, so a longer --analysis-interval or --analysis-count may give one): halted, never taken as a pass; a rerun gates it again (--inconclusive=pass to accept it)", what, g.o.MinRequests)
 	}
 	return res, nil
 }

@@ -19,10 +19,15 @@ import (
 // promAnswering answers every query as if shop/web served requests, failed of them 5xx, with a
 // healthy baseline (queries at a time before the unit's start); requests 0 is a workload without traffic.
 func promAnswering(requests, failed float64, began time.Time) *httptest.Server {
+	return promAnsweringUntil(requests, failed, began.Add(time.Second))
+}
+
+// promAnsweringUntil is promAnswering whose baseline is every query at or before cut.
+func promAnsweringUntil(requests, failed float64, cut time.Time) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query().Get("query")
 		at, _ := strconv.ParseFloat(r.URL.Query().Get("time"), 64)
-		baseline := at <= float64(began.Unix())+1
+		baseline := at <= float64(cut.UnixMilli())/1000
 		v := requests
 		switch {
 		case strings.HasPrefix(q, "histogram_quantile"):
@@ -73,7 +78,7 @@ func TestGateRequests(t *testing.T) {
 			if tt.code == cli.ExitGateFailed && tt.failed > 0 && !strings.Contains(err.Error(), "shop/web: destination: success rate 80.0%") {
 				t.Errorf("the failure does not name the workload and its figures: %v", err)
 			}
-			if want := 12 * len(res.Checks); res.Queries != want || (tt.code != cli.ExitGateFailed && len(res.Checks) != 2) {
+			if want := 18 * len(res.Checks); res.Queries != want || (tt.code != cli.ExitGateFailed && len(res.Checks) != 2) {
 				t.Errorf("%d checks, %d queries", len(res.Checks), res.Queries)
 			}
 		})

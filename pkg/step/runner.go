@@ -102,7 +102,7 @@ func Execute(ctx context.Context, g *cli.Global, streams genericiooptions.IOStre
 	j.Meta = c.Metadata
 	r.J = j
 	var planLease *coordinationv1.Lease
-	if _, ok := s.(TrafficMover); ok && r.Live() {
+	if gatesRequests(s) && r.Live() {
 		if r.requests, err = setupRequests(ctx, r, o.Requests); err != nil {
 			return err
 		}

@@ -80,6 +80,8 @@ type Details struct {
 	Pods     []string          `json:"pods"`
 	Routing  *canary.Routing   `json:"routing,omitempty"`
 	Verified bool              `json:"verified"`
+	// Requests is the request-metrics gate of the move: the gateway's requests against its baseline.
+	Requests *step.RequestGate `json:"requests,omitempty"`
 	// RolledBack says a failed gate moved the gateway back to where it was.
 	RolledBack bool     `json:"rolledBack"`
 	Warnings   []string `json:"warnings"`
@@ -96,6 +98,9 @@ type ServiceCapacity struct {
 
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "migrate-gw" }
+
+// MovesTraffic: the runner gates the move on the gateway's own requests.
+func (o *Options) MovesTraffic() {}
 
 // MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
 func (o *Options) MovesToRevision() {}
@@ -409,29 +414,39 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 	}
 	start := time.Now()
 	r.Note(FromNote(o.Kind, o.Namespace, o.Target), o.from)
-	if o.surge == surgeOverlay {
-		o.overlaid = true
-		if err := m.addOverlay(ctx); err != nil {
-			return err
-		}
-	}
-	var strategy *appsv1.DeploymentStrategy
-	if o.surge == surgeStrategy {
-		strategy = &surgeStrategy1
-	}
-	if err := m.setRevision(ctx, o.To, strategy, "moved to "+o.To); err != nil {
+	// One unit: the move, gated on capacity, SYNCED and routing, then on the gateway's own requests (what
+	// it sent on as a client: a gateway answers nobody inside the mesh).
+	res, err := r.RunUnit(ctx, step.Unit{Label: o.ref(), Timeout: o.Timeout, Moves: []string{o.Namespace + "/" + o.dep.Name},
+		Write: func(ctx context.Context) error {
+			if o.surge == surgeOverlay {
+				o.overlaid = true
+				if err := m.addOverlay(ctx); err != nil {
+					return err
+				}
+			}
+			var strategy *appsv1.DeploymentStrategy
+			if o.surge == surgeStrategy {
+				strategy = &surgeStrategy1
+			}
+			if err := m.setRevision(ctx, o.To, strategy, "moved to "+o.To); err != nil {
+				return err
+			}
+			o.moved = true
+			return nil
+		},
+		Gate: func(ctx context.Context) error { return o.gate(ctx, r, m, want) }})
+	o.det.Requests = res.Requests
+	switch {
+	case err != nil && !o.moved:
 		return err
-	}
-	o.moved = true
-	switch r.DryRun {
-	case cli.DryRunClient:
+	case r.DryRun == cli.DryRunClient:
 		r.Result.Summary = fmt.Sprintf("migrate-gw would move %s from %s to %s in place (%s)", o.ref(), o.from, o.rev, o.det.Capacity)
 		return nil
-	case cli.DryRunServer:
+	case r.DryRun == cli.DryRunServer:
 		r.Result.Summary = fmt.Sprintf("migrate-gw (server dry run): the move of %s to %s was accepted by the apiserver; nothing changed", o.ref(), o.rev)
 		return nil
-	}
-	if err := o.gate(ctx, r, m, want); err != nil {
+	case err != nil:
+		o.det.Verified = false
 		r.Result.Summary = fmt.Sprintf("migrate-gw: %s NOT moved: %v", o.ref(), err)
 		return err
 	}
@@ -461,10 +476,8 @@ func (o *Options) capacityText() string {
 }
 
 // gate waits for the move to land, failing at once when a Service loses a ready endpoint, then
-// compares the routing the new istiod serves with what the old one served.
-func (o *Options) gate(ctx context.Context, r *step.Run, m *mover, want *istio.RoutingConfig) error {
-	gctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
+// compares the routing the new istiod serves with what the old one served (within the unit's timeout).
+func (o *Options) gate(gctx context.Context, r *step.Run, m *mover, want *istio.RoutingConfig) error {
 	istiod := gate.IstiodPods(r.Raw, o.rev)
 	pods, err := m.await(gctx, o.rev, func(ctx context.Context) error { return o.checkCapacity(ctx, r) },
 		func(ctx context.Context) map[string]string { return r.Istiod.Proxies(ctx, istiod) })

@@ -48,6 +48,7 @@ func Registration() step.Registration {
 			step.Perm("patch", "gateways.gateway.networking.k8s.io (a Gateway API gateway)", "the gateway's namespace"),
 			step.Perm("create, delete", "configmaps (the overlay `GATEWAY-istio-upgrade`, only when the Gateway's Deployment would take pods down first)", "the gateway's namespace"),
 			step.Perm("get, list", "services, endpointslices, pods", "the gateway's namespace"),
+			step.RequestGatePermission,
 		},
 		Undo: Undo,
 	}

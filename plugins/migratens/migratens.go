@@ -750,62 +750,58 @@ func (o *Options) restartStamps(r *step.Run, batch []kube.WorkloadRef) []string 
 	return out
 }
 
-// runBatch restarts one batch and, on a real run, waits for its gate. A batch once started is finished
-// (gated) even when the step is told to stop.
+// runBatch restarts one batch (restart false: a batch an interrupted run restarted, only gated) as one
+// unit of the runner: journaled before its first restart, gated on rollouts, injection, SYNCED,
+// istiod's counters and the workloads' own requests.
 func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, baseline map[string]float64, restart bool) (GateResult, error) {
-	start := time.Now()
 	g := GateResult{Batch: n}
+	var moved []string
 	for _, w := range batch {
 		g.Workloads = append(g.Workloads, w.String())
+		moved = append(moved, w.Namespace+"/"+w.Name)
 	}
-	unit := unitName(batch)
+	u := step.Unit{Label: fmt.Sprintf("batch %d", n), Journal: unitName(batch), Objects: g.Workloads, Moves: moved, Timeout: o.Timeout,
+		Gate: func(ctx context.Context) error { return o.gateBatch(ctx, r, n, batch, baseline, &g) }}
 	if restart {
-		// The unit is recorded before its first restart: killed right after, a rerun gates it.
-		if err := r.Begin(ctx, unit, g.Workloads, nil); err != nil {
-			return g, err
-		}
+		u.Write = func(ctx context.Context) error { return o.restart(ctx, r, n, batch, g.Workloads) }
 	}
+	res, err := r.RunUnit(ctx, u)
+	g.Requests, g.Seconds, g.Reason, g.Passed = res.Requests, res.Seconds, res.Reason, res.Passed
+	if err == nil && r.Live() {
+		r.Progress.Printf("batch %d: gate passed (%d pods on %s, SYNCED) in %.1fs", n, g.Pods, o.plan.Revision, g.Seconds)
+	}
+	return g, err
+}
+
+// restart restarts a batch's workloads, one stamp for all (after the stamps they carry).
+func (o *Options) restart(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, names []string) error {
 	now := kube.NextRestart(time.Now(), o.restartStamps(r, batch)...)
-	if restart {
-		o.lastRestart = now
-	}
+	o.lastRestart = now
 	for _, w := range batch {
-		if !restart {
-			break
-		}
 		if body, err := kube.RestartPatch(now); err == nil {
 			r.Patch(w.String(), string(types.StrategicMergePatchType), body)
 		}
 		if err := r.Write(w.String(), "restarted", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
-			return g, err
+			return err
 		}
 		if r.Live() {
 			o.restarts = append(o.restarts, w)
 			o.det.Restarted = append(o.det.Restarted, w.String())
 		}
 	}
-	if !r.Live() {
-		return g, nil
+	if r.Live() {
+		r.Progress.Printf("batch %d: restarted %s", n, strings.Join(names, ", "))
 	}
-	if restart {
-		r.Progress.Printf("batch %d: restarted %s", n, strings.Join(g.Workloads, ", "))
+	return nil
+}
+
+// gateBatch is a batch's control-plane gate: rollouts complete, every pod injected by the target
+// revision and SYNCED, istiod's error counters not risen.
+func (o *Options) gateBatch(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, baseline map[string]float64, g *GateResult) error {
+	if err := kube.WaitRollouts(ctx, r.C.Kube, batch, func(s string) { r.Progress.Update("batch %d: %s", n, s) }); err != nil {
+		return err
 	}
-	gctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	fail := func(err error) (GateResult, error) {
-		r.Progress.Done()
-		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
-		r.Progress.Printf("batch %d: gate FAILED: %v", n, err)
-		code := cli.CodeOf(err)
-		if code != cli.ExitTimeout {
-			code = cli.ExitGateFailed
-		}
-		return g, cli.Errorf(code, "batch %d gate failed: %v", n, err)
-	}
-	if err := kube.WaitRollouts(gctx, r.C.Kube, batch, func(s string) { r.Progress.Update("batch %d: %s", n, s) }); err != nil {
-		return fail(err)
-	}
-	err := r.Wait(gctx, o.Timeout, fmt.Sprintf("batch %d: waiting for proxies on %s", n, o.plan.Revision), func(ctx context.Context) (string, bool, error) {
+	err := r.Wait(ctx, o.Timeout, fmt.Sprintf("batch %d: waiting for proxies on %s", n, o.plan.Revision), func(ctx context.Context) (string, bool, error) {
 		pods, err := podsOf(ctx, r, batch)
 		if err != nil {
 			return err.Error(), false, nil
@@ -814,41 +810,21 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 		g.Pods, reason = gate.EvaluatePods(batch, pods, r.Istiod.Proxies(ctx, o.istiod), o.plan.Revision)
 		return reason, reason == "", nil
 	})
+	if err != nil || baseline == nil {
+		return err
+	}
+	after, err := r.Istiod.Metrics(ctx, o.istiod, o.plan.Revision)
 	if err != nil {
-		return fail(err)
+		return fmt.Errorf("reading istiod metrics: %w", err)
 	}
-	if baseline != nil {
-		after, err := r.Istiod.Metrics(gctx, o.istiod, o.plan.Revision)
-		if err != nil {
-			return fail(fmt.Errorf("reading istiod metrics: %w", err))
-		}
-		g.Metrics = map[string][2]float64{}
-		for k, v := range after {
-			g.Metrics[k] = [2]float64{baseline[k], v}
-		}
-		if rises := gate.CompareMetrics(baseline, after); len(rises) > 0 {
-			return fail(errors.New(strings.Join(rises, "; ")))
-		}
+	g.Metrics = map[string][2]float64{}
+	for k, v := range after {
+		g.Metrics[k] = [2]float64{baseline[k], v}
 	}
-	// The workloads' own requests, since their new pods serve, against their baseline before the batch.
-	var moved []string
-	for _, w := range batch {
-		moved = append(moved, w.Namespace+"/"+w.Name)
+	if rises := gate.CompareMetrics(baseline, after); len(rises) > 0 {
+		return errors.New(strings.Join(rises, "; "))
 	}
-	rg, err := r.GateRequests(gctx, fmt.Sprintf("batch %d", n), start, time.Now(), moved)
-	g.Requests = rg
-	if cli.CodeOf(err) == cli.ExitInconclusive {
-		r.Progress.Printf("batch %d: %v", n, err)
-		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
-		return g, err // not finished: a rerun gates it again, restarting nothing
-	}
-	if err != nil {
-		return fail(err)
-	}
-	g.Passed, g.Seconds = true, time.Since(start).Seconds()
-	r.Finish(unit)
-	r.Progress.Printf("batch %d: gate passed (%d pods on %s, SYNCED) in %.1fs", n, g.Pods, o.plan.Revision, g.Seconds)
-	return g, nil
+	return nil
 }
 
 func podsOf(ctx context.Context, r *step.Run, batch []kube.WorkloadRef) ([]corev1.Pod, error) {

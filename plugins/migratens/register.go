@@ -35,6 +35,7 @@ func Registration() step.Registration {
 			step.Perm("create, dry run only (optional: without it, a fixed 2 s wait)", "pods", "each relabelled namespace: a dry-run pod shows which revision the injector picks now, so restarts wait until it picks the new one (and, rolling back, the old one)"),
 			step.Perm("list (optional: the plan names the Gateway API gateways that roll with a namespace)", "gateways.gateway.networking.k8s.io", "all namespaces"),
 			step.Perm("`--pin-gateways` (default): as `migrate-gw` for each Gateway it pins", "", "each pinned Gateway's namespace"),
+			step.RequestGatePermission,
 		},
 		Undo: Undo,
 	}

@@ -28,6 +28,7 @@ func Registration() step.Registration {
 			step.Perm("get, patch, list, watch", "deployments", "the gateway's namespace"),
 			step.Perm("get, patch, list", "horizontalpodautoscalers", "the gateway's namespace"),
 			step.Perm("list", "services, pods, endpointslices", "the gateway's namespace"),
+			step.RequestGatePermission,
 		},
 		Undo: Undo,
 	}

@@ -62,6 +62,9 @@ type Options struct {
 // Name is the step's name in the journal and results.
 func (o *Options) Name() string { return "shift" }
 
+// MovesTraffic: the runner gates every step on the gateways' own requests.
+func (o *Options) MovesTraffic() {}
+
 // Details is the step-specific part of the result.
 type Details struct {
 	Gateway  string   `json:"gateway"`
@@ -84,6 +87,8 @@ type Gate struct {
 	// ReadyEndpoints counts ready endpoints behind the gateway's Services after the step.
 	ReadyEndpoints int `json:"readyEndpoints"`
 	Probes         int `json:"probes,omitempty"`
+	// Requests is the step's request-metrics gate: both gateways' requests against their baselines.
+	Requests *step.RequestGate `json:"requests,omitempty"`
 }
 
 // NewCommand builds `shift`.
@@ -362,68 +367,72 @@ func (o *Options) describe(s Step) {
 	o.r.Record("deployment/"+o.old.Name, fmt.Sprintf("scaled to %d", s.Old))
 }
 
-// run executes the steps; a failed gate stops (the runner then calls Revert for that step). Told to
-// stop, it finishes the step in flight and starts no other.
+// run executes the steps, each a unit of the runner; a failed gate stops (the runner then calls Revert
+// for that step). Told to stop, it finishes the step in flight and starts no other, holds included.
 func (o *Options) run(ctx context.Context, steps []Step) error {
 	for i, s := range steps {
-		if o.r.Stopping() {
-			return o.r.Cancelled()
-		}
 		prev := o.current
-		o.r.Progress.Printf("step %d/%d: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", i+1, len(steps), prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
-		g, err := o.step(ctx, prev, s)
+		label := fmt.Sprintf("step %d/%d", i+1, len(steps))
+		if !o.r.Stopping() {
+			o.r.Progress.Printf("%s: %d%% -> %d%% (canary %d -> %d, old %d -> %d)", label, prev.Effective, s.Effective, prev.Canary, s.Canary, prev.Old, s.Old)
+		}
+		g := Gate{Weight: s.Weight}
+		res, err := o.r.RunUnit(ctx, step.Unit{Label: label, Journal: fmt.Sprintf("weight %d%%", s.Weight), Timeout: o.Timeout,
+			Objects: []string{"deployment/" + o.canary.Namespace + "/" + o.canary.Name, "deployment/" + o.old.Namespace + "/" + o.old.Name},
+			// The gateways' own requests: what each sent on, the canary's against the floor until it has a baseline.
+			Moves: []string{o.canary.Namespace + "/" + o.canary.Name, o.old.Namespace + "/" + o.old.Name},
+			Write: func(ctx context.Context) error {
+				wctx, cancel := context.WithTimeout(ctx, o.Timeout)
+				defer cancel()
+				o.failed, o.prev = &s, &prev // from the first write on, a failure takes this step back
+				if err := o.moveTo(wctx, prev, s); err != nil {
+					if cli.CodeOf(err) == cli.ExitTimeout {
+						return err
+					}
+					return cli.Errorf(cli.ExitGateFailed, "%v", err) // half moved: taken back as a failed gate
+				}
+				o.current = s
+				return nil
+			},
+			Gate: func(ctx context.Context) error { return o.gate(ctx, s, &g) },
+		})
+		g.Passed, g.Seconds, g.Reason, g.Requests = res.Passed, res.Seconds, res.Reason, res.Requests
+		if o.failed == nil && err != nil {
+			return err // told to stop before this step began
+		}
 		o.det.Gates = append(o.det.Gates, g)
 		if err != nil {
-			o.failed, o.prev = &s, &prev
-			o.r.Progress.Printf("step %d/%d: gate FAILED: %v; reverting to %d%%", i+1, len(steps), err, prev.Effective)
-			code := cli.CodeOf(err)
-			if code != cli.ExitTimeout {
-				code = cli.ExitGateFailed
+			if code := cli.CodeOf(err); code == cli.ExitGateFailed || code == cli.ExitTimeout {
+				o.r.Progress.Printf("%s: reverting to %d%%", label, prev.Effective)
 			}
-			return cli.Errorf(code, "step %d (%d%%) failed: %v", i+1, s.Weight, err)
+			return err
 		}
-		o.r.Progress.Printf("step %d/%d: gate passed: %d%% (%d ready endpoints) in %.1fs", i+1, len(steps), s.Effective, g.ReadyEndpoints, g.Seconds)
-		if i < len(steps)-1 && o.Interval > 0 {
-			o.r.Progress.Printf("holding %s before the next step", o.Interval)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(o.Interval):
+		o.failed, o.prev = nil, nil
+		o.r.Progress.Printf("%s: gate passed: %d%% (%d ready endpoints) in %.1fs", label, s.Effective, g.ReadyEndpoints, g.Seconds)
+		if i < len(steps)-1 {
+			if err := o.r.Hold(ctx, o.Interval, label); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
 }
 
-// step moves from prev to s, adding first, then removing, and gates the result.
-func (o *Options) step(ctx context.Context, prev, s Step) (Gate, error) {
-	start := time.Now()
-	g := Gate{Weight: s.Weight}
-	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	fail := func(err error) (Gate, error) {
-		o.r.Progress.Done()
-		g.Reason, g.Seconds = err.Error(), time.Since(start).Seconds()
-		return g, err
-	}
-	if err := o.moveTo(sctx, prev, s); err != nil {
-		return fail(err)
-	}
-	o.current = s
-	n, err := o.verify(sctx, s)
+// gate is a step's control-plane gate: every pod of both sides on its revision and SYNCED, the
+// Services' ready endpoints kept, and the probes answered.
+func (o *Options) gate(ctx context.Context, s Step, g *Gate) error {
+	n, err := o.verify(ctx, s)
 	g.ReadyEndpoints = n
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if o.ProbeURL != "" {
-		if err := o.probe(sctx); err != nil {
-			return fail(err)
+		if err := o.probe(ctx); err != nil {
+			return err
 		}
 		g.Probes = o.Probes
 	}
-	o.r.Progress.Done()
-	g.Passed, g.Seconds = true, time.Since(start).Seconds()
-	return g, nil
+	return nil
 }
 
 // moveTo scales the growing side first and waits for it, then the shrinking side.

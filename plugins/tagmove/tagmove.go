@@ -71,6 +71,12 @@ func (o *Options) Name() string { return "tag-move" }
 // MovesToRevision: the runner refuses a target that skips a minor (--allow-version-skip).
 func (o *Options) MovesToRevision() {}
 
+// MovesTraffic: --restart's batches (migrate-ns, run by the registry) are gated on their requests.
+func (o *Options) MovesTraffic() {}
+
+// MovesTrafficNow: without --restart the tag moves no running pod, so there is nothing to gate.
+func (o *Options) MovesTrafficNow() bool { return o.Restart }
+
 // NewCommand builds `tag-move`.
 func NewCommand(g *cli.Global, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{}

@@ -304,7 +304,7 @@ func TestAmbientRoll(t *testing.T) {
 	}
 
 	// The waypoint moves with the gated gateway move; then nothing is left on 1-30.
-	if r := plugin(t, "migrate-gw", "gateway/waypoint", "-n", "bookinfo", "--to", "1-31", "-y"); r.code != 0 {
+	if r := plugin(t, "migrate-gw", "--metrics=false", "gateway/waypoint", "-n", "bookinfo", "--to", "1-31", "-y"); r.code != 0 {
 		t.Fatalf("migrate-gw the waypoint: exit %d: %s", r.code, r.stderr)
 	}
 	res, cr = cleanup(t, "--helm", "-y")

@@ -188,7 +188,7 @@ func TestHelmSeed000(t *testing.T) {
 	if n := kubectl(t, "-n", "istio-ingress", "get", "services", "-o", "name"); strings.TrimSpace(n) != "service/istio-ingress" {
 		t.Errorf("the canary release must add no Service: %q", n)
 	}
-	if d, r := step(t, append([]string{"shift", "--weight", "100", "--step", "50", "--interval", "0s", "-y"}, gw...)...); r.code != 0 {
+	if d, r := step(t, append([]string{"shift", "--metrics=false", "--weight", "100", "--step", "50", "--interval", "0s", "-y"}, gw...)...); r.code != 0 {
 		t.Fatalf("shift --weight 100: exit %d %s %s", r.code, d.Summary, r.stderr)
 	}
 	eventually(t, 60*time.Second, "gateway on canary", func() error { return checkProxiesOnInjectedRevision(t, "istio-ingress") })

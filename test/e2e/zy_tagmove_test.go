@@ -52,7 +52,7 @@ func TestTagMoveRestartAndUndo(t *testing.T) {
 	}
 	oldURL := func() string { _, _, u := tagState(t); return u }()
 
-	r := plugin(t, "tag-move", "prod-stable", "--to", "1-31", "--overwrite", "--restart", "-y", "-o", "json")
+	r := plugin(t, "tag-move", "prod-stable", "--to", "1-31", "--overwrite", "--restart", "--metrics=false", "-y", "-o", "json")
 	var res struct {
 		Journal string `json:"journalEntry"`
 		Details struct {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -39,9 +40,34 @@ type gateDoc struct {
 	}
 }
 
-func gatedMigrate(t *testing.T, args ...string) (gateDoc, result) {
+// verifyDoc is what `verify -o json` prints.
+type verifyDoc struct {
+	Prometheus string `json:"prometheus"`
+	Verdict    string `json:"verdict"`
+	Workloads  []struct {
+		Namespace, Name, Verdict string
+		Reasons                  []string
+		Views                    []struct {
+			Reporter string
+			Current  *struct{ Requests, SuccessRate float64 }
+		}
+	} `json:"workloads"`
+	Queries []string `json:"queries"`
+}
+
+func verifyJSON(t *testing.T, args ...string) (verifyDoc, int) {
 	t.Helper()
-	r := plugin(t, append([]string{"migrate-ns", "bookinfo", "--to", "1-31", "-o", "json", "--metrics-baseline=1m", "--analysis-interval=20s"}, args...)...)
+	r := plugin(t, append([]string{"verify", "-o", "json"}, args...)...)
+	var d verifyDoc
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		t.Fatalf("verify %v: exit %d, stdout is not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
+	}
+	return d, r.code
+}
+
+func gatedMigrate(t *testing.T, ns string, args ...string) (gateDoc, result) {
+	t.Helper()
+	r := plugin(t, append([]string{"migrate-ns", ns, "--to", "1-31", "-o", "json", "--metrics-baseline=1m", "--analysis-interval=20s"}, args...)...)
 	var d gateDoc
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
 		t.Fatalf("migrate-ns %v: exit %d, stdout not JSON: %v\n%s\n%s", args, r.code, err, r.stdout, r.stderr)
@@ -49,88 +75,105 @@ func gatedMigrate(t *testing.T, args ...string) (gateDoc, result) {
 	return d, r
 }
 
-// The request gate in migrate-ns, on the real Prometheus: with the fault knob making productpage's
-// pods on 1-31 fail 20% of their requests, the canary batch fails on its requests (every control-plane
-// gate passes), is moved back (exit 75) and the JSON names the workload and its figures; without the
-// fault the same canary passes on its requests; the rest of bookinfo carries no request, so its batch
-// halts as inconclusive (exit 78), never a pass, resumable; undo puts bookinfo back.
+// The request gates and verify on the real Prometheus, on the bed's call traffic (productpage calls
+// details and reviews, reviews calls ratings, without any request through the gateway):
+//   - verify passes details at rest, and is inconclusive on shop, which carries no request;
+//   - with the fault knob making details' pods on 1-31 fail 20% of their requests, migrate-ns's canary
+//     batch fails on its requests (every control-plane gate passes), is moved back (exit 75) and the
+//     JSON names the workload and its figures; verify fails over the same window (the negative control);
+//   - without the fault the same canary passes its request gate;
+//   - shop's batch halts as inconclusive (exit 78), never a pass, resumable with --inconclusive=pass
+//     restarting nothing again; undo puts both back.
 func TestMetricsGateInMigrateNs(t *testing.T) {
 	ensureNewRevision(t)
-	for p, rev := range injectedPods(t, "bookinfo") {
-		if rev != "1-30" {
-			t.Fatalf("bookinfo must start on 1-30: %s is on %s", p, rev)
+	for _, ns := range []string{"bookinfo", "shop"} {
+		if err := onRevision(t, ns, "1-30")(); err != nil {
+			t.Fatalf("%s must start on 1-30: %v", ns, err)
 		}
 	}
-	loop := bookinfoLoop(20)
-	stopped := false
-	defer func() {
-		if !stopped {
-			loop.Stop()
+	q := "/api/v1/namespaces/istio-system/services/prometheus:9090/proxy/api/v1/query?query=" + url.QueryEscape(`istio_build{component="proxy",namespace="bookinfo"}`)
+	eventually(t, 60*time.Second, "Prometheus scraped bookinfo's proxies (istio_build)", func() error {
+		if out := kubectl(t, "get", "--raw", q); !strings.Contains(out, `"tag"`) {
+			return errorf("no istio_build yet: %s", out)
 		}
-	}()
-	time.Sleep(40 * time.Second) // a baseline: productpage's requests on 1-30, scraped twice or more
+		return nil
+	})
+	const details = "--workload=bookinfo/details-v1"
+	var d verifyDoc
+	eventually(t, 90*time.Second, "verify passes details at rest on its call traffic", func() error {
+		var code int
+		if d, code = verifyJSON(t, "bookinfo", details, "--since=45s", "--baseline=45s"); code != 0 || d.Verdict != "pass" {
+			return fmt.Errorf("exit %d, %+v", code, d)
+		}
+		return nil
+	})
+	if !strings.Contains(d.Prometheus, "istio-system/prometheus") || len(d.Workloads) != 1 {
+		t.Errorf("at rest: %+v", d)
+	}
+	if v := d.Workloads[0].Views; len(v) == 0 || v[0].Current == nil || v[0].Current.Requests < 100 || v[0].Current.SuccessRate < 99 {
+		t.Errorf("at rest, details' figures (productpage calls it 4 times a second): %+v", v)
+	}
+	if d, code := verifyJSON(t, "shop", "--since=45s"); code != 78 || d.Verdict != "inconclusive" || len(d.Workloads) == 0 {
+		t.Errorf("a namespace without traffic: exit %d, %+v", code, d)
+	}
+	if r := plugin(t, "verify", "nowhere-ns"); r.code != 65 {
+		t.Errorf("an unknown namespace: exit %d, %s", r.code, r.stderr)
+	}
+	if r := plugin(t, "verify", "shop", "--inconclusive=maybe"); r.code != 64 {
+		t.Errorf("a bad --inconclusive: exit %d", r.code)
+	}
 
-	kubectl(t, "-n", "default", "create", "configmap", "testbed-faults", "--from-literal=rules=- {namespace: bookinfo, workload: productpage-v1, revision: 1-31, errorRate: 0.2}")
+	kubectl(t, "-n", "default", "create", "configmap", "testbed-faults", "--from-literal=rules=- {namespace: bookinfo, workload: details-v1, revision: 1-31, errorRate: 0.2}")
 	defer run(t, binDir+"/kubectl", "-n", "default", "delete", "configmap", "testbed-faults", "--ignore-not-found")
-	d, r := gatedMigrate(t, "--canary", "deploy/productpage-v1", "--rollback-on-failure", "--analysis=false", "-y")
-	if r.code != 75 || len(d.Details.Gates) != 1 || d.Details.Gates[0].Requests == nil || d.Details.Gates[0].Requests.Verdict != "fail" {
-		t.Fatalf("with the fault: exit %d, %+v\n%s", r.code, d.Details, r.stderr)
+	g, r := gatedMigrate(t, "bookinfo", "--canary", "deploy/details-v1", "--rollback-on-failure", "--analysis=false", "-y")
+	if r.code != 75 || len(g.Details.Gates) != 1 || g.Details.Gates[0].Requests == nil || g.Details.Gates[0].Requests.Verdict != "fail" {
+		t.Fatalf("with the fault: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
 	}
-	rq := d.Details.Gates[0].Requests
+	rq := g.Details.Gates[0].Requests
 	last := rq.Checks[len(rq.Checks)-1]
-	if len(last.Workloads) != 1 || last.Workloads[0].Name != "productpage-v1" || !strings.Contains(strings.Join(last.Workloads[0].Reasons, ";"), "success rate") || len(last.Queries) == 0 {
-		t.Errorf("the JSON does not name productpage-v1 with its figures and queries: %+v", last)
+	if len(last.Workloads) != 1 || last.Workloads[0].Name != "details-v1" || !strings.Contains(strings.Join(last.Workloads[0].Reasons, ";"), "success rate") || len(last.Queries) == 0 {
+		t.Errorf("the JSON does not name details-v1 with its figures and queries: %+v", last)
 	}
 	t.Logf("caught: %v (%d queries)", last.Workloads[0].Reasons, rq.Queries)
 	if !strings.Contains(r.stderr, "requests regressed") {
 		t.Errorf("stderr does not say the requests regressed:\n%s", r.stderr)
 	}
-	eventually(t, 90*time.Second, "productpage moved back to 1-30", func() error {
-		for p, rev := range injectedPods(t, "bookinfo") {
-			if rev != "1-30" {
-				return fmt.Errorf("%s on %s", p, rev)
-			}
-		}
-		return nil
-	})
+	// verify sees what the gate saw: the window that held the failing canary against the one before.
+	if d, code := verifyJSON(t, "bookinfo", details, "--since=50s", "--baseline=2m"); code != 75 || d.Verdict != "fail" || !strings.Contains(strings.Join(d.Workloads[0].Reasons, ";"), "success rate") {
+		t.Errorf("verify over the failing canary's window: exit %d, %+v", code, d)
+	}
+	eventually(t, 90*time.Second, "details moved back to 1-30", onRevision(t, "bookinfo", "1-30"))
 	kubectl(t, "-n", "default", "delete", "configmap", "testbed-faults")
 
 	// The control: no fault, the same canary passes its request gate and pauses for confirmation.
-	d, r = gatedMigrate(t, "--canary", "deploy/productpage-v1", "--analysis=false")
-	if r.code != 0 || len(d.Details.Gates) != 1 || d.Details.Gates[0].Requests == nil || d.Details.Gates[0].Requests.Verdict != "pass" || !strings.Contains(d.Details.Halted, "confirmation") {
-		t.Fatalf("without the fault: exit %d, %+v\n%s", r.code, d.Details, r.stderr)
+	g, r = gatedMigrate(t, "bookinfo", "--canary", "deploy/details-v1", "--analysis=false")
+	if r.code != 0 || len(g.Details.Gates) != 1 || g.Details.Gates[0].Requests == nil || g.Details.Gates[0].Requests.Verdict != "pass" || !strings.Contains(g.Details.Halted, "confirmation") {
+		t.Fatalf("without the fault: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
 	}
-	canary := d.Journal
-	loop.Stop()
-	stopped = true
+	canary := g.Journal
 
-	// The rest carries no request: inconclusive, halted, its entry resumable; never a pass.
-	d, r = gatedMigrate(t, "--canary", "deploy/productpage-v1", "--analysis=false", "--analysis-count=1", "-y")
-	if r.code != 78 || len(d.Details.Gates) == 0 || d.Details.Gates[len(d.Details.Gates)-1].Requests.Verdict != "inconclusive" {
-		t.Fatalf("no traffic: exit %d, %+v\n%s", r.code, d.Details, r.stderr)
+	// shop carries no request: inconclusive, halted, its entry resumable; never a pass.
+	g, r = gatedMigrate(t, "shop", "--analysis=false", "--analysis-count=1", "-y")
+	if r.code != 78 || len(g.Details.Gates) == 0 || g.Details.Gates[len(g.Details.Gates)-1].Requests.Verdict != "inconclusive" {
+		t.Fatalf("no traffic: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
 	}
 	for _, e := range journalEntries(t) {
-		if e.ID == d.Journal && e.Status() != journal.StateIncomplete {
+		if e.ID == g.Journal && e.Status() != journal.StateIncomplete {
 			t.Errorf("the halted run's entry is %s, want incomplete", e.Status())
 		}
 	}
 	// Accepting it resumes that entry: the halted batch is gated again, nothing restarted twice.
-	halted := d.Journal
-	d, r = gatedMigrate(t, "--canary", "deploy/productpage-v1", "--analysis=false", "--analysis-count=1", "-y", "--inconclusive=pass")
-	if r.code != 0 || d.Journal != halted || len(d.Details.Restarted) != 0 {
-		t.Fatalf("--inconclusive=pass: exit %d, entry %s (want %s), restarted %v\n%s", r.code, d.Journal, halted, d.Details.Restarted, r.stderr)
+	halted := g.Journal
+	g, r = gatedMigrate(t, "shop", "--analysis=false", "--analysis-count=1", "-y", "--inconclusive=pass")
+	if r.code != 0 || g.Journal != halted || len(g.Details.Restarted) != 0 {
+		t.Fatalf("--inconclusive=pass: exit %d, entry %s (want %s), restarted %v\n%s", r.code, g.Journal, halted, g.Details.Restarted, r.stderr)
 	}
-	for _, id := range []string{d.Journal, canary} {
+	for _, id := range []string{g.Journal, canary} {
 		if u := plugin(t, "undo", id, "-y"); u.code != 0 {
 			t.Fatalf("undo %s: exit %d %s", id, u.code, u.stderr)
 		}
 	}
-	eventually(t, 90*time.Second, "bookinfo back on 1-30", func() error {
-		for p, rev := range injectedPods(t, "bookinfo") {
-			if rev != "1-30" {
-				return fmt.Errorf("%s on %s", p, rev)
-			}
-		}
-		return checkProxiesOnInjectedRevision(t, "bookinfo")
-	})
+	for _, ns := range []string{"bookinfo", "shop"} {
+		eventually(t, 90*time.Second, ns+" back on 1-30", onRevision(t, ns, "1-30"))
+	}
 }

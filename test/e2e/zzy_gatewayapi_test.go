@@ -201,7 +201,7 @@ func moveInPlace(t *testing.T, ns, target, service, selector string, want int) m
 	uid := kubectl(t, "-n", ns, "get", "service", service, "-o", "jsonpath={.metadata.uid}")
 	ew := watchEndpoints(t, ns, service)
 	var res migrateGWResult
-	r := plugin(t, "migrate-gw", target, "-n", ns, "--to", "1-31", "-y", "-o", "json")
+	r := plugin(t, "migrate-gw", "--metrics=false", target, "-n", ns, "--to", "1-31", "-y", "-o", "json")
 	mustJSON(t, r, &res)
 	low, events := ew.stop()
 	t.Logf("migrate-gw %s: exit %d, %d endpoint events, lowest ready %d; %s", target, r.code, events, low, res.Details.Capacity)

@@ -58,8 +58,8 @@ func canaryShift(t *testing.T) {
 		{[]string{"canary-gw", "--gateway", "istio-ingress/no-such-gateway", "--revision", "1-31"}, 65},
 		{[]string{"canary-gw", "--gateway", "bookinfo/productpage-v1", "--revision", "1-31"}, 65},
 		{[]string{"canary-gw", "--gateway", "istio-ingress/istio-ingressgateway", "--revision", "1-31", "--replicas", "0"}, 64},
-		{append([]string{"shift", "--weight", "50"}, gw...), 65}, // no canary yet
-		{append([]string{"shift", "--weight", "101"}, gw...), 64},
+		{append([]string{"shift", "--metrics=false", "--weight", "50"}, gw...), 65}, // no canary yet
+		{append([]string{"shift", "--metrics=false", "--weight", "101"}, gw...), 64},
 		{append([]string{"shift"}, gw...), 64},
 	} {
 		if r := plugin(t, c.args...); r.code != c.code || r.stderr == "" {
@@ -108,7 +108,7 @@ func canaryShift(t *testing.T) {
 	}
 
 	state = ingressState(t)
-	if _, r := step(t, append([]string{"shift", "--weight", "100", "--dry-run=server"}, gw...)...); r.code != 0 || ingressState(t) != state {
+	if _, r := step(t, append([]string{"shift", "--metrics=false", "--weight", "100", "--dry-run=server"}, gw...)...); r.code != 0 || ingressState(t) != state {
 		t.Errorf("shift --dry-run=server: exit %d, changed %v", r.code, ingressState(t) != state)
 	}
 
@@ -136,7 +136,7 @@ func canaryShift(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	deadURL := closed.URL
 	closed.Close()
-	if d, r := step(t, append([]string{"shift", "--weight", "50", "--step", "0", "--probe-url", deadURL, "--probes", "1"}, gw...)...); r.code != 75 || !strings.Contains(d.Summary, "rolled back") {
+	if d, r := step(t, append([]string{"shift", "--metrics=false", "--weight", "50", "--step", "0", "--probe-url", deadURL, "--probes", "1"}, gw...)...); r.code != 75 || !strings.Contains(d.Summary, "rolled back") {
 		t.Errorf("shift with a failing probe: exit %d, summary %q, want 75 and rolled back", r.code, d.Summary)
 	}
 	for _, c := range []struct{ name, path, want string }{
@@ -148,11 +148,13 @@ func canaryShift(t *testing.T) {
 		}
 	}
 
+	shiftFailsOnTheCanarysRequests(t, gw)
+
 	for _, c := range []struct {
 		weight, step string
 		want         int32 // canary replicas at the end
 	}{{"50", "25", 1}, {"100", "25", 2}} {
-		d, r := step(t, append([]string{"shift", "--weight", c.weight, "--step", c.step, "--interval", "1s", "--probe-url", srv.URL, "--probe-host", "bookinfo.example.com"}, gw...)...)
+		d, r := step(t, append([]string{"shift", "--metrics=false", "--weight", c.weight, "--step", c.step, "--interval", "1s", "--probe-url", srv.URL, "--probe-host", "bookinfo.example.com"}, gw...)...)
 		var sd shiftDoc
 		if err := json.Unmarshal(d.Details, &sd); err != nil || r.code != 0 {
 			t.Fatalf("shift --weight %s: exit %d %v %s", c.weight, r.code, err, r.stderr)
@@ -170,7 +172,7 @@ func canaryShift(t *testing.T) {
 		t.Errorf("the probe was asked %d times, want 10 per step", n)
 	}
 	undoShifts(t, d.Journal)
-	if d, r := step(t, append([]string{"shift", "--weight", "100", "--step", "50", "--interval", "0s"}, gw...)...); r.code != 0 {
+	if d, r := step(t, append([]string{"shift", "--metrics=false", "--weight", "100", "--step", "50", "--interval", "0s"}, gw...)...); r.code != 0 {
 		t.Fatalf("shift --weight 100 after the undos: exit %d %s %s", r.code, d.Summary, r.stderr)
 	}
 	for name, want := range map[string]string{"istio-ingressgateway": "0", "istio-ingressgateway-1-31": "2"} {
@@ -183,6 +185,61 @@ func canaryShift(t *testing.T) {
 	}
 	if err := checkProxiesOnInjectedRevision(t, "istio-ingress"); err != nil {
 		t.Error(err)
+	}
+}
+
+// shiftFailsOnTheCanarysRequests: each shift step is gated on the gateways' own requests. With the
+// canary's pods answering 503 to one host's requests (the fault knob, scoped to a host the suite's
+// own loop never sends, so its count of failed bookinfo requests stays honest), the first step fails
+// on its requests although every control-plane gate passes, and shift puts the weight back (exit 75);
+// the JSON names the canary and its figures.
+func shiftFailsOnTheCanarysRequests(t *testing.T, gw []string) {
+	t.Helper()
+	loop := traffic.Start(context.Background(), traffic.Config{URL: "http://" + ingress() + "/productpage", Host: "faulty.example.com", RPS: 30, Duration: 5 * time.Minute})
+	defer loop.Stop()
+	kubectl(t, "-n", "default", "create", "configmap", "testbed-faults", "--from-literal=rules=- {namespace: istio-ingress, workload: istio-ingressgateway-1-31, host: faulty.example.com, errorRate: 1}")
+	defer run(t, binDir+"/kubectl", "-n", "default", "delete", "configmap", "testbed-faults", "--ignore-not-found")
+	d, r := step(t, append([]string{"shift", "--weight", "50", "--step", "50", "--analysis-interval", "25s", "--analysis-count", "2", "--metrics-baseline", "1m"}, gw...)...)
+	var sd struct {
+		Gates []struct {
+			Passed   bool
+			Requests *struct {
+				Verdict string
+				Checks  []struct {
+					Workloads []struct {
+						Name, Verdict string
+						Reasons       []string
+					}
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(d.Details, &sd); err != nil || r.code != 75 || !strings.Contains(d.Summary, "rolled back") {
+		t.Fatalf("shift onto a failing canary: exit %d (want 75, rolled back) %v %q\n%s", r.code, err, d.Summary, r.stderr)
+	}
+	if len(sd.Gates) != 1 || sd.Gates[0].Passed || sd.Gates[0].Requests == nil || sd.Gates[0].Requests.Verdict != "fail" {
+		t.Fatalf("the first step's gate: %+v", sd.Gates)
+	}
+	named := false
+	for _, c := range sd.Gates[0].Requests.Checks {
+		for _, w := range c.Workloads {
+			if w.Name == "istio-ingressgateway-1-31" && w.Verdict == "fail" && strings.Contains(strings.Join(w.Reasons, ";"), "outbound: success rate") {
+				named = true
+				t.Logf("caught: %v", w.Reasons)
+			}
+		}
+	}
+	if !named {
+		t.Errorf("the JSON does not name the failing canary with its figures: %+v", sd.Gates[0].Requests)
+	}
+	for name, want := range map[string]string{"istio-ingressgateway": "2", "istio-ingressgateway-1-31": "1 istio-upgrade.io/serving"} {
+		path := "{.spec.replicas}"
+		if name != "istio-ingressgateway" {
+			path += " {.spec.template.spec.readinessGates[*].conditionType}"
+		}
+		if got := kubectl(t, "-n", "istio-ingress", "get", "deployment", name, "-o", "jsonpath="+path); got != want {
+			t.Errorf("after the failed step %s: %q, want %q", name, got, want)
+		}
 	}
 }
 
@@ -283,7 +340,7 @@ func pinnedRoutesDiffer(t *testing.T, gw []string) {
 		return nil
 	})
 	pinned, both := traffic.Start(context.Background(), pinnedURL), bookinfoLoop(50)
-	sd, sr := step(t, append([]string{"shift", "--weight", "100", "--step", "100", "-y"}, gw...)...)
+	sd, sr := step(t, append([]string{"shift", "--metrics=false", "--weight", "100", "--step", "100", "-y"}, gw...)...)
 	time.Sleep(2 * time.Second) // the load balancer follows the endpoints a second late
 	ps := pinned.Stop()
 	t.Logf("pinned.example.com during and after a shift to the unverified canary: %d sent, %d failed %v", ps.Sent, ps.Failed, ps.Causes)

@@ -3,6 +3,7 @@ package main
 import (
 	"log"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 //     code: 503
 //     delay: 300ms             # added to every matching request
 //     resetRate: 0.1           # share of connections reset before any response
+//     host: faulty.example.com # only requests with this Host header (port aside); empty: any
 const (
 	faultsNamespace = "default"
 	faultsName      = "testbed-faults"
@@ -39,6 +41,7 @@ type faultRule struct {
 	Code      int     `json:"code,omitempty"`
 	Delay     string  `json:"delay,omitempty"`
 	ResetRate float64 `json:"resetRate,omitempty"`
+	Host      string  `json:"host,omitempty"`
 	delay     time.Duration
 }
 
@@ -84,9 +87,12 @@ func (f *faults) set(rules []faultRule) {
 	}
 }
 
-// verdict is what a matching rule makes of one request to p: a delay, then a code to answer with
-// (0: none) or a reset.
-func (f *faults) verdict(p peer) (delay time.Duration, code int, reset bool) {
+// verdict is what a matching rule makes of one request to p for host: a delay, then a code to answer
+// with (0: none) or a reset.
+func (f *faults) verdict(p peer, host string) (delay time.Duration, code int, reset bool) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
 	if f == nil {
 		return 0, 0, false
 	}
@@ -94,7 +100,8 @@ func (f *faults) verdict(p peer) (delay time.Duration, code int, reset bool) {
 	defer f.mu.RUnlock()
 	for _, r := range f.rules {
 		if r.Namespace != p.ns || (r.Workload != "" && r.Workload != p.workload) ||
-			(r.Revision != "" && r.Revision != p.revision) || (r.Version != "" && r.Version != p.proxyVersion) {
+			(r.Revision != "" && r.Revision != p.revision) || (r.Version != "" && r.Version != p.proxyVersion) ||
+			(r.Host != "" && r.Host != host) {
 			continue
 		}
 		delay = max(delay, r.delay)

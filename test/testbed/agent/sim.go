@@ -177,6 +177,17 @@ func (s *simulator) run(ctx context.Context, p *corev1.Pod, rev string) {
 		})
 		return
 	}
+	if callees, rate := callsOf(p); nodeType == model.SidecarProxy && len(callees) > 0 {
+		// A caller's sidecar routes its calls by what its istiod sent it: it subscribes as a gateway
+		// router does (routes by name, every cluster's endpoints).
+		rs := newRouterState()
+		go s.plane.call(ctx, p.UID, callees, rate, rs)
+		runRouter(ctx, addr, adsc.Config{
+			Namespace: p.Namespace, Workload: p.Name, IP: p.Status.PodIP, NodeType: nodeType, Meta: meta,
+			BackoffPolicy: backoff.NewExponentialBackOff(backoff.Option{InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second}),
+		}, rs)
+		return
+	}
 	if nodeType == model.Router {
 		// The routing state outlives the xDS client: a terminating gateway serves through its preStop
 		// sleep with what it last knew, as Envoy does; the plane drops it with the pod's server.

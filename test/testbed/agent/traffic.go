@@ -221,8 +221,25 @@ func (pl *plane) serve(s *podServer, w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprint(w, rs.dump())
 		return
 	}
-	start := time.Now()
+	// The fault knob fails what a gateway serves (a canary gateway answering 503), as it does a workload's.
+	if delay, code, reset := pl.faults.verdict(s.peer, r.Host); code != 0 || reset || delay > 0 {
+		time.Sleep(delay)
+		if code != 0 || reset {
+			code = max(code, http.StatusServiceUnavailable)
+			s.stats.record(request{reporter: "source", src: s.peer, code: code, flags: "FI"})
+			w.Header().Set(headerCause, "fault")
+			http.Error(w, "fault injected by the test bed", code)
+			return
+		}
+	}
 	port, _ := strconv.Atoi(r.Header.Get(headerPort))
+	pl.hop(s, rs, port, w, r)
+}
+
+// hop is one proxy sending a request on, routed by what its own istiod sent it (rs): a gateway's
+// request from outside, or a sidecar's call to another service. The proxy counts it as the source.
+func (pl *plane) hop(s *podServer, rs *routerState, port int, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	target, svc, cause := rs.route(port, r.Host, r.URL.Path)
 	rec := request{reporter: "source", src: s.peer, service: svc}
 	report := func(code int, flags string) {
@@ -282,7 +299,7 @@ func (pl *plane) answer(s *podServer, from *podServer, w http.ResponseWriter, r 
 			s.stats.record(rec)
 		}
 	}
-	delay, code, reset := pl.faults.verdict(s.peer)
+	delay, code, reset := pl.faults.verdict(s.peer, r.Host)
 	if delay > 0 {
 		time.Sleep(delay)
 	}
