@@ -71,6 +71,8 @@ type Input struct {
 	// Analysis are the messages of Istio's configuration analysis; AnalysisError says why it did not run.
 	Analysis      []istio.AnalysisMessage
 	AnalysisError string
+	// Requests is what the request gates will see in Prometheus (nil: not asked).
+	Requests *RequestData
 }
 
 // Check is one named check.
@@ -101,6 +103,7 @@ var All = []Check{
 	{"install-method", InstallMethod},
 	{"gitops", GitOps},
 	{"analysis", Analysis},
+	{"request-metrics", RequestMetrics},
 }
 
 // Run runs checks and returns their findings, most severe first (stable within a severity).

@@ -304,3 +304,25 @@ func regexpQuote(s string) string {
 func promDuration(d time.Duration) string {
 	return model.Duration(d.Truncate(time.Second)).String()
 }
+
+// RequestsByWorkload is each workload's requests (NAMESPACE/NAME) over window ending at at: the larger
+// of what it answered and what it sent, the two views a gate can judge it on (precheck: will the
+// gates have data?).
+func (c *Client) RequestsByWorkload(ctx context.Context, window time.Duration, at time.Time) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, side := range []string{"destination", "source"} {
+		q := fmt.Sprintf(`sum by (%[1]s_workload_namespace, %[1]s_workload) (increase(istio_requests_total{reporter=%[2]q}[%[3]s]))`, side, side, promDuration(window))
+		samples, err := c.Query(ctx, q, at)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range samples {
+			k := keyOf(s, side)
+			if k.name == "" || k.name == "unknown" {
+				continue
+			}
+			out[k.ns+"/"+k.name] = max(out[k.ns+"/"+k.name], s.Value)
+		}
+	}
+	return out, nil
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/metrics"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
@@ -32,6 +33,8 @@ type Options struct {
 	AllNamespaces bool
 	SaveSnapshot  string
 	Analysis      bool
+	Metrics       bool
+	Prometheus    metrics.Where
 
 	namespace string
 	failOn    checks.Severity
@@ -84,7 +87,11 @@ as istioctl x precheck reports them); version rules: a target more than one mino
 now (TARGET_SKIPS_MINOR; the mutating steps refuse it unless --allow-version-skip), proxies newer than
 their istiod (PROXY_AHEAD_OF_ISTIOD) and known skew bugs between a proxy and the istiod it meets, with
 the releases they apply to (SKEW_HAZARD); ztunnel and istio-cni ahead of an istiod or more than one
-minor behind it (AMBIENT_AHEAD_OF_ISTIOD, AMBIENT_VERSION_SKEW).
+minor behind it (AMBIENT_AHEAD_OF_ISTIOD, AMBIENT_VERSION_SKEW); whether the request gates will have
+data: Prometheus found and answering (METRICS_UNAVAILABLE), Istio's request metrics present
+(METRICS_MISSING), Telemetry resources that turn metrics off (TELEMETRY_METRICS_OFF), and sidecar
+workloads with fewer requests over the last 5 minutes than a verdict needs, whose batches would halt as
+inconclusive (METRICS_LOW_TRAFFIC).
 
 Istio's configuration analysis: every analyzer istioctl analyze runs, against the live cluster (all
 namespaces, or -n), each message a finding with its IST code (IST0101 a reference to something missing,
@@ -123,6 +130,8 @@ Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "All namespaces (the default unless -n is given)")
 	cmd.Flags().BoolVar(&o.Analysis, "analysis", true, "Run Istio's configuration analysis (istioctl analyze's analyzers) as the --revision's istiod, else the default revision's, sees the cluster")
 	cmd.Flags().StringVar(&o.SaveSnapshot, "save-snapshot", "", "Write the mesh snapshot (the status document) to this file")
+	cmd.Flags().BoolVar(&o.Metrics, "metrics", true, "Check that the request gates will have data: Prometheus found and answering, Istio's request metrics, telemetry on, traffic per workload")
+	o.Prometheus.AddFlags(cmd.Flags())
 	return cmd
 }
 
@@ -136,6 +145,9 @@ func (o *Options) Validate() error {
 		o.failOn = checks.Severity(o.FailOn)
 	default:
 		return cli.UsageErrorf("--fail-on must be error or warning, not %q", o.FailOn)
+	}
+	if err := o.Prometheus.Validate(); err != nil {
+		return cli.UsageErrorf("%v", err)
 	}
 	ns, err := o.g.NamespaceScope(o.AllNamespaces)
 	o.namespace = ns
@@ -196,6 +208,11 @@ func (o *Options) Run(ctx context.Context) error {
 		}
 		if err := collect(ctx, c, in, opts); err != nil {
 			return err
+		}
+		if o.Metrics {
+			in.Requests = o.requestData(ctx, c)
+		} else {
+			report.Skipped = append(report.Skipped, "request-metrics")
 		}
 		a := <-analysed
 		if in.Analysis = a.ms; a.err != nil {
