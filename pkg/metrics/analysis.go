@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/common/model"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/version"
 )
 
 // AddThresholdFlags binds the thresholds' flags (verify's and every step's request gate).
@@ -74,11 +75,21 @@ type View struct {
 
 // Workload is the verdict on one workload.
 type Workload struct {
-	Namespace string   `json:"namespace"`
-	Name      string   `json:"name"`
-	Views     []View   `json:"views"`
-	Verdict   string   `json:"verdict"`
-	Reasons   []string `json:"reasons,omitempty"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Views     []View `json:"views"`
+	// ByProxy splits the current window by the proxies' version (istio_build's tag) while a workload
+	// runs two: the new proxies compared with the old ones.
+	ByProxy []ProxyFigures `json:"byProxy,omitempty"`
+	Verdict string         `json:"verdict"`
+	Reasons []string       `json:"reasons,omitempty"`
+}
+
+// ProxyFigures are one view's figures of the workload's pods on one proxy version.
+type ProxyFigures struct {
+	Reporter string `json:"reporter"`
+	Tag      string `json:"tag"`
+	Figures
 }
 
 // Report is one analysis.
@@ -188,6 +199,10 @@ func (c *Client) Analyze(ctx context.Context, scope Scope, win Windows, th Thres
 			}
 		}
 	}
+	split, err := c.byProxy(ctx, nsRe, window, win.End, rep)
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range scope.Expected {
 		ns, name, _ := strings.Cut(e, "/")
 		if views[key{ns, name}] == nil {
@@ -220,6 +235,11 @@ func (c *Client) Analyze(ctx context.Context, scope Scope, win Windows, th Thres
 			case Pass:
 				judged = true
 			}
+		}
+		w.ByProxy = split[k]
+		if why := newProxiesRegressed(w.ByProxy, th); why != "" {
+			w.Reasons = append(w.Reasons, why)
+			w.Verdict = Fail
 		}
 		if w.Verdict == "" {
 			if judged {
@@ -325,4 +345,114 @@ func (c *Client) RequestsByWorkload(ctx context.Context, window time.Duration, a
 		}
 	}
 	return out, nil
+}
+
+// byProxy is the current window split by the proxy version of the pods that reported it: what each
+// workload answered (destination) and sent (outbound), joined with istio_build on the scraped pod.
+// Only workloads whose pods run two versions or more are kept.
+func (c *Client) byProxy(ctx context.Context, nsRe string, window time.Duration, at time.Time, rep *Report) (map[key][]ProxyFigures, error) {
+	out := map[key][]ProxyFigures{}
+	// Every pod that reported in the window, deleted ones included (over the window, not at its end);
+	// one tag per scrape target, so a StatefulSet pod reborn under its old name on another version
+	// (another IP) never makes the join ambiguous.
+	build := fmt.Sprintf(`topk by (namespace, pod, instance) (1, max_over_time(istio_build{component="proxy",namespace=~%q}[%s]))`, nsRe, promDuration(window))
+	for _, view := range []string{"destination", Outbound} {
+		side := "destination"
+		if view == Outbound {
+			side = "source"
+		}
+		sel := fmt.Sprintf(`reporter=%q,%s_workload_namespace=~%q`, side, side, nsRe)
+		by := side + "_workload_namespace, " + side + "_workload, tag"
+		figs := map[[3]string]*ProxyFigures{}
+		for _, failed := range []bool{false, true} {
+			code := ""
+			if failed {
+				code = `,response_code=~"5..|0"`
+			}
+			q := fmt.Sprintf(`sum by (%s) (increase(istio_requests_total{%s%s}[%s]) * on (namespace, pod, instance) group_left(tag) %s)`, by, sel, code, promDuration(window), build)
+			rep.Queries = append(rep.Queries, q+" @ "+at.UTC().Format(time.RFC3339))
+			samples, err := c.Query(ctx, q, at)
+			if err != nil {
+				return nil, err
+			}
+			for _, smp := range samples {
+				k := keyOf(smp, side)
+				id := [3]string{k.ns, k.name, smp.Labels["tag"]}
+				if figs[id] == nil {
+					if failed {
+						continue
+					}
+					figs[id] = &ProxyFigures{Reporter: view, Tag: smp.Labels["tag"], Figures: Figures{SuccessRate: 100, P99: -1}}
+				}
+				if !failed {
+					figs[id].Requests = smp.Value
+				} else if figs[id].Requests > 0 {
+					figs[id].SuccessRate = 100 * (1 - smp.Value/figs[id].Requests)
+				}
+			}
+		}
+		tags := map[key]map[string]bool{}
+		for id := range figs {
+			k := key{id[0], id[1]}
+			if tags[k] == nil {
+				tags[k] = map[string]bool{}
+			}
+			tags[k][id[2]] = true
+		}
+		for id, f := range figs {
+			if k := (key{id[0], id[1]}); len(tags[k]) > 1 && id[2] != "" {
+				out[k] = append(out[k], *f)
+			}
+		}
+	}
+	for k := range out {
+		sort.Slice(out[k], func(i, j int) bool {
+			a, b := out[k][i], out[k][j]
+			return a.Reporter < b.Reporter || (a.Reporter == b.Reporter && a.Tag < b.Tag)
+		})
+	}
+	return out, nil
+}
+
+// newProxiesRegressed says why a workload's newest proxies do worse than its older ones in one view:
+// a regression confined to the new proxies, named even when the workload's total still passes.
+func newProxiesRegressed(figs []ProxyFigures, th Thresholds) string {
+	byView := map[string][]ProxyFigures{}
+	for _, f := range figs {
+		if f.Requests >= th.MinRequests {
+			byView[f.Reporter] = append(byView[f.Reporter], f)
+		}
+	}
+	for _, view := range views3 {
+		fs := byView[view]
+		if len(fs) < 2 {
+			continue
+		}
+		newest := fs[0]
+		for _, f := range fs[1:] {
+			if newerTag(f.Tag, newest.Tag) {
+				newest = f
+			}
+		}
+		for _, old := range fs {
+			if old.Tag == newest.Tag {
+				continue
+			}
+			if drop := old.SuccessRate - newest.SuccessRate; drop > th.MaxSuccessDrop {
+				return fmt.Sprintf("%s: confined to the new proxies: %s at %.1f%% of %.0f requests, %s at %.1f%% of %.0f (down %.1f points, at most %g allowed)",
+					view, newest.Tag, newest.SuccessRate, newest.Requests, old.Tag, old.SuccessRate, old.Requests, drop, th.MaxSuccessDrop)
+			}
+		}
+	}
+	return ""
+}
+
+// newerTag compares proxy version tags (1.31.0 > 1.30.2); tags that do not parse compare as strings.
+func newerTag(a, b string) bool {
+	va, errA := version.ParseGeneric(a)
+	vb, errB := version.ParseGeneric(b)
+	if errA != nil || errB != nil {
+		return a > b
+	}
+	return vb.LessThan(va)
 }

@@ -73,8 +73,8 @@ func analyze(t *testing.T, data []series, scope Scope) *Report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Queries() != 18 {
-		t.Errorf("queries: %d, want 3 per view (destination, source, outbound) and window", c.Queries())
+	if c.Queries() != 22 {
+		t.Errorf("queries: %d, want 3 per view (destination, source, outbound) and window, and 2 per split view", c.Queries())
 	}
 	return rep
 }
@@ -161,5 +161,61 @@ func TestParseService(t *testing.T) {
 	}
 	if got := regexAlt([]string{"a.b", "c"}); got != `a\.b|c` {
 		t.Errorf("regexAlt %q", got)
+	}
+}
+
+// While a workload runs two proxy versions, the new proxies are judged against the old ones: a
+// regression confined to them fails the workload and is named as such, even when its total (diluted by
+// the old pods) is within the allowed drop; a workload whose versions do alike passes.
+func TestNewProxiesAgainstOld(t *testing.T) {
+	split := func(newFailed float64) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query().Get("query")
+			var result []map[string]any
+			add := func(labels map[string]string, v float64) {
+				result = append(result, map[string]any{"metric": labels, "value": []any{1.0, fmt.Sprint(v)}})
+			}
+			failed := strings.Contains(q, "response_code")
+			switch {
+			case strings.Contains(q, "group_left(tag)") && strings.Contains(q, `reporter="destination"`):
+				for tag, v := range map[string][2]float64{"1.30.0": {900, 0}, "1.31.0": {100, newFailed}} {
+					n := v[0]
+					if failed {
+						n = v[1]
+					}
+					add(map[string]string{"destination_workload_namespace": "shop", "destination_workload": "web", "tag": tag}, n)
+				}
+			case strings.Contains(q, "group_left(tag)"), strings.HasPrefix(q, "histogram_quantile"):
+			case strings.Contains(q, `reporter="destination"`):
+				n := 1000.0
+				if failed {
+					n = newFailed
+				}
+				add(map[string]string{"destination_workload_namespace": "shop", "destination_workload": "web"}, n)
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{"resultType": "vector", "result": result}})
+		}))
+	}
+	for _, tt := range []struct {
+		failed  float64
+		verdict string
+	}{{8, Fail}, {0, Pass}} {
+		srv := split(tt.failed)
+		c := &Client{Source: Source{URL: srv.URL}}
+		rep, err := c.Analyze(context.Background(), Scope{Namespaces: []string{"shop"}}, Before(now, time.Minute, 5*time.Minute), DefaultThresholds)
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Verdict != tt.verdict || len(rep.Workloads) != 1 || len(rep.Workloads[0].ByProxy) != 2 {
+			t.Fatalf("new proxies failing %g of 100: %+v", tt.failed, rep)
+		}
+		why := strings.Join(rep.Workloads[0].Reasons, "; ")
+		if tt.verdict == Fail && !strings.Contains(why, "confined to the new proxies: 1.31.0 at 92.0% of 100 requests, 1.30.0 at 100.0%") {
+			t.Errorf("reasons %q", why)
+		}
+	}
+	if !newerTag("1.31.0", "1.30.2") || newerTag("1.9.0", "1.10.0") || !newerTag("1.10.0", "1.9.0") {
+		t.Error("proxy tags compare as versions")
 	}
 }

@@ -93,10 +93,14 @@ type Client struct {
 	Source  Source
 	HTTP    *http.Client
 	queries atomic.Int64
+	bytes   atomic.Int64
 }
 
 // Queries is how many queries the client sent.
 func (c *Client) Queries() int { return int(c.queries.Load()) }
+
+// Bytes is how many bytes of answers the client read (what the gates cost Prometheus to send).
+func (c *Client) Bytes() int64 { return c.bytes.Load() }
 
 // Sample is one series of an instant vector.
 type Sample struct {
@@ -118,6 +122,7 @@ func (c *Client) Query(ctx context.Context, q string, t time.Time) ([]Sample, er
 	if err != nil {
 		return nil, fmt.Errorf("prometheus (%s): %s: %w", c.Source, q, err)
 	}
+	c.bytes.Add(int64(len(body)))
 	var resp struct {
 		Status, Error, ErrorType string
 		Data                     struct {

@@ -108,6 +108,8 @@ type RequestGate struct {
 	Verdict string            `json:"verdict"`
 	Checks  []*metrics.Report `json:"checks"`
 	Queries int               `json:"queries"`
+	// Bytes are the answers' size: with Queries, what the unit's checks cost Prometheus.
+	Bytes int64 `json:"bytes"`
 }
 
 // GateRequests gates a unit on its workloads' requests (NAMESPACE/NAME each): Count checks Interval
@@ -130,8 +132,8 @@ func (r *Run) GateRequests(ctx context.Context, what string, began, rolled time.
 	}
 	res := &RequestGate{Checks: []*metrics.Report{}}
 	failures := 0
-	before := g.client.Queries()
-	defer func() { res.Queries = g.client.Queries() - before }()
+	before, bytes := g.client.Queries(), g.client.Bytes()
+	defer func() { res.Queries, res.Bytes = g.client.Queries()-before, g.client.Bytes()-bytes }()
 	for i := 1; i <= g.o.Count; i++ {
 		t := time.NewTimer(g.o.Interval)
 		r.Progress.Update("%s: request metrics, check %d/%d in %s", what, i, g.o.Count, g.o.Interval)

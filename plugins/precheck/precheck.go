@@ -197,7 +197,19 @@ func (o *Options) Run(ctx context.Context) error {
 			err error
 		}
 		analysed := make(chan analysis, 1)
+		// An analyzer informer that may not list its kind never syncs: without the rights the analysis
+		// would only end at its 2-minute bound. Asked first, it is refused at once, naming them.
+		var cannot []kube.Access
 		if o.Analysis {
+			cannot, _ = kube.Missing(ctx, c.Kube, analysisAccess(o.namespace, o.g.IstioNamespace))
+		}
+		if len(cannot) > 0 {
+			var names []string
+			for _, a := range cannot {
+				names = append(names, a.String())
+			}
+			analysed <- analysis{err: fmt.Errorf("this identity may not %s, which Istio's analyzers read (docs/rbac.md)", strings.Join(names, ", "))}
+		} else if o.Analysis {
 			go func() {
 				ms, err := mesh.Analyze(ctx, kube.FlagArgs(o.g.ConfigFlags), in.Snapshot, raw, o.namespace, o.Revision)
 				analysed <- analysis{ms, err}
@@ -311,4 +323,21 @@ func writeFindings(w io.Writer, r Report) error {
 	}
 	_, err := fmt.Fprintf(w, "\n%d errors, %d warnings, %d info\n", r.Counts["error"], r.Counts["warning"], r.Counts["info"])
 	return err
+}
+
+// analysisAccess is what Istio's analyzers list and watch (docs/rbac.md): the Istio configuration kinds,
+// the Gateway API's, and the core objects they check references against.
+func analysisAccess(ns, istioNS string) []kube.Access {
+	var out []kube.Access
+	for _, k := range []struct{ group, resource string }{
+		{"networking.istio.io", "virtualservices"}, {"networking.istio.io", "destinationrules"}, {"networking.istio.io", "gateways"},
+		{"networking.istio.io", "serviceentries"}, {"networking.istio.io", "sidecars"},
+		{"security.istio.io", "authorizationpolicies"}, {"security.istio.io", "peerauthentications"},
+		{"telemetry.istio.io", "telemetries"}, {"gateway.networking.k8s.io", "httproutes"},
+		{"", "pods"}, {"", "services"}, {"", "endpoints"}, {"", "secrets"}, {"apps", "deployments"},
+	} {
+		out = append(out, kube.Can(k.group, k.resource, ns, "list", "watch")...)
+	}
+	out = append(out, kube.Can("", "namespaces", "", "list", "watch")...)
+	return append(out, kube.Can("", "configmaps", istioNS, "list", "watch")...)
 }

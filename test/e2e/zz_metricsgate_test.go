@@ -51,6 +51,10 @@ type verifyDoc struct {
 			Reporter string
 			Current  *struct{ Requests, SuccessRate float64 }
 		}
+		ByProxy []struct {
+			Reporter, Tag         string
+			Requests, SuccessRate float64
+		}
 	} `json:"workloads"`
 	Queries []string `json:"queries"`
 }
@@ -151,6 +155,20 @@ func TestMetricsGateInMigrateNs(t *testing.T) {
 		t.Fatalf("without the fault: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
 	}
 	canary := g.Journal
+	// Over a window that saw details on both revisions, its figures are split by proxy version
+	// (istio_build's tag joined on each scraped pod): the new proxies are judged against the old.
+	d, _ = verifyJSON(t, "bookinfo", details, "--since=150s", "--baseline=1m")
+	tags := map[string]bool{}
+	for _, w := range d.Workloads {
+		for _, p := range w.ByProxy {
+			tags[p.Tag] = true
+		}
+	}
+	if len(tags) < 2 {
+		t.Errorf("details ran 1-30 and 1-31 proxies in the window, but its figures are not split by version: %+v", d.Workloads)
+	} else {
+		t.Logf("details by proxy version: %+v; %v", d.Workloads[0].ByProxy, d.Workloads[0].Reasons)
+	}
 
 	// shop carries no request: inconclusive, halted, its entry resumable; never a pass.
 	g, r = gatedMigrate(t, "shop", "--analysis=false", "--analysis-count=1", "-y")
