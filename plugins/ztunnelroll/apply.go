@@ -171,50 +171,59 @@ func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []str
 	for _, n := range toCordon {
 		notes[cordonNote(n)] = "true"
 	}
-	unit := unitName(nodes)
-	if err := r.Begin(ctx, unit, nodeObjects(nodes), notes); err != nil {
-		return err
-	}
-	for _, n := range toCordon {
-		cordoned = append(cordoned, n)
-		if err := setUnschedulable(bctx, r, n, true, "cordoned"); err != nil {
-			return err
-		}
-	}
-	for j, n := range nodes {
-		switch {
-		case o.Drain:
-			k, err := o.drain(bctx, r, n)
-			if err != nil {
+	// One unit of the runner: the cordons, drains and replacements are its writes (journaled with their
+	// notes before the first), the new agents SYNCED and the ambient pods Ready its gate.
+	var counts map[string]int
+	_, err = r.RunUnit(ctx, step.Unit{Label: fmt.Sprintf("batch %d/%d", i+1, len(o.batches)), Journal: unitName(nodes),
+		Objects: nodeObjects(nodes), Notes: notes, Timeout: o.Timeout,
+		Write: func(context.Context) error {
+			for _, n := range toCordon {
+				cordoned = append(cordoned, n)
+				if err := setUnschedulable(bctx, r, n, true, "cordoned"); err != nil {
+					return err
+				}
+			}
+			for j, n := range nodes {
+				switch {
+				case o.Drain:
+					k, err := o.drain(bctx, r, n)
+					if err != nil {
+						return err
+					}
+					results[j].Drained = k
+				case o.MaxConnections >= 0:
+					c, err := o.awaitConnections(bctx, r, n)
+					if err != nil {
+						return err
+					}
+					results[j].Connections = c
+				}
+			}
+			for _, a := range o.sets {
+				replaced, err := o.replace(bctx, r, a, nodes)
+				if err != nil {
+					return err
+				}
+				for j, n := range nodes {
+					if p := replaced[n]; p != "" {
+						results[j].Replaced = append(results[j].Replaced, p)
+					}
+				}
+			}
+			return nil
+		},
+		Gate: func(gctx context.Context) error {
+			var err error
+			if counts, err = o.awaitWorkloads(gctx, r, nodes); err != nil {
 				return err
 			}
-			results[j].Drained = k
-		case o.MaxConnections >= 0:
-			c, err := o.awaitConnections(bctx, r, n)
-			if err != nil {
-				return err
-			}
-			results[j].Connections = c
-		}
-	}
-	for _, a := range o.sets {
-		replaced, err := o.replace(bctx, r, a, nodes)
-		if err != nil {
-			return err
-		}
-		for j, n := range nodes {
-			if p := replaced[n]; p != "" {
-				results[j].Replaced = append(results[j].Replaced, p)
-			}
-		}
-	}
-	counts, err := o.awaitWorkloads(bctx, r, nodes)
+			o.uncordon(ctx, r, cordoned) // before the unit is done: killed in between, a rerun uncordons
+			cordoned = nil
+			return nil
+		}})
 	if err != nil {
 		return err
 	}
-	o.uncordon(ctx, r, cordoned)
-	cordoned = nil
-	r.Finish(unit)
 	for j := range results {
 		results[j].AmbientPods = counts[results[j].Node]
 		results[j].Seconds = time.Since(start).Round(100 * time.Millisecond).Seconds()
