@@ -57,7 +57,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		gated := s.recorded != nil && canary.HasServingGate(&s.recorded.Spec.Template.Spec)
 		if gated && s.current != nil && !canary.HasServingGate(&s.current.Spec.Template.Spec) && replicas(s.current) > 0 {
 			if _, err := c.Kube.AppsV1().Deployments(ref.Namespace).Patch(ctx, ref.Name, types.MergePatchType,
-				[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: dryRun}); err != nil {
+				[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: dryRun, FieldManager: kube.FieldManager}); err != nil {
 				return actions, fmt.Errorf("undo: scale %s to 0 before its readiness gate returns: %w", ref, err)
 			}
 			actions = append(actions, journal.Action{Ref: ref, Verb: "scaled to 0 (out of traffic)"})

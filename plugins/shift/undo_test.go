@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 )
 
 func gwDeployment(name string, n int32, gated bool) *appsv1.Deployment {
@@ -89,6 +91,11 @@ func TestUndoOrder(t *testing.T) {
 			}
 			if !reflect.DeepEqual(c.Writes, tt.want) {
 				t.Errorf("undo wrote\n  %q\nwant\n  %q", c.Writes, tt.want)
+			}
+			for _, w := range c.Sent {
+				if w.Manager != kube.FieldManager && !strings.HasPrefix(w.Write, "delete") {
+					t.Errorf("%s sent without the field manager (%q)", w.Write, w.Manager)
+				}
 			}
 		})
 	}
