@@ -88,6 +88,11 @@ func TestPrecheckRequestData(t *testing.T) {
 	var rep precheckReport
 	eventually(t, 90*time.Second, "bookinfo's call traffic in Prometheus", func() error {
 		rep, _ = precheck(t, "--analysis=false")
+		for _, code := range []string{"METRICS_MISSING", "METRICS_UNAVAILABLE"} { // a bed just up: nothing scraped yet
+			if f, ok := findingOf(rep, code, ""); ok {
+				return errorf("%s", f)
+			}
+		}
 		if f, ok := findingOf(rep, "METRICS_LOW_TRAFFIC", "namespace/bookinfo"); ok {
 			return errorf("%s", f)
 		}
