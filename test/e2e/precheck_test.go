@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 type precheckReport struct {
@@ -77,43 +75,6 @@ func TestPrecheckFixtures(t *testing.T) {
 	}
 	if r := plugin(t, "precheck", "--fail-on", "sometimes"); r.code != 64 {
 		t.Errorf("bad --fail-on: exit %d", r.code)
-	}
-}
-
-// TestPrecheckRequestData: precheck says whether the request gates will have data. On the bed the
-// addon's Prometheus answers and bookinfo carries its call traffic; shop carries none, so its batches
-// would halt as inconclusive (named, as info); a Prometheus that is not there is a warning (the
-// negative control), and --metrics=false skips the check.
-func TestPrecheckRequestData(t *testing.T) {
-	var rep precheckReport
-	eventually(t, 90*time.Second, "bookinfo's call traffic in Prometheus", func() error {
-		rep, _ = precheck(t, "--analysis=false")
-		for _, code := range []string{"METRICS_MISSING", "METRICS_UNAVAILABLE"} { // a bed just up: nothing scraped yet
-			if f, ok := findingOf(rep, code, ""); ok {
-				return errorf("%s", f)
-			}
-		}
-		if f, ok := findingOf(rep, "METRICS_LOW_TRAFFIC", "namespace/bookinfo"); ok {
-			return errorf("%s", f)
-		}
-		return nil
-	})
-	if f, ok := findingOf(rep, "METRICS_LOW_TRAFFIC", "namespace/shop"); !ok || !strings.Contains(f, "info: ") || !strings.Contains(f, "frontend-v1") {
-		t.Errorf("shop carries no request: want an info METRICS_LOW_TRAFFIC naming its workloads, got %q (%+v)", f, rep.Findings)
-	}
-	if has(rep, "METRICS_UNAVAILABLE", "") || has(rep, "METRICS_MISSING", "") {
-		t.Errorf("the bed's Prometheus reported missing: %+v", rep.Findings)
-	}
-	rep, code := precheck(t, "--analysis=false", "--prometheus-service", "istio-system/no-such-prometheus:9090")
-	if f, ok := findingOf(rep, "METRICS_UNAVAILABLE", "prometheus"); !ok || !strings.Contains(f, "warning: ") || code != 0 {
-		t.Errorf("a Prometheus that is not there: exit %d, %q", code, f)
-	}
-	rep, _ = precheck(t, "--analysis=false", "--metrics=false")
-	if has(rep, "METRICS_LOW_TRAFFIC", "") || !slices.Contains(rep.Skipped, "request-metrics") {
-		t.Errorf("--metrics=false: %+v skipped %v", rep.Findings, rep.Skipped)
-	}
-	if r := plugin(t, "precheck", "--prometheus", "http://x", "--prometheus-service", "a/b:1"); r.code != 64 {
-		t.Errorf("both --prometheus and --prometheus-service: exit %d", r.code)
 	}
 }
 
