@@ -112,7 +112,8 @@ type RequestGate struct {
 	Bytes int64 `json:"bytes"`
 }
 
-// GateRequests gates a unit on its workloads' requests (NAMESPACE/NAME each): Count checks Interval
+// GateRequests gates a unit on its workloads' requests (what names it on progress lines; its errors
+// are the runner's to prefix) (NAMESPACE/NAME each): Count checks Interval
 // apart, each judging the time since the unit was rolled out (rolled) against the baseline window
 // ending when the unit began (began). A failed gate is exit 75, an inconclusive one 78 (or what
 // --inconclusive says). nil, nil without a gate (no Prometheus, --metrics=false, a dry run).
@@ -147,7 +148,7 @@ func (r *Run) GateRequests(ctx context.Context, what string, began, rolled time.
 		rep, err := g.client.Analyze(ctx, scope, metrics.Windows{End: now, Length: now.Sub(rolled).Round(time.Second), BaselineEnd: began, BaselineLength: g.o.Baseline}, g.o.Thresholds)
 		if err != nil {
 			r.Progress.Done()
-			return res, cli.Errorf(cli.ExitGateFailed, "%s: request metrics: %v", what, err)
+			return res, cli.Errorf(cli.ExitGateFailed, "request metrics: %v", err)
 		}
 		res.Checks = append(res.Checks, rep)
 		res.Verdict = rep.Verdict
@@ -156,22 +157,22 @@ func (r *Run) GateRequests(ctx context.Context, what string, began, rolled time.
 		if rep.Verdict == metrics.Fail {
 			failures++
 			if failures >= g.o.FailureLimit {
-				return res, cli.Errorf(cli.ExitGateFailed, "%s: the moved workloads' requests regressed: %s", what, strings.Join(rep.Failing(), "; "))
+				return res, cli.Errorf(cli.ExitGateFailed, "the moved workloads' requests regressed: %s", strings.Join(rep.Failing(), "; "))
 			}
 		}
 	}
 	switch res.Verdict {
 	case metrics.Fail: // failed checks below the limit, but the last one too
-		return res, cli.Errorf(cli.ExitGateFailed, "%s: the moved workloads' requests regressed: %s", what, strings.Join(res.Checks[len(res.Checks)-1].Failing(), "; "))
+		return res, cli.Errorf(cli.ExitGateFailed, "the moved workloads' requests regressed: %s", strings.Join(res.Checks[len(res.Checks)-1].Failing(), "; "))
 	case metrics.Inconclusive:
 		switch g.o.Inconclusive {
 		case "pass":
 			r.Progress.Printf("%s: too few requests for a verdict; passed as --inconclusive=pass says", what)
 			return res, nil
 		case "fail":
-			return res, cli.Errorf(cli.ExitGateFailed, "%s: too few requests for a verdict, and --inconclusive=fail", what)
+			return res, cli.Errorf(cli.ExitGateFailed, "too few requests for a verdict, and --inconclusive=fail")
 		}
-		return res, cli.Errorf(cli.ExitInconclusive, "%s: too few requests for a verdict (at least %g per workload in the window; a new pod needs two scrapes before Prometheus has its rate, so a longer --analysis-interval or --analysis-count may give one): halted, never taken as a pass; a rerun gates it again (--inconclusive=pass to accept it)", what, g.o.MinRequests)
+		return res, cli.Errorf(cli.ExitInconclusive, "too few requests for a verdict (at least %g per workload in the window; a new pod needs two scrapes before Prometheus has its rate, so a longer --analysis-interval or --analysis-count may give one): halted, never taken as a pass; a rerun gates it again (--inconclusive=pass to accept it)", g.o.MinRequests)
 	}
 	return res, nil
 }

@@ -76,7 +76,7 @@ func (r *Run) RunUnit(ctx context.Context, u Unit) (UnitResult, error) {
 		switch {
 		case code == cli.ExitInconclusive:
 			r.Progress.Printf("%s: %v", u.Label, err)
-			return res, err // not finished: a rerun gates it again, writing nothing twice
+			return res, cli.Errorf(code, "%s: %v", u.Label, err) // not finished: a rerun gates it again, writing nothing twice
 		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return res, ctx.Err() // aborted (a second signal): not a gate's verdict
 		case code != cli.ExitTimeout && errors.Is(gctx.Err(), context.DeadlineExceeded):

@@ -379,8 +379,9 @@ func (o *Options) run(ctx context.Context, steps []Step) error {
 		g := Gate{Weight: s.Weight}
 		res, err := o.r.RunUnit(ctx, step.Unit{Label: label, Journal: fmt.Sprintf("weight %d%%", s.Weight), Timeout: o.Timeout,
 			Objects: []string{"deployment/" + o.canary.Namespace + "/" + o.canary.Name, "deployment/" + o.old.Namespace + "/" + o.old.Name},
-			// The gateways' own requests: what each sent on, the canary's against the floor until it has a baseline.
-			Moves: []string{o.canary.Namespace + "/" + o.canary.Name, o.old.Namespace + "/" + o.old.Name},
+			// The gateways' own requests: what each sent on, the canary's against the floor until it has a
+			// baseline; a side the step scales to 0 serves nothing to judge.
+			Moves: o.servingAfter(s),
 			Write: func(ctx context.Context) error {
 				wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 				defer cancel()
@@ -416,6 +417,19 @@ func (o *Options) run(ctx context.Context, steps []Step) error {
 		}
 	}
 	return nil
+}
+
+// servingAfter are the gateways (NAMESPACE/NAME) that keep pods after step s: the ones whose requests its
+// gate judges.
+func (o *Options) servingAfter(s Step) []string {
+	var out []string
+	if s.Canary > 0 {
+		out = append(out, o.canary.Namespace+"/"+o.canary.Name)
+	}
+	if s.Old > 0 {
+		out = append(out, o.old.Namespace+"/"+o.old.Name)
+	}
+	return out
 }
 
 // gate is a step's control-plane gate: every pod of both sides on its revision and SYNCED, the

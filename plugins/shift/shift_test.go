@@ -107,3 +107,21 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// A step's request gate judges the gateways that keep pods: a side scaled to 0 serves nothing, and
+// would only ever be inconclusive.
+func TestServingAfter(t *testing.T) {
+	o := &Options{canary: gwDeployment("gw-1-31", 1, false), old: gwDeployment("gw", 2, false)}
+	for _, tt := range []struct {
+		s    Step
+		want string
+	}{
+		{Step{Canary: 1, Old: 1}, "istio-ingress/gw-1-31 istio-ingress/gw"},
+		{Step{Canary: 2, Old: 0}, "istio-ingress/gw-1-31"},
+		{Step{Canary: 0, Old: 2}, "istio-ingress/gw"},
+	} {
+		if got := strings.Join(o.servingAfter(tt.s), " "); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.s, got, tt.want)
+		}
+	}
+}
