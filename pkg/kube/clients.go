@@ -3,6 +3,7 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -26,6 +27,20 @@ type Clients struct {
 	Explicit  bool
 	// Fence refuses every client's writes once the run lost the lock (see Fence).
 	Fence *Fence
+	// Forward, when set, opens port-forwards instead of the apiserver (fake clusters in unit tests
+	// point it at a local istiod double).
+	Forward func(ctx context.Context, namespace, pod string, port int) (addr string, stop func(), err error)
+}
+
+// PortForward opens a port-forward to pod:port: through Forward when set, else through the apiserver.
+func (c *Clients) PortForward(ctx context.Context, namespace, pod string, port int) (string, func(), error) {
+	if c.Forward != nil {
+		return c.Forward(ctx, namespace, pod, port)
+	}
+	if c.Config == nil {
+		return "", nil, fmt.Errorf("port-forward to %s/%s:%d: no REST config", namespace, pod, port)
+	}
+	return PortForward(ctx, c.Config, namespace, pod, port)
 }
 
 // NewClients builds clients from a RESTClientGetter (kubectl's ConfigFlags).

@@ -93,9 +93,6 @@ func (i *Istiod) forward(ctx context.Context, p corev1.Pod, port int) (string, e
 	if ok {
 		return f.addr, nil
 	}
-	if i.c.Config == nil { // fake clients in unit tests: nothing to forward through
-		return "", fmt.Errorf("port-forward to %s/%s:%d: no REST config", p.Namespace, p.Name, port)
-	}
 	// Bounded by ctx while it opens; once open it lives until Close (or until a request through it fails).
 	type opened struct {
 		forward
@@ -103,7 +100,7 @@ func (i *Istiod) forward(ctx context.Context, p corev1.Pod, port int) (string, e
 	}
 	ch := make(chan opened, 1)
 	go func() {
-		a, s, err := kube.PortForward(i.ctx, i.c.Config, p.Namespace, p.Name, port)
+		a, s, err := i.c.PortForward(i.ctx, p.Namespace, p.Name, port)
 		ch <- opened{forward{a, s}, err}
 	}()
 	select {
@@ -390,7 +387,7 @@ const ZtunnelStatsPort = 15020
 func ZtunnelConnections(ctx context.Context, c *kube.Clients, p *corev1.Pod) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	addr, stop, err := kube.PortForward(ctx, c.Config, p.Namespace, p.Name, ZtunnelStatsPort)
+	addr, stop, err := c.PortForward(ctx, p.Namespace, p.Name, ZtunnelStatsPort)
 	if err != nil {
 		return 0, err
 	}

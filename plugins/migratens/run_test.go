@@ -301,3 +301,52 @@ func TestRunWaitsForTheInjectorToSeeTheLabel(t *testing.T) {
 		t.Errorf("writes %v", w)
 	}
 }
+
+// The success path through the runner, on a bed whose controllers roll pods and whose istiods answer
+// syncz: shop relabelled, web restarted once, its new pods on 1-31 and SYNCED, the entry done with
+// its batch verified; undo then puts shop and web back on 1-30.
+func TestRunSucceedsWhenTheGatePasses(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	b.Live()
+	if err := b.Run(toShop(20*time.Second, false)(), "none", nil, "shop"); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	if got, want := b.StepWrites(), []string{"patch namespaces shop", "patch deployments web"}; !slices.Equal(got, want) {
+		t.Errorf("writes %v, want %v", got, want)
+	}
+	b.CheckFieldManager()
+	if l := b.Rev("shop"); l != "1-31" {
+		t.Errorf("shop labelled %q, want 1-31", l)
+	}
+	if revs := b.PodRevisions("shop"); !slices.Equal(revs, []string{"1-31", "1-31"}) {
+		t.Errorf("web's pods injected by %v, want two on 1-31", revs)
+	}
+	e := b.Entries()
+	if len(e) != 1 || e[0].State != journal.StateInEffect {
+		t.Fatalf("entries %+v, want one in-effect entry", e)
+	}
+	if !strings.Contains(b.ErrOut.String(), "gate passed") {
+		t.Errorf("no gate result on stderr:\n%s", b.ErrOut)
+	}
+	var res struct {
+		Details struct {
+			Gates []GateResult `json:"gates"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(b.Out.Bytes(), &res); err != nil || len(res.Details.Gates) != 1 || !res.Details.Gates[0].Passed || res.Details.Gates[0].Pods != 2 {
+		t.Errorf("result %s (%v), want one passed batch of 2 pods", b.Out, err)
+	}
+	b.Reset()
+	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, cli.NewProgress(b.ErrOut)); err != nil {
+		t.Fatal(err)
+	}
+	if l := b.Rev("shop"); l != "1-30" {
+		t.Errorf("undo left shop labelled %q", l)
+	}
+	steptest.Eventually(t, 5*time.Second, func() string {
+		if revs := b.PodRevisions("shop"); !slices.Equal(revs, []string{"1-30", "1-30"}) {
+			return "web's pods after undo: " + strings.Join(revs, ",")
+		}
+		return ""
+	})
+}

@@ -2,6 +2,8 @@ package shift
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +105,31 @@ func TestServingNote(t *testing.T) {
 		if got := o.serving(); got != c.want {
 			t.Errorf("serving %q\nwant    %q", got, c.want)
 		}
+	}
+}
+
+// The success path through the runner, on a bed whose controllers roll pods and keep endpoints and
+// whose istiods answer syncz: each step scales the growing side first, the canary leaves its
+// readiness gate with its first share, every gate passes, and the entry is in effect at 50 %.
+func TestRunSucceedsWhenEveryGatePasses(t *testing.T) {
+	b := steptest.New(t, withCanary()...)
+	b.Live()
+	if err := b.Run(toHalf(20*time.Second)(), "none", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	b.CheckFieldManager()
+	old, cn := get(t, b, "istio-ingressgateway"), get(t, b, "istio-ingressgateway-1-31")
+	if *old.Spec.Replicas != 1 || *cn.Spec.Replicas != 1 || canary.HasServingGate(&cn.Spec.Template.Spec) {
+		t.Errorf("at 50%%: old %d replicas, canary %d replicas, serving gate %v; want 1, 1, false",
+			*old.Spec.Replicas, *cn.Spec.Replicas, canary.HasServingGate(&cn.Spec.Template.Spec))
+	}
+	if revs := b.PodRevisions("istio-ingress"); !slices.Equal(revs, []string{"1-30", "1-31"}) {
+		t.Errorf("gateway pods injected by %v, want one on each revision", revs)
+	}
+	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateInEffect {
+		t.Errorf("entries %+v, want one in-effect entry", e)
+	}
+	if !strings.Contains(b.ErrOut.String(), "gate passed: 50%") {
+		t.Errorf("no passed gate at 50%% on stderr:\n%s", b.ErrOut)
 	}
 }
