@@ -22,6 +22,7 @@ import (
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
@@ -175,3 +176,29 @@ func TestRunHelmCanaryRelease(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The success path through the runner, on a bed whose controllers run the canary's pod and whose
+// istiods answer syncz and config dumps: the canary, its HPA and PDB are created, its pod is injected
+// by 1-31 and SYNCED yet out of every Service (the readiness gate), the old gateway is never written,
+// and the entry is in effect.
+func TestRunSucceedsWhenTheCanarySyncs(t *testing.T) {
+	b := steptest.New(t, withHPAAndPDB()...)
+	b.Live()
+	if err := b.Run(canaryOn("1-31", 20*time.Second)(), "none", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	want := []string{"create deployments istio-ingressgateway-1-31", "create horizontalpodautoscalers istio-ingressgateway-1-31", "create poddisruptionbudgets istio-ingressgateway-1-31"}
+	if got := b.StepWrites(); !slices.Equal(got, want) {
+		t.Errorf("writes %v, want %v", got, want)
+	}
+	b.CheckFieldManager()
+	if revs := b.PodRevisions("istio-ingress"); !slices.Equal(revs, []string{"1-30", "1-30", "1-31"}) {
+		t.Errorf("gateway pods injected by %v, want the old two and the canary's on 1-31", revs)
+	}
+	if n, err := kube.ReadyEndpoints(context.Background(), b.Clients.Kube, "istio-ingress", "istio-ingressgateway"); err != nil || n != 2 {
+		t.Errorf("the Service has %d ready endpoints (%v), want the old gateway's 2 alone", n, err)
+	}
+	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateInEffect {
+		t.Errorf("entries %+v, want one in-effect entry", e)
+	}
+}

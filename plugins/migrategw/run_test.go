@@ -300,3 +300,24 @@ func TestUndoMovesTheDeploymentBackSurgeFirst(t *testing.T) {
 		t.Errorf("after undo: revision %s, strategy %+v", d.Spec.Template.Labels[istio.LabelRev], d.Spec.Strategy.RollingUpdate)
 	}
 }
+
+// The success path through the runner, on a bed whose controllers roll pods and keep endpoints and
+// whose istiods answer syncz: the gateway's Deployment is moved to 1-31 (its pods rolled there,
+// SYNCED, the Service's endpoints kept), and the entry is in effect.
+func TestRunDeploymentMoveSucceeds(t *testing.T) {
+	b := steptest.New(t, steptest.Mesh()...)
+	b.Live()
+	if err := b.Run(newStep("istio-ingress"), "none", nil, "deployment/istio-ingressgateway"); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	b.CheckFieldManager()
+	if got := b.StepWrites(); len(got) == 0 || got[len(got)-1] != "patch deployments istio-ingressgateway" {
+		t.Errorf("writes %v, want the gateway's Deployment patched last", got)
+	}
+	if revs := b.PodRevisions("istio-ingress"); strings.Join(revs, ",") != "1-31,1-31" {
+		t.Errorf("gateway pods injected by %v, want two on 1-31", revs)
+	}
+	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateInEffect {
+		t.Errorf("entries %+v, want one in-effect entry", e)
+	}
+}

@@ -15,16 +15,20 @@ import (
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio/istiotest"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
 var (
@@ -62,7 +66,7 @@ func (b *Bed) Live() {
 	if o, err := tr.List(deployments, appsv1.SchemeGroupVersion.WithKind("Deployment"), ""); err == nil {
 		for _, d := range o.(*appsv1.DeploymentList).Items {
 			seen[d.Namespace+"/"+d.Name] = d
-			if int32(len(podsOf(tr, &d))) != ptr.Deref(d.Spec.Replicas, 1) {
+			if len(podsOf(tr, &d)) == 0 && !selectsPods(tr, &d) && selectsOwnTemplate(&d) && ptr.Deref(d.Spec.Replicas, 1) > 0 {
 				rolls++
 				roll(tr, &d, rolls)
 			}
@@ -102,12 +106,17 @@ func (b *Bed) Live() {
 	}()
 	var mu sync.Mutex
 	servers := map[string]*httptest.Server{}
+	xds := map[string]string{}
+	dump := istiotest.RecordedGatewayDump(b.T)
 	b.Clients.Forward = func(_ context.Context, ns, pod string, port int) (string, func(), error) {
 		mu.Lock()
 		defer mu.Unlock()
 		key := fmt.Sprintf("%s/%s:%d", ns, pod, port)
 		if s, ok := servers[key]; ok {
 			return s.Listener.Addr().String(), func() {}, nil
+		}
+		if a, ok := xds[key]; ok {
+			return a, func() {}, nil
 		}
 		o, err := tr.Get(pods, ns, pod)
 		if err != nil {
@@ -117,10 +126,35 @@ func (b *Bed) Live() {
 		if p.Labels["app"] != "istiod" {
 			return "", nil, fmt.Errorf("port-forward to %s: nothing listens there on this bed", key)
 		}
-		s := httptest.NewServer(istiod(tr, istio.RevisionOf(p.Labels)))
-		servers[key] = s
-		return s.Listener.Addr().String(), func() {}, nil
+		rev := istio.RevisionOf(p.Labels)
+		if port == istio.DebugHTTPPort || port == mesh.IstiodMonitoringPort {
+			s := httptest.NewServer(istiod(tr, rev))
+			servers[key] = s
+			return s.Listener.Addr().String(), func() {}, nil
+		}
+		addr := istiotest.XDS(b.T, func(id string) []byte {
+			name, ns, _ := strings.Cut(id, ".")
+			o, err := tr.Get(pods, ns, name)
+			if err != nil {
+				return nil
+			}
+			if r, ok := istio.InjectedRevision(o.(*corev1.Pod).Labels, o.(*corev1.Pod).Annotations); !ok || r != rev {
+				return nil
+			}
+			return dump
+		})
+		xds[key] = addr
+		return addr, func() {}, nil
 	}
+	// The token istiod's debug endpoints take.
+	kc.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "token" {
+			return false, nil, nil
+		}
+		tr := a.(k8stesting.CreateAction).GetObject().(*authv1.TokenRequest).DeepCopy()
+		tr.Status.Token = "bed-token"
+		return true, tr, nil
+	})
 	b.T.Cleanup(func() {
 		cancel()
 		w.Stop()
@@ -152,6 +186,30 @@ func podsOf(tr k8stesting.ObjectTracker, d *appsv1.Deployment) []*corev1.Pod {
 	return out
 }
 
+// selectsPods says whether d's selector picks any pod (fixtures' pods may have no owner).
+func selectsPods(tr k8stesting.ObjectTracker, d *appsv1.Deployment) bool {
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return false
+	}
+	o, err := tr.List(pods, corev1.SchemeGroupVersion.WithKind("Pod"), d.Namespace)
+	if err != nil {
+		return false
+	}
+	for _, p := range o.(*corev1.PodList).Items {
+		if sel.Matches(labels.Set(p.Labels)) {
+			return true
+		}
+	}
+	return false
+}
+
+// selectsOwnTemplate says whether d is a Deployment the apiserver would take (fixtures' istiods are not).
+func selectsOwnTemplate(d *appsv1.Deployment) bool {
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	return err == nil && sel.Matches(labels.Set(d.Spec.Template.Labels))
+}
+
 // roll replaces d's pods by its template's, injected as the cluster's webhooks would, and marks its
 // rollout complete (generation n names the new ReplicaSet).
 func roll(tr k8stesting.ObjectTracker, d *appsv1.Deployment, n int) {
@@ -173,7 +231,7 @@ func roll(tr k8stesting.ObjectTracker, d *appsv1.Deployment, n int) {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: d.Name + "-" + hash, Controller: ptr.To(true)}},
 		}, Spec: *d.Spec.Template.Spec.DeepCopy(),
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.%d.%d.%d", 1+n/250, n%250, i+1),
-				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}}}
+				Conditions: []corev1.PodCondition{{Type: corev1.ContainersReady, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: ready}}}}
 		for k, v := range d.Spec.Template.Labels {
 			p.Labels[k] = v
 		}

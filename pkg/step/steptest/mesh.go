@@ -48,8 +48,11 @@ func Mesh() []runtime.Object {
 	gw := Deployment("istio-ingress", "istio-ingressgateway", 2,
 		map[string]string{istio.LabelIstio: "ingressgateway", istio.LabelRev: "1-30"}, map[string]string{istio.AnnotationTemplates: "gateway"})
 	gw.Spec.Template.Spec.Containers = []corev1.Container{{Name: istio.ProxyContainer, Image: "auto"}}
-	objs = append(objs, gw,
-		Pod("istio-ingress", "istio-ingressgateway", "a", "1-30"), Pod("istio-ingress", "istio-ingressgateway", "b", "1-30"),
+	gwPods := []*corev1.Pod{Pod("istio-ingress", "istio-ingressgateway", "a", "1-30"), Pod("istio-ingress", "istio-ingressgateway", "b", "1-30")}
+	for _, p := range gwPods {
+		p.Labels[istio.LabelIstio] = "ingressgateway" // what its Service selects
+	}
+	objs = append(objs, gw, gwPods[0], gwPods[1],
 		&corev1.Service{TypeMeta: meta("v1", "Service"), ObjectMeta: metav1.ObjectMeta{Name: "istio-ingressgateway", Namespace: "istio-ingress"},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{istio.LabelIstio: "ingressgateway"}, Ports: []corev1.ServicePort{{Name: "http2", Port: 80}}}},
 	)
