@@ -94,3 +94,27 @@ func TestTagMovePinsFollowingGateways(t *testing.T) {
 		t.Errorf("the pin is not the first action: %+v", res.Actions)
 	}
 }
+
+// tag-move --restart's success path through the runner, on a bed whose controllers roll pods and
+// whose istiods answer syncz: the default tag moves to 1-31 and its sub-step (migrate-ns, found by
+// the registry) restarts the workload of the namespace on the tag in a gated batch, in one entry.
+func TestTagMoveRestartSucceeds(t *testing.T) {
+	objs := append(steptest.Without(steptest.Mesh(), "MutatingWebhookConfiguration//istio-sidecar-injector-1-31"),
+		steptest.Injector("1-31"), steptest.Namespace("pay", map[string]string{istio.LabelRev: "default"}),
+		steptest.Deployment("pay", "api", 2, nil, nil), steptest.Pod("pay", "api", "a", "1-30"), steptest.Pod("pay", "api", "b", "1-30"))
+	b := steptest.New(t, objs...)
+	b.Live()
+	if err := b.Run(&tagmove.Options{To: "1-31", Overwrite: true, Restart: true, BatchSize: 5, Timeout: 20 * time.Second}, "none", nil, "default"); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	b.CheckFieldManager()
+	if revs := b.PodRevisions("pay"); strings.Join(revs, ",") != "1-31,1-31" {
+		t.Errorf("pay/api's pods injected by %v after the move, want two on 1-31", revs)
+	}
+	if revs := b.PodRevisions("shop"); strings.Join(revs, ",") != "1-30,1-30" {
+		t.Errorf("shop (on revision 1-30, not the tag) has pods on %v: restarted what does not follow the tag", revs)
+	}
+	if e := b.Entries(); len(e) != 1 || e[0].Step != "tag-move" || e[0].State != "in-effect" {
+		t.Errorf("entries %+v, want one in-effect tag-move entry", e)
+	}
+}
