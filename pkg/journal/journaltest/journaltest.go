@@ -78,6 +78,11 @@ func New(t *testing.T, objs ...runtime.Object) *Cluster {
 	kc := fake.NewClientset(typed...)
 	builtin := map[schema.GroupVersionResource]bool{}
 	for gvk := range scheme.Scheme.AllKnownTypes() {
+		// Others may have registered custom kinds in client-go's scheme (Istio's packages add CRDs); the
+		// typed fake does not hold them.
+		if _, custom := crdResources[schema.GroupKind{Group: gvk.Group, Kind: strings.TrimSuffix(gvk.Kind, "List")}]; custom {
+			continue
+		}
 		if base, ok := strings.CutSuffix(gvk.Kind, "List"); ok && base != "" && gvk.Version != "" && gvk.Version != runtime.APIVersionInternal {
 			gvr, _ := meta.UnsafeGuessKindToResource(gvk.GroupVersion().WithKind(base))
 			kinds[gvr], builtin[gvr] = gvk.Kind, true
@@ -187,7 +192,10 @@ func dryRun(a k8stesting.Action, typed, custom k8stesting.ObjectTracker, dynamic
 
 // crdResources are the resources of the custom kinds steps read.
 var crdResources = map[schema.GroupKind]string{
-	{Group: "gateway.networking.k8s.io", Kind: "Gateway"}: "gateways",
+	{Group: "gateway.networking.k8s.io", Kind: "Gateway"}:             "gateways",
+	{Group: "networking.istio.io", Kind: "Gateway"}:                   "gateways",
+	{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}: "customresourcedefinitions",
+	{Group: "telemetry.istio.io", Kind: "Telemetry"}:                  "telemetries",
 }
 
 func resourceOf(gvk schema.GroupVersionKind) schema.GroupVersionResource {
