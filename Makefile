@@ -65,34 +65,35 @@ unit: ## Unit tests with the race detector (fake clientsets, golden files, recor
 golden: ## Rewrite golden files after an intended output change
 	UPDATE_GOLDEN=1 $(GO) test ./...
 
-lint: ## go vet (plugin, e2e, agent), gofmt and go mod tidy
+lint: ## go vet (plugin, e2e, agent), gofmt, go mod tidy, no step importing another, every e2e scenario listed
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e
 	cd test/testbed/agent && $(GO) vet ./...
 	hack/step-imports.sh
+	hack/e2e-scenarios.sh
 	@out=$$(gofmt -l cmd pkg plugins test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 e2e: e2e-helm e2e-ambient e2e-istioctl ## The e2e suite on every test-bed profile, shortest first so a failure shows soonest (each: start the bed, run through the real kubectl, stop it)
 
-# e2e_on PROFILE GO-TEST-SELECTION: one profile's bed and the tests written for it (TestHelm* need the helm
-# one, TestAmbient* the ambient one).
+# e2e_on PROFILE GO-TEST-SELECTION: one profile's bed and its scenarios (TestIstioctl, TestHelm, TestAmbient:
+# each an ordered list in test/e2e/scenarios_test.go).
 define e2e_on
 	@$(TESTBED_ENV) test/testbed/testbed.sh down >/dev/null 2>&1 || true
 	@set -e; trap '$(TESTBED_ENV) test/testbed/testbed.sh down' EXIT; \
 	TESTBED_PROFILE=$(1) $(TESTBED_ENV) test/testbed/testbed.sh up; \
-	$(GO) test -tags e2e -count=1 -timeout 40m -v $(2) ./test/e2e 2>&1 | tee $(TESTBED_DIR)/e2e-$(1).log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; \
+	$(GO) test -tags e2e -count=1 -timeout 40m -v $(2) ./test/e2e 2>&1 | tee $(TESTBED_DIR)/e2e-$(1).log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+\S+_test.go' ; \
 	test $${PIPESTATUS[0]} -eq 0
 endef
 
 e2e-istioctl: testbed-tools build $(AGENT) ## e2e on the istioctl profile (revision 1-30, tag prod-stable, the repository's fixtures)
-	$(call e2e_on,istioctl,-skip '^(TestHelm|TestAmbient)')
+	$(call e2e_on,istioctl,-run '^TestIstioctl$$')
 
 e2e-helm: testbed-tools build $(AGENT) ## e2e on the helm profile (seed 000 on Istio's own charts, from the non-revisioned default)
-	$(call e2e_on,helm,-run '^TestHelm')
+	$(call e2e_on,helm,-run '^TestHelm$$')
 
 e2e-ambient: testbed-tools build $(AGENT) ## e2e on the ambient profile (istio-cni and ztunnel on Istio's charts, rolled node by node)
-	$(call e2e_on,ambient,-run '^TestAmbient')
+	$(call e2e_on,ambient,-run '^TestAmbient$$')
 
 .PHONY: docs docs-check
 docs: ## Generate docs/cli from the cobra commands, and docs/rbac.md's per-step table from the step registry

@@ -165,7 +165,7 @@ type rollResult struct {
 	}
 }
 
-func TestAmbientRoll(t *testing.T) {
+func testAmbientRoll(t *testing.T) {
 	requireProfile(t, "ambient")
 	eventually(t, 60*time.Second, "every ztunnel SYNCED on 1-30", func() error { return ztunnelsOn(t, "1-30", "1.30.0") })
 	var pre struct {

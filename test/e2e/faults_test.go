@@ -100,11 +100,11 @@ func migrationHitInBatch1(t *testing.T, ns string, sig syscall.Signal) (*backgro
 	return a, args, gens
 }
 
-// TestFaultKilledMigrationResumes: SIGKILL during a migrate-ns batch leaves its entry running and the
+// testFaultKilledMigrationResumes: SIGKILL during a migrate-ns batch leaves its entry running and the
 // lease held. Once the lease is free a rerun takes it over, seals the entry interrupted, gates the
 // batch the killed run restarted (never restarting it again) and completes the same entry; every
 // workload is restarted exactly once, and undo restores all of it.
-func TestFaultKilledMigrationResumes(t *testing.T) {
+func testFaultKilledMigrationResumes(t *testing.T) {
 	ns := "e2e-kill"
 	a, args, gens := migrationHitInBatch1(t, ns, syscall.SIGKILL)
 	a.wait()
@@ -145,10 +145,10 @@ func TestFaultKilledMigrationResumes(t *testing.T) {
 	eventually(t, 60*time.Second, ns+" back on 1-30", onRevision(t, ns, "1-30"))
 }
 
-// TestFaultFrozenStepWritesNothingAfterTakeover: a step frozen (SIGSTOP) past its lease is taken over
+// testFaultFrozenStepWritesNothingAfterTakeover: a step frozen (SIGSTOP) past its lease is taken over
 // by a second operator, who completes the work; the frozen one, continued (SIGCONT), writes nothing
 // and exits with the lock's code.
-func TestFaultFrozenStepWritesNothingAfterTakeover(t *testing.T) {
+func testFaultFrozenStepWritesNothingAfterTakeover(t *testing.T) {
 	ns := "e2e-freeze"
 	a, args, gens := migrationHitInBatch1(t, ns, syscall.SIGSTOP)
 	defer a.cmd.Process.Signal(syscall.SIGCONT) //nolint:errcheck // a failed test must not leave it stopped
@@ -182,10 +182,10 @@ func TestFaultFrozenStepWritesNothingAfterTakeover(t *testing.T) {
 	}
 }
 
-// TestFaultApiserverPausedDuringAGate: the kube-apiserver stopped (SIGSTOP) for 10 s while a gate
+// testFaultApiserverPausedDuringAGate: the kube-apiserver stopped (SIGSTOP) for 10 s while a gate
 // waits: the step continues once it answers again, or ends in a clean, resumable state; it never
 // hangs past --timeout plus the request timeout.
-func TestFaultApiserverPausedDuringAGate(t *testing.T) {
+func testFaultApiserverPausedDuringAGate(t *testing.T) {
 	ensureNewRevision(t)
 	ns := "e2e-pause"
 	workloadNamespaces(t, "4s", []string{"web1", "web2"}, ns)
@@ -252,10 +252,10 @@ func apiserverPID(t *testing.T) int {
 	return 0
 }
 
-// TestFaultPlantedEntryIsNeverResumed: a ConfigMap shaped like the newest cancelled entry of the very
+// testFaultPlantedEntryIsNeverResumed: a ConfigMap shaped like the newest cancelled entry of the very
 // command being run, written by someone who may write ConfigMaps in the Istio namespace, is never
 // resumed nor signed: the step starts its own entry, and undo refuses the planted one.
-func TestFaultPlantedEntryIsNeverResumed(t *testing.T) {
+func testFaultPlantedEntryIsNeverResumed(t *testing.T) {
 	shortLease(t)
 	ensureNewRevision(t)
 	ns := "e2e-plant"
@@ -332,9 +332,9 @@ func plant(t *testing.T, entry map[string]any, annotations map[string]any) {
 	t.Cleanup(func() { run(t, filepath.Join(binDir, "kubectl"), "-n", "istio-system", "delete", "configmap", name) })
 }
 
-// TestFaultFiveStepsStartedTogether: five mutating steps started at once: one runs, four get the lock's
+// testFaultFiveStepsStartedTogether: five mutating steps started at once: one runs, four get the lock's
 // code, and nothing of theirs is written.
-func TestFaultFiveStepsStartedTogether(t *testing.T) {
+func testFaultFiveStepsStartedTogether(t *testing.T) {
 	shortLease(t)
 	ensureNewRevision(t)
 	var namespaces []string

@@ -45,11 +45,11 @@ spec:
   http: [{route: [{destination: {host: web.e2e-analysis.svc.cluster.local, port: {number: 80}}}]}]
 `
 
-// TestAnalysisPrecheckAndMigrateGate: precheck reports Istio's analyzer messages (IST0101 for the
+// testAnalysisPrecheckAndMigrateGate: precheck reports Istio's analyzer messages (IST0101 for the
 // VirtualService naming a missing Gateway), and as the new revision sees the cluster (--revision 1-31:
 // the Gateway labelled for 1-30 is invisible to it). migrate-ns of the namespace halts at its analysis
 // gate with the new error and rolls back; with the Gateway made global the same migration passes.
-func TestAnalysisPrecheckAndMigrateGate(t *testing.T) {
+func testAnalysisPrecheckAndMigrateGate(t *testing.T) {
 	ensureNewRevision(t)
 	const ns = "e2e-analysis"
 	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s") })

@@ -89,7 +89,7 @@ func gatedMigrate(t *testing.T, ns string, args ...string) (gateDoc, result) {
 //   - without the fault the same canary passes its request gate;
 //   - shop's batch halts as inconclusive (exit 78), never a pass, resumable with --inconclusive=pass
 //     restarting nothing again; undo puts both back.
-func TestMetricsGateInMigrateNs(t *testing.T) {
+func testMetricsGateInMigrateNs(t *testing.T) {
 	ensureNewRevision(t)
 	for _, ns := range []string{"bookinfo", "shop"} {
 		if err := onRevision(t, ns, "1-30")(); err != nil {
@@ -197,11 +197,11 @@ func TestMetricsGateInMigrateNs(t *testing.T) {
 	}
 }
 
-// TestPrecheckRequestData (here, late in the suite: Prometheus has scraped for minutes): precheck says whether the request gates will have data. On the bed the
+// testPrecheckRequestData (here, late in the suite: Prometheus has scraped for minutes): precheck says whether the request gates will have data. On the bed the
 // addon's Prometheus answers and bookinfo carries its call traffic; shop carries none, so its batches
 // would halt as inconclusive (named, as info); a Prometheus that is not there is a warning (the
 // negative control), and --metrics=false skips the check.
-func TestPrecheckRequestData(t *testing.T) {
+func testPrecheckRequestData(t *testing.T) {
 	var rep precheckReport
 	eventually(t, 90*time.Second, "bookinfo's call traffic in Prometheus", func() error {
 		rep, _ = precheck(t, "--analysis=false")

@@ -88,9 +88,9 @@ func journalEntries(t *testing.T) []journal.Entry {
 	return h.Entries
 }
 
-// TestEngineLockSerialisesSteps: a second mutating step started while one runs is refused at once
+// testEngineLockSerialisesSteps: a second mutating step started while one runs is refused at once
 // (exit 73) naming the holder, with nothing changed; read-only steps never wait for the lock.
-func TestEngineLockSerialisesSteps(t *testing.T) {
+func testEngineLockSerialisesSteps(t *testing.T) {
 	ensureNewRevision(t)
 	workloadNamespaces(t, "3s", []string{"web"}, "e2e-lock-a", "e2e-lock-b")
 	a := startPlugin(t, "migrate-ns", "--metrics=false", "e2e-lock-a", "--to", "1-31", "-y")
@@ -128,10 +128,10 @@ func TestEngineLockSerialisesSteps(t *testing.T) {
 	}
 }
 
-// TestEngineCancelResumeUndo: SIGINT during a migrate-ns batch finishes that batch and stops (exit 130);
+// testEngineCancelResumeUndo: SIGINT during a migrate-ns batch finishes that batch and stops (exit 130);
 // history shows the entry cancelled with what was done; the same command again resumes and completes
 // the same entry; one undo restores all of it.
-func TestEngineCancelResumeUndo(t *testing.T) {
+func testEngineCancelResumeUndo(t *testing.T) {
 	ensureNewRevision(t)
 	workloadNamespaces(t, "2s", []string{"web1", "web2", "web3"}, "e2e-sig")
 	args := []string{"migrate-ns", "--metrics=false", "e2e-sig", "--to", "1-31", "--batch-size", "1", "-y"}
@@ -199,8 +199,8 @@ func TestEngineCancelResumeUndo(t *testing.T) {
 	})
 }
 
-// TestEngineYesOnEveryMutatingStep: a shell runbook can pass -y to all six mutating steps.
-func TestEngineYesOnEveryMutatingStep(t *testing.T) {
+// testEngineYesOnEveryMutatingStep: a shell runbook can pass -y to all six mutating steps.
+func testEngineYesOnEveryMutatingStep(t *testing.T) {
 	ensureNewRevision(t)
 	gw := []string{"--gateway", "istio-ingress/istio-ingressgateway", "--revision", "1-31"}
 	for _, args := range [][]string{
@@ -218,8 +218,8 @@ func TestEngineYesOnEveryMutatingStep(t *testing.T) {
 	}
 }
 
-// TestEngineTokenNeverRecorded: credentials given on the command line appear nowhere in the journal.
-func TestEngineTokenNeverRecorded(t *testing.T) {
+// testEngineTokenNeverRecorded: credentials given on the command line appear nowhere in the journal.
+func testEngineTokenNeverRecorded(t *testing.T) {
 	ensureNewRevision(t)
 	kubectl(t, "-n", "default", "create", "serviceaccount", "e2e-admin")
 	kubectl(t, "create", "clusterrolebinding", "e2e-admin", "--clusterrole=cluster-admin", "--serviceaccount=default:e2e-admin")

