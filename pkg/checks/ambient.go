@@ -57,8 +57,12 @@ func Ambient(in *Input) []Finding {
 		obj := p.Namespace + "/" + strings.ToLower(kind) + "/" + name
 		pdbs := matchingPDBs(in.PDBs, p)
 		switch {
+		case kind == "DaemonSet" || p.Annotations[corev1.MirrorPodAnnotationKey] != "":
+			// kubectl drain's rules, which ztunnel-roll --drain follows: skipped, not evicted
 		case kind == "":
-			f.stuck = append(f.stuck, "pod/"+p.Namespace+"/"+p.Name+" (no controller: eviction deletes it for good)")
+			f.stuck = append(f.stuck, "pod/"+p.Namespace+"/"+p.Name+" (no controller: eviction deletes it for good; --force allows it)")
+		case hasEmptyDir(p):
+			f.stuck = append(f.stuck, "pod/"+p.Namespace+"/"+p.Name+" (emptyDir data, lost on eviction; --delete-emptydir-data allows it)")
 		case blockedNow(pdbs):
 			f.stuck = append(f.stuck, "pod/"+p.Namespace+"/"+p.Name+" (its PodDisruptionBudget allows no disruption now)")
 		}
@@ -79,7 +83,7 @@ func Ambient(in *Input) []Finding {
 			sort.Strings(f.stuck)
 			out = append(out, Finding{Warning, "NODE_NOT_DRAINABLE", "node/" + n,
 				fmt.Sprintf("ztunnel-roll --drain cannot empty this node: %s", strings.Join(f.stuck, "; ")),
-				"give such pods a controller, or allow one disruption in their PDB; or roll without --drain"})
+				"give such pods a controller, or allow one disruption in their PDB; or pass the flag named, as to kubectl drain; or roll without --drain"})
 		}
 	}
 	for _, w := range sortedKeys(longer) {
@@ -151,4 +155,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func hasEmptyDir(p *corev1.Pod) bool {
+	for _, v := range p.Spec.Volumes {
+		if v.EmptyDir != nil {
+			return true
+		}
+	}
+	return false
 }

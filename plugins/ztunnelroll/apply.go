@@ -10,7 +10,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -348,49 +347,6 @@ func (o *Options) ambientOn(ctx context.Context, r *step.Run, node string) ([]co
 		}
 	}
 	return out, nil
-}
-
-// drain evicts a node's ambient pods through the Eviction API (a PodDisruptionBudget that allows no
-// disruption now answers 429: retried until it does) and waits until they are gone.
-func (o *Options) drain(ctx context.Context, r *step.Run, node string) (int, error) {
-	pods, err := o.ambientOn(ctx, r, node)
-	if err != nil {
-		return 0, err
-	}
-	var evicted []corev1.Pod
-	for _, p := range pods {
-		if kind, _ := mesh.PodOwner(&p); kind == "DaemonSet" || p.Annotations[corev1.MirrorPodAnnotationKey] != "" {
-			continue // a DaemonSet's pod comes back on the node anyway; a static pod cannot be evicted
-		}
-		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace},
-			DeleteOptions: &metav1.DeleteOptions{DryRun: r.DryRun.APIDryRun(), Preconditions: &metav1.Preconditions{UID: &p.UID}}}
-		err := r.Wait(ctx, o.Timeout, fmt.Sprintf("node %s: evicting pod %s/%s", node, p.Namespace, p.Name), func(ctx context.Context) (string, bool, error) {
-			err := r.C.Kube.PolicyV1().Evictions(p.Namespace).Evict(ctx, ev)
-			switch {
-			case err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err):
-				return "", true, nil
-			case apierrors.IsTooManyRequests(err):
-				return "its PodDisruptionBudget allows no disruption now", false, nil
-			}
-			return "", false, fmt.Errorf("evict pod %s/%s: %w", p.Namespace, p.Name, err)
-		})
-		if err != nil {
-			return 0, err
-		}
-		r.Record("pod/"+p.Namespace+"/"+p.Name, "evicted")
-		evicted = append(evicted, p)
-	}
-	err = r.Wait(ctx, o.Timeout, fmt.Sprintf("node %s: %d evicted pods terminating", node, len(evicted)), func(ctx context.Context) (string, bool, error) {
-		left := 0
-		for _, p := range evicted {
-			cur, err := r.C.Kube.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
-			if err == nil && cur.UID == p.UID {
-				left++
-			}
-		}
-		return fmt.Sprintf("%d still terminating", left), left == 0, nil
-	})
-	return len(evicted), err
 }
 
 // awaitConnections waits until the node's ztunnel carries at most --max-connections; a ztunnel whose

@@ -27,13 +27,16 @@ import (
 
 // Options is `ztunnel-roll`: its flags, and the state of one run.
 type Options struct {
-	To                string
-	NodesPerBatch     int
-	MaxBatches        int
-	Drain             bool
-	MaxConnections    int
-	Timeout           time.Duration
-	RollbackOnFailure bool
+	To            string
+	NodesPerBatch int
+	MaxBatches    int
+	Drain         bool
+	Force         bool
+	// DeleteEmptyDirData is kubectl drain's --delete-emptydir-data.
+	DeleteEmptyDirData bool
+	MaxConnections     int
+	Timeout            time.Duration
+	RollbackOnFailure  bool
 
 	det     *Details
 	rev     string
@@ -125,8 +128,10 @@ The DaemonSets get updateStrategy OnDelete and the target's image tag (and, for 
 istiod in XDS_ADDRESS, CA_ADDRESS and istio.io/rev, as the ztunnel chart's revision value sets them), so
 nothing rolls by itself. Then per batch of nodes:
   1. cordon the nodes (nothing new is scheduled there);
-  2. --drain: evict the node's ambient pods through the Eviction API (PodDisruptionBudgets respected,
-     retried until --timeout); or --max-connections N: wait until the node's ztunnel carries at most N
+  2. --drain: evict the node's ambient pods through the Eviction API with kubectl's drain helper
+     (PodDisruptionBudgets respected, retried until --timeout; pods without a controller need --force,
+     pods with emptyDir data --delete-emptydir-data, as for kubectl drain, else the roll is refused
+     before anything changes); or --max-connections N: wait until the node's ztunnel carries at most N
      TCP connections (read from its stats port, 15020, where reachable);
   3. delete the node's istio-cni pod, then its ztunnel pod; the DaemonSet recreates each from the new
      template;
@@ -163,7 +168,9 @@ With Helm, apply the new spec with the OnDelete strategy, then let this step rol
 	f.StringVar(&o.To, "to", "", "The revision (or revision tag) whose istiod the node agents move to (required)")
 	f.IntVar(&o.NodesPerBatch, "nodes-per-batch", 1, "Nodes rolled at once: at most this many nodes are without a serving ztunnel")
 	f.IntVar(&o.MaxBatches, "max-batches", 0, "Stop after this many batches (0: all); a rerun continues")
-	f.BoolVar(&o.Drain, "drain", false, "Evict each node's ambient pods (PodDisruptionBudgets respected) before replacing its ztunnel")
+	f.BoolVar(&o.Drain, "drain", false, "Evict each node's ambient pods (PodDisruptionBudgets respected) before replacing its ztunnel, with kubectl drain's rules")
+	f.BoolVar(&o.Force, "force", false, "With --drain: also evict ambient pods without a controller, as kubectl drain --force (they are deleted for good)")
+	f.BoolVar(&o.DeleteEmptyDirData, "delete-emptydir-data", false, "With --drain: also evict ambient pods with emptyDir volumes, as kubectl drain --delete-emptydir-data (their data is lost)")
 	f.IntVar(&o.MaxConnections, "max-connections", -1, "Wait until the node's ztunnel carries at most this many TCP connections (-1: do not wait)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "How long one batch may take to pass its gate")
 	f.BoolVar(&o.RollbackOnFailure, "rollback-on-failure", true, "When a batch fails its gate, put its nodes back on the pods they ran")
@@ -185,6 +192,8 @@ func (o *Options) Validate(_ *step.Run, args []string) error {
 		return cli.UsageErrorf("--max-connections must be -1 (do not wait) or more")
 	case o.Drain && o.MaxConnections >= 0:
 		return cli.UsageErrorf("--drain and --max-connections are two ways to empty a node: give one")
+	case (o.Force || o.DeleteEmptyDirData) && !o.Drain:
+		return cli.UsageErrorf("--force and --delete-emptydir-data say what --drain may evict: give --drain too")
 	case o.Timeout <= 0:
 		return cli.UsageErrorf("--timeout must be positive")
 	}
@@ -192,7 +201,7 @@ func (o *Options) Validate(_ *step.Run, args []string) error {
 }
 
 // Plan resolves the target, works out each DaemonSet's target template and the nodes to roll.
-func (o *Options) Plan(_ context.Context, r *step.Run) (*step.Plan, error) {
+func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	o.det = &Details{To: o.To, Components: []ComponentPlan{}, Batches: [][]string{}, Nodes: []NodeResult{},
 		Remaining: []string{}, RolledBack: []string{}, Warnings: []string{}}
 	r.Result.Details = o.det
@@ -233,6 +242,9 @@ func (o *Options) Plan(_ context.Context, r *step.Run) (*step.Plan, error) {
 		o.batches = o.batches[:o.MaxBatches]
 	}
 	o.det.Batches = o.batches
+	if err := o.checkDrainable(ctx, r); err != nil {
+		return nil, err
+	}
 	p := &step.Plan{Target: rev, Question: fmt.Sprintf("Roll istio-cni and ztunnel to %s (%s) on %d nodes, %d at a time (each node cordoned%s; its ztunnel restart resets the node's TCP connections)?",
 		rev, o.version, countNodes(o.batches), o.NodesPerBatch, o.emptying())}
 	for _, a := range o.sets {

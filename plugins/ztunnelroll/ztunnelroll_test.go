@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -40,6 +41,8 @@ func TestValidate(t *testing.T) {
 		{"negative batches", func(o *Options) { o.MaxBatches = -1 }, nil},
 		{"drain and connections", func(o *Options) { o.Drain, o.MaxConnections = true, 0 }, nil},
 		{"bad connections", func(o *Options) { o.MaxConnections = -2 }, nil},
+		{"force without drain", func(o *Options) { o.Force = true }, nil},
+		{"emptydir without drain", func(o *Options) { o.DeleteEmptyDirData = true }, nil},
 		{"no timeout", func(o *Options) { o.Timeout = 0 }, nil},
 	} {
 		o := newStep()
@@ -251,5 +254,44 @@ func TestOwnStrategyKept(t *testing.T) {
 	restoreSpec(again, zt)
 	if _, ok := again.Annotations[AnnotationOwnStrategy]; ok || again.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
 		t.Errorf("restored to the state before the roll: %v %s", again.Annotations, again.Spec.UpdateStrategy.Type)
+	}
+}
+
+// --drain follows kubectl drain's rules (its own helper): an ambient pod without a controller, or
+// with emptyDir data, refuses the roll before anything changes, naming the kubectl flag that allows
+// it; with both flags the roll goes ahead. Non-ambient pods on the node (here a sidecar pod without a
+// controller) are not the roll's concern.
+func TestDrainRefusesAsKubectlDrain(t *testing.T) {
+	bare := steptest.Pod("bookinfo", "debug", "x", "")
+	bare.Name, bare.OwnerReferences, bare.Spec.NodeName = "debug", nil, "node-0"
+	scratch := steptest.Pod("bookinfo", "cache", "x", "")
+	scratch.Spec.NodeName = "node-1"
+	scratch.Spec.Volumes = []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	outside := steptest.Pod("shop", "tool", "x", "1-30") // a sidecar pod: not ambient
+	outside.Name, outside.OwnerReferences, outside.Spec.NodeName = "tool", nil, "node-0"
+	objs := func() []runtime.Object { return append(steptest.Ambient(), bare, scratch, outside) }
+	for _, tt := range []struct {
+		name, dry string
+		set       func(*Options)
+		code      cli.ExitCode
+		msg       string
+	}{
+		{"a pod without a controller", "none", func(*Options) {}, cli.ExitBadInput, "bookinfo/debug"},
+		{"a pod with emptyDir data", "none", func(o *Options) { o.Force = true }, cli.ExitBadInput, "bookinfo/cache-hash1-x"},
+		{"both allowed", "client", func(o *Options) { o.Force, o.DeleteEmptyDirData = true, true }, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := steptest.New(t, objs()...)
+			o := newStep()
+			o.Drain = true
+			tt.set(o)
+			err := b.Run(o, tt.dry, nil)
+			if cli.CodeOf(err) != tt.code || (tt.msg != "" && !strings.Contains(err.Error(), tt.msg)) {
+				t.Fatalf("exit %d (%v), want %d naming %s", cli.CodeOf(err), err, tt.code, tt.msg)
+			}
+			if c := b.Changes(); tt.code != 0 && len(c) != 0 {
+				t.Errorf("a refused roll changed %v", c)
+			}
+		})
 	}
 }

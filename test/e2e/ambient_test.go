@@ -161,6 +161,7 @@ type rollResult struct {
 		Nodes      []struct {
 			Node     string
 			Replaced []string
+			Drained  int
 		}
 	}
 }
@@ -227,9 +228,40 @@ func testAmbientRoll(t *testing.T) {
 	if len(first.Details.Batches) != 2 || len(first.Details.Remaining) != 1 {
 		t.Fatalf("first roll: batches %v, remaining %v; want 2 batches of one node and one left", first.Details.Batches, first.Details.Remaining)
 	}
-	mustJSON(t, plugin(t, "ztunnel-roll", "--to", "1-31", "-y", "-o", "json"), &last)
+	// The last node with --drain, through kubectl's drain helper and the real Eviction API: the node's
+	// bookinfo pods (ambient) are evicted and come back on the other nodes, the ones with emptyDir
+	// volumes only with --delete-emptydir-data, as kubectl drain asks.
+	node := first.Details.Remaining[0]
+	onNode := func() []string {
+		out := kubectl(t, "-n", "bookinfo", "get", "pods", "--field-selector", "spec.nodeName="+node, "-o", "jsonpath={range .items[*]}{.metadata.name}:{.spec.volumes[*].emptyDir}{\"\\n\"}{end}")
+		var pods []string // NAME:EMPTYDIRS of the workloads' pods, not the waypoint's (a proxy, not ambient)
+		for _, l := range strings.Split(out, "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, "waypoint") {
+				pods = append(pods, l)
+			}
+		}
+		return pods
+	}
+	before := onNode()
+	scratch := false
+	for _, p := range before {
+		scratch = scratch || !strings.HasSuffix(p, ":")
+	}
+	if scratch {
+		r := plugin(t, "ztunnel-roll", "--to", "1-31", "--drain", "-y", "-o", "json")
+		if r.code != 65 || !strings.Contains(r.stderr, "--delete-emptydir-data") {
+			t.Fatalf("--drain over pods with emptyDir data: exit %d, want 65 naming --delete-emptydir-data\n%s", r.code, r.stderr)
+		}
+	}
+	mustJSON(t, plugin(t, "ztunnel-roll", "--to", "1-31", "--drain", "--delete-emptydir-data", "-y", "-o", "json"), &last)
 	if len(last.Details.Batches) != 1 || !slices.Equal(last.Details.Batches[0], first.Details.Remaining) {
 		t.Fatalf("second roll: batches %v, want the node left over, %v", last.Details.Batches, first.Details.Remaining)
+	}
+	if len(last.Details.Nodes) != 1 || last.Details.Nodes[0].Drained != len(before) {
+		t.Errorf("node %s had %d bookinfo pods %v; the roll drained %+v", node, len(before), before, last.Details.Nodes)
+	}
+	if left := onNode(); len(left) != 0 && len(before) > 0 {
+		t.Errorf("bookinfo pods still on drained node %s: %v", node, left)
 	}
 	eventually(t, 60*time.Second, "every ztunnel SYNCED on 1-31", func() error { return ztunnelsOn(t, "1-31", "1.31.0") })
 	worst, when, events := w.finish()
