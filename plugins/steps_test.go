@@ -118,3 +118,47 @@ func TestTagMoveRestartSucceeds(t *testing.T) {
 		t.Errorf("entries %+v, want one in-effect tag-move entry", e)
 	}
 }
+
+// precheck judges what a step runs inside itself and its flags that need more: tag-move pins the
+// Gateway API gateways that follow a tag with migrate-gw (by default) and restarts with migrate-ns
+// (--restart); canary-gw --helm writes Helm's release Secrets. Each is asked where it acts.
+func TestStepAccessOfSubStepsAndVariants(t *testing.T) {
+	gw := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]any{"name": "edge", "namespace": "web"}, "spec": map[string]any{"gatewayClassName": "istio"}}}
+	d := steptest.Deployment("web", "edge-istio", 1, map[string]string{"gateway.networking.k8s.io/gateway-name": "edge",
+		"gateway.istio.io/managed": "istio.io-gateway-controller", istio.LabelSidecarInject: "false"}, nil)
+	c := journaltest.New(t, append(steptest.Mesh(), steptest.Namespace("web", nil), gw, d, steptest.Pod("web", "edge-istio", "a", "1-30"))...)
+	c.Deny = func(a authzv1.ResourceAttributes) bool {
+		return (a.Verb == "patch" && a.Resource == "deployments" && (a.Namespace == "shop" || a.Namespace == "web")) ||
+			(a.Verb == "create" && a.Resource == "secrets" && a.Namespace == "istio-ingress")
+	}
+	raw, err := mesh.List(context.Background(), c.Clients, mesh.ReadOptions{IstioNamespace: "istio-system"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := precheck.CheckSteps(context.Background(), c.Clients, Steps(), mesh.Build(*raw), "istio-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]precheck.StepAccess{}
+	var order []string
+	for _, s := range steps {
+		got[s.Step] = s
+		order = append(order, s.Step)
+	}
+	for name, want := range map[string]string{
+		"tag-move":           "patch deployments.apps in web",                                // its pin of web/edge
+		"tag-move --restart": "patch deployments.apps in shop,patch deployments.apps in web", // and migrate-ns
+		"canary-gw --helm":   "create secrets in istio-ingress",
+	} {
+		if s := got[name]; s.Allowed || strings.Join(s.Missing, ",") != want {
+			t.Errorf("%s: %+v, want missing %s", name, s, want)
+		}
+	}
+	if !got["canary-gw"].Allowed {
+		t.Errorf("canary-gw without --helm needs no Secrets: %+v", got["canary-gw"])
+	}
+	if i := strings.Index(strings.Join(order, ","), "canary-gw,canary-gw --helm,"); i < 0 {
+		t.Errorf("a variant follows its step: %v", order)
+	}
+}

@@ -33,6 +33,61 @@ type Registration struct {
 	Undo Restorer
 	// Entries are older entry names this step's Undo also restores.
 	Entries []string
+	// Runs are the steps it runs inside itself by default, whose Rights it needs too (tag-move pins
+	// the Gateway API gateways that follow the tag with migrate-gw).
+	Runs []SubRights
+	// Variants are ways of running it that need more (a flag): precheck reports each on its own line.
+	Variants []Variant
+}
+
+// SubRights are the Rights of the registered step Step, in the namespaces Where gives (nil: all of them).
+type SubRights struct {
+	Step  string
+	Where func(s *mesh.Snapshot) []string
+}
+
+// Variant is the step run with Flag: it asks for Rights and its Runs beyond the step's own.
+type Variant struct {
+	Flag   string
+	Rights func(s *mesh.Snapshot, istioNS string) []kube.Access
+	Runs   []SubRights
+}
+
+// RightsWith are the Rights of reg on this mesh plus those of the sub-steps it runs (by default, and
+// with the variant v when not nil), found in regs; nil when reg does not apply to this mesh.
+func RightsWith(regs []Registration, reg Registration, v *Variant, s *mesh.Snapshot, istioNS string) []kube.Access {
+	own := reg.Rights(s, istioNS)
+	if own == nil {
+		return nil
+	}
+	out := append([]kube.Access{}, own...)
+	runs := reg.Runs
+	if v != nil {
+		if v.Rights != nil {
+			out = append(out, v.Rights(s, istioNS)...)
+		}
+		runs = append(append([]SubRights{}, runs...), v.Runs...)
+	}
+	for _, sub := range runs {
+		for _, g := range regs {
+			if g.Name != sub.Step {
+				continue
+			}
+			var in map[string]bool
+			if sub.Where != nil {
+				in = map[string]bool{}
+				for _, ns := range sub.Where(s) {
+					in[ns] = true
+				}
+			}
+			for _, a := range g.Rights(s, istioNS) {
+				if in == nil || in[a.Namespace] {
+					out = append(out, a)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Permission is one row of docs/rbac.md's table of a step: verbs (and the flag that needs them), on

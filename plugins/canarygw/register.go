@@ -19,6 +19,19 @@ func Rights(s *mesh.Snapshot, _ string) []kube.Access {
 	return out
 }
 
+// HelmRights are what --helm asks for beyond Rights in every gateway's namespace: Helm's release
+// storage (Secrets) and the objects Istio's gateway chart renders.
+func HelmRights(s *mesh.Snapshot, _ string) []kube.Access {
+	out := []kube.Access{}
+	for _, ns := range mesh.GatewayNamespaces(s) {
+		out = append(out, kube.Can("", "secrets", ns, "list", "get", "create", "update")...)
+		out = append(out, kube.Can("", "serviceaccounts", ns, "create")...)
+		out = append(out, kube.Can("rbac.authorization.k8s.io", "roles", ns, "create")...)
+		out = append(out, kube.Can("rbac.authorization.k8s.io", "rolebindings", ns, "create")...)
+	}
+	return out
+}
+
 // Registration is canary-gw as the step registry (plugins.Steps) holds it.
 func Registration() step.Registration {
 	return step.Registration{
@@ -30,6 +43,7 @@ func Registration() step.Registration {
 			step.Perm("list", "horizontalpodautoscalers, poddisruptionbudgets, pods, endpointslices", "the gateway's namespace"),
 			step.Perm("`--helm`: list, create, update", "secrets (Helm's release storage), and create for the chart's objects (serviceaccount, role, rolebinding, deployment, HPA, PDB)", "the gateway's namespace"),
 		},
-		Undo: Undo,
+		Undo:     Undo,
+		Variants: []step.Variant{{Flag: "--helm", Rights: HelmRights}},
 	}
 }

@@ -72,7 +72,9 @@ problem as a finding: severity, a stable code, the object, what is wrong and how
 
 Checks: Kubernetes version against each Istio version's supported range; the permissions to read the
 mesh (PERMISSIONS_MISSING) and, per mutating step, to run it here, asked in the namespaces that step
-acts on (STEP_NOT_PERMITTED, and steps[] in -o json); each istiod ready and not single-replica; the target revision (--revision) installed with
+acts on, with the steps it runs inside itself (tag-move pins gateways with migrate-gw), and flags that
+need more on lines of their own (canary-gw --helm, tag-move --restart) (STEP_NOT_PERMITTED, and steps[]
+in -o json); each istiod ready and not single-replica; the target revision (--revision) installed with
 its injector and ConfigMaps; version skew between revisions; Istio CRDs; one root of trust across
 revisions; injector webhooks that overlap (IST0139) and tags or the default validator pointing at a
 missing revision; namespace labels (both labels IST0123, unknown revision, legacy istio-injection, pods

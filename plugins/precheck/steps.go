@@ -16,18 +16,21 @@ type StepAccess struct {
 	Missing []string `json:"missing"`
 }
 
-// stepAccess is what each registered mutating step asks the apiserver for before it changes anything
+// stepAccess is what each registered mutating step (and each of its variants, "canary-gw --helm") asks the apiserver for before it changes anything
 // (see docs/rbac.md), with namespaced rights in the namespaces the step would act on in this mesh,
 // beside the engine's own.
 func stepAccess(steps []step.Registration, s *mesh.Snapshot, istioNS string) map[string][]kube.Access {
 	engine := step.EngineAccess(istioNS)
 	out := map[string][]kube.Access{}
 	for _, r := range steps {
-		rights := r.Rights(s, istioNS)
+		rights := step.RightsWith(steps, r, nil, s, istioNS)
 		if rights == nil {
 			continue
 		}
 		out[r.Name] = append(append([]kube.Access{}, engine...), rights...)
+		for _, v := range r.Variants {
+			out[r.Name+" "+v.Flag] = append(append([]kube.Access{}, engine...), step.RightsWith(steps, r, &v, s, istioNS)...)
+		}
 	}
 	return out
 }
@@ -62,8 +65,11 @@ func CheckSteps(ctx context.Context, c *kube.Clients, steps []step.Registration,
 		out = append(out, sa)
 	}
 	order := map[string]int{}
-	for i, r := range steps {
-		order[r.Name] = i
+	for _, r := range steps {
+		order[r.Name] = len(order)
+		for _, v := range r.Variants {
+			order[r.Name+" "+v.Flag] = len(order)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return order[out[i].Step] < order[out[j].Step] })
 	return out, nil

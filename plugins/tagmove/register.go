@@ -29,5 +29,19 @@ func Registration() step.Registration {
 		},
 		Undo:    Undo,
 		Entries: []string{"tag-move --restart"}, // entries from before one command was one entry
+		// --pin-gateways (the default) runs migrate-gw for each Gateway API gateway that follows the tag.
+		Runs:     []step.SubRights{{Step: "migrate-gw", Where: gatewayAPINamespaces}},
+		Variants: []step.Variant{{Flag: "--restart", Runs: []step.SubRights{{Step: "migrate-ns"}}}},
 	}
+}
+
+// gatewayAPINamespaces are where istiod deploys Gateway API gateways: the ones a tag move may pin.
+func gatewayAPINamespaces(s *mesh.Snapshot) []string {
+	var out []string
+	for _, g := range s.Gateways {
+		if g.GatewayAPI != "" {
+			out = append(out, g.Namespace)
+		}
+	}
+	return out
 }
