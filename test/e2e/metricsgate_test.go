@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -231,5 +233,108 @@ func testPrecheckRequestData(t *testing.T) {
 	}
 	if r := plugin(t, "precheck", "--prometheus", "http://x", "--prometheus-service", "a/b:1"); r.code != 64 {
 		t.Errorf("both --prometheus and --prometheus-service: exit %d", r.code)
+	}
+}
+
+// routeFixture: caller calls legacy:9080 four times a second; legacy is a Service with no endpoints
+// that a VirtualService labelled for 1-30 routes to backend. 1-30's proxies get the route; 1-31's
+// istiod does not see it, so its proxies send legacy's requests to legacy itself: 503.
+const routeFixture = `apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: e2e-route}
+spec:
+  selector: {app: backend}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: e2e-route}
+spec:
+  selector: {app: legacy-none}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: legacy, namespace: e2e-route, labels: {istio.io/rev: "1-30"}}
+spec:
+  hosts: [legacy]
+  http:
+  - route:
+    - destination: {host: backend, port: {number: 9080}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: backend, namespace: e2e-route}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: backend}}
+  template:
+    metadata: {labels: {app: backend}}
+    spec:
+      containers: [{name: backend, image: registry.example/backend:1, ports: [{containerPort: 9080}]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: caller, namespace: e2e-route}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: caller}}
+  template:
+    metadata:
+      labels: {app: caller}
+      annotations: {testbed.istio-upgrade.io/calls: "legacy:9080", testbed.istio-upgrade.io/calls-per-second: "4"}
+    spec:
+      containers: [{name: caller, image: registry.example/caller:1, ports: [{containerPort: 9080}]}]
+`
+
+// A route only the old revision sees (a VirtualService labelled istio.io/rev=1-30): every
+// control-plane gate passes when caller moves to 1-31, with Istio's analysis off, but its requests
+// fail from its new proxies, and the request gate catches it as the client's success rate (exit 75,
+// moved back). The control: with the VirtualService made global, the same canary passes.
+func testMetricsGateCatchesARouteOnlyTheOldRevisionSees(t *testing.T) {
+	ensureNewRevision(t)
+	const ns = "e2e-route"
+	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s") })
+	kubectl(t, "create", "namespace", ns)
+	kubectl(t, "label", "namespace", ns, "istio.io/rev=1-30")
+	f := filepath.Join(t.TempDir(), "route.yaml")
+	if err := os.WriteFile(f, []byte(routeFixture), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
+	kubectl(t, "-n", ns, "rollout", "status", "deployment/caller", "deployment/backend", "--timeout=90s")
+	// The baseline needs a minute of caller's requests, all answered through the route.
+	eventually(t, 150*time.Second, "verify passes backend on caller's requests through the route", func() error {
+		if d, code := verifyJSON(t, ns, "--workload="+ns+"/backend", "--since=60s", "--baseline=60s"); code != 0 || d.Verdict != "pass" {
+			return fmt.Errorf("exit %d, %+v", code, d)
+		}
+		return nil
+	})
+
+	g, r := gatedMigrate(t, ns, "--canary", "deploy/caller", "--rollback-on-failure", "--analysis=false", "-y")
+	if r.code != 75 || len(g.Details.Gates) != 1 || g.Details.Gates[0].Requests == nil || g.Details.Gates[0].Requests.Verdict != "fail" {
+		t.Fatalf("caller on 1-31 without the route: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
+	}
+	rq := g.Details.Gates[0].Requests
+	last := rq.Checks[len(rq.Checks)-1]
+	named := false
+	for _, w := range last.Workloads {
+		named = named || w.Name == "caller" && strings.Contains(strings.Join(w.Reasons, ";"), "success rate")
+	}
+	if !named {
+		t.Errorf("the JSON does not name caller's success rate: %+v", last.Workloads)
+	}
+	t.Logf("caught: %+v", last.Workloads)
+	eventually(t, 90*time.Second, "caller moved back to 1-30", onRevision(t, ns, "1-30"))
+
+	// The control: the route made global, so 1-31's istiod serves it too; the same canary passes.
+	kubectl(t, "-n", ns, "label", "virtualservice", "legacy", "istio.io/rev-")
+	time.Sleep(10 * time.Second) // both revisions push the route
+	g, r = gatedMigrate(t, ns, "--canary", "deploy/caller", "--analysis=false")
+	if r.code != 0 || len(g.Details.Gates) != 1 || g.Details.Gates[0].Requests == nil || g.Details.Gates[0].Requests.Verdict != "pass" {
+		t.Fatalf("with the route global: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
+	}
+	if u := plugin(t, "undo", g.Journal, "-y"); u.code != 0 {
+		t.Fatalf("undo %s: exit %d %s", g.Journal, u.code, u.stderr)
 	}
 }

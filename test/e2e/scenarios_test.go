@@ -44,6 +44,7 @@ var istioctlScenarios = []scenario{
 	// Gates on Istio's analysis and on the workloads' own requests: by now Prometheus has data.
 	{"AnalysisPrecheckAndMigrateGate", testAnalysisPrecheckAndMigrateGate},
 	{"MetricsGateInMigrateNs", testMetricsGateInMigrateNs},
+	{"MetricsGateCatchesARouteOnlyTheOldRevisionSees", testMetricsGateCatchesARouteOnlyTheOldRevisionSees},
 	{"PrecheckRequestData", testPrecheckRequestData},
 	// The fixtures move to the new revision and stay there.
 	{"MigrateNsBadInputChangesNothing", testMigrateNsBadInputChangesNothing},

@@ -49,9 +49,11 @@ func callsOf(p *corev1.Pod) ([]callee, float64) {
 }
 
 // call sends the pod's requests until ctx ends, once its own server is up (the plane knows the pod)
-// and its sidecar's routes have arrived. Each callee is called once its route resolves to an endpoint:
-// Envoy warms a cluster (waits for its endpoints) before the listener that routes to it takes traffic,
-// so a new pod's first calls do not fail for want of EDS; after that every failure counts.
+// and its sidecar's routes have arrived. Each callee is called once its cluster is warm: Envoy waits
+// for a cluster's endpoints (EDS) before the listener that routes to it takes traffic, so a new pod's
+// first calls do not fail for want of EDS; after that every failure counts, and a route to a cluster
+// whose EDS came back empty (a Service without endpoints, a route this revision's istiod lacks) fails
+// with 503 as it does in Envoy.
 func (pl *plane) call(ctx context.Context, uid types.UID, callees []callee, rate float64, rs *routerState) {
 	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer t.Stop()
@@ -70,7 +72,7 @@ func (pl *plane) call(ctx context.Context, uid types.UID, callees []callee, rate
 		}
 		for i, c := range callees {
 			if !warm[i] {
-				if _, _, cause := rs.route(c.port, c.host, "/"); cause != "" {
+				if !rs.warm(c.port, c.host) {
 					continue
 				}
 				warm[i] = true

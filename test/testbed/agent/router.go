@@ -210,6 +210,35 @@ func (rs *routerState) setEndpoints(name string, e *endpoint.ClusterLoadAssignme
 func (rs *routerState) route(port int, host, path string) (target, service, cause string) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	svc, cause := rs.resolve(port, host, path)
+	if cause != "" {
+		return "", "", cause
+	}
+	eps := rs.endpoints[svc]
+	if len(eps) == 0 {
+		return "", serviceOf(svc), "no-endpoint"
+	}
+	rs.next++
+	return eps[rs.next%len(eps)], serviceOf(svc), ""
+}
+
+// warm says whether Envoy would send a request for host on port now: its route resolves to a cluster
+// whose endpoints (EDS) have arrived, even none (then Envoy answers 503). A cluster still waiting for
+// its EDS is warming: Envoy holds the listener.
+func (rs *routerState) warm(port int, host string) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	svc, cause := rs.resolve(port, host, "/")
+	if cause != "" {
+		return false
+	}
+	_, arrived := rs.endpoints[svc]
+	return arrived
+}
+
+// resolve is the cluster (its EDS service name) the route for host and path on port names, or
+// "no-route". rs.mu is held.
+func (rs *routerState) resolve(port int, host, path string) (svc, cause string) {
 	var rc *route.RouteConfiguration
 	for _, l := range rs.listeners {
 		if l.port == port {
@@ -221,11 +250,11 @@ func (rs *routerState) route(port int, host, path string) (target, service, caus
 		}
 	}
 	if rc == nil {
-		return "", "", "no-route"
+		return "", "no-route"
 	}
 	vh := virtualHost(rc, host)
 	if vh == nil {
-		return "", "", "no-route"
+		return "", "no-route"
 	}
 	for _, r := range vh.GetRoutes() {
 		if !pathMatches(r.GetMatch(), path) {
@@ -236,20 +265,15 @@ func (rs *routerState) route(port int, host, path string) (target, service, caus
 			cl = pickWeighted(wc)
 		}
 		if cl == "" {
-			return "", "", "no-route"
+			return "", "no-route"
 		}
 		svc := rs.clusters[cl]
 		if svc == "" {
 			svc = cl
 		}
-		eps := rs.endpoints[svc]
-		if len(eps) == 0 {
-			return "", serviceOf(svc), "no-endpoint"
-		}
-		rs.next++
-		return eps[rs.next%len(eps)], serviceOf(svc), ""
+		return svc, ""
 	}
-	return "", "", "no-route"
+	return "", "no-route"
 }
 
 // serviceOf is the Service FQDN of an EDS cluster name ("outbound|9080||productpage.bookinfo.svc.cluster.local").

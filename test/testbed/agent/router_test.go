@@ -49,6 +49,28 @@ func TestRouterRoutesAsEnvoy(t *testing.T) {
 	}
 }
 
+// A caller waits for a cluster's EDS as Envoy does, then calls even when it came back empty (503s).
+func TestWarmWaitsForEDSNotForEndpoints(t *testing.T) {
+	rs := newRouterState()
+	rs.listeners["0.0.0.0_9080"] = listenerInfo{port: 9080, routes: []string{"9080"}}
+	rs.setRoute("9080", &route.RouteConfiguration{VirtualHosts: []*route.VirtualHost{
+		{Name: "legacy", Domains: []string{"legacy:9080"}, Routes: []*route.Route{{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "outbound|9080||legacy"}}}}}}}})
+	if rs.warm(9080, "legacy:9080") {
+		t.Error("warm before the cluster's EDS arrived")
+	}
+	rs.setEndpoints("outbound|9080||legacy", &endpoint.ClusterLoadAssignment{})
+	if !rs.warm(9080, "legacy:9080") {
+		t.Error("not warm once the EDS arrived empty: Envoy would answer 503, and the failures must count")
+	}
+	if _, _, cause := rs.route(9080, "legacy:9080", "/"); cause != "no-endpoint" {
+		t.Errorf("route to an empty cluster: %q, want no-endpoint", cause)
+	}
+	if rs.warm(9080, "other:9080") {
+		t.Error("warm without a route")
+	}
+}
+
 func TestTermination(t *testing.T) {
 	five, one := int64(5), int64(1)
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"proxy.istio.io/config": "terminationDrainDuration: 2s\n"}},
