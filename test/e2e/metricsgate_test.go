@@ -303,15 +303,15 @@ func testMetricsGateCatchesARouteOnlyTheOldRevisionSees(t *testing.T) {
 	}
 	kubectl(t, "apply", "-f", f)
 	kubectl(t, "-n", ns, "rollout", "status", "deployment/caller", "deployment/backend", "--timeout=90s")
-	// The baseline needs a minute of caller's requests, all answered through the route.
-	eventually(t, 150*time.Second, "verify passes backend on caller's requests through the route", func() error {
-		if d, code := verifyJSON(t, ns, "--workload="+ns+"/backend", "--since=60s", "--baseline=60s"); code != 0 || d.Verdict != "pass" {
+	// The baseline: 30 s of caller's requests (8 a second), all answered through the route.
+	eventually(t, 120*time.Second, "verify passes backend on caller's requests through the route", func() error {
+		if d, code := verifyJSON(t, ns, "--workload="+ns+"/backend", "--since=30s", "--baseline=30s"); code != 0 || d.Verdict != "pass" {
 			return fmt.Errorf("exit %d, %+v", code, d)
 		}
 		return nil
 	})
 
-	g, r := gatedMigrate(t, ns, "--canary", "deploy/caller", "--rollback-on-failure", "--analysis=false", "-y")
+	g, r := gatedMigrate(t, ns, "--canary", "deploy/caller", "--rollback-on-failure", "--analysis=false", "--metrics-baseline=30s", "-y")
 	if r.code != 75 || len(g.Details.Gates) != 1 || g.Details.Gates[0].Requests == nil || g.Details.Gates[0].Requests.Verdict != "fail" {
 		t.Fatalf("caller on 1-31 without the route: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
 	}
@@ -330,7 +330,7 @@ func testMetricsGateCatchesARouteOnlyTheOldRevisionSees(t *testing.T) {
 	// The control: the route made global, so 1-31's istiod serves it too; the same canary passes.
 	kubectl(t, "-n", ns, "label", "virtualservice", "legacy", "istio.io/rev-")
 	time.Sleep(10 * time.Second) // both revisions push the route
-	g, r = gatedMigrate(t, ns, "--canary", "deploy/caller", "--analysis=false")
+	g, r = gatedMigrate(t, ns, "--canary", "deploy/caller", "--analysis=false", "--metrics-baseline=30s")
 	if r.code != 0 || len(g.Details.Gates) != 1 || g.Details.Gates[0].Requests == nil || g.Details.Gates[0].Requests.Verdict != "pass" {
 		t.Fatalf("with the route global: exit %d, %+v\n%s", r.code, g.Details, r.stderr)
 	}
