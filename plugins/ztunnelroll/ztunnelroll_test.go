@@ -295,3 +295,56 @@ func TestDrainRefusesAsKubectlDrain(t *testing.T) {
 		})
 	}
 }
+
+// The success path through the runner, on a bed whose DaemonSet controller brings a deleted agent
+// pod back from the current template and whose istiods answer syncz for the ztunnels pointed at
+// them: node by node, istio-cni then ztunnel replaced, each ztunnel SYNCED on 1-31, every node
+// uncordoned, the DaemonSets' own strategy back, the entry in effect.
+func TestRunRollsEveryNodeWhenTheGatesPass(t *testing.T) {
+	b := steptest.New(t, steptest.Ambient()...)
+	b.Live()
+	if err := b.Run(newStep(), "none", nil); err != nil {
+		t.Fatalf("%v\n%s", err, b.ErrOut)
+	}
+	b.CheckFieldManager()
+	ctx := context.Background()
+	pods, err := b.Clients.Kube.CoreV1().Pods("istio-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onTarget := map[string]int{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		comp := p.Labels["app"]
+		if comp != istio.ZtunnelDaemonSet && comp != istio.CNIDaemonSet {
+			continue
+		}
+		v, rev := mesh.PodTarget(p, map[string]string{istio.ZtunnelDaemonSet: mesh.ComponentZtunnel, istio.CNIDaemonSet: mesh.ComponentCNI}[comp])
+		if v == "1.31.0" && (comp == istio.CNIDaemonSet || rev == "1-31") {
+			onTarget[comp]++
+		} else {
+			t.Errorf("%s runs %s %s after the roll", p.Name, v, rev)
+		}
+	}
+	if onTarget[istio.ZtunnelDaemonSet] != len(steptest.Nodes) || onTarget[istio.CNIDaemonSet] != len(steptest.Nodes) {
+		t.Errorf("agents on the target per DaemonSet: %v, want %d each", onTarget, len(steptest.Nodes))
+	}
+	nodes, err := b.Clients.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		if n.Spec.Unschedulable {
+			t.Errorf("node %s left cordoned", n.Name)
+		}
+	}
+	for _, name := range []string{istio.ZtunnelDaemonSet, istio.CNIDaemonSet} {
+		ds, err := b.Clients.Kube.AppsV1().DaemonSets("istio-system").Get(ctx, name, metav1.GetOptions{})
+		if err != nil || ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+			t.Errorf("%s: strategy %v (%v), want its own RollingUpdate back", name, ds.Spec.UpdateStrategy.Type, err)
+		}
+	}
+	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateInEffect {
+		t.Errorf("entries %+v, want one in-effect entry", e)
+	}
+}

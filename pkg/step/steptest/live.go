@@ -39,9 +39,10 @@ var (
 // Live makes the bed's fake cluster act as its controllers and istiods would, so a step's gates can
 // pass and its success path runs through the runner: a Deployment whose pod template or replicas
 // change is rolled (its pods replaced by pods the injector of their namespace's revision, or of their
-// template's istio.io/rev, would make; its status complete), and every istiod pod answers
-// /debug/syncz through Clients.Forward, listing the running proxies its revision injected as SYNCED,
-// and /metrics with no error counters. The controller writes to the store directly, so its writes
+// template's istio.io/rev, would make; its status complete), a deleted DaemonSet pod comes back on its
+// node from the DaemonSet's template, and every istiod pod answers /debug/syncz through
+// Clients.Forward, listing the running proxies its revision injected (and the ztunnels pointed at it)
+// as SYNCED, and /metrics with no error counters. The controller writes to the store directly, so its writes
 // are not among the step's (Writes, Sent). Call it before Run.
 func (b *Bed) Live() {
 	b.T.Helper()
@@ -77,8 +78,30 @@ func (b *Bed) Live() {
 			endpoints(tr, n.Name)
 		}
 	}
+	pw, err := tr.Watch(pods, "")
+	if err != nil {
+		b.T.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	// The DaemonSet controller: a deleted DaemonSet pod comes back on its node from the current template.
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-pw.ResultChan():
+				if !ok {
+					return
+				}
+				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Deleted {
+					n++
+					recreate(tr, p, n)
+				}
+			}
+		}
+	}()
 	go func() {
 		defer close(done)
 		for {
@@ -158,6 +181,7 @@ func (b *Bed) Live() {
 	b.T.Cleanup(func() {
 		cancel()
 		w.Stop()
+		pw.Stop()
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
@@ -184,6 +208,39 @@ func podsOf(tr k8stesting.ObjectTracker, d *appsv1.Deployment) []*corev1.Pod {
 		}
 	}
 	return out
+}
+
+// recreate makes a deleted DaemonSet pod again on its node, from the DaemonSet's template now.
+func recreate(tr k8stesting.ObjectTracker, p *corev1.Pod, n int) {
+	var ds string
+	for _, ref := range p.OwnerReferences {
+		if ref.Kind == "DaemonSet" {
+			ds = ref.Name
+		}
+	}
+	if ds == "" || p.Spec.NodeName == "" {
+		return
+	}
+	o, err := tr.Get(appsv1.SchemeGroupVersion.WithResource("daemonsets"), p.Namespace, ds)
+	if err != nil {
+		return
+	}
+	d := o.(*appsv1.DaemonSet)
+	np := &corev1.Pod{TypeMeta: meta("v1", "Pod"), ObjectMeta: metav1.ObjectMeta{
+		Name: fmt.Sprintf("%s-%s-r%d", ds, p.Spec.NodeName, n), Namespace: p.Namespace,
+		Labels: map[string]string{appsv1.DefaultDaemonSetUniqueLabelKey: fmt.Sprintf("r%d", n)}, Annotations: map[string]string{},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds, Controller: ptr.To(true)}},
+	}, Spec: *d.Spec.Template.Spec.DeepCopy(),
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.200.%d.%d", n/250, n%250+1),
+			Conditions: []corev1.PodCondition{{Type: corev1.ContainersReady, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	for k, v := range d.Spec.Template.Labels {
+		np.Labels[k] = v
+	}
+	for k, v := range d.Spec.Template.Annotations {
+		np.Annotations[k] = v
+	}
+	np.Spec.NodeName = p.Spec.NodeName
+	_ = tr.Add(np)
 }
 
 // selectsPods says whether d's selector picks any pod (fixtures' pods may have no owner).
@@ -362,10 +419,14 @@ func istiod(tr k8stesting.ObjectTracker, rev string) http.Handler {
 		out := []entry{}
 		for _, p := range o.(*corev1.PodList).Items {
 			r, injected := istio.InjectedRevision(p.Labels, p.Annotations)
+			typ := "sidecar"
+			if p.Labels["app"] == mesh.ComponentZtunnel { // a node agent pointed at an istiod, not injected
+				_, r = mesh.PodTarget(&p, mesh.ComponentZtunnel)
+				injected, typ = true, "ztunnel"
+			}
 			if !injected || r != rev || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 				continue
 			}
-			typ := "sidecar"
 			if strings.Contains(p.Annotations[istio.AnnotationTemplates], "gateway") || p.Labels[istio.LabelIstio] != "" {
 				typ = "router"
 			}
