@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -131,7 +132,7 @@ Exits 79 when a finding at or above --fail-on exists, 0 otherwise.`,
 	cmd.Flags().StringVar(&o.FailOn, "fail-on", "error", "Exit 79 when a finding of this severity or worse exists: error or warning")
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "All namespaces (the default unless -n is given)")
 	cmd.Flags().BoolVar(&o.Analysis, "analysis", true, "Run Istio's configuration analysis (istioctl analyze's analyzers) as the --revision's istiod, else the default revision's, sees the cluster")
-	cmd.Flags().StringVar(&o.SaveSnapshot, "save-snapshot", "", "Write the mesh snapshot (the status document) to this file")
+	cmd.Flags().StringVar(&o.SaveSnapshot, "save-snapshot", "", "Write the mesh snapshot (the status document) to this file, readable by its owner only (a symbolic link there is refused)")
 	cmd.Flags().BoolVar(&o.Metrics, "metrics", true, "Check that the request gates will have data: Prometheus found and answering, Istio's request metrics, telemetry on, traffic per workload")
 	o.Prometheus.AddFlags(cmd.Flags())
 	return cmd
@@ -277,7 +278,24 @@ func saveSnapshot(path string, s *mesh.Snapshot) error {
 	if err := cli.WriteDocument(&b, cli.OutputJSON, cli.NewStatusDocument(s)); err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+	// The snapshot names every workload and gateway: readable by its owner only, and never written
+	// through a symlink someone else planted at the path.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return cli.BadInputf("--save-snapshot %s is a symbolic link: give the file itself", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return cli.Errorf(cli.ExitError, "--save-snapshot: %v", err)
+	}
+	defer os.Remove(f.Name()) // gone once renamed; left only on failure
+	if _, err := f.Write(b.Bytes()); err != nil {
+		f.Close()
+		return cli.Errorf(cli.ExitError, "--save-snapshot: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		return cli.Errorf(cli.ExitError, "--save-snapshot: %v", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
 		return cli.Errorf(cli.ExitError, "--save-snapshot: %v", err)
 	}
 	return nil

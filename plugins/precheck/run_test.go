@@ -3,6 +3,8 @@ package precheck
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step/steptest"
 )
 
@@ -85,5 +88,39 @@ func TestRunExitCodeFollowsFailOn(t *testing.T) {
 	r, err = run(t, b, "--revision", "1-99")
 	if cli.CodeOf(err) != cli.ExitPrecheck || !r.Blocking || codes(r)["TARGET_NOT_INSTALLED"] != "error" {
 		t.Errorf("a target not installed: exit %d (%v), findings %v; want 79 with TARGET_NOT_INSTALLED", cli.CodeOf(err), err, codes(r))
+	}
+}
+
+// --save-snapshot writes the file for its owner only, and never through a symlink at the path.
+func TestSaveSnapshotOwnerOnlyNoSymlink(t *testing.T) {
+	dir := t.TempDir()
+	s := &mesh.Snapshot{IstioNamespace: "istio-system"}
+	path := filepath.Join(dir, "pre.json")
+	if err := saveSnapshot(path, s); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("saved snapshot: mode %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), `"kind": "MeshStatus"`) {
+		t.Errorf("not the status document: %s", b)
+	}
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Skip(err)
+	}
+	if err := saveSnapshot(link, s); cli.CodeOf(err) != cli.ExitBadInput {
+		t.Errorf("a symlink at the path: exit %d (%v), want 65", cli.CodeOf(err), err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("written through the symlink: %q", b)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, ".*")); len(m) != 0 {
+		t.Errorf("temporary files left: %v", m)
 	}
 }
