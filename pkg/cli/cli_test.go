@@ -216,6 +216,19 @@ func TestAskWithin(t *testing.T) {
 	}
 }
 
+// Ctrl-C at the prompt ends the wait at once, never as a yes.
+func TestAskUntilStops(t *testing.T) {
+	defer func(f func(io.Reader) bool) { isTerminal = f }(isTerminal)
+	isTerminal = func(io.Reader) bool { return true }
+	stop := make(chan struct{})
+	time.AfterFunc(20*time.Millisecond, func() { close(stop) })
+	var errOut bytes.Buffer
+	yes, asked, timedOut, stopped := AskUntil(blocked{}, &errOut, "Go on?", time.Hour, stop)
+	if yes || !asked || timedOut || !stopped {
+		t.Errorf("AskUntil = %v %v %v %v, want asked and stopped, not yes", yes, asked, timedOut, stopped)
+	}
+}
+
 // blocked is a terminal nobody types into.
 type blocked struct{}
 

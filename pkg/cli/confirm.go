@@ -30,8 +30,15 @@ func Ask(in io.Reader, errOut io.Writer, question string) (yes, asked bool) {
 // AskWithin is Ask that gives up after timeout (0: waits as long as it takes): timedOut then says
 // nobody answered, which is never a yes.
 func AskWithin(in io.Reader, errOut io.Writer, question string, timeout time.Duration) (yes, asked, timedOut bool) {
+	yes, asked, timedOut, _ = AskUntil(in, errOut, question, timeout, nil)
+	return yes, asked, timedOut
+}
+
+// AskUntil is AskWithin that also gives up when stop closes (the step was told to stop, as by Ctrl-C at
+// the prompt): stopped then says so, which is never a yes.
+func AskUntil(in io.Reader, errOut io.Writer, question string, timeout time.Duration, stop <-chan struct{}) (yes, asked, timedOut, stopped bool) {
 	if !isTerminal(in) {
-		return false, false, false
+		return false, false, false, false
 	}
 	fmt.Fprintf(errOut, "%s [y/N] ", question)
 	answer := make(chan string, 1)
@@ -47,9 +54,12 @@ func AskWithin(in io.Reader, errOut io.Writer, question string, timeout time.Dur
 	}
 	select {
 	case line := <-answer:
-		return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y"), true, false
+		return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y"), true, false, false
 	case <-expired:
 		fmt.Fprintln(errOut)
-		return false, true, true
+		return false, true, true, false
+	case <-stop:
+		fmt.Fprintln(errOut)
+		return false, true, false, true
 	}
 }

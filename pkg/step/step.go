@@ -169,10 +169,13 @@ func (r *Run) Finish(name string) {
 }
 
 // Ask puts a question to the person at the terminal: nil to go on; exit 67 on "no" and when nobody
-// answers within --confirm-timeout. Without a terminal nothing is asked and nothing waits.
+// answers within --confirm-timeout; exit 130 on Ctrl-C (SIGINT or SIGTERM) while it waits. Without a
+// terminal nothing is asked and nothing waits.
 func (r *Run) Ask(question string) error {
-	ok, asked, timedOut := cli.AskWithin(r.In, r.ErrOut, question, r.ConfirmTimeout)
+	ok, asked, timedOut, stopped := cli.AskUntil(r.In, r.ErrOut, question, r.ConfirmTimeout, r.stopping)
 	switch {
+	case stopped:
+		return cli.Errorf(cli.ExitCancelled, "interrupted at the question: nothing more was changed")
 	case timedOut:
 		return cli.Errorf(cli.ExitDeclined, "no answer within %s (--confirm-timeout): nothing more was changed", r.ConfirmTimeout)
 	case asked && !ok:
