@@ -27,13 +27,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// Namespaced rights are asked in the namespaces a step acts on: patching workloads in shop (which
-// selects a revision) decides migrate-ns, not the same right elsewhere.
-func TestStepAccessPerStepAndNamespace(t *testing.T) {
-	c := journaltest.New(t, steptest.Mesh()...)
-	c.Deny = func(a authzv1.ResourceAttributes) bool {
-		return (a.Verb == "patch" && a.Resource == "deployments" && a.Namespace == "shop") || (a.Verb == "delete" && a.Resource == "clusterroles")
-	}
+// checkSteps is precheck's "steps this identity may run" on c, with every registered step.
+func checkSteps(t *testing.T, c *journaltest.Cluster) []precheck.StepAccess {
+	t.Helper()
 	raw, err := mesh.List(context.Background(), c.Clients, mesh.ReadOptions{IstioNamespace: "istio-system"})
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +38,17 @@ func TestStepAccessPerStepAndNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return steps
+}
+
+// Namespaced rights are asked in the namespaces a step acts on: patching workloads in shop (which
+// selects a revision) decides migrate-ns, not the same right elsewhere.
+func TestStepAccessPerStepAndNamespace(t *testing.T) {
+	c := journaltest.New(t, steptest.Mesh()...)
+	c.Deny = func(a authzv1.ResourceAttributes) bool {
+		return (a.Verb == "patch" && a.Resource == "deployments" && a.Namespace == "shop") || (a.Verb == "delete" && a.Resource == "clusterroles")
+	}
+	steps := checkSteps(t, c)
 	got := map[string]precheck.StepAccess{}
 	for _, s := range steps {
 		got[s.Step] = s
@@ -132,14 +139,7 @@ func TestStepAccessOfSubStepsAndVariants(t *testing.T) {
 		return (a.Verb == "patch" && a.Resource == "deployments" && (a.Namespace == "shop" || a.Namespace == "web")) ||
 			(a.Verb == "create" && a.Resource == "secrets" && a.Namespace == "istio-ingress")
 	}
-	raw, err := mesh.List(context.Background(), c.Clients, mesh.ReadOptions{IstioNamespace: "istio-system"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps, err := precheck.CheckSteps(context.Background(), c.Clients, Steps(), mesh.Build(*raw), "istio-system")
-	if err != nil {
-		t.Fatal(err)
-	}
+	steps := checkSteps(t, c)
 	got := map[string]precheck.StepAccess{}
 	var order []string
 	for _, s := range steps {

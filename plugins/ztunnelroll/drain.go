@@ -45,9 +45,9 @@ func (o *Options) drainer(ctx context.Context, r *step.Run, timeout time.Duratio
 	}
 }
 
-// drainable lists the node's ambient pods to evict, or why `kubectl drain`'s rules refuse the node.
-func (o *Options) drainable(ctx context.Context, r *step.Run, node string) ([]corev1.Pod, error) {
-	list, errs := o.drainer(ctx, r, o.Timeout).GetPodsForDeletion(node)
+// drainable lists the node's ambient pods h would evict, or why `kubectl drain`'s rules refuse the node.
+func drainable(h *drain.Helper, node string) ([]corev1.Pod, error) {
+	list, errs := h.GetPodsForDeletion(node)
 	if len(errs) > 0 {
 		var msgs []string
 		for _, e := range errs {
@@ -63,9 +63,10 @@ func (o *Options) checkDrainable(ctx context.Context, r *step.Run) error {
 	if !o.Drain {
 		return nil
 	}
+	h := o.drainer(ctx, r, o.Timeout)
 	for _, b := range o.batches {
 		for _, n := range b {
-			if _, err := o.drainable(ctx, r, n); err != nil {
+			if _, err := drainable(h, n); err != nil {
 				return err
 			}
 		}
@@ -76,12 +77,11 @@ func (o *Options) checkDrainable(ctx context.Context, r *step.Run) error {
 // drain evicts a node's ambient pods with kubectl's drain helper (see drainer) and records each one
 // evicted.
 func (o *Options) drain(ctx context.Context, r *step.Run, node string) (int, error) {
-	pods, err := o.drainable(ctx, r, node)
+	h := o.drainer(ctx, r, time.Until(deadline(ctx, o.Timeout)))
+	pods, err := drainable(h, node)
 	if err != nil || len(pods) == 0 {
 		return 0, err
 	}
-	left := time.Until(deadline(ctx, o.Timeout))
-	h := o.drainer(ctx, r, left)
 	n := 0
 	h.OnPodDeletionOrEvictionFinished = func(p *corev1.Pod, _ bool, err error) {
 		if err == nil {

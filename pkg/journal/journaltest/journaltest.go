@@ -291,19 +291,26 @@ func inject(typed k8stesting.ObjectTracker, pod *corev1.Pod) *corev1.Pod {
 	if rev == "" {
 		return out
 	}
-	if l, err := typed.List(admregv1.SchemeGroupVersion.WithResource("mutatingwebhookconfigurations"),
-		admregv1.SchemeGroupVersion.WithKind("MutatingWebhookConfiguration"), ""); err == nil {
-		for _, w := range l.(*admregv1.MutatingWebhookConfigurationList).Items {
-			if w.Labels[istio.LabelTag] == rev {
-				rev = w.Labels[istio.LabelRev]
-			}
-		}
-	}
+	rev = ResolveTag(typed, rev)
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[istio.AnnotationStatus] = `{"revision":"` + rev + `"}`
 	return out
+}
+
+// ResolveTag is the revision the tag webhook named rev points at, or rev itself when no tag is so
+// named: how the injector a label selects is found.
+func ResolveTag(typed k8stesting.ObjectTracker, rev string) string {
+	if l, err := typed.List(admregv1.SchemeGroupVersion.WithResource("mutatingwebhookconfigurations"),
+		admregv1.SchemeGroupVersion.WithKind("MutatingWebhookConfiguration"), ""); err == nil {
+		for _, w := range l.(*admregv1.MutatingWebhookConfigurationList).Items {
+			if w.Labels[istio.LabelTag] == rev {
+				return w.Labels[istio.LabelRev]
+			}
+		}
+	}
+	return rev
 }
 
 // Planted is a ConfigMap shaped like an entry of this journal, as anyone who may write ConfigMaps in

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	admregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio/istiotest"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal/journaltest"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
@@ -83,9 +83,11 @@ func (b *Bed) Live() {
 		b.T.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	var running sync.WaitGroup
+	running.Add(2)
 	// The DaemonSet controller: a deleted DaemonSet pod comes back on its node from the current template.
 	go func() {
+		defer running.Done()
 		n := 0
 		for {
 			select {
@@ -103,7 +105,7 @@ func (b *Bed) Live() {
 		}
 	}()
 	go func() {
-		defer close(done)
+		defer running.Done()
 		for {
 			select {
 			case <-ctx.Done():
@@ -128,17 +130,13 @@ func (b *Bed) Live() {
 		}
 	}()
 	var mu sync.Mutex
-	servers := map[string]*httptest.Server{}
-	xds := map[string]string{}
+	addrs := map[string]string{} // "ns/pod:port" → the double listening for it
 	dump := istiotest.RecordedGatewayDump(b.T)
 	b.Clients.Forward = func(_ context.Context, ns, pod string, port int) (string, func(), error) {
 		mu.Lock()
 		defer mu.Unlock()
 		key := fmt.Sprintf("%s/%s:%d", ns, pod, port)
-		if s, ok := servers[key]; ok {
-			return s.Listener.Addr().String(), func() {}, nil
-		}
-		if a, ok := xds[key]; ok {
+		if a, ok := addrs[key]; ok {
 			return a, func() {}, nil
 		}
 		o, err := tr.Get(pods, ns, pod)
@@ -152,10 +150,11 @@ func (b *Bed) Live() {
 		rev := istio.RevisionOf(p.Labels)
 		if port == istio.DebugHTTPPort || port == mesh.IstiodMonitoringPort {
 			s := httptest.NewServer(istiod(tr, rev))
-			servers[key] = s
-			return s.Listener.Addr().String(), func() {}, nil
+			b.T.Cleanup(s.Close)
+			addrs[key] = s.Listener.Addr().String()
+			return addrs[key], func() {}, nil
 		}
-		addr := istiotest.XDS(b.T, func(id string) []byte {
+		addrs[key] = istiotest.XDS(b.T, func(id string) []byte {
 			name, ns, _ := strings.Cut(id, ".")
 			o, err := tr.Get(pods, ns, name)
 			if err != nil {
@@ -166,8 +165,7 @@ func (b *Bed) Live() {
 			}
 			return dump
 		})
-		xds[key] = addr
-		return addr, func() {}, nil
+		return addrs[key], func() {}, nil
 	}
 	// The token istiod's debug endpoints take.
 	kc.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -182,12 +180,7 @@ func (b *Bed) Live() {
 		cancel()
 		w.Stop()
 		pw.Stop()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range servers {
-			s.Close()
-		}
+		running.Wait()
 	})
 }
 
@@ -384,15 +377,7 @@ func injectingRevision(tr k8stesting.ObjectTracker, d *appsv1.Deployment) string
 	if d.Spec.Template.Labels[istio.LabelSidecarInject] == "false" || rev == "" {
 		return ""
 	}
-	if o, err := tr.List(admregv1.SchemeGroupVersion.WithResource("mutatingwebhookconfigurations"),
-		admregv1.SchemeGroupVersion.WithKind("MutatingWebhookConfiguration"), ""); err == nil {
-		for _, w := range o.(*admregv1.MutatingWebhookConfigurationList).Items {
-			if w.Labels[istio.LabelTag] == rev {
-				return w.Labels[istio.LabelRev]
-			}
-		}
-	}
-	return rev
+	return journaltest.ResolveTag(tr, rev)
 }
 
 // istiod answers as one istiod pod of revision rev: /debug/syncz lists every running proxy its
