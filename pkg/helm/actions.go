@@ -10,6 +10,7 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -136,7 +137,8 @@ func check(cfg *action.Configuration, namespace, name string, leftVersion int, l
 	if err != nil {
 		return fmt.Errorf("helm release %s/%s: %w", namespace, name, err)
 	}
-	if !force && (cur.Version != leftVersion || cur.Info == nil || cur.Info.Status != leftStatus) {
+	// leftStatus "" accepts any: an action stopped midway may have left its release failed or pending.
+	if !force && (cur.Version != leftVersion || cur.Info == nil || (leftStatus != "" && cur.Info.Status != leftStatus)) {
 		return &DriftError{Release: namespace + "/" + name, Want: fmt.Sprintf("version %d %s", leftVersion, leftStatus), Got: fmt.Sprintf("version %d %s", cur.Version, statusOf(cur))}
 	}
 	return nil
@@ -213,6 +215,10 @@ func (a *Actions) Undo(h journal.HelmAction, force bool, dry DryRun) error {
 // left it: a refusal (exit 68, unless force) changes none of them. dryRun is the API's (["All"] for a
 // server dry run).
 func (a *Actions) UndoAll(hs []journal.HelmAction, force bool, dryRun []string, p *cli.Progress) ([]journal.Action, error) {
+	hs, err := a.settle(hs)
+	if err != nil {
+		return nil, err
+	}
 	for _, h := range hs {
 		if err := a.Check(h, force); err != nil {
 			var d *DriftError
@@ -238,6 +244,47 @@ func (a *Actions) UndoAll(hs []journal.HelmAction, force bool, dryRun []string, 
 	return out, nil
 }
 
+// settle turns the pending actions of hs (journaled, never reported done: the step was stopped
+// mid-action) into what they did, read from the release: dropped when it shows the action never took
+// effect, given the version it left otherwise.
+func (a *Actions) settle(hs []journal.HelmAction) ([]journal.HelmAction, error) {
+	var out []journal.HelmAction
+	for _, h := range hs {
+		if !h.Pending {
+			out = append(out, h)
+			continue
+		}
+		cfg, err := a.Config(h.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		last, err := cfg.Releases.Last(h.Release)
+		if errors.Is(err, driver.ErrReleaseNotFound) && h.Action == journal.HelmInstall {
+			continue // the install never wrote its release
+		} else if err != nil {
+			return nil, fmt.Errorf("helm release %s/%s: %w", h.Namespace, h.Release, err)
+		}
+		untouched := last.Version == h.From && last.Info != nil && last.Info.Status == release.StatusDeployed
+		switch h.Action {
+		case journal.HelmInstall:
+			h.To = last.Version
+		case journal.HelmUpgrade:
+			if untouched {
+				continue
+			}
+			if last.Version == h.From+1 {
+				h.To = last.Version
+			}
+		case journal.HelmUninstall:
+			if untouched {
+				continue
+			}
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
 // Check says whether Undo would refuse h because helm changed the release since (a *DriftError).
 func (a *Actions) Check(h journal.HelmAction, force bool) error {
 	cfg, err := a.Config(h.Namespace)
@@ -248,8 +295,14 @@ func (a *Actions) Check(h journal.HelmAction, force bool) error {
 	return check(cfg, h.Namespace, h.Release, left, status, force)
 }
 
-// left is the version and status h left its release in.
+// left is the version and status h left its release in (any status for an action stopped midway).
 func left(h journal.HelmAction) (int, release.Status) {
+	if h.Pending {
+		if h.Action == journal.HelmUninstall {
+			return h.From, ""
+		}
+		return h.To, ""
+	}
 	if h.Action == journal.HelmUninstall {
 		return h.From, release.StatusUninstalled
 	}

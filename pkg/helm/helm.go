@@ -3,7 +3,9 @@
 package helm
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -12,6 +14,8 @@ import (
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 )
 
 // Release is one deployed Helm release of an Istio chart, with the values the steps care about.
@@ -25,6 +29,25 @@ type Release struct {
 	IstioRevision string `json:"istioRevision,omitempty"`
 	// DefaultRevision is the base chart's `defaultRevision` value: the revision the default validator calls.
 	DefaultRevision string `json:"defaultRevision,omitempty"`
+	// Digest is the sha256 of the stored chart (its metadata, templates, values and files): what a helm
+	// action on the release would run, named in the step's question.
+	Digest string `json:"digest,omitempty"`
+	// Objects are what the release's manifest holds: what helm uninstall deletes.
+	Objects []Object `json:"-"`
+}
+
+// Object is one object of a release's manifest. Keep says it carries helm.sh/resource-policy: keep,
+// so helm uninstall leaves it.
+type Object struct {
+	Kind, Namespace, Name string
+	Keep                  bool
+}
+
+func (o Object) String() string {
+	if o.Namespace == "" {
+		return o.Kind + "/" + o.Name
+	}
+	return o.Kind + "/" + o.Namespace + "/" + o.Name
 }
 
 // Base says the release is of Istio's base chart (CRDs and the default validator).
@@ -41,21 +64,29 @@ func (r Release) String() string {
 	return r.Namespace + "/" + r.Name + " (" + r.Chart + " " + r.Version + ")"
 }
 
-// List returns the deployed releases in namespace ("" = all) whose charts are Istio's.
-func List(k kubernetes.Interface, namespace string) ([]Release, error) {
-	store := storage.Init(driver.NewSecrets(k.CoreV1().Secrets(namespace)))
-	rels, err := store.ListDeployed()
-	if err != nil {
-		return nil, fmt.Errorf("helm releases: %w", err)
-	}
-	var out []Release
-	for _, r := range rels {
-		if x, ok := fromRelease(r); ok {
-			out = append(out, x)
+// List returns the deployed releases of Istio's charts in the namespaces named (none: no release is
+// read; a tenant able to write Secrets elsewhere must never reach a step). Release Secrets too large
+// to decode safely are left out and named in skipped.
+func List(k kubernetes.Interface, namespaces ...string) (out []Release, skipped []string, err error) {
+	seen := map[string]bool{}
+	for _, ns := range namespaces {
+		if ns == "" || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		store := storage.Init(driver.NewSecrets(bounded{k.CoreV1().Secrets(ns), &skipped}))
+		rels, err := store.ListDeployed()
+		if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+			return nil, skipped, fmt.Errorf("helm releases in %s: %w", ns, err)
+		}
+		for _, r := range rels {
+			if x, ok := fromRelease(r); ok {
+				out = append(out, x)
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
-	return out, nil
+	return out, skipped, nil
 }
 
 func fromRelease(r *release.Release) (Release, bool) {
@@ -68,7 +99,8 @@ func fromRelease(r *release.Release) (Release, bool) {
 	default:
 		return Release{}, false
 	}
-	out := Release{Name: r.Name, Namespace: r.Namespace, Chart: name, Version: r.Chart.Metadata.Version, Revision: r.Version}
+	out := Release{Name: r.Name, Namespace: r.Namespace, Chart: name, Version: r.Chart.Metadata.Version, Revision: r.Version,
+		Digest: digest(r.Chart), Objects: objects(r.Manifest, r.Namespace)}
 	out.IstioRevision = value(r, "revision")
 	if name == "base" {
 		out.DefaultRevision = value(r, "defaultRevision")
@@ -76,7 +108,6 @@ func fromRelease(r *release.Release) (Release, bool) {
 	return out, true
 }
 
-// value is a top-level string value as the release sees it: set by the user, else the chart's default.
 func value(r *release.Release, key string) string {
 	for _, vals := range []map[string]any{r.Config, r.Chart.Values} {
 		if v, ok := vals[key]; ok && v != nil {
@@ -92,11 +123,35 @@ func Owner(annotations map[string]string) (name, namespace string) {
 }
 
 // Record stores a deployed release as helm does (its Secret, through the SDK's storage) without
-// installing anything: fixtures for tests that read releases.
+// installing anything, its manifest holding r.Objects: fixtures for tests that read releases.
 func Record(k kubernetes.Interface, r Release, values map[string]any) error {
+	var manifest strings.Builder
+	for _, o := range r.Objects {
+		fmt.Fprintf(&manifest, "---\n# Source: %s/templates/%s.yaml\napiVersion: v1\nkind: %s\nmetadata:\n  name: %s\n", r.Chart, strings.ToLower(o.Kind), o.Kind, o.Name)
+		if o.Namespace != "" {
+			fmt.Fprintf(&manifest, "  namespace: %s\n", o.Namespace)
+		}
+		if o.Keep {
+			manifest.WriteString("  annotations:\n    helm.sh/resource-policy: keep\n")
+		}
+	}
 	store := storage.Init(driver.NewSecrets(k.CoreV1().Secrets(r.Namespace)))
 	return store.Create(&release.Release{Name: r.Name, Namespace: r.Namespace, Version: max(r.Revision, 1),
-		Info:   &release.Info{Status: release.StatusDeployed},
-		Chart:  &chart.Chart{Metadata: &chart.Metadata{Name: r.Chart, Version: r.Version}, Values: map[string]any{}},
-		Config: values})
+		Info:     &release.Info{Status: release.StatusDeployed},
+		Chart:    &chart.Chart{Metadata: &chart.Metadata{Name: r.Chart, Version: r.Version}, Values: map[string]any{}},
+		Config:   values,
+		Manifest: manifest.String()})
+}
+
+// Scope is where Istio's releases are read: the Istio namespace and the namespaces of the gateways
+// on revisions (all gateways when none is named). Releases anywhere else are a tenant's to write.
+func Scope(istioNamespace string, gateways []mesh.Gateway, revisions ...string) []string {
+	out := []string{istioNamespace}
+	for _, g := range gateways {
+		if len(revisions) == 0 || slices.Contains(revisions, g.Revision) {
+			out = append(out, g.Namespace)
+		}
+	}
+	slices.Sort(out[1:])
+	return slices.Compact(out)
 }

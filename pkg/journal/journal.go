@@ -81,6 +81,9 @@ type HelmAction struct {
 	Source string `json:"source,omitempty"`
 	From   int    `json:"from"`
 	To     int    `json:"to,omitempty"`
+	// Pending says the action was journaled before it started and never reported its end (the step
+	// was stopped mid-action): undo reads the release to learn how far it got.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Helm actions.

@@ -336,7 +336,7 @@ func Trusted(e *Entry) error {
 	}
 	for _, h := range e.Helm {
 		cleanup := e.Step == "cleanup" && (h.Action == HelmUpgrade || h.Action == HelmUninstall) && h.From >= 1
-		install := e.Step == "canary-gw" && h.Action == HelmInstall && h.To >= 1
+		install := e.Step == "canary-gw" && h.Action == HelmInstall && (h.To >= 1 || h.Pending)
 		if (!cleanup && !install) || h.Release == "" || h.Namespace == "" {
 			return fmt.Errorf("journal entry %s (%s) names a helm action its step never runs: %+v", e.ID, e.Step, h)
 		}

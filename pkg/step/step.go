@@ -286,8 +286,22 @@ func (r *Run) Manifest(object, apiVersion, kind string, obj any) {
 	}
 }
 
-// Helm records a helm command the step ran, saving the entry at once: were the step stopped right
-// after, undo still knows to roll the release back.
+// HelmStart journals a helm command before it runs, saving the entry at once: were the step stopped
+// mid-action, undo still knows to look at the release (see journal.HelmAction.Pending).
+func (r *Run) HelmStart(ctx context.Context, a journal.HelmAction) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec == nil || !r.Live() {
+		return nil
+	}
+	a.Pending = true
+	e := r.rec.Entry()
+	e.Helm = append(e.Helm, a)
+	return r.rec.Save(ctx)
+}
+
+// Helm records a helm command the step ran (completing the one HelmStart journaled), saving the entry
+// at once: were the step stopped right after, undo still knows to roll the release back.
 func (r *Run) Helm(ctx context.Context, a journal.HelmAction) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -296,7 +310,12 @@ func (r *Run) Helm(ctx context.Context, a journal.HelmAction) error {
 		return nil
 	}
 	e := r.rec.Entry()
-	e.Helm = append(e.Helm, a)
+	a.Pending = false
+	if n := len(e.Helm); n > 0 && e.Helm[n-1].Pending && e.Helm[n-1].Release == a.Release && e.Helm[n-1].Namespace == a.Namespace && e.Helm[n-1].Action == a.Action {
+		e.Helm[n-1] = a
+	} else {
+		e.Helm = append(e.Helm, a)
+	}
 	e.Done = append(e.Done, a.Command())
 	return r.rec.Save(ctx)
 }

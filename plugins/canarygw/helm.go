@@ -18,7 +18,7 @@ import (
 // helmSource is the gateway chart release that owns the old Deployment (--helm needs one).
 func (o *Options) helmSource(r *step.Run) (helm.Release, error) {
 	name, ns := helm.Owner(o.old.Annotations)
-	rels, err := helm.List(r.C.Kube, o.Namespace)
+	rels, _, err := helm.List(r.C.Kube, o.Namespace)
 	if err != nil {
 		return helm.Release{}, cli.Errorf(cli.ExitNotPermitted, "--helm needs the gateway's Helm release, which is unreadable: %v", err)
 	}
@@ -62,14 +62,20 @@ func (o *Options) helmValues(hpaRange string) map[string]any {
 // journals the install so undo uninstalls it.
 func (o *Options) installRelease(ctx context.Context, r *step.Run) error {
 	post := func(m string) (string, error) { return gateManifest(m, o.Revision) }
+	act := journal.HelmAction{Release: o.CanaryName, Namespace: o.Namespace, Action: journal.HelmInstall,
+		Source: o.source.Name, Set: "revision=" + o.Revision + ", service.type=None"}
+	// Journaled before it starts: killed mid-install, undo still finds the release to uninstall.
+	if err := r.HelmStart(ctx, act); err != nil {
+		return err
+	}
 	version, manifest, err := helm.New(r.C.Config).InstallFrom(ctx, o.Namespace, o.source.Name, o.CanaryName, o.helmVals, post, helm.DryRunOf(r.DryRun))
 	if err != nil {
 		return cli.Errorf(cli.ExitError, "%v", err)
 	}
 	o.det.Objects = append(o.det.Objects, manifest)
 	o.det.Release = o.Namespace + "/" + o.CanaryName
-	return r.Helm(ctx, journal.HelmAction{Release: o.CanaryName, Namespace: o.Namespace, Action: journal.HelmInstall,
-		Source: o.source.Name, Set: "revision=" + o.Revision + ", service.type=None", To: version})
+	act.To = version
+	return r.Helm(ctx, act)
 }
 
 // gateManifest adds ServingGate to every Deployment in a rendered manifest, and labels it with the

@@ -38,6 +38,7 @@ type Options struct {
 	next     string // the revision blockers suggest moving to
 	releases []helm.Release
 	helmRuns []journal.HelmAction // with --helm: what Apply runs, in order
+	keptWhy  map[string]string    // objects of the revision that stay (helm.Object key), and why
 }
 
 // Name is the step's name in the journal and results.
@@ -56,6 +57,8 @@ type Details struct {
 	HelmCommands []string `json:"helmCommands"`
 	// HelmRan are the helm commands --helm ran (or, in a dry run, would run) through the Helm SDK.
 	HelmRan []string `json:"helmRan"`
+	// HelmCharts name the chart each --helm action runs: release, chart, version and digest.
+	HelmCharts []string `json:"helmCharts,omitempty"`
 	// Kept are objects labelled with the revision that stay, and why (a gateway's Service, a
 	// ServiceAccount other pods run as).
 	Kept     []string `json:"kept"`
@@ -95,12 +98,17 @@ helm upgrade of the base release with --reuse-values --set defaultRevision=NEXT)
 owned by the base release is a blocker whose fix is that helm upgrade (versions pinned to the release's
 chart: only that value changes).
 
-With --helm, cleanup runs those helm commands itself through the Helm SDK, on each release's own stored
-chart: the base release's defaultRevision moves to NEXT first (the default validator is then no
+Only releases in the Istio namespace and the old revision's gateways' namespaces are read (a release
+elsewhere, of any chart name, is never run and never counts as fixing a blocker), each with a size
+bound. With --helm, cleanup runs those helm commands itself through the Helm SDK, on each release's own
+stored chart (the plan names chart, version and digest): the base release's defaultRevision moves to NEXT first (the default validator is then no
 blocker), then the objects that are not Helm's are deleted, then gateway releases are upgraded to
 --set revision=NEXT and the istiod releases uninstalled with their history kept. Each helm command is
-journaled as it runs; undo rolls the releases back (helm rollback, newest first) and re-creates the
-deleted objects, refusing (exit 68) when a release was changed by helm since. A release uninstalled
+journaled before it starts; undo rolls the releases back (helm rollback, newest first) and re-creates the
+deleted objects, refusing (exit 68) when a release was changed by helm since. It refuses (exit 66) when helm
+uninstall of an istiod release would also delete what must stay: a tag's webhook or Service (tag-move
+may have pointed it at the new revision) or an object cleanup keeps because it is in use; the fix named
+is to annotate it helm.sh/resource-policy=keep and take it out of the release. A release uninstalled
 with its history kept still holds its name: 'helm uninstall NAME' again removes the history for good.
 
 Journaled with the full deleted objects: undo brings the revision back.`,
@@ -155,10 +163,13 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	o.det = &Details{Revision: o.Revision, Blockers: []Blocker{}, Removed: []string{}, HelmOwned: []string{}, HelmCommands: []string{}, HelmRan: []string{}, Kept: []string{}, Warnings: []string{}}
 	res := r.Result
 	res.Details = o.det
-	// Istio's Helm releases (all namespaces): who owns what, and the real commands. Without the right to
-	// read Secrets the commands fall back to the chart's conventional names.
-	var err error
-	if o.releases, err = helm.List(r.C.Kube, ""); err != nil {
+	// Istio's Helm releases, only in the Istio namespace and the old revision's gateways' (a release
+	// elsewhere is a tenant's: never run, never trusted to fix a blocker): who owns what, and the real
+	// commands. Without the right to read Secrets the commands fall back to the chart's conventional names.
+	rels, skipped, err := helm.List(r.C.Kube, helm.Scope(r.G.IstioNamespace, before.Gateways, o.Revision)...)
+	o.releases = rels
+	o.det.Warnings = append(o.det.Warnings, skipped...)
+	if err != nil {
 		if o.Helm {
 			return nil, cli.Errorf(cli.ExitNotPermitted, "--helm needs Istio's Helm releases, which are unreadable: %v", err)
 		}
@@ -171,20 +182,8 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	o.det.Blockers = blockers
-	if len(o.det.Blockers) > 0 {
-		res.Summary = fmt.Sprintf("cleanup refused: %d things still depend on revision %s; nothing was changed", len(o.det.Blockers), o.Revision)
-		if r.G.Output == cli.OutputTable {
-			rows := [][]string{}
-			for _, b := range o.det.Blockers {
-				rows = append(rows, []string{b.Object, b.Message, b.Fix})
-			}
-			_ = cli.WriteTableWrapped(r.Out, []string{"blocker", "why", "resolve with"}, rows)
-			fmt.Fprintln(r.Out, res.Summary)
-		} else if err := res.Write(r.Out, r.G.Output); err != nil {
-			return nil, err
-		}
-		return nil, cli.Errorf(cli.ExitBlocked, "revision %s is still in use (%d blockers)", o.Revision, len(o.det.Blockers))
+	if len(blockers) > 0 {
+		return nil, o.refuse(r, blockers)
 	}
 	o.soakWarning(ctx, r)
 	objs, err := o.revisionObjects(ctx, r)
@@ -209,6 +208,18 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if o.Helm {
 		o.helmRuns = helmRuns(o.releases, objs, o.Revision, next)
 	}
+	// What helm uninstall would delete beyond the plan: refused under --helm, warned of otherwise (the
+	// printed commands would delete it).
+	rb, err := o.releaseBlockers(ctx, r, objs)
+	if err != nil {
+		return nil, err
+	}
+	if o.Helm && len(rb) > 0 {
+		return nil, o.refuse(r, rb)
+	}
+	for _, b := range rb {
+		o.det.Warnings = append(o.det.Warnings, b.Message+"; "+b.Fix)
+	}
 	for _, w := range o.det.Warnings {
 		r.Progress.Printf("warning: %s", w)
 	}
@@ -223,7 +234,12 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 	if len(o.helmRuns) > 0 {
 		var cmds []string
 		for _, h := range o.helmRuns {
-			cmds = append(cmds, h.Command())
+			cmd := h.Command()
+			if rel, ok := o.release(h); ok {
+				cmd += fmt.Sprintf("  # chart %s %s %s", rel.Chart, rel.Version, helm.Short(rel.Digest))
+				o.det.HelmCharts = append(o.det.HelmCharts, fmt.Sprintf("%s/%s: chart %s %s %s", rel.Namespace, rel.Name, rel.Chart, rel.Version, rel.Digest))
+			}
+			cmds = append(cmds, cmd)
 			// helm reads and writes its release Secrets (and changes the release's objects)
 			p.Access = append(p.Access, kube.Can("", "secrets", h.Namespace, "list", "create", "update")...)
 		}
@@ -242,7 +258,7 @@ func (o *Options) blockers(ctx context.Context, r *step.Run, s *mesh.Snapshot, r
 			continue
 		}
 		for _, rel := range o.releases {
-			if rel.Base() && (rel.DefaultRevision == o.Revision || (o.Revision == "default" && rel.DefaultRevision == "")) {
+			if ownsValidator(rel, o.Revision) {
 				out[i].Fix = baseUpgrade(rel, o.next) // Helm owns the default validator: move it with Helm
 				helmFixed[i] = true
 			}
@@ -279,6 +295,13 @@ func (o *Options) runHelm(ctx context.Context, r *step.Run, pick func(journal.He
 	for _, h := range o.helmRuns {
 		if !pick(h) {
 			continue
+		}
+		// Journaled before it starts: a step stopped mid-action leaves undo the release to look at.
+		if rel, ok := o.release(h); ok {
+			h.From = rel.Revision
+		}
+		if err := r.HelmStart(ctx, h); err != nil {
+			return err
 		}
 		var err error
 		if h.Action == journal.HelmUninstall {
@@ -355,6 +378,7 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 // scaled to zero.
 func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstructured.Unstructured, error) {
 	c, s, ns := r.C, r.Before, r.G.IstioNamespace
+	o.keptWhy = map[string]string{}
 	sel := metav1.ListOptions{LabelSelector: istio.LabelRev + "=" + o.Revision + "," + "!" + istio.LabelTag}
 	istiod := map[string]bool{}
 	for _, p := range r.Raw.IstiodPods {
@@ -390,7 +414,9 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 			}
 			if !owned(u, o.Revision, ns) {
 				if !strings.HasPrefix(u.GetName(), journal.NamePrefix) {
-					o.det.Kept = append(o.det.Kept, refOf(u).String()+": labelled "+istio.LabelRev+"="+o.Revision+" but not part of its control plane")
+					why := "labelled " + istio.LabelRev + "=" + o.Revision + " but not part of its control plane"
+					o.det.Kept = append(o.det.Kept, refOf(u).String()+": "+why)
+					o.keptWhy[objKey(u)] = why
 				}
 				continue
 			}
@@ -400,6 +426,7 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 			}
 			if why != "" {
 				o.det.Kept = append(o.det.Kept, refOf(u).String()+": "+why)
+				o.keptWhy[objKey(u)] = why
 				continue
 			}
 			add(u)

@@ -1,10 +1,17 @@
 package cleanup
 
 import (
+	"context"
 	"fmt"
 	"sort"
+	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/helm"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
@@ -39,7 +46,7 @@ func helmCommands(releases []helm.Release, objs []*unstructured.Unstructured, ol
 		}
 	}
 	for _, r := range releases {
-		if r.Base() && (r.DefaultRevision == old || (old == "default" && r.DefaultRevision == "")) {
+		if ownsValidator(r, old) {
 			out = append(out, baseUpgrade(r, next))
 		}
 	}
@@ -60,7 +67,7 @@ func helmRuns(releases []helm.Release, objs []*unstructured.Unstructured, old, n
 	owners := owners(objs)
 	var out []journal.HelmAction
 	for _, r := range releases {
-		if r.Base() && (r.DefaultRevision == old || (old == "default" && r.DefaultRevision == "")) {
+		if ownsValidator(r, old) {
 			out = append(out, journal.HelmAction{Release: r.Name, Namespace: r.Namespace, Action: journal.HelmUpgrade, Set: "defaultRevision=" + next})
 		}
 	}
@@ -86,4 +93,117 @@ func owners(objs []*unstructured.Unstructured) map[string]bool {
 		}
 	}
 	return out
+}
+
+// validatorName is the default validator the base chart renders.
+const validatorName = "istiod-default-validator"
+
+// ownsValidator says r is the base release whose manifest holds the default validator and whose
+// defaultRevision is old: the one release whose upgrade moves that validator. Any other release of a
+// chart named base (a copy, a tenant's) fixes nothing and is never run.
+func ownsValidator(r helm.Release, old string) bool {
+	if !r.Base() || !(r.DefaultRevision == old || (old == "default" && r.DefaultRevision == "")) {
+		return false
+	}
+	for _, obj := range r.Objects {
+		if obj.Kind == "ValidatingWebhookConfiguration" && obj.Name == validatorName {
+			return true
+		}
+	}
+	return false
+}
+
+// release is the release a planned helm action runs on.
+func (o *Options) release(h journal.HelmAction) (helm.Release, bool) {
+	for _, r := range o.releases {
+		if r.Name == h.Release && r.Namespace == h.Namespace {
+			return r, true
+		}
+	}
+	return helm.Release{}, false
+}
+
+func objKey(u *unstructured.Unstructured) string {
+	ns := u.GetNamespace()
+	if journal.ClusterScoped[u.GetKind()] {
+		ns = ""
+	}
+	return helm.Object{Kind: u.GetKind(), Namespace: ns, Name: u.GetName()}.String()
+}
+
+// releaseBlockers are the objects helm uninstall of an istiod release would delete beyond the plan:
+// what cleanup keeps (in use, not the revision's control plane) and the webhooks and Services of tags,
+// which tag-move may have pointed at another revision (new pods on that tag would then start without
+// a sidecar). Objects the manifest marks helm.sh/resource-policy: keep stay with helm too.
+func (o *Options) releaseBlockers(ctx context.Context, r *step.Run, objs []*unstructured.Unstructured) ([]Blocker, error) {
+	planned := map[string]bool{}
+	for _, u := range objs {
+		planned[objKey(u)] = true
+	}
+	owners := owners(objs)
+	tags := map[string]string{} // helm.Object key -> what the tag points at
+	sel := metav1.ListOptions{LabelSelector: istio.LabelTag}
+	mwcs, err := r.C.Kube.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list tag webhooks: %w", err)
+	}
+	for _, w := range mwcs.Items {
+		tags[helm.Object{Kind: "MutatingWebhookConfiguration", Name: w.Name}.String()] = "tag " + w.Labels[istio.LabelTag] + "'s webhook, pointing at " + w.Labels[istio.LabelRev]
+	}
+	svcs, err := r.C.Kube.CoreV1().Services(r.G.IstioNamespace).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list tag services: %w", err)
+	}
+	for _, v := range svcs.Items {
+		tags[helm.Object{Kind: "Service", Namespace: v.Namespace, Name: v.Name}.String()] = "tag " + v.Labels[istio.LabelTag] + "'s Service, selecting " + v.Spec.Selector[istio.LabelRev]
+	}
+	var out []Blocker
+	for _, rel := range o.releases {
+		if !rel.Istiod() || !owners[rel.Namespace+"/"+rel.Name] {
+			continue
+		}
+		for _, obj := range rel.Objects {
+			key := obj.String()
+			why := tags[key]
+			if why == "" {
+				why = o.keptWhy[key]
+			}
+			if obj.Keep || planned[key] || why == "" {
+				continue
+			}
+			kind := strings.ToLower(obj.Kind)
+			ns := ""
+			if obj.Namespace != "" {
+				ns = " -n " + obj.Namespace
+			}
+			fix := fmt.Sprintf("kubectl annotate %s %s%s helm.sh/resource-policy=keep, then take it out of the release (", kind, obj.Name, ns)
+			if tags[key] != "" {
+				fix += fmt.Sprintf("helm upgrade %s -n %s --reuse-values --set revisionTags=null", rel.Name, rel.Namespace)
+			} else {
+				fix += "a helm upgrade that no longer renders it"
+			}
+			fix += ": helm leaves what it drops but finds annotated keep), then rerun"
+			out = append(out, Blocker{"helm-release", "helmrelease/" + rel.Namespace + "/" + rel.Name,
+				fmt.Sprintf("helm uninstall %s would also delete %s, which must stay: %s", rel.Name, key, why), fix})
+		}
+	}
+	return out, nil
+}
+
+// refuse prints the blockers (or the result document) and gives the refusal: exit 66, nothing changed.
+func (o *Options) refuse(r *step.Run, blockers []Blocker) error {
+	o.det.Blockers = blockers
+	res := r.Result
+	res.Summary = fmt.Sprintf("cleanup refused: %d things still depend on revision %s; nothing was changed", len(blockers), o.Revision)
+	if r.G.Output == cli.OutputTable {
+		rows := [][]string{}
+		for _, b := range blockers {
+			rows = append(rows, []string{b.Object, b.Message, b.Fix})
+		}
+		_ = cli.WriteTableWrapped(r.Out, []string{"blocker", "why", "resolve with"}, rows)
+		fmt.Fprintln(r.Out, res.Summary)
+	} else if err := res.Write(r.Out, r.G.Output); err != nil {
+		return err
+	}
+	return cli.Errorf(cli.ExitBlocked, "revision %s is still in use (%d blockers)", o.Revision, len(blockers))
 }

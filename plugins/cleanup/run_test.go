@@ -293,7 +293,7 @@ func TestRunHelmInstallNamesHelmFixes(t *testing.T) {
 		}
 	}
 	b := steptest.New(t, objs...)
-	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.30.0"},
+	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.30.0", Objects: validator},
 		map[string]any{"defaultRevision": "1-30"}); err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestHelmCommandsFromReleases(t *testing.T) {
 	}
 	rels := []helm.Release{
 		{Name: "istiod", Namespace: "istio-system", Chart: "istiod"},
-		{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", DefaultRevision: "default"},
+		{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", DefaultRevision: "default", Objects: validator},
 	}
 	got := helmCommands(rels, []*unstructured.Unstructured{owned("Deployment", "istiod", "istiod"), owned("Service", "istiod", "istiod")}, "default", "canary")
 	want := []string{"helm uninstall istiod -n istio-system", "helm upgrade istio-base istio/base --version 1.0.0 -n istio-system --reuse-values --set defaultRevision=canary"}
@@ -352,8 +352,8 @@ func TestRunHelmRunsAndUndoRollsBack(t *testing.T) {
 		rel  helm.Release
 		vals map[string]any
 	}{
-		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0"}, map[string]any{"defaultRevision": "1-30"}},
-		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0"}, map[string]any{"revision": "1-30"}},
+		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", Objects: validator}, map[string]any{"defaultRevision": "1-30"}},
+		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: istiod130}, map[string]any{"revision": "1-30"}},
 	} {
 		if err := helm.Record(b.Clients.Kube, r.rel, r.vals); err != nil {
 			t.Fatal(err)
@@ -381,7 +381,7 @@ func TestRunHelmRunsAndUndoRollsBack(t *testing.T) {
 			t.Errorf("cleanup deleted a release's object itself: %s", w)
 		}
 	}
-	rels, _ := helm.List(b.Clients.Kube, "istio-system")
+	rels, _, _ := helm.List(b.Clients.Kube, "istio-system")
 	if len(rels) != 1 || rels[0].DefaultRevision != "1-31" {
 		t.Errorf("deployed releases %+v, want istio-base with defaultRevision=1-31", rels)
 	}
@@ -410,12 +410,137 @@ func TestRunHelmRunsAndUndoRollsBack(t *testing.T) {
 	if _, err := Undo(context.Background(), b.Clients, b.Journal, e[0], nil, progress); err != nil {
 		t.Fatalf("undo --force: %v", err)
 	}
-	rels, _ = helm.List(b.Clients.Kube, "istio-system")
+	rels, _, _ = helm.List(b.Clients.Kube, "istio-system")
 	got := map[string]string{}
 	for _, r := range rels {
 		got[r.Name] = r.DefaultRevision + r.IstioRevision
 	}
 	if len(got) != 2 || got["istio-base"] != "1-30" || got["istiod-1-30"] != "1-30" {
 		t.Errorf("after undo --force: %v, want istio-base on 1-30 and istiod-1-30 deployed", got)
+	}
+}
+
+// validator is the base chart's manifest as cleanup reads it: the default validator.
+var validator = []helm.Object{{Kind: "ValidatingWebhookConfiguration", Name: "istiod-default-validator"}}
+
+// istiod130 is the istiod chart's manifest for revision 1-30 (the objects cleanup plans to remove).
+var istiod130 = []helm.Object{
+	{Kind: "Deployment", Namespace: "istio-system", Name: "istiod-1-30"},
+	{Kind: "MutatingWebhookConfiguration", Name: "istio-sidecar-injector-1-30"},
+}
+
+// helmOwned marks the 1-30 control plane as Helm's: the validator is the base release's, istiod and its
+// injector the istiod-1-30 release's.
+func helmOwned() []runtime.Object {
+	objs := moved(false)()
+	owned := map[string]bool{"istiod-1-30": true, "istio-sidecar-injector-1-30": true}
+	ann := func(rel string) map[string]string {
+		return map[string]string{"meta.helm.sh/release-name": rel, "meta.helm.sh/release-namespace": "istio-system"}
+	}
+	for _, o := range objs {
+		switch x := o.(type) {
+		case *admregv1.ValidatingWebhookConfiguration:
+			x.Labels[istio.LabelRev] = "1-30"
+			x.Annotations = ann("istio-base")
+		case *appsv1.Deployment:
+			if owned[x.Name] {
+				x.Annotations = ann("istiod-1-30")
+			}
+		case *admregv1.MutatingWebhookConfiguration:
+			if owned[x.Name] {
+				x.Annotations = ann("istiod-1-30")
+			}
+		}
+	}
+	return objs
+}
+
+// A tenant who may write Secrets in its own namespace records a release of a chart named base with
+// defaultRevision=1-30: cleanup --helm never reads it, never runs its chart, and the real validator
+// blocker stays (the real base release is not there to fix it).
+func TestRunHelmIgnoresATenantsRelease(t *testing.T) {
+	b := steptest.New(t, helmOwned()...)
+	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istio-base", Namespace: "tenant", Chart: "base", Version: "6.6.6", Objects: validator},
+		map[string]any{"defaultRevision": "1-30"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: istiod130},
+		map[string]any{"revision": "1-30"}); err != nil {
+		t.Fatal(err)
+	}
+	acts := helm.FakeActions(b.Clients.Kube)
+	helm.New = func(*rest.Config) *helm.Actions { return acts }
+	t.Cleanup(func() { helm.New = helm.NewActions })
+	b.Reset()
+	err := b.Run(&Options{Revision: "1-30", Helm: true}, "none", nil)
+	if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), want 66 with nothing changed", cli.CodeOf(err), err)
+	}
+	if !strings.Contains(b.Out.String(), "istiod-default-validator") || strings.Contains(b.Out.String(), "tenant") {
+		t.Errorf("the validator blocker is not reported, or the tenant's release is named:\n%s", b.Out)
+	}
+	if h, _ := helm.History(b.Clients.Kube, "tenant", "istio-base"); strings.Join(h, ",") != "1 deployed" {
+		t.Errorf("the tenant's release was acted on: %v", h)
+	}
+	// The control: the same release in the Istio namespace is the validator's owner, and --helm runs it.
+	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", Objects: validator},
+		map[string]any{"defaultRevision": "1-30"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run(&Options{Revision: "1-30", Helm: true}, "none", nil); err != nil {
+		t.Fatalf("with the real base release: %v\n%s", err, b.Out)
+	}
+}
+
+// The istiod release's manifest holds tag prod-stable's webhook, which tag-move pointed at 1-31: helm
+// uninstall would delete it, so --helm refuses (66, nothing changed) naming it and the way out; once the
+// release marks it keep (or no longer holds it), cleanup runs, and the question names chart and digest.
+func TestRunHelmKeepsATagWebhookInTheRelease(t *testing.T) {
+	objs := helmOwned()
+	objs = append(objs, &admregv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "istio-revision-tag-prod-stable",
+		Labels: map[string]string{istio.LabelRev: "1-31", istio.LabelTag: "prod-stable"}}})
+	b := steptest.New(t, objs...)
+	tagged := append(append([]helm.Object{}, istiod130...), helm.Object{Kind: "MutatingWebhookConfiguration", Name: "istio-revision-tag-prod-stable"})
+	for _, r := range []struct {
+		rel  helm.Release
+		vals map[string]any
+	}{
+		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", Objects: validator}, map[string]any{"defaultRevision": "1-30"}},
+		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: tagged}, map[string]any{"revision": "1-30"}},
+	} {
+		if err := helm.Record(b.Clients.Kube, r.rel, r.vals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acts := helm.FakeActions(b.Clients.Kube)
+	helm.New = func(*rest.Config) *helm.Actions { return acts }
+	t.Cleanup(func() { helm.New = helm.NewActions })
+	b.Reset()
+	err := b.Run(&Options{Revision: "1-30", Helm: true}, "none", nil)
+	if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 {
+		t.Fatalf("exit %d (%v), want 66 with nothing changed", cli.CodeOf(err), err)
+	}
+	out := b.Out.String()
+	for _, want := range []string{"istio-revision-tag-prod-stable", "helm.sh/resource-policy=keep", "revisionTags=null"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, out)
+		}
+	}
+	// The release now marks the webhook keep (as a helm upgrade after the annotation would leave it).
+	if err := b.Clients.Kube.CoreV1().Secrets("istio-system").Delete(context.Background(), "sh.helm.release.v1.istiod-1-30.v1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tagged[len(tagged)-1].Keep = true
+	if err := helm.Record(b.Clients.Kube, helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: tagged},
+		map[string]any{"revision": "1-30"}); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	b.ErrOut.Reset()
+	if err := b.Run(&Options{Revision: "1-30", Helm: true}, "client", nil); err != nil {
+		t.Fatalf("with the webhook kept: %v\n%s", err, b.Out)
+	}
+	if !strings.Contains(b.Out.String(), "istio-system/istiod-1-30: chart istiod 1.0.0 sha256:") {
+		t.Errorf("the plan does not name chart, version and digest:\n%s%s", b.ErrOut, b.Out)
 	}
 }

@@ -142,9 +142,9 @@ func collect(ctx context.Context, c *kube.Clients, in *checks.Input, opts mesh.R
 	if gws, err := mesh.ListGatewayAPI(ctx, c.Dynamic, scope); err == nil {
 		in.GatewayAPI = gws
 	}
-	// Istio's Helm releases in every namespace (gateways live beside their apps), read through the Helm
-	// SDK's storage; without the right to read Secrets they are simply not shown.
-	if rels, err := helm.List(c.Kube, ""); err == nil {
+	// Istio's Helm releases in the Istio namespace and the gateways' (gateways live beside their apps),
+	// read through the Helm SDK's storage; without the right to read Secrets they are simply not shown.
+	if rels, _, err := helm.List(c.Kube, helm.Scope(in.Snapshot.IstioNamespace, in.Snapshot.Gateways)...); err == nil {
 		for _, r := range rels {
 			desc := r.String()
 			switch {
