@@ -99,7 +99,6 @@ func TestListSkipsOversizedReleases(t *testing.T) {
 	}
 }
 
-
 // A helm action journaled before it started and never reported done (the step was killed): undo
 // rolls it back when the release shows it ran, and leaves the release alone when it never did.
 func TestUndoSettlesPendingActions(t *testing.T) {
