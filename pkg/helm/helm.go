@@ -80,6 +80,10 @@ func List(k kubernetes.Interface, namespaces ...string) (out []Release, skipped 
 			return nil, skipped, fmt.Errorf("helm releases in %s: %w", ns, err)
 		}
 		for _, r := range rels {
+			if r.Namespace != ns { // a payload copied from elsewhere: helm would act on the one it names
+				skipped = append(skipped, fmt.Sprintf("helm release %s in namespace %s claims namespace %s: skipped", r.Name, ns, r.Namespace))
+				continue
+			}
 			if x, ok := fromRelease(r); ok {
 				out = append(out, x)
 			}

@@ -96,12 +96,13 @@ type cleanupResult struct {
 	Journal string `json:"journalEntry"`
 	Summary string
 	Details struct {
-		Blockers     []struct{ Kind, Object, Fix string }
+		Blockers     []struct{ Kind, Object, Message, Fix string }
 		Removed      []string
 		Kept         []string
 		HelmOwned    []string
 		HelmCommands []string
 		HelmRan      []string
+		HelmCharts   []string
 	}
 }
 

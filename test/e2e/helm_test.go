@@ -215,6 +215,20 @@ func testHelmSeed000(t *testing.T) {
 	})
 	noFailures(t, "migrate-ns of Istio's bookinfo", migLoop, 150)
 
+	// A tenant who may write Secrets in its own namespace plants a copy of the base release there (chart
+	// base, defaultRevision=default, the default validator in its manifest): cleanup never reads it.
+	plantTenantRelease(t)
+	// The old istiod release renders tag prod-stable (its revisionTags), and tag-move points the tag at
+	// canary: helm uninstall of that release would delete the tag's webhook and Service.
+	oldChart := filepath.Join(testbedDir, "istio-old-src", "manifests", "charts", "istio-control", "istio-discovery")
+	helmOK(t, "upgrade", "istiod", oldChart, "-n", "istio-system", "--reuse-values", "--set", "revisionTags={prod-stable}")
+	if d, r := step(t, "tag-move", "prod-stable", "--to", "canary", "--overwrite", "-y"); r.code != 0 {
+		t.Fatalf("tag-move prod-stable --to canary: exit %d %s %s", r.code, d.Summary, r.stderr)
+	}
+	tagRev := func() string {
+		return kubectl(t, "get", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "-o", "jsonpath={.webhooks[0].clientConfig.service.name}")
+	}
+
 	// cleanup of default: the default validator (the base release's defaultRevision) blocks it, and the
 	// fix is Helm's.
 	clean := func(args ...string) (cleanupResult, result) {
@@ -236,6 +250,30 @@ func testHelmSeed000(t *testing.T) {
 	}
 	fixes := res.Details.Blockers
 
+	// --helm refuses (66) while uninstalling the istiod release would delete the tag's objects, and
+	// names them; the webhook still calls canary. Its fix, run as named (with the chart this bed
+	// installed the release from): keep them, then take them out of the release.
+	res, r = clean("--helm", "-y")
+	var named []string
+	for _, b := range res.Details.Blockers {
+		if b.Kind == "helm-release" {
+			named = append(named, b.Message)
+			if !strings.Contains(b.Fix, "helm.sh/resource-policy=keep") || !strings.Contains(b.Fix, "revisionTags=null") {
+				t.Errorf("blocker %+v: want the keep annotation and revisionTags=null", b)
+			}
+		}
+	}
+	if joined := strings.Join(named, "\n"); r.code != 66 || !strings.Contains(joined, "MutatingWebhookConfiguration/istio-revision-tag-prod-stable") ||
+		!strings.Contains(joined, "Service/istio-system/istiod-revision-tag-prod-stable") {
+		t.Fatalf("cleanup --helm with tag prod-stable in the istiod release: exit %d, helm-release blockers %q %s", r.code, named, r.stderr)
+	}
+	if got := tagRev(); got != "istiod-canary" {
+		t.Fatalf("the refused cleanup changed the tag's webhook: it calls %q", got)
+	}
+	kubectl(t, "annotate", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "helm.sh/resource-policy=keep")
+	kubectl(t, "-n", "istio-system", "annotate", "service", "istiod-revision-tag-prod-stable", "helm.sh/resource-policy=keep")
+	helmOK(t, "upgrade", "istiod", oldChart, "-n", "istio-system", "--reuse-values", "--set", "revisionTags=null")
+
 	// Path 1: --helm runs the helm commands through the SDK, journaled; undo rolls the releases back.
 	versions := func() string {
 		var out []string
@@ -256,6 +294,15 @@ func testHelmSeed000(t *testing.T) {
 	}
 	if rels := helmReleases(t); rels["istio-system/istiod"].Name != "" {
 		t.Errorf("cleanup --helm left the istiod release deployed: %+v", rels["istio-system/istiod"])
+	}
+	if got := tagRev(); got != "istiod-canary" {
+		t.Errorf("after cleanup --helm the tag's webhook calls %q, want istiod-canary", got)
+	}
+	if charts := strings.Join(res.Details.HelmCharts, "\n"); strings.Contains(charts, "tenant") || !strings.Contains(charts, "istio-system/istiod: chart istiod") {
+		t.Errorf("cleanup --helm's charts: %q", charts)
+	}
+	if got := kubectl(t, "-n", "tenant", "get", "secrets", "-l", "owner=helm", "-o", "jsonpath={range .items[*]}{.metadata.labels.version}={.metadata.labels.status} {end}"); got != "1=deployed " {
+		t.Errorf("the tenant's release was acted on: %q", got)
 	}
 	helmConsistent(t)
 	if got := helmOK(t, "get", "values", "istio-base", "-n", "istio-system", "-o", "json"); !strings.Contains(got, `"defaultRevision":"canary"`) {
@@ -325,4 +372,24 @@ func testHelmSeed000(t *testing.T) {
 		t.Errorf("istio-base values: %s", got)
 	}
 	helmConsistent(t)
+}
+
+// plantTenantRelease copies the base release's Secret into namespace tenant, as anyone allowed to write
+// Secrets there could: labelled owner=helm,status=deployed, chart base, the default validator in its
+// manifest.
+func plantTenantRelease(t *testing.T) {
+	t.Helper()
+	kubectl(t, "create", "namespace", "tenant")
+	var sec map[string]any
+	if err := json.Unmarshal([]byte(kubectl(t, "-n", "istio-system", "get", "secret", "-l", "owner=helm,name=istio-base,status=deployed", "-o", "jsonpath={.items[0]}")), &sec); err != nil {
+		t.Fatal(err)
+	}
+	meta := sec["metadata"].(map[string]any)
+	sec["metadata"] = map[string]any{"name": meta["name"], "namespace": "tenant", "labels": meta["labels"]}
+	f := filepath.Join(t.TempDir(), "release.json")
+	b, _ := json.Marshal(sec)
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
 }
