@@ -6,7 +6,9 @@ SHELL := /bin/bash
 MODULE      := github.com/istio-upgrade/kubectl-istio-upgrade
 VERSION     ?= v0.1.0
 GIT_COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS     := -s -w -X $(MODULE)/pkg/cli.version=$(VERSION) -X $(MODULE)/pkg/cli.gitCommit=$(GIT_COMMIT)
+# pkg/istio.build stamps the plugin and its companion alike: the plugin refuses a companion of another build.
+BUILD_LDFLAGS := -X $(MODULE)/pkg/istio.build=$(VERSION)-$(GIT_COMMIT)
+LDFLAGS     := -s -w -X $(MODULE)/pkg/cli.version=$(VERSION) -X $(MODULE)/pkg/cli.gitCommit=$(GIT_COMMIT) $(BUILD_LDFLAGS)
 GO          ?= go
 BIN_DIR     := $(CURDIR)/bin
 PLUGIN      := $(BIN_DIR)/kubectl-istio_upgrade
@@ -49,7 +51,7 @@ istio_ldflags = -X istio.io/istio/pkg/version.buildVersion=$(1) -X istio.io/isti
 .PHONY: build
 build: ## Build the plugin and its analysis companion into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/kubectl-istio_upgrade
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(ANALYZER) ./cmd/istio-upgrade-analyze
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(BUILD_LDFLAGS)" -o $(ANALYZER) ./cmd/istio-upgrade-analyze
 
 .PHONY: help
 help: ## List the targets
@@ -112,7 +114,7 @@ dist: ## Build release archives for every platform and render krew/istio-upgrade
 	  d=dist/kubectl-istio_upgrade_$${os}_$${arch}; mkdir -p $$d; \
 	  echo ">> $$os/$$arch"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-istio_upgrade$$ext ./cmd/kubectl-istio_upgrade || exit 1; \
-	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w" -o $$d/istio-upgrade-analyze$$ext ./cmd/istio-upgrade-analyze || exit 1; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(BUILD_LDFLAGS)" -o $$d/istio-upgrade-analyze$$ext ./cmd/istio-upgrade-analyze || exit 1; \
 	  cp LICENSE $$d/; cp hack/kubectl_complete-istio_upgrade $$d/; \
 	  tar -C $$d -czf $$d.tar.gz kubectl-istio_upgrade$$ext istio-upgrade-analyze$$ext kubectl_complete-istio_upgrade LICENSE; rm -rf $$d; \
 	done

@@ -47,7 +47,7 @@ func run() error {
 	if ms == nil {
 		ms = []istio.AnalysisMessage{}
 	}
-	return json.NewEncoder(os.Stdout).Encode(istio.AnalysisResult{Messages: ms})
+	return json.NewEncoder(os.Stdout).Encode(istio.AnalysisResult{Messages: ms, Build: istio.Build()})
 }
 
 // clientConfig reads kubectl's connection flags, as the plugin passed them on (kube.FlagArgs).

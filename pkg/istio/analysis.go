@@ -65,13 +65,23 @@ const AnalyzeTimeout = 2 * time.Minute
 // AnalysisResult is what the companion prints.
 type AnalysisResult struct {
 	Messages []AnalysisMessage `json:"messages"`
+	// Build is the companion's build (Build()): the plugin refuses one from another archive, whose
+	// analyzers and options may not be the ones it was tested with.
+	Build string `json:"build"`
 }
+
+// build is the version and commit of this build, stamped into the plugin and its companion alike
+// (Makefile: -X .../pkg/istio.build).
+var build = "dev"
+
+// Build is this executable's build, as the companion reports it.
+func Build() string { return build }
 
 // ErrNoAnalyzer says the companion executable is not installed.
 var ErrNoAnalyzer = errors.New(AnalyzerBinary + " not found beside the plugin or on PATH (it ships in the same archive; reinstall the plugin)")
 
-// analyzerPath finds the companion: beside this executable (krew keeps the archive's files together and
-// links only the plugin), else on PATH.
+// analyzerPath finds the companion: beside this executable first (krew keeps the archive's files
+// together and links only the plugin), else on PATH; Analyze then checks it is of the same build.
 func analyzerPath() (string, error) {
 	if self, err := os.Executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(self); err == nil {
@@ -108,6 +118,7 @@ func Analyze(ctx context.Context, o AnalyzeOptions) ([]AnalysisMessage, error) {
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), &out, &errb
+	detach(cmd)
 	if err := cmd.Run(); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("analysis: not done after %s (the analyzers wait until they could list every kind they read: may this identity list them? istioctl analyze needs the same)", timeout)
@@ -120,6 +131,9 @@ func Analyze(ctx context.Context, o AnalyzeOptions) ([]AnalysisMessage, error) {
 	var res AnalysisResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		return nil, fmt.Errorf("analysis: reading %s's output: %w", AnalyzerBinary, err)
+	}
+	if res.Build != build {
+		return nil, fmt.Errorf("analysis: %s at %s is build %q, the plugin build %q: install both from one archive", AnalyzerBinary, path, res.Build, build)
 	}
 	SortAnalysis(res.Messages)
 	return res.Messages, nil

@@ -946,6 +946,7 @@ func (o *Options) analysisBaseline(ctx context.Context, r *step.Run) {
 // analysisGate analyses the wave's namespaces as the target sees them and fails on a new error (or,
 // with --strict-analysis, a new warning).
 func (o *Options) analysisGate(ctx context.Context, r *step.Run, namespaces []string) error {
+	r.Progress.Printf("analysis gate: analysing %s as %s sees them", strings.Join(namespaces, ", "), o.plan.Revision)
 	ms, err := o.Analyzer(ctx, r, "", o.plan.Revision)
 	if err != nil {
 		return cli.Errorf(cli.ExitGateFailed, "analysis gate: %v", err)

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 )
 
 // analysisFixture: namespace e2e-analysis on 1-30 with a Deployment and its Service; an Istio Gateway
@@ -106,10 +109,44 @@ func testAnalysisPrecheckAndMigrateGate(t *testing.T) {
 		return checkProxiesOnInjectedRevision(t, ns)
 	})
 
-	// The fix precheck names: the Gateway for every revision. The same migration passes its gate.
+	// The fix precheck names: the Gateway for every revision.
 	kubectl(t, "-n", ns, "label", "gateway.networking.istio.io", "gw-old", "istio.io/rev-")
-	res, r = migrate(t, ns, "--to", "1-31", "--rollback-on-failure", "-y")
-	if r.code != 0 || len(res.Details.Analysis) != 1 || !res.Details.Analysis[0].Passed {
-		t.Fatalf("migrate-ns after the fix: exit %d, analysis %+v\n%s", r.code, res.Details.Analysis, r.stderr)
+
+	// Ctrl-C at the terminal during the first namespace's analysis gate: SIGINT to the plugin's whole
+	// process group, as a terminal sends it. The companion is in a group of its own, so the gate runs to
+	// its end and passes; the step stops there (130, cancelled), nothing rolled back, the second
+	// namespace untouched. Before, the companion died of the signal, the gate failed and
+	// --rollback-on-failure moved the namespace back.
+	const second = "e2e-analysis-b"
+	workloadNamespaces(t, "1s", []string{"web"}, second)
+	eventually(t, 60*time.Second, second+" on 1-30", func() error { return checkProxiesOnInjectedRevision(t, second) })
+	args := []string{"migrate-ns", ns, second, "--to", "1-31", "--metrics=false", "--rollback-on-failure", "-y"}
+	b := startPluginInGroup(t, args...)
+	eventually(t, 90*time.Second, "the analysis gate under way", func() error {
+		if !strings.Contains(b.errors(), "analysis gate: analysing "+ns) {
+			return fmt.Errorf("stderr so far: %q", b.errors())
+		}
+		return nil
+	})
+	if err := syscall.Kill(-b.cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := b.wait(); code != 130 || strings.Contains(b.errors(), "rolling back") || strings.Contains(b.errors(), "analysis gate FAILED") {
+		t.Fatalf("Ctrl-C during the analysis gate: exit %d, want 130 with no rollback\n%s", code, b.errors())
+	}
+	if e := journalEntries(t); e[len(e)-1].Status() != journal.StateCancelled {
+		t.Errorf("the entry is %s, want cancelled", e[len(e)-1].Status())
+	}
+	if l := kubectl(t, "get", "namespace", ns, "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-31" {
+		t.Errorf("%s after Ctrl-C: label %q, want 1-31 (no rollback)", ns, l)
+	}
+	if l := kubectl(t, "get", "namespace", second, "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-30" {
+		t.Errorf("%s after Ctrl-C: label %q, want 1-30 (never started)", second, l)
+	}
+
+	// The rerun resumes the entry and both namespaces pass their gates.
+	res, r = migrate(t, ns, second, "--to", "1-31", "--rollback-on-failure", "-y")
+	if r.code != 0 || len(res.Details.Analysis) != 1 || !res.Details.Analysis[0].Passed || res.Details.Analysis[0].Namespace != second {
+		t.Fatalf("migrate-ns resumed after Ctrl-C: exit %d, analysis %+v\n%s", r.code, res.Details.Analysis, r.stderr)
 	}
 }

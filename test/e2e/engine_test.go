@@ -62,9 +62,24 @@ func (b *background) errors() string {
 
 func startPlugin(t *testing.T, args ...string) *background {
 	t.Helper()
+	return start(t, false, args...)
+}
+
+// startPluginInGroup is startPlugin in a process group of its own, which the test signals whole as a
+// terminal signals its foreground group on Ctrl-C.
+func startPluginInGroup(t *testing.T, args ...string) *background {
+	t.Helper()
+	return start(t, true, args...)
+}
+
+func start(t *testing.T, group bool, args ...string) *background {
+	t.Helper()
 	b := &background{cmd: exec.Command(filepath.Join(binDir, "kubectl"), append([]string{"istio-upgrade"}, args...)...)}
 	b.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+binDir+":"+os.Getenv("PATH"))
 	b.cmd.Stdout, b.cmd.Stderr = &b.stdout, b
+	if group {
+		b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
