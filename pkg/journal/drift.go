@@ -16,9 +16,10 @@ var volatile = [][]string{
 	{"webhooks", "*", "clientConfig", "caBundle"},
 }
 
-// settled are fields undo always puts back as recorded, never calling a change since a conflict:
-// autoscalers own a Deployment's replica count between steps, and shift's undo scales a canary to 0
-// before its readiness gate returns, then restores the count.
+// settled are fields an autoscaler owns between steps (a Deployment's replica count): a change since the
+// step is never a conflict. Undo puts one back only when the step changed it and, with an autoscaler
+// targeting the object, only from 0, where the autoscaler does nothing: otherwise undoing a step days
+// later would scale a gateway under load down to the count it had then.
 var settled = map[string]bool{strings.Join([]string{"spec", "replicas"}, fieldSep): true}
 
 // fieldSep joins path segments into a map key; label keys hold dots and slashes, never NUL.
@@ -81,8 +82,9 @@ type Drift struct {
 	Kept int
 }
 
-// Compare weighs the state before the step, the state it left and the live object.
-func Compare(before, after, live map[string]any) (Drift, []string) {
+// Compare weighs the state before the step, the state it left and the live object. autoscaled says an
+// autoscaler targets the object (see settled).
+func Compare(before, after, live map[string]any, autoscaled bool) (Drift, []string) {
 	b, a, l := leaves(before), leaves(after), leaves(live)
 	var d Drift
 	var restore []string
@@ -97,23 +99,17 @@ func Compare(before, after, live map[string]any) (Drift, []string) {
 		d.Changed = append(d.Changed, fieldName(k))
 		lv, lok := l[k]
 		switch {
-		case lok == aok && equality.Semantic.DeepEqual(lv, av):
+		case lok == aok && equality.Semantic.DeepEqual(lv, av) && (!settled[k] || !autoscaled || isZero(lv)):
 			restore = append(restore, k) // as the step left it: put back
 		case lok == bok && equality.Semantic.DeepEqual(lv, bv):
 			// already back as it was
 		case settled[k]:
-			restore = append(restore, k)
+			if !autoscaled || lok && isZero(lv) {
+				restore = append(restore, k)
+			}
 		default:
 			d.Conflicts = append(d.Conflicts, fieldName(k))
 			restore = append(restore, k)
-		}
-	}
-	for k := range settled {
-		bv, bok := b[k]
-		lv, lok := l[k]
-		if !changed[k] && bok && (!lok || !equality.Semantic.DeepEqual(lv, bv)) {
-			restore = append(restore, k) // set since by an autoscaler or the undo itself: back as recorded
-			changed[k] = true
 		}
 	}
 	for k := range union(a, l) {
@@ -233,4 +229,19 @@ func fieldName(k string) string {
 		b.WriteString(p)
 	}
 	return b.String()
+}
+
+// isZero says a JSON number is 0.
+func isZero(v any) bool {
+	switch n := v.(type) {
+	case int64:
+		return n == 0
+	case float64:
+		return n == 0
+	case int:
+		return n == 0
+	case int32:
+		return n == 0
+	}
+	return false
 }

@@ -41,6 +41,7 @@ func newFakes(objs ...runtime.Object) (*Journal, *dynfake.FakeDynamicClient) {
 		ConfigMapRef("", "").GVR():   "ConfigMapList",
 		MutatingWebhookRef("").GVR(): "MutatingWebhookConfigurationList",
 		DeploymentRef("", "").GVR():  "DeploymentList",
+		hpaGVR:                       "HorizontalPodAutoscalerList",
 	}, objs...)
 	j := New(fake.NewClientset(), dc, "istio-system")
 	j.Now = func() time.Time { return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) }
@@ -303,6 +304,40 @@ func TestCaptureListsANamespacesWorkloads(t *testing.T) {
 			t.Errorf("%s is absent but recorded as existing (%v) or not gone after (%v)", o.Ref, o.Existed, o.Gone)
 		case want != nil && (!o.Existed || o.Gone || !equality.Semantic.DeepEqual(o.State.Object["spec"], want.Object["spec"]) || o.UID != string(want.GetUID())):
 			t.Errorf("%s recorded as %+v, is %v", o.Ref, o, want.Object)
+		}
+	}
+}
+
+// Undo of a step that changed a gateway's template, days later, with an HPA scaling it since: the
+// template goes back, the replica count the HPA set stays. The control: without the HPA, a count the
+// step changed is put back.
+func TestRestoreLeavesAnAutoscaledCount(t *testing.T) {
+	ctx := context.Background()
+	dep := func(rev string, replicas int64) *unstructured.Unstructured {
+		return obj("apps/v1", "Deployment", "istio-ingress", "gw", nil, map[string]any{"spec": map[string]any{"replicas": replicas,
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"istio.io/rev": rev}}}}})
+	}
+	hpa := obj("autoscaling/v2", "HorizontalPodAutoscaler", "istio-ingress", "gw", nil, map[string]any{"spec": map[string]any{
+		"scaleTargetRef": map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": "gw"}}})
+	ref := DeploymentRef("istio-ingress", "gw")
+	o := Object{Ref: ref, Existed: true, State: dep("1-30", 2), Left: true, After: dep("1-31", 3)}
+	for _, c := range []struct {
+		name string
+		objs []runtime.Object
+		want int64
+	}{
+		{"autoscaled", []runtime.Object{dep("1-31", 7), hpa}, 7},
+		{"not autoscaled", []runtime.Object{dep("1-31", 3)}, 2},
+	} {
+		j, dc := newFakes(c.objs...)
+		if _, err := j.RestoreObject(ctx, o, nil); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		got := get(t, dc, ref)
+		n, _, _ := unstructured.NestedInt64(got.Object, "spec", "replicas")
+		rev, _, _ := unstructured.NestedString(got.Object, "spec", "template", "metadata", "labels", "istio.io/rev")
+		if n != c.want || rev != "1-30" {
+			t.Errorf("%s: after undo %d replicas on %s, want %d on 1-30", c.name, n, rev, c.want)
 		}
 	}
 }

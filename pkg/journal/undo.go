@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 )
@@ -106,7 +107,7 @@ func (j *Journal) decide(ctx context.Context, o Object, dryRun []string, write b
 			return Action{}, &DriftError{Ref: o.Ref, Why: "was deleted and created again since the step"}
 		}
 		if o.After != nil && !j.Force {
-			if d, _ := Compare(o.After.Object, o.After.Object, Sanitize(cur).Object); d.Kept > 0 {
+			if d, _ := Compare(o.After.Object, o.After.Object, Sanitize(cur).Object, false); d.Kept > 0 {
 				return Action{}, &DriftError{Ref: o.Ref, Why: fmt.Sprintf("the step created it and %d of its fields were changed since", d.Kept)}
 			}
 		}
@@ -138,7 +139,7 @@ func (j *Journal) decide(ctx context.Context, o Object, dryRun []string, write b
 		}
 		return j.restoreWhole(ctx, ri, o, cur, exists, dryRun)
 	}
-	d, fields := Compare(o.State.Object, o.After.Object, Sanitize(cur).Object)
+	d, fields := Compare(o.State.Object, o.After.Object, Sanitize(cur).Object, j.autoscaled(ctx, o.Ref))
 	if len(d.Conflicts) > 0 && !j.Force {
 		return Action{}, &DriftError{Ref: o.Ref, Fields: d.Conflicts, Why: "fields the step changed were changed again since"}
 	}
@@ -246,4 +247,28 @@ func Overwrites(entries []*Entry, e *Entry) []*Entry {
 		}
 	}
 	return out
+}
+
+var hpaGVR = schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}
+
+// autoscaled says a HorizontalPodAutoscaler targets ref now. Unreadable HPAs count as none: undo then
+// writes back only a replica count the step itself changed.
+func (j *Journal) autoscaled(ctx context.Context, ref ObjectRef) bool {
+	switch ref.Kind {
+	case "Deployment", "StatefulSet", "ReplicaSet":
+	default:
+		return false
+	}
+	l, err := j.Dynamic.Resource(hpaGVR).Namespace(ref.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false
+	}
+	for _, h := range l.Items {
+		kind, _, _ := unstructured.NestedString(h.Object, "spec", "scaleTargetRef", "kind")
+		name, _, _ := unstructured.NestedString(h.Object, "spec", "scaleTargetRef", "name")
+		if kind == ref.Kind && name == ref.Name {
+			return true
+		}
+	}
+	return false
 }

@@ -55,7 +55,9 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 	for _, s := range sides {
 		ref := s.dep.Ref
 		gated := s.recorded != nil && canary.HasServingGate(&s.recorded.Spec.Template.Spec)
+		zeroed := false
 		if gated && s.current != nil && !canary.HasServingGate(&s.current.Spec.Template.Spec) && replicas(s.current) > 0 {
+			zeroed = true
 			if _, err := c.Kube.AppsV1().Deployments(ref.Namespace).Patch(ctx, ref.Name, types.MergePatchType,
 				[]byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: dryRun, FieldManager: kube.FieldManager}); err != nil {
 				return actions, fmt.Errorf("undo: scale %s to 0 before its readiness gate returns: %w", ref, err)
@@ -70,6 +72,15 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		}
 		if err != nil {
 			return actions, err
+		}
+		// The count this undo zeroed comes back as recorded: the restore writes back only a count the
+		// shift itself changed.
+		if zeroed && replicas(s.recorded) > 0 && dryRun == nil {
+			body := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas(s.recorded))
+			if _, err := c.Kube.AppsV1().Deployments(ref.Namespace).Patch(ctx, ref.Name, types.MergePatchType, body,
+				metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
+				return actions, fmt.Errorf("undo: scale %s back to %d: %w", ref, replicas(s.recorded), err)
+			}
 		}
 		// The growing side must serve before the other side shrinks; gated pods never become ready.
 		if s.growth > 0 && !gated && dryRun == nil {

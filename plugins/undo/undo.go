@@ -12,6 +12,7 @@ import (
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/step"
 )
 
@@ -19,6 +20,7 @@ import (
 var Permissions = []step.Permission{
 	step.Perm("get, and update, create or delete as the entry needs", "the entry's objects", "where they live"),
 	step.Perm("patch, list, watch", "workloads of the entry (restarts, scaling)", "their namespaces"),
+	step.Perm("list", "horizontalpodautoscalers (a replica count an autoscaler owns is left as it is)", "the workloads' namespaces"),
 }
 
 // Options is `undo`: the entry to undo and how.
@@ -146,6 +148,8 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		switch ob.Ref.Kind {
 		case "Deployment", "StatefulSet", "DaemonSet": // restorers restart, scale and watch workloads
 			p.Access = append(p.Access, step.On(ob.Ref, "patch", "list", "watch")...)
+			// whether an autoscaler owns the replica count (then undo leaves it)
+			p.Access = append(p.Access, kube.Can("autoscaling", "horizontalpodautoscalers", ob.Ref.Namespace, "list")...)
 		}
 	}
 	verbs := map[string]string{"restored": "update", "recreated": "create", "deleted": "delete"}
