@@ -19,6 +19,9 @@ type Access struct {
 	Resource    string `json:"resource"`
 	Subresource string `json:"subresource,omitempty"`
 	Namespace   string `json:"namespace,omitempty"`
+	// Name is the one object the access is on ("" for every object of the resource): what lets a Role
+	// grant it by resourceNames (the journal's key Secret, the one ServiceAccount a token is asked for).
+	Name string `json:"name,omitempty"`
 }
 
 func (a Access) String() string {
@@ -30,11 +33,17 @@ func (a Access) String() string {
 		r += "." + a.Group
 	}
 	s := a.Verb + " " + r
+	if a.Name != "" {
+		s += " " + a.Name
+	}
 	if a.Namespace != "" {
 		s += " in " + a.Namespace
 	}
 	return s
 }
+
+// Named is a for one object, by name.
+func (a Access) Named(name string) Access { a.Name = name; return a }
 
 // Can is a for every verb.
 func Can(group, resource, namespace string, verbs ...string) []Access {
@@ -95,7 +104,7 @@ func Missing(ctx context.Context, k kubernetes.Interface, want []Access) ([]Acce
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			r, err := k.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
-				ResourceAttributes: &authzv1.ResourceAttributes{Verb: a.Verb, Group: a.Group, Resource: a.Resource, Subresource: a.Subresource, Namespace: a.Namespace}}},
+				ResourceAttributes: &authzv1.ResourceAttributes{Verb: a.Verb, Group: a.Group, Resource: a.Resource, Subresource: a.Subresource, Namespace: a.Namespace, Name: a.Name}}},
 				metav1.CreateOptions{})
 			mu.Lock()
 			defer mu.Unlock()
@@ -116,10 +125,13 @@ func Missing(ctx context.Context, k kubernetes.Interface, want []Access) ([]Acce
 
 // RulesAllow says RBAC rules grant a, as RBAC matches them: verb, API group and resource each equal
 // or "*", a subresource by "resource/sub", "resource/*" or "*/sub"; a rule limited to resourceNames
-// grants no access to the whole kind.
+// grants access to those objects only, never to the whole kind.
 func RulesAllow(rules []authzv1.ResourceRule, a Access) bool {
 	for _, r := range rules {
-		if len(r.ResourceNames) > 0 || !matches(r.Verbs, a.Verb) || !matches(r.APIGroups, a.Group) {
+		if len(r.ResourceNames) > 0 && (a.Name == "" || !matches(r.ResourceNames, a.Name)) {
+			continue
+		}
+		if !matches(r.Verbs, a.Verb) || !matches(r.APIGroups, a.Group) {
 			continue
 		}
 		for _, res := range r.Resources {

@@ -25,6 +25,8 @@ func TestRulesAllow(t *testing.T) {
 		{Access{Verb: "get", Group: "apps", Resource: "deployments"}, true},
 		{Access{Verb: "watch", Group: "apps", Resource: "deployments"}, false},
 		{Access{Verb: "patch", Group: "apps", Resource: "deployments"}, false}, // only one named Deployment
+		{Access{Verb: "patch", Group: "apps", Resource: "deployments", Name: "web"}, true},
+		{Access{Verb: "patch", Group: "apps", Resource: "deployments", Name: "db"}, false},
 		{Access{Verb: "get", Group: "", Resource: "deployments"}, false},
 		{Access{Verb: "create", Resource: "pods", Subresource: "eviction"}, true},
 		{Access{Verb: "list", Resource: "pods"}, false}, // pods/* is subresources only

@@ -64,6 +64,10 @@ func (i *Istiod) Close() {
 	i.cancel()
 }
 
+// TokenServiceAccount is the ServiceAccount of the Istio namespace whose token the istiod client
+// presents: the one a Role grants serviceaccounts/token on, by name (never istiod's own).
+const TokenServiceAccount = "default"
+
 // Token is a short-lived token of the Istio namespace's default ServiceAccount with audience istio-ca,
 // the identity istiod accepts for debug requests (as istioctl does), minted once per tokenLife.
 func (i *Istiod) Token(ctx context.Context) (string, error) {
@@ -73,7 +77,7 @@ func (i *Istiod) Token(ctx context.Context) (string, error) {
 		return i.token, nil
 	}
 	exp := int64(600)
-	tr, err := i.c.Kube.CoreV1().ServiceAccounts(i.opts.IstioNamespace).CreateToken(ctx, "default", &authv1.TokenRequest{
+	tr, err := i.c.Kube.CoreV1().ServiceAccounts(i.opts.IstioNamespace).CreateToken(ctx, TokenServiceAccount, &authv1.TokenRequest{
 		Spec: authv1.TokenRequestSpec{Audiences: []string{"istio-ca"}, ExpirationSeconds: &exp},
 	}, metav1.CreateOptions{})
 	if err != nil {

@@ -293,12 +293,29 @@ func listedObjects(raw *mesh.Inputs) map[journal.ObjectRef]metav1.Object {
 	return out
 }
 
-// EngineAccess is what the runner itself does on every real run, in the Istio namespace: the lock,
-// the journal and its signing key.
-func EngineAccess(istioNS string) []kube.Access {
-	return append(append(kube.Can("coordination.k8s.io", "leases", istioNS, "get", "create", "update", "delete"),
-		kube.Can("", "configmaps", istioNS, "list", "get", "create", "update")...),
-		kube.Can("", "secrets", istioNS, "get", "create", "update")...)
+// EngineAccess is what the runner itself does on every real run, in the Istio namespace: the lock, the
+// journal and its signing key, each named where RBAC can name it (a create never can), so a Role that
+// grants it reads no other Secret. firstEntry (the key Secret does not exist yet) adds creating it.
+func EngineAccess(istioNS string, firstEntry bool) []kube.Access {
+	out := kube.Can("coordination.k8s.io", "leases", istioNS, "create")
+	for _, a := range kube.Can("coordination.k8s.io", "leases", istioNS, "get", "update", "delete") {
+		out = append(out, a.Named(LockName))
+	}
+	out = append(out, kube.Can("", "configmaps", istioNS, "list", "get", "create", "update")...)
+	for _, a := range kube.Can("", "secrets", istioNS, "get", "update") {
+		out = append(out, a.Named(journal.KeySecret))
+	}
+	if firstEntry {
+		out = append(out, kube.Can("", "secrets", istioNS, "create")...)
+	}
+	return out
+}
+
+// FirstEntry says the journal's key Secret does not exist yet (or cannot be read): the next entry
+// creates it.
+func FirstEntry(ctx context.Context, c *kube.Clients, istioNS string) bool {
+	_, err := c.Kube.CoreV1().Secrets(istioNS).Get(ctx, journal.KeySecret, metav1.GetOptions{})
+	return err != nil
 }
 
 // checkAccess asks the apiserver for everything the run will do before it does any of it: the step's
@@ -310,7 +327,7 @@ func checkAccess(ctx context.Context, r *Run, plan *Plan) error {
 	}
 	want := append([]kube.Access{}, plan.Access...)
 	if r.Live() {
-		want = append(want, EngineAccess(r.G.IstioNamespace)...)
+		want = append(want, EngineAccess(r.G.IstioNamespace, FirstEntry(ctx, r.C, r.G.IstioNamespace))...)
 		for _, ref := range append(append([]journal.ObjectRef{}, plan.Record...), plan.Slim...) {
 			want = append(want, On(ref, "get")...)
 		}

@@ -252,7 +252,7 @@ func TestMissingPermissionRefusesBeforeAnyWrite(t *testing.T) {
 	b := newBed(t)
 	b.c.Deny = func(a authzv1.ResourceAttributes) bool { return a.Resource == "leases" && a.Verb == "delete" }
 	err := b.run(&fakeStep{batches: 2}, "none", nil)
-	if cli.CodeOf(err) != cli.ExitNotPermitted || !strings.Contains(err.Error(), "delete leases.coordination.k8s.io in istio-system") {
+	if cli.CodeOf(err) != cli.ExitNotPermitted || !strings.Contains(err.Error(), "delete leases.coordination.k8s.io istio-upgrade-lock in istio-system") {
 		t.Fatalf("exit %d (%v), want 77 naming the verb", cli.CodeOf(err), err)
 	}
 	if len(b.writes) != 0 || len(b.data()) != 0 || len(b.entries()) != 0 {

@@ -64,9 +64,17 @@ type Plan struct {
 	Target string
 }
 
-// On is the access of verbs on the object ref names (its kind, in its namespace).
+// On is the access of verbs on the object ref names (its kind, in its namespace; by its name for the
+// verbs that act on one object).
 func On(ref journal.ObjectRef, verbs ...string) []kube.Access {
-	return kube.Can(ref.Group, ref.Resource, ref.Namespace, verbs...)
+	out := kube.Can(ref.Group, ref.Resource, ref.Namespace, verbs...)
+	for i := range out {
+		switch out[i].Verb {
+		case "get", "patch", "update", "delete": // one object's verbs: a Role may grant them by resourceNames
+			out[i].Name = ref.Name
+		}
+	}
+	return out
 }
 
 // Options are the flags the runner gives every mutating step.

@@ -19,14 +19,14 @@ import (
 
 // permission is one verb on one resource the runbook needs.
 type permission struct {
-	verb, group, resource, subresource string
+	verb, group, resource, subresource, name string
 	istioNS                            bool // namespaced to the Istio namespace (else cluster-wide)
 	read                               bool // needed to read the mesh at all
 }
 
 // access is the permission asked in the Istio namespace where it applies there.
 func (p permission) access(istioNS string) kube.Access {
-	a := kube.Access{Verb: p.verb, Group: p.group, Resource: p.resource, Subresource: p.subresource}
+	a := kube.Access{Verb: p.verb, Group: p.group, Resource: p.resource, Subresource: p.subresource, Name: p.name}
 	if p.istioNS {
 		a.Namespace = istioNS
 	}
@@ -64,7 +64,8 @@ var runbookPermissions = func() []permission {
 	add("policy", "poddisruptionbudgets", false, false, "list", "create", "delete")
 	ps = append(ps,
 		permission{verb: "create", resource: "pods", subresource: "portforward", istioNS: true, read: true},
-		permission{verb: "create", resource: "serviceaccounts", subresource: "token", istioNS: true, read: true})
+		// the token of the one ServiceAccount the istiod client presents (mesh.TokenServiceAccount)
+		permission{verb: "create", resource: "serviceaccounts", subresource: "token", name: mesh.TokenServiceAccount, istioNS: true, read: true})
 	return ps
 }()
 

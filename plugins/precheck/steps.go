@@ -19,8 +19,8 @@ type StepAccess struct {
 // stepAccess is what each registered mutating step (and each of its variants, "canary-gw --helm") asks the apiserver for before it changes anything
 // (see docs/rbac.md), with namespaced rights in the namespaces the step would act on in this mesh,
 // beside the engine's own.
-func stepAccess(steps []step.Registration, s *mesh.Snapshot, istioNS string) map[string][]kube.Access {
-	engine := step.EngineAccess(istioNS)
+func stepAccess(steps []step.Registration, s *mesh.Snapshot, istioNS string, firstEntry bool) map[string][]kube.Access {
+	engine := step.EngineAccess(istioNS, firstEntry)
 	out := map[string][]kube.Access{}
 	for _, r := range steps {
 		rights := step.RightsWith(steps, r, nil, s, istioNS)
@@ -37,7 +37,7 @@ func stepAccess(steps []step.Registration, s *mesh.Snapshot, istioNS string) map
 
 // CheckSteps asks the apiserver for every step's access (each question once).
 func CheckSteps(ctx context.Context, c *kube.Clients, steps []step.Registration, s *mesh.Snapshot, istioNS string) ([]StepAccess, error) {
-	per := stepAccess(steps, s, istioNS)
+	per := stepAccess(steps, s, istioNS, step.FirstEntry(ctx, c, istioNS))
 	var all []kube.Access
 	for _, as := range per {
 		all = append(all, as...)

@@ -41,6 +41,7 @@ var istioctlScenarios = []scenario{
 	{"MigrateNsNeverTakesSystemNamespaces", testMigrateNsNeverTakesSystemNamespaces},
 	{"GitOpsManagedNamespaceWarnsWithThePatch", testGitOpsManagedNamespaceWarnsWithThePatch},
 	{"TagMoveRestartAndUndo", testTagMoveRestartAndUndo},
+	{"RBACDocumentedRolesRunMigrateNs", testRBACDocumentedRolesRunMigrateNs},
 	// Gates on Istio's analysis and on the workloads' own requests: by now Prometheus has data.
 	{"AnalysisPrecheckAndMigrateGate", testAnalysisPrecheckAndMigrateGate},
 	{"MetricsGateInMigrateNs", testMetricsGateInMigrateNs},
