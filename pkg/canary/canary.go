@@ -30,8 +30,9 @@ const (
 	AnnotationHPARange = "istio-upgrade.io/hpa-range"
 )
 
-// dropLabels are labels of the old Deployment's installer: the canary is ours, not Helm's.
-var dropLabels = []string{"app.kubernetes.io/managed-by", "helm.sh/chart", "app.kubernetes.io/instance", "release", "heritage", "chart"}
+// dropLabels are labels of the old Deployment's installer or its GitOps controller: the canary is ours,
+// not Helm's, and Argo CD or Flux would prune it (serving or not) as an object missing from Git.
+var dropLabels = append([]string{"app.kubernetes.io/managed-by", "helm.sh/chart", "release", "heritage", "chart"}, kube.GitOpsLabels...)
 
 // DefaultName is the canary Deployment's name when --name is not given.
 func DefaultName(old, revision string) string { return old + "-" + revision }
@@ -63,6 +64,9 @@ func Derive(old *appsv1.Deployment, revision, name string, replicas int32, hpaRa
 	t := &c.Spec.Template
 	t.Labels = canaryLabels(t.Labels, old.Name, revision)
 	delete(t.Labels, "pod-template-hash")
+	for k, v := range c.Spec.Selector.MatchLabels { // a label the selector needs stays, whoever set it
+		t.Labels[k] = v
+	}
 	if t.Annotations == nil {
 		t.Annotations = map[string]string{}
 	}

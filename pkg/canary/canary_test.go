@@ -159,3 +159,24 @@ func TestPodsReady(t *testing.T) {
 		t.Errorf("count: %q", r)
 	}
 }
+
+// The canary carries none of Argo CD's or Flux's tracking labels (they would prune it as missing from
+// Git), on the Deployment or its pods, unless the selector needs one.
+func TestDeriveDropsGitOpsTracking(t *testing.T) {
+	tracked := map[string]string{"app": "gw", "argocd.argoproj.io/instance": "mesh", "kustomize.toolkit.fluxcd.io/name": "infra",
+		"kustomize.toolkit.fluxcd.io/namespace": "flux-system", "app.kubernetes.io/instance": "gw"}
+	old := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "ingress", Labels: tracked},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "gw", "app.kubernetes.io/instance": "gw"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: tracked}}}}
+	c := Derive(old, "1-31", "gw-1-31", 1, "")
+	for _, l := range []map[string]string{c.Labels, c.Spec.Template.Labels} {
+		for _, k := range []string{"argocd.argoproj.io/instance", "kustomize.toolkit.fluxcd.io/name", "kustomize.toolkit.fluxcd.io/namespace"} {
+			if _, ok := l[k]; ok {
+				t.Errorf("the canary carries %s: %v", k, l)
+			}
+		}
+	}
+	if c.Spec.Template.Labels["app.kubernetes.io/instance"] != "gw" {
+		t.Errorf("a label the selector needs was dropped from the pods: %v", c.Spec.Template.Labels)
+	}
+}

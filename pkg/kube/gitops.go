@@ -6,6 +6,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// GitOpsLabels are the labels by which Argo CD and Flux track what they own: an object copied from a
+// tracked one must not carry them, or the controller prunes it as not in Git (a serving canary among
+// them).
+var GitOpsLabels = []string{"app.kubernetes.io/instance", "argocd.argoproj.io/instance",
+	"kustomize.toolkit.fluxcd.io/name", "kustomize.toolkit.fluxcd.io/namespace",
+	"helm.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/namespace"}
+
 // GitOpsOwner names the GitOps controller that manages an object ("" when none): Argo CD by its
 // tracking annotation or instance label, Flux by its kustomize or helm controller labels, either by the
 // field manager it writes with. Such a controller puts back any change not committed to Git.
