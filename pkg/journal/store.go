@@ -263,6 +263,7 @@ func (j *Journal) List(ctx context.Context) ([]*Entry, error) {
 			// One bad ConfigMap must not stop every step: it is listed, and never replayed.
 			e = &Entry{ID: strings.TrimPrefix(cm.Name, NamePrefix), Step: "unreadable", Unreadable: err.Error()}
 		}
+		e.redact()
 		out = append(out, e)
 	}
 	sortEntries(out)

@@ -6,18 +6,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 )
 
-// unrecorded are kubectl's credential and connection flags: a journal entry is readable by everyone who
-// can read ConfigMaps in the Istio namespace, and `history` prints it.
-var unrecorded = map[string]bool{
-	"token": true, "password": true, "username": true, "client-key": true, "client-certificate": true,
-	"certificate-authority": true, "as": true, "as-group": true, "as-uid": true, "as-user-extra": true,
-	"kubeconfig": true, "server": true, "tls-server-name": true, "insecure-skip-tls-verify": true,
-}
-
 // CommandLine rebuilds the command from what cobra parsed: the step, its arguments and the flags that
-// were set, credentials left out.
+// were set, credentials (journal.Credentials, URL userinfo) left out.
 func CommandLine(cmd *cobra.Command, args []string) string {
 	parts := []string{"kubectl istio-upgrade", cmd.Name()}
 	for _, a := range args {
@@ -25,7 +19,7 @@ func CommandLine(cmd *cobra.Command, args []string) string {
 	}
 	var flags []string
 	cmd.Flags().Visit(func(f *pflag.Flag) {
-		if unrecorded[f.Name] {
+		if journal.Credentials[f.Name] {
 			return
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
@@ -41,7 +35,7 @@ func CommandLine(cmd *cobra.Command, args []string) string {
 		flags = append(flags, "--"+f.Name+"="+quote(f.Value.String()))
 	})
 	sort.Strings(flags)
-	return strings.Join(append(parts, flags...), " ")
+	return journal.RedactURL(strings.Join(append(parts, flags...), " "))
 }
 
 func quote(s string) string {

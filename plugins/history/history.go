@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -136,7 +137,7 @@ func (o *Options) RunPrune(ctx context.Context) error {
 		if e.UndoneBy != "" || e.State == journal.StateRolledBack || e.UndoOf != "" {
 			what = "its history only"
 		}
-		lines = append(lines, fmt.Sprintf("%s %s (%s, %s): %s", e.ID, e.CommandLine(), e.Status(), e.Time.Format(time.RFC3339), what))
+		lines = append(lines, printable(fmt.Sprintf("%s %s (%s, %s): %s", e.ID, e.CommandLine(), e.Status(), e.Time.Format(time.RFC3339), what)))
 	}
 	for _, e := range entries {
 		if !gone[e.ID] {
@@ -243,12 +244,12 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	if o.ID != "" {
 		e := entries[0]
-		fmt.Fprintf(o.Out, "Entry %s: %s by %s at %s: %s\n", e.ID, e.CommandLine(), e.User, e.Time.Format("2006-01-02T15:04:05Z"), e.Status())
+		fmt.Fprintf(o.Out, "Entry %s: %s by %s at %s: %s\n", printable(e.ID), printable(e.CommandLine()), printable(e.User), e.Time.Format("2006-01-02T15:04:05Z"), printable(e.Status()))
 		for _, d := range e.Done {
-			fmt.Fprintf(o.Out, "  %s\n", d)
+			fmt.Fprintf(o.Out, "  %s\n", printable(d))
 		}
 		for _, k := range slices.Sorted(maps.Keys(e.Notes)) {
-			fmt.Fprintf(o.Out, "  note %s: %s\n", k, e.Notes[k])
+			fmt.Fprintf(o.Out, "  note %s: %s\n", printable(k), printable(e.Notes[k]))
 		}
 		rows := [][]string{}
 		for _, ob := range e.Objects {
@@ -256,7 +257,7 @@ func (o *Options) Run(ctx context.Context) error {
 			if ob.Existed {
 				prior = "recorded"
 			}
-			rows = append(rows, []string{ob.Ref.String(), prior})
+			rows = append(rows, []string{printable(ob.Ref.String()), prior})
 		}
 		return cli.WriteTable(o.Out, []string{"object", "prior state"}, rows)
 	}
@@ -287,11 +288,29 @@ func (o *Options) Run(ctx context.Context) error {
 			short, _, _ := strings.Cut(v, " (") // the whole note is in `history ID`
 			state += "; serving: " + short
 		}
-		rows = append(rows, []string{e.ID, e.Time.Format("2006-01-02T15:04:05Z"), e.Step, e.User, fmt.Sprint(len(e.Objects)), state, e.CommandLine()})
+		rows = append(rows, []string{printable(e.ID), e.Time.Format("2006-01-02T15:04:05Z"), printable(e.Step), printable(e.User), fmt.Sprint(len(e.Objects)), printable(state), printable(e.CommandLine())})
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(o.ErrOut, "No journal entries: no step has changed this cluster yet.")
 		return nil
 	}
 	return cli.WriteTableWrapped(o.Out, []string{"id", "time", "step", "user", "objects", "state", "command"}, rows)
+}
+
+// printable shows a field of an entry on a terminal: anyone who can write a ConfigMap in the Istio
+// namespace can plant an entry, and its fields must not move the cursor, recolour or retitle the
+// terminal of whoever reads history. Control characters show as \xNN.
+func printable(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

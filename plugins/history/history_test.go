@@ -117,3 +117,26 @@ func TestRunPrune(t *testing.T) {
 		}
 	}
 }
+
+// An entry's fields reach the terminal without their control characters (a planted entry's escape
+// sequences print as \x1b), and an old entry's raw arguments without the credentials they held, in
+// the table and in -o json.
+func TestRunPrintsEntriesSafely(t *testing.T) {
+	c := journaltest.New(t)
+	rec := c.Journal.Begin("migrate-ns", "kubectl istio-upgrade migrate-ns \x1b]0;owned\x07shop --to=1-31")
+	rec.Entry().User = "mallory\x1b[2J"
+	rec.Entry().Args = []string{"kubectl-istio_upgrade", "migrate-ns", "--token", "s3cret-token"}
+	if err := rec.Save(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{nil, {rec.Entry().ID}} {
+		out, _, err := runHistory(t, c, cli.OutputTable, args...)
+		if err != nil || strings.ContainsRune(out, '\x1b') || strings.ContainsRune(out, '\x07') || !strings.Contains(out, `\x1b`) {
+			t.Errorf("history %v: %v, control characters printed raw or not shown escaped:\n%q", args, err, out)
+		}
+	}
+	out, _, err := runHistory(t, c, cli.OutputJSON)
+	if err != nil || strings.Contains(out, "s3cret-token") || !strings.Contains(out, journal.Redacted) {
+		t.Errorf("history -o json: %v, the old entry's token is shown:\n%s", err, out)
+	}
+}
