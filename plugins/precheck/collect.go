@@ -20,8 +20,8 @@ import (
 // permission is one verb on one resource the runbook needs.
 type permission struct {
 	verb, group, resource, subresource, name string
-	istioNS                            bool // namespaced to the Istio namespace (else cluster-wide)
-	read                               bool // needed to read the mesh at all
+	istioNS                                  bool // namespaced to the Istio namespace (else cluster-wide)
+	read                                     bool // needed to read the mesh at all
 }
 
 // access is the permission asked in the Istio namespace where it applies there.
