@@ -162,6 +162,9 @@ func buildRevisions(s *Snapshot, in Inputs) {
 		}
 	}
 	for _, w := range in.MutatingWebhooks {
+		if !callsNamespace(w.Webhooks, in.IstioNamespace) {
+			continue // another control plane's (--istio-namespace names one)
+		}
 		rev := w.Labels[istio.LabelRev]
 		if tag, ok := w.Labels[istio.LabelTag]; ok {
 			s.Tags = append(s.Tags, Tag{Name: tag, Revision: rev, Webhook: w.Name})
@@ -512,4 +515,19 @@ func ServicesOf(services []corev1.Service, d *appsv1.Deployment) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// callsNamespace says a webhook configuration calls a Service in the Istio namespace ns (or a URL: a
+// remote or external istiod, which only its labels can place): a configuration of the same revision
+// name calling another namespace's istiod belongs to that control plane.
+func callsNamespace(hooks []admregv1.MutatingWebhook, ns string) bool {
+	if ns == "" {
+		return true
+	}
+	for _, h := range hooks {
+		if h.ClientConfig.Service == nil || h.ClientConfig.Service.Namespace == ns {
+			return true
+		}
+	}
+	return len(hooks) == 0
 }

@@ -3,6 +3,7 @@ package mesh
 import (
 	"encoding/json"
 	"errors"
+	admregv1 "k8s.io/api/admissionregistration/v1"
 	"strings"
 	"testing"
 
@@ -212,6 +213,29 @@ func TestGatewayAPIGatewayRevisionFromAnnotation(t *testing.T) {
 	for _, g := range Build(in).Gateways {
 		if g.Name == "edge-istio" && g.Revision != "1-31" {
 			t.Errorf("gateway %+v: want revision 1-31 from the pod template's annotation", g)
+		}
+	}
+}
+
+// Another control plane in namespace istio-b, with revisions of the same names: its injector and tag
+// webhooks call istiod in istio-b and are not this control plane's (--istio-namespace istio-system).
+func TestWebhooksOfAnotherIstioNamespace(t *testing.T) {
+	in := midUpgrade()
+	other := func(w admregv1.MutatingWebhookConfiguration) admregv1.MutatingWebhookConfiguration {
+		w.Name += "-istio-b"
+		w.Webhooks = []admregv1.MutatingWebhook{{Name: "x", ClientConfig: admregv1.WebhookClientConfig{Service: &admregv1.ServiceReference{Namespace: "istio-b", Name: "istiod"}}}}
+		return w
+	}
+	in.MutatingWebhooks = append(in.MutatingWebhooks, other(injector("1-29")), other(tagWebhook("stable", "1-29")))
+	s := Build(in)
+	for _, r := range s.Revisions {
+		if r.Name == "1-29" {
+			t.Errorf("istio-b's injector makes a revision here: %+v", r)
+		}
+	}
+	for _, tg := range s.Tags {
+		if tg.Name == "stable" {
+			t.Errorf("istio-b's tag is listed here: %+v", tg)
 		}
 	}
 }
