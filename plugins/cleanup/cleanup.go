@@ -444,8 +444,24 @@ func (o *Options) revisionObjects(ctx context.Context, r *step.Run) ([]*unstruct
 			add(u)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return refOf(out[i]).String() < refOf(out[j]).String() })
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := deleteRank[out[i].GetKind()], deleteRank[out[j].GetKind()]
+		if ri != rj {
+			return ri < rj
+		}
+		return refOf(out[i]).String() < refOf(out[j]).String()
+	})
 	return out, nil
+}
+
+// deleteRank orders removals by dependency: first what calls istiod (its webhooks), then istiod and
+// what scales and shields it, its Service, then what it reads and runs as. The journal keeps this
+// order and undo walks it backwards, so a re-created istiod finds its ConfigMaps, RBAC and
+// ServiceAccount, and its webhooks return only once it is back.
+var deleteRank = map[string]int{
+	"MutatingWebhookConfiguration": 0, "ValidatingWebhookConfiguration": 0,
+	"Deployment": 1, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2, "Service": 3,
+	"ConfigMap": 4, "RoleBinding": 5, "ClusterRoleBinding": 5, "Role": 6, "ClusterRole": 6, "ServiceAccount": 7,
 }
 
 // soakWarning warns when the last step that moved workloads ran less than --soak ago.

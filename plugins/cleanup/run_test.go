@@ -82,18 +82,22 @@ func TestRunRemovesExactlyTheRevisionThenUndo(t *testing.T) {
 	if err := b.Run(removing("1-30")(), "none", nil); err != nil {
 		t.Fatalf("%v\n%s", err, b.ErrOut)
 	}
-	want := []string{"delete configmaps istio-1-30", "delete deployments istiod-1-30", "delete mutatingwebhookconfigurations istio-sidecar-injector-1-30", "delete services istiod-1-30"}
-	got := b.StepWrites()
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
+	// In dependency order: the webhook that calls istiod first, then istiod, its Service, its ConfigMap.
+	want := []string{"delete mutatingwebhookconfigurations istio-sidecar-injector-1-30", "delete deployments istiod-1-30", "delete services istiod-1-30", "delete configmaps istio-1-30"}
+	if got := b.StepWrites(); !slices.Equal(got, want) {
 		t.Errorf("deleted %v\nwant    %v", got, want)
 	}
 	e := b.Entries()
 	if len(e) != 1 || e[0].State != journal.StateInEffect || len(e[0].Objects) != 4 {
 		t.Fatalf("entries %+v", e)
 	}
+	b.Reset()
 	if _, err := b.Journal.Restore(context.Background(), e[0], nil); err != nil {
 		t.Fatal(err)
+	}
+	// Undo re-creates backwards: the ConfigMap before istiod, the webhook last.
+	if got, want := b.Changes(), []string{"create configmaps istio-1-30", "create services istiod-1-30", "create deployments istiod-1-30", "create mutatingwebhookconfigurations istio-sidecar-injector-1-30"}; !slices.Equal(got, want) {
+		t.Errorf("undo wrote %v\nwant       %v", got, want)
 	}
 	if _, err := b.Clients.Kube.AppsV1().Deployments("istio-system").Get(context.Background(), "istiod-1-30", metav1.GetOptions{}); err != nil {
 		t.Errorf("undo did not bring istiod-1-30 back: %v", err)
