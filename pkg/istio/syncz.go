@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -86,9 +87,8 @@ func FoldStates(types map[string]string) string {
 }
 
 // Dial connects to istiod's xDS port. With a token it uses TLS and the token as a bearer credential
-// (istioctl's way to reach 15012): verified by verify when given (an --xds-address, see VerifyIstiod);
-// without, istiod was reached through the apiserver (a port-forward to its pod), which is what
-// authenticates it, as istioctl does. plaintext is for istiod's debug port 15010.
+// (istioctl's way to reach 15012), verified by verify (VerifyIstiod) before the token is sent; only
+// --insecure-xds passes none. plaintext is for istiod's debug port 15010.
 func Dial(ctx context.Context, addr, token string, plaintext bool, verify *tls.Config) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}
 	if plaintext {
@@ -106,7 +106,7 @@ func Dial(ctx context.Context, addr, token string, plaintext bool, verify *tls.C
 	return grpc.NewClient(addr, opts...)
 }
 
-// VerifyIstiod accepts only a serving certificate that chains to the mesh root (rootPEM, from the
+// VerifyIstiod accepts only a serving certificate (ServerAuth) that chains to the mesh root (rootPEM, from the
 // istio-ca-root-cert ConfigMap) and names an istiod Service of the Istio namespace (istiod.NS.svc,
 // istiod-REV.NS.svc): any mesh workload holds a certificate of that root, only istiod one with those
 // names. The address is usually an IP or a tunnel, so the name is checked here, not against the address.
@@ -115,7 +115,9 @@ func VerifyIstiod(rootPEM []byte, namespace string) (*tls.Config, error) {
 	if !roots.AppendCertsFromPEM(rootPEM) {
 		return nil, fmt.Errorf("no certificate in the mesh root")
 	}
-	suffix := "." + namespace + ".svc"
+	// istiod.NS.svc or istiod-REV.NS.svc (REV a DNS label), optionally with the cluster domain: exactly
+	// the Services istiod's chart and istioctl name, never "istiod-evil.example" or another namespace's.
+	name := regexp.MustCompile(`^istiod(-[a-z0-9]([-a-z0-9]*[a-z0-9])?)?\.` + regexp.QuoteMeta(namespace) + `\.svc(\.cluster\.local)?$`)
 	return &tls.Config{
 		InsecureSkipVerify: true, //nolint:gosec // verified below, by chain and name
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -134,11 +136,11 @@ func VerifyIstiod(rootPEM []byte, namespace string) (*tls.Config, error) {
 			for _, c := range certs[1:] {
 				inter.AddCert(c)
 			}
-			if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-				return fmt.Errorf("istiod's certificate does not chain to the mesh root: %w", err)
+			if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return fmt.Errorf("istiod's certificate does not chain to the mesh root for serving: %w", err)
 			}
 			for _, n := range certs[0].DNSNames {
-				if strings.HasPrefix(n, "istiod") && (strings.HasSuffix(n, suffix) || strings.HasSuffix(n, suffix+".cluster.local")) {
+				if name.MatchString(n) {
 					return nil
 				}
 			}

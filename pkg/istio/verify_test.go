@@ -46,7 +46,11 @@ func TestVerifyIstiod(t *testing.T) {
 	workload, _ := cert(t, "web", root, rootKey, false, nil, []*url.URL{spiffe})
 	impostor, _ := cert(t, "istiod", other, otherKey, false, []string{"istiod.istio-system.svc"}, nil)
 	otherNS, _ := cert(t, "istiod", root, rootKey, false, []string{"istiod.other.svc"}, nil)
-	for name, c := range map[string]*x509.Certificate{"istiod": istiod, "a mesh workload": workload, "another CA": impostor, "another Istio namespace": otherNS} {
+	lookalike, _ := cert(t, "istiod", root, rootKey, false, []string{"istiodx.istio-system.svc", "istiod-evil.example.com", "istiod.istio-system.svc.evil"}, nil)
+	clientOnly, _ := cert(t, "istiod", root, rootKey, false, []string{"istiod.istio-system.svc"}, nil)
+	clientOnly = reissue(t, clientOnly, root, rootKey, x509.ExtKeyUsageClientAuth)
+	for name, c := range map[string]*x509.Certificate{"istiod": istiod, "a mesh workload": workload, "another CA": impostor, "another Istio namespace": otherNS,
+		"a name that only starts with istiod": lookalike, "a certificate not for serving": clientOnly} {
 		err := conf.VerifyPeerCertificate([][]byte{c.Raw}, nil)
 		if (name == "istiod") != (err == nil) {
 			t.Errorf("%s: %v", name, err)
@@ -55,4 +59,21 @@ func TestVerifyIstiod(t *testing.T) {
 	if _, err := VerifyIstiod([]byte("not a certificate"), "istio-system"); err == nil {
 		t.Error("an empty root was accepted")
 	}
+}
+
+// reissue signs c's template again, for usage only.
+func reissue(t *testing.T, c *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, usage x509.ExtKeyUsage) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := *c
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{usage}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := x509.ParseCertificate(der)
+	return out
 }

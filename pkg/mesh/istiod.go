@@ -133,8 +133,8 @@ func (i *Istiod) forward(ctx context.Context, p corev1.Pod, port int) (string, e
 // rootCertMap holds the mesh root istiod writes into every namespace.
 const rootCertMap = "istio-ca-root-cert"
 
-// verifier checks an --xds-address istiod against the mesh root before the token (which can mint mesh
-// certificates) is sent to it.
+// verifier checks istiod (port-forwarded or at --xds-address) against the mesh root before the token
+// (which can mint mesh certificates) is sent to it.
 func (i *Istiod) verifier(ctx context.Context) (*tls.Config, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -143,7 +143,7 @@ func (i *Istiod) verifier(ctx context.Context) (*tls.Config, error) {
 	}
 	cm, err := i.c.Kube.CoreV1().ConfigMaps(i.opts.IstioNamespace).Get(ctx, rootCertMap, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("cannot verify istiod at --xds-address without the mesh root (ConfigMap %s/%s): %w; --insecure-xds skips the check",
+		return nil, fmt.Errorf("cannot verify istiod without the mesh root (ConfigMap %s/%s): %w; --insecure-xds skips the check",
 			i.opts.IstioNamespace, rootCertMap, err)
 	}
 	v, err := istio.VerifyIstiod([]byte(cm.Data["root-cert.pem"]), i.opts.IstioNamespace)
@@ -184,8 +184,9 @@ func (i *Istiod) ask(ctx context.Context, p *corev1.Pod, fn func(grpc.ClientConn
 		}
 		addr, plaintext = a, false
 	}
+	// Every token path verifies istiod first, a port-forward's too: the token can mint mesh certificates.
 	var verify *tls.Config
-	if p == nil && !plaintext && !x.Insecure {
+	if !plaintext && !x.Insecure {
 		v, err := i.verifier(ctx)
 		if err != nil {
 			return err

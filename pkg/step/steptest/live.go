@@ -17,6 +17,7 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -50,6 +51,13 @@ func (b *Bed) Live() {
 	tr := kc.Tracker()
 	w, err := tr.Watch(deployments, "")
 	if err != nil {
+		b.T.Fatal(err)
+	}
+	// istiod writes its mesh root into the Istio namespace: what the plugin verifies istiod's serving
+	// certificate against before it sends a token.
+	root := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio-ca-root-cert", Namespace: "istio-system"},
+		Data: map[string]string{"root-cert.pem": string(istiotest.RootPEM(b.T))}}
+	if err := tr.Add(root); err != nil && !apierrors.IsAlreadyExists(err) {
 		b.T.Fatal(err)
 	}
 	// As the controllers leave a cluster they have caught up with: every pod with an address, every
