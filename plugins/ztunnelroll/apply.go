@@ -3,6 +3,7 @@ package ztunnelroll
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -148,7 +149,7 @@ func twoWayPatch(from, to *appsv1.DaemonSet) ([]byte, error) {
 }
 
 // rollBatch rolls one batch of nodes: cordon, empty, replace istio-cni then ztunnel, gate, uncordon.
-func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []string) error {
+func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []string) (err error) {
 	bctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	start := time.Now()
@@ -161,7 +162,15 @@ func (o *Options) rollBatch(ctx context.Context, r *step.Run, i int, nodes []str
 	// Which nodes this batch cordons is decided, and recorded with the unit, before the first cordon:
 	// killed right after it, a rerun knows the cordon is the step's and takes it back.
 	var cordoned []string
-	defer func() { o.uncordon(context.WithoutCancel(ctx), r, cordoned) }()
+	defer func() {
+		// A failed batch that --rollback-on-failure will roll back stays cordoned until Revert has put
+		// its nodes back (Revert uncordons them); any other exit uncordons here.
+		if err != nil && o.RollbackOnFailure && !errors.Is(err, step.ErrCancelled) && ctx.Err() == nil {
+			o.held = cordoned
+			return
+		}
+		o.uncordon(context.WithoutCancel(ctx), r, cordoned)
+	}()
 	toCordon, err := o.uncordoned(bctx, r, nodes)
 	if err != nil {
 		return err

@@ -27,11 +27,14 @@ import (
 // undoTimeout bounds the wait for one node's agent to be back.
 const undoTimeout = 5 * time.Minute
 
-// Revert puts the failed batch's nodes back on the pods they ran (--rollback-on-failure). With no
+// Revert puts the failed batch's nodes back on the pods they ran (--rollback-on-failure), still
+// cordoned, and uncordons them after. With no
 // batch done before it, the DaemonSets get their recorded template and strategy back; otherwise they
 // keep the target with OnDelete (the nodes already moved stay moved) and the roll is not complete, so
 // the entry stays undoable.
 func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error) {
+	// The failed batch's nodes stayed cordoned for the rollback: uncordoned once it is done, or failed.
+	defer func() { o.uncordon(context.WithoutCancel(ctx), r, o.held); o.held = nil }()
 	if !o.RollbackOnFailure || o.done >= len(o.batches) {
 		return false, nil
 	}
@@ -113,6 +116,11 @@ func Undo(ctx context.Context, c *kube.Clients, _ *journal.Journal, e *journal.E
 		nodes := slices.Clone(batches[b])
 		slices.Reverse(nodes)
 		for _, n := range nodes { // one at a time: at most one node without a serving ztunnel
+			// Cordoned while its agents go back, as the roll did; uncordoned after unless it already was.
+			release, err := cordonFor(ctx, c.Kube, n, dryRun)
+			if err != nil {
+				return actions, fmt.Errorf("undo: %w", err)
+			}
 			for _, comp := range []string{mesh.ComponentZtunnel, mesh.ComponentCNI} {
 				o, ok := sets[comp]
 				hash := e.Notes[HashNote(n, comp)]
@@ -121,10 +129,14 @@ func Undo(ctx context.Context, c *kube.Clients, _ *journal.Journal, e *journal.E
 				}
 				if dryRun == nil {
 					if err := RollBack(ctx, c.Kube, o.Ref.Namespace, o.Ref.Name, comp, n, hash, p, undoTimeout); err != nil {
+						_ = release()
 						return actions, fmt.Errorf("undo: %w", err)
 					}
 				}
 				actions = append(actions, journal.Action{Ref: o.Ref, Verb: fmt.Sprintf("node %s rolled back to the pod template it ran (%s)", n, hash)})
+			}
+			if err := release(); err != nil {
+				return actions, fmt.Errorf("undo: uncordon node %s: %w (kubectl uncordon %s)", n, err, n)
 			}
 		}
 	}
@@ -293,4 +305,25 @@ func revisionTemplate(ctx context.Context, k kubernetes.Interface, ns, dsName, h
 		return &data.Spec.Template, nil
 	}
 	return nil, cli.Errorf(cli.ExitBlocked, "daemonset %s/%s no longer keeps the template %s ran before (ControllerRevision with hash %s): its revisionHistoryLimit dropped it; roll forward instead", ns, dsName, hash, hash)
+}
+
+// cordonFor cordons node unless it is already, and returns what uncordons it again (nothing when it
+// was cordoned before: an operator's cordon stays).
+func cordonFor(ctx context.Context, k kubernetes.Interface, node string, dryRun []string) (func() error, error) {
+	n, err := k.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", node, err)
+	}
+	if n.Spec.Unschedulable {
+		return func() error { return nil }, nil
+	}
+	set := func(on bool) error {
+		_, err := k.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, on),
+			metav1.PatchOptions{DryRun: dryRun, FieldManager: kube.FieldManager})
+		return err
+	}
+	if err := set(true); err != nil {
+		return nil, fmt.Errorf("cordon node %s: %w", node, err)
+	}
+	return func() error { return set(false) }, nil
 }

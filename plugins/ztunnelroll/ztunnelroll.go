@@ -43,7 +43,8 @@ type Options struct {
 	version string
 	sets    []*agentSet // istio-cni first, then ztunnel: Istio's documented order
 	batches [][]string
-	done    int // batches that passed their gate
+	done    int      // batches that passed their gate
+	held    []string // the failed batch's nodes the step cordoned, kept so for Revert
 	// inflight are the node batches an interrupted run began and never finished.
 	inflight []journal.Unit
 }

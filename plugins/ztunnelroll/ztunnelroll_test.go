@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -346,5 +347,34 @@ func TestRunRollsEveryNodeWhenTheGatesPass(t *testing.T) {
 	}
 	if e := b.Entries(); len(e) != 1 || e[0].State != journal.StateInEffect {
 		t.Errorf("entries %+v, want one in-effect entry", e)
+	}
+}
+
+// Undo cordons a node while its agents go back and uncordons it after; a node an operator cordoned
+// stays cordoned.
+func TestUndoCordonsTheNodeItRollsBack(t *testing.T) {
+	b := steptest.New(t, steptest.Ambient()...)
+	ctx := context.Background()
+	nodes := b.Clients.Kube.CoreV1().Nodes()
+	unschedulable := func(n string) bool {
+		x, err := nodes.Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.Spec.Unschedulable
+	}
+	release, err := cordonFor(ctx, b.Clients.Kube, steptest.Nodes[0], nil)
+	if err != nil || !unschedulable(steptest.Nodes[0]) {
+		t.Fatalf("cordonFor: %v, cordoned %v", err, unschedulable(steptest.Nodes[0]))
+	}
+	if err := release(); err != nil || unschedulable(steptest.Nodes[0]) {
+		t.Fatalf("release: %v, still cordoned %v", err, unschedulable(steptest.Nodes[0]))
+	}
+	if _, err := nodes.Patch(ctx, steptest.Nodes[1], types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	release, err = cordonFor(ctx, b.Clients.Kube, steptest.Nodes[1], nil)
+	if err != nil || release() != nil || !unschedulable(steptest.Nodes[1]) {
+		t.Errorf("an operator's cordon was taken back: %v", err)
 	}
 }

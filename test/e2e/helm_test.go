@@ -286,7 +286,7 @@ func testHelmSeed000(t *testing.T) {
 	}
 	before := versions()
 	if res, r := clean("--helm", "--dry-run=server"); r.code != 0 || len(res.Details.HelmRan) != 3 || versions() != before {
-		t.Fatalf("cleanup --helm --dry-run=server: exit %d, ran %q, releases %s → %s\n%s", r.code, res.Details.HelmRan, before, versions(), r.stderr)
+		t.Fatalf("cleanup --helm --dry-run=server: exit %d, ran %q, blockers %+v, releases %s → %s\n%s", r.code, res.Details.HelmRan, res.Details.Blockers, before, versions(), r.stderr)
 	}
 	res, r = clean("--helm", "-y")
 	if r.code != 0 || len(res.Details.HelmRan) != 3 {
