@@ -178,7 +178,7 @@ func (o *Options) releaseBlockers(ctx context.Context, r *step.Run, objs []*unst
 			}
 			fix := fmt.Sprintf("kubectl annotate %s %s%s helm.sh/resource-policy=keep, then take it out of the release (", kind, obj.Name, ns)
 			if tags[key] != "" {
-				fix += fmt.Sprintf("helm upgrade %s istio/%s --version %s -n %s --reuse-values --set revisionTags=null", rel.Name, rel.Chart, rel.Version, rel.Namespace)
+				fix += fmt.Sprintf("helm upgrade %s istio/%s --version %s -n %s --reuse-values --set-json 'revisionTags=[]'", rel.Name, rel.Chart, rel.Version, rel.Namespace)
 			} else {
 				fix += "a helm upgrade that no longer renders it"
 			}

@@ -525,7 +525,7 @@ func TestRunHelmKeepsATagWebhookInTheRelease(t *testing.T) {
 		t.Fatalf("exit %d (%v), want 66 with nothing changed", cli.CodeOf(err), err)
 	}
 	out := b.Out.String()
-	for _, want := range []string{"istio-revision-tag-prod-stable", "helm.sh/resource-policy=keep", "revisionTags=null"} {
+	for _, want := range []string{"istio-revision-tag-prod-stable", "helm.sh/resource-policy=keep", "--set-json 'revisionTags=[]'"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the refusal does not say %q:\n%s", want, out)
 		}

@@ -258,8 +258,8 @@ func testHelmSeed000(t *testing.T) {
 	for _, b := range res.Details.Blockers {
 		if b.Kind == "helm-release" {
 			named = append(named, b.Message)
-			if !strings.Contains(b.Fix, "helm.sh/resource-policy=keep") || !strings.Contains(b.Fix, "revisionTags=null") {
-				t.Errorf("blocker %+v: want the keep annotation and revisionTags=null", b)
+			if !strings.Contains(b.Fix, "helm.sh/resource-policy=keep") || !strings.Contains(b.Fix, "--set-json 'revisionTags=[]'") {
+				t.Errorf("blocker %+v: want the keep annotation and --set-json 'revisionTags=[]'", b)
 			}
 		}
 	}
@@ -272,7 +272,12 @@ func testHelmSeed000(t *testing.T) {
 	}
 	kubectl(t, "annotate", "mutatingwebhookconfiguration", "istio-revision-tag-prod-stable", "helm.sh/resource-policy=keep")
 	kubectl(t, "-n", "istio-system", "annotate", "service", "istiod-revision-tag-prod-stable", "helm.sh/resource-policy=keep")
-	helmOK(t, "upgrade", "istiod", oldChart, "-n", "istio-system", "--reuse-values", "--set", "revisionTags=null")
+	// --set-json, not --set revisionTags=null: with --reuse-values a null keeps the old list, and helm
+	// renders the tag again from its template, pointing it back at default.
+	helmOK(t, "upgrade", "istiod", oldChart, "-n", "istio-system", "--reuse-values", "--set-json", "revisionTags=[]")
+	if got := tagRev(); got != "istiod-canary" {
+		t.Fatalf("taking the tag out of the release changed its webhook: it calls %q", got)
+	}
 
 	// Path 1: --helm runs the helm commands through the SDK, journaled; undo rolls the releases back.
 	versions := func() string {
