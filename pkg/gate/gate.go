@@ -19,6 +19,11 @@ import (
 // listed SYNCED by that revision's istiods (proxies: namespace/pod → state). It returns the number of
 // pods checked and, when not yet true, why.
 func EvaluatePods(batch []kube.WorkloadRef, pods []corev1.Pod, proxies map[string]string, revision string) (int, string) {
+	return evaluate(batch, pods, proxies, revision, true)
+}
+
+// evaluate is EvaluatePods; without synced it checks injection only (a move-back without istiod's view).
+func evaluate(batch []kube.WorkloadRef, pods []corev1.Pod, proxies map[string]string, revision string, synced bool) (int, string) {
 	in := map[kube.WorkloadRef]bool{}
 	for _, w := range batch {
 		in[w] = true
@@ -39,6 +44,7 @@ func EvaluatePods(batch []kube.WorkloadRef, pods []corev1.Pod, proxies map[strin
 			problems = append(problems, p.Namespace+"/"+p.Name+" has no sidecar")
 		case rev != revision:
 			problems = append(problems, fmt.Sprintf("%s/%s injected by %s", p.Namespace, p.Name, rev))
+		case !synced:
 		case proxies[p.Namespace+"/"+p.Name] == "":
 			problems = append(problems, fmt.Sprintf("%s/%s not connected to istiod %s", p.Namespace, p.Name, revision))
 		case proxies[p.Namespace+"/"+p.Name] != istio.StateSynced:

@@ -42,6 +42,19 @@ func (w WorkloadRef) String() string {
 	return w.Namespace + "/" + strings.ToLower(w.Kind) + "/" + w.Name
 }
 
+// ParseWorkloadRef reads what String wrote ("shop/deployment/web") back, for the kinds a restart takes.
+func ParseWorkloadRef(s string) (WorkloadRef, bool) {
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 {
+		return WorkloadRef{}, false
+	}
+	kind := map[string]string{"deployment": "Deployment", "statefulset": "StatefulSet", "daemonset": "DaemonSet"}[parts[1]]
+	if kind == "" || parts[0] == "" || parts[2] == "" {
+		return WorkloadRef{}, false
+	}
+	return WorkloadRef{Kind: kind, Namespace: parts[0], Name: parts[2]}, true
+}
+
 // Restart restarts a workload the way `kubectl rollout restart` does: it stamps the pod template with
 // the restart time, so the controller rolls out new pods under the workload's own strategy.
 func Restart(ctx context.Context, k kubernetes.Interface, w WorkloadRef, at time.Time, dryRun []string) error {

@@ -274,6 +274,21 @@ func (i *Istiod) synczHTTP(ctx context.Context, p corev1.Pod) ([]istio.ProxySync
 
 // Proxies is namespace/pod → sync state of every proxy the given istiod pods serve: what a gate polls.
 // Pods that do not answer are left out (the gate keeps waiting for their proxies).
+// ProxiesOrError is Proxies, with the first istiod's error when any did not answer.
+func (i *Istiod) ProxiesOrError(ctx context.Context, istiodPods []corev1.Pod) (map[string]string, error) {
+	out := map[string]string{}
+	var first error
+	for _, sz := range i.Syncz(ctx, istiodPods) {
+		if sz.Err != nil && first == nil {
+			first = fmt.Errorf("istiod %s: %w", sz.Pod, sz.Err)
+		}
+		for _, p := range sz.Proxies {
+			out[p.Namespace+"/"+p.Pod] = p.State()
+		}
+	}
+	return out, first
+}
+
 func (i *Istiod) Proxies(ctx context.Context, istiodPods []corev1.Pod) map[string]string {
 	out := map[string]string{}
 	for _, sz := range i.Syncz(ctx, istiodPods) {

@@ -60,16 +60,17 @@ type Options struct {
 	// Analyzer runs the analysis of namespace ("" = all) as revision rev sees it (tests replace it).
 	Analyzer func(ctx context.Context, r *step.Run, namespace, rev string) ([]istio.AnalysisMessage, error)
 
-	analysisBefore map[string][]istio.AnalysisMessage // per namespace, before it moved
-	lastRestart    time.Time                          // the newest restart stamp this run wrote
-	canary         *kube.WorkloadRef
-	plan           *Plan
-	det            *Details
-	istiod         []corev1.Pod // target revision's istiod pods
-	relabel        []string
-	restarts       []kube.WorkloadRef
-	inflight       []string // units an interrupted run began and never gated: gated first
-	pins           []pin.Pin
+	analysisBefore   map[string][]istio.AnalysisMessage // per namespace, before it moved
+	lastRestart      time.Time                          // the newest restart stamp this run wrote
+	canary           *kube.WorkloadRef
+	plan             *Plan
+	det              *Details
+	istiod           []corev1.Pod // target revision's istiod pods
+	relabel          []string
+	restarts         []kube.WorkloadRef
+	restartedBatches [][]kube.WorkloadRef // the batches restarted, in order: a rollback walks them backwards
+	inflight         []string             // units an interrupted run began and never gated: gated first
+	pins             []pin.Pin
 }
 
 // Details is the step-specific part of the -o json result.
@@ -154,7 +155,7 @@ before the move as the revision it ran: a new error fails the gate (configuratio
 for the old revision is invisible to the new one, a missing Gateway shows as IST0101); new warnings are
 reported, and fail it with --strict-analysis. A failed gate halts the step (exit 75), a timed-out one too (exit 74);
 with --rollback-on-failure the namespaces are relabelled back and what was restarted is restarted
-again onto the old revision.
+again onto the old revision, in the same batches, last first, each gated before the next.
 
 Gateway API gateways and waypoints that follow a relabelled namespace (no istio.io/rev of their own)
 would roll the moment the label changes: istiod re-deploys them itself, outside the gated batches. So by
@@ -660,6 +661,7 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 		batchNo++
 		r.Progress.Printf("batch %d: gating %d workloads the interrupted run restarted", batchNo, len(o.plan.Verify))
 		o.restarts = append(o.restarts, o.plan.Verify...)
+		o.restartedBatches = append(o.restartedBatches, o.plan.Verify)
 		g, err := o.runBatch(ctx, r, batchNo, o.plan.Verify, baseline, false)
 		o.det.Gates = append(o.det.Gates, g)
 		if err != nil {
@@ -790,6 +792,9 @@ func (o *Options) restart(ctx context.Context, r *step.Run, n int, batch []kube.
 		}
 	}
 	if r.Live() {
+		o.restartedBatches = append(o.restartedBatches, batch)
+	}
+	if r.Live() {
 		r.Progress.Printf("batch %d: restarted %s", n, strings.Join(names, ", "))
 	}
 	return nil
@@ -867,14 +872,20 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 	// nothing, and the pods would stay on the new revision (seen on the bed, where a gate can fail
 	// within the second of its restart).
 	now := kube.NextRestart(time.Now(), o.lastRestart.Format(time.RFC3339))
-	for _, w := range o.restarts {
-		if err := r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) }); err != nil {
-			return false, err
-		}
-	}
-	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	err := kube.WaitRollouts(wctx, r.C.Kube, o.restarts, func(s string) { r.Progress.Update("rollback: %s", s) })
+	// The batches the run restarted, last first, each gated as the forward batch was (rollouts, pods on
+	// the revision their namespace selects again, SYNCED) before the next: capacity and istiod's load
+	// stay as the forward step kept them.
+	batches := slices.Clone(o.restartedBatches)
+	slices.Reverse(batches)
+	mb := gate.MoveBack{Batches: batches, Timeout: o.Timeout, Say: r.Progress.Printf, Update: r.Progress.Update,
+		Restart: func(ctx context.Context, w kube.WorkloadRef) error {
+			return r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) })
+		},
+		Revision: func(ns string) string { return before[ns].Revision },
+		Proxies: func(ctx context.Context) (map[string]string, error) {
+			return r.Istiod.ProxiesOrError(ctx, r.Raw.IstiodPods)
+		}}
+	err := mb.Run(ctx, r.C.Kube, "rollback")
 	r.Progress.Done()
 	if err != nil {
 		return false, err

@@ -3,6 +3,9 @@ package migratens
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -10,9 +13,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/gate"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/istio"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/journal"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/kube"
+	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/mesh"
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/pin"
 )
 
@@ -44,20 +49,20 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 			rest = append(rest, o)
 		}
 	}
+	tags, err := tagRevisions(ctx, c)
+	if err != nil {
+		return actions, err
+	}
 	if dryRun == nil && len(relabelled) > 0 {
 		// As the step itself does after relabelling: restarts wait until the injector selects by the
 		// restored labels, or the new pods land on the revision being undone.
-		tags, err := tagRevisions(ctx, c)
-		if err != nil {
-			return actions, err
-		}
 		for ns, labels := range relabelled {
 			awaitInjector(ctx, c.Kube, p, ns, selectedRevision(labels, tags))
 		}
 	}
-	now := time.Now()
 	seen := map[journal.ObjectRef]bool{}
-	var restarted []kube.WorkloadRef
+	pending := map[kube.WorkloadRef]bool{}
+	var stamps []string
 	for _, o := range workloads {
 		if seen[o.Ref] {
 			continue // the canary is recorded twice
@@ -75,22 +80,55 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 			actions = append(actions, journal.Action{Ref: o.Ref, Verb: "unchanged (the step never restarted it)"})
 			continue
 		}
-		w := kube.WorkloadRef{Kind: o.Ref.Kind, Namespace: o.Ref.Namespace, Name: o.Ref.Name}
-		if err := kube.Restart(ctx, c.Kube, w, kube.NextRestart(now, restartedAt(cur)), dryRun); err != nil {
-			return actions, fmt.Errorf("undo: %w", err)
-		}
-		actions = append(actions, journal.Action{Ref: o.Ref, Verb: "restarted"})
-		restarted = append(restarted, w)
+		pending[kube.WorkloadRef{Kind: o.Ref.Kind, Namespace: o.Ref.Namespace, Name: o.Ref.Name}] = true
+		stamps = append(stamps, restartedAt(cur))
 	}
-	if len(restarted) > 0 && dryRun == nil {
-		wctx, cancel := context.WithTimeout(ctx, undoTimeout)
-		defer cancel()
-		err := kube.WaitRollouts(wctx, c.Kube, restarted, func(m string) { p.Update("%s", m) })
+	at := kube.NextRestart(time.Now(), stamps...)
+	restart := func(ctx context.Context, w kube.WorkloadRef) error {
+		if err := kube.Restart(ctx, c.Kube, w, at, dryRun); err != nil {
+			return fmt.Errorf("undo: %w", err)
+		}
+		actions = append(actions, journal.Action{Ref: journal.WorkloadRef(w.Kind, w.Namespace, w.Name), Verb: "restarted"})
+		return nil
+	}
+	batches := undoBatches(e, pending)
+	if dryRun != nil {
+		for _, b := range batches {
+			for _, w := range b {
+				if err := restart(ctx, w); err != nil {
+					return actions, err
+				}
+			}
+		}
+	} else if len(batches) > 0 {
+		// The forward step's batches, last first, each gated before the next (MoveBack): capacity and
+		// istiod's load stay as the migration kept them.
+		istiod := mesh.NewIstiod(c, mesh.ReadOptions{IstioNamespace: j.Namespace})
+		defer istiod.Close()
+		revisions := map[string]string{}
+		mb := gate.MoveBack{Batches: batches, Restart: restart, Timeout: undoTimeout, Say: p.Printf, Update: p.Update,
+			Revision: func(ns string) string {
+				if r, ok := revisions[ns]; ok {
+					return r
+				}
+				n, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+				if err == nil {
+					revisions[ns] = selectedRevision(n.Labels, tags)
+				}
+				return revisions[ns]
+			},
+			Proxies: func(ctx context.Context) (map[string]string, error) {
+				l, err := c.Kube.CoreV1().Pods(j.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
+				if err != nil {
+					return nil, err
+				}
+				return istiod.ProxiesOrError(ctx, l.Items)
+			}}
+		err := mb.Run(ctx, c.Kube, "undo")
 		p.Done()
 		if err != nil {
-			return actions, cli.Errorf(cli.ExitGateFailed, "undo: restarted workloads did not complete their rollouts: %v", err)
+			return actions, cli.Errorf(cli.ExitGateFailed, "undo: %v", err)
 		}
-		p.Printf("%d workloads restarted and rolled out", len(restarted))
 	}
 	// The Gateways pinned before the namespaces moved, unpinned now that they are back.
 	more, err := pin.Undo(ctx, c, j, e, rest, dryRun, p)
@@ -138,4 +176,35 @@ func selectedRevision(labels, tags map[string]string) string {
 		return resolve(v)
 	}
 	return ""
+}
+
+// undoBatches are the workloads to restart back, in the batches the step restarted them (its journal
+// units), last first; workloads outside every unit (entries written before units) go last, five at a
+// time.
+func undoBatches(e *journal.Entry, pending map[kube.WorkloadRef]bool) [][]kube.WorkloadRef {
+	left := maps.Clone(pending)
+	var out [][]kube.WorkloadRef
+	for i := len(e.Units) - 1; i >= 0; i-- {
+		u := e.Units[i]
+		if !strings.HasPrefix(u.Name, unitPrefix) {
+			continue
+		}
+		var b []kube.WorkloadRef
+		for _, s := range u.Objects {
+			if w, ok := kube.ParseWorkloadRef(s); ok && left[w] {
+				b = append(b, w)
+				delete(left, w)
+			}
+		}
+		if len(b) > 0 {
+			out = append(out, b)
+		}
+	}
+	rest := slices.SortedFunc(maps.Keys(left), func(a, b kube.WorkloadRef) int { return strings.Compare(a.String(), b.String()) })
+	for len(rest) > 0 {
+		n := min(5, len(rest))
+		out = append(out, rest[:n])
+		rest = rest[n:]
+	}
+	return out
 }

@@ -53,11 +53,28 @@ func TestUndoRelabelsThenRestarts(t *testing.T) {
 	for _, a := range actions {
 		verbs = append(verbs, a.Ref.String()+" "+a.Verb)
 	}
-	want := []string{"namespace/shop restored", "shop/deployment/web restarted", "shop/deployment/cart unchanged (the step never restarted it)"}
+	want := []string{"namespace/shop restored", "shop/deployment/cart unchanged (the step never restarted it)", "shop/deployment/web restarted"}
 	if !reflect.DeepEqual(verbs, want) {
 		t.Errorf("actions %q, want %q", verbs, want)
 	}
 	if d, _ := c.Clients.Kube.AppsV1().Deployments("shop").Get(context.Background(), "web", metav1.GetOptions{}); *d.Spec.Replicas != 5 {
 		t.Errorf("undo changed web's replicas to %d: the HPA's 5 must stay", *d.Spec.Replicas)
+	}
+}
+
+// Undo restarts in the step's batches (its journal units), last first; workloads no unit names (an
+// entry from before units) go last, five at a time.
+func TestUndoBatchesFollowTheUnitsBackwards(t *testing.T) {
+	w := func(name string) kube.WorkloadRef { return kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: name} }
+	e := &journal.Entry{Units: []journal.Unit{
+		{Name: unitName([]kube.WorkloadRef{w("a")}), Objects: []string{w("a").String()}},
+		{Name: unitName([]kube.WorkloadRef{w("b"), w("c")}), Objects: []string{w("b").String(), w("c").String()}},
+		{Name: "pin gateways", Objects: []string{w("d").String()}},
+	}}
+	pending := map[kube.WorkloadRef]bool{w("a"): true, w("b"): true, w("c"): true, w("d"): true, w("e"): true}
+	got := undoBatches(e, pending)
+	want := [][]kube.WorkloadRef{{w("b"), w("c")}, {w("a")}, {w("d"), w("e")}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("batches %v, want %v", got, want)
 	}
 }
