@@ -28,7 +28,9 @@ type MoveBack struct {
 	Revision func(ns string) string
 	// Proxies are the sync states istiod reports (namespace/pod → state); nil checks injection only, and
 	// so does the rest of the move-back once istiod does not answer (said once: a move-back goes on).
-	Proxies func(ctx context.Context) (map[string]string, error)
+	// It is asked of the istiods of the revisions the batch goes back to only: the revision moved away
+	// from may be what failed.
+	Proxies func(ctx context.Context, revisions []string) (map[string]string, error)
 	// Timeout bounds each batch.
 	Timeout time.Duration
 	// Say prints a line (one per batch); Update a live progress line.
@@ -80,7 +82,7 @@ func (m *MoveBack) gate(ctx context.Context, k kubernetes.Interface, batch []kub
 		total, reason := 0, ""
 		var proxies map[string]string
 		if m.Proxies != nil {
-			p, err := m.Proxies(ctx)
+			p, err := m.Proxies(ctx, m.revisions(batch))
 			if err != nil {
 				m.Say("%s: istiod's sync state unavailable (%v): gating on rollouts and injection only", label, err)
 				m.Proxies = nil
@@ -88,6 +90,9 @@ func (m *MoveBack) gate(ctx context.Context, k kubernetes.Interface, batch []kub
 			proxies = p
 		}
 		for _, ns := range slices.Sorted(maps.Keys(byNS)) {
+			if m.Revision(ns) == "" {
+				continue // a namespace that selects no revision now: its pods come back without a proxy
+			}
 			l, err := k.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 			if err != nil {
 				reason = err.Error()

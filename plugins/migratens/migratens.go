@@ -882,8 +882,8 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 			return r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) })
 		},
 		Revision: func(ns string) string { return before[ns].Revision },
-		Proxies: func(ctx context.Context) (map[string]string, error) {
-			return r.Istiod.ProxiesOrError(ctx, r.Raw.IstiodPods)
+		Proxies: func(ctx context.Context, revs []string) (map[string]string, error) {
+			return r.Istiod.ProxiesOrError(ctx, istiodsOf(r.Raw.IstiodPods, revs))
 		}}
 	err := mb.Run(ctx, r.C.Kube, "rollback")
 	r.Progress.Done()
@@ -1037,4 +1037,15 @@ func awaitInjector(ctx context.Context, k kubernetes.Interface, progress *cli.Pr
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// istiodsOf are the istiod pods of revisions.
+func istiodsOf(pods []corev1.Pod, revisions []string) []corev1.Pod {
+	var out []corev1.Pod
+	for _, p := range pods {
+		if slices.Contains(revisions, istio.RevisionOf(p.Labels)) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

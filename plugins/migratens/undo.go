@@ -117,12 +117,12 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 				}
 				return revisions[ns]
 			},
-			Proxies: func(ctx context.Context) (map[string]string, error) {
+			Proxies: func(ctx context.Context, revs []string) (map[string]string, error) {
 				l, err := c.Kube.CoreV1().Pods(j.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
 				if err != nil {
 					return nil, err
 				}
-				return istiod.ProxiesOrError(ctx, l.Items)
+				return istiod.ProxiesOrError(ctx, istiodsOf(l.Items, revs))
 			}}
 		err := mb.Run(ctx, c.Kube, "undo")
 		p.Done()

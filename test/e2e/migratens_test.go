@@ -272,6 +272,8 @@ func testMigrateNsFailureRollsBack(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Capacity, watched through the whole run, the rollback included: each web keeps its 2 ready pods.
+	ready := watchReady(t, "e2e-fail-a", "e2e-fail-b")
 	// Stop the new istiod once namespace b has been relabelled (a passed its gate).
 	eventually(t, 90*time.Second, "e2e-fail-b relabelled", func() error {
 		if l := kubectl(t, "get", "namespace", "e2e-fail-b", "-o", "jsonpath={.metadata.labels.istio\\.io/rev}"); l != "1-31" {
@@ -294,6 +296,12 @@ func testMigrateNsFailureRollsBack(t *testing.T) {
 	// istiod stopped: the proxies never sync, so the gate times out (74); a failing check would be 75.
 	if (code != 74 && code != 75) || !res.Details.RolledBack || res.Details.Halted == "" {
 		t.Fatalf("exit %d, rolledBack %v, halted %q; stderr:\n%s", code, res.Details.RolledBack, res.Details.Halted, errOut.String())
+	}
+	ready.check(t)
+	// Moved back in the step's batches, last first, one line each.
+	if i, j := strings.Index(errOut.String(), "rollback batch 1/2: e2e-fail-b/deployment/web back on 1-30"),
+		strings.Index(errOut.String(), "rollback batch 2/2: e2e-fail-a/deployment/web back on 1-30"); i < 0 || j < i {
+		t.Errorf("the rollback did not move back batch by batch, last first:\n%s", errOut.String())
 	}
 	if after := resourceVersions(t, "e2e-fail-c"); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("namespace c was touched after the failed gate:\n%v\n%v", before, after)
