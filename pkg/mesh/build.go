@@ -102,11 +102,12 @@ func (s *Snapshot) Resolver() Resolver {
 func Build(in Inputs) *Snapshot {
 	s := &Snapshot{IstioNamespace: in.IstioNamespace, Namespace: in.Namespace, ProxiesRead: in.Syncz != nil,
 		Revisions: []Revision{}, Tags: []Tag{}, Namespaces: []Namespace{}, Workloads: []Workload{},
-		Gateways: []Gateway{}, Proxies: []Proxy{}, NodeAgents: []NodeAgent{}, Warnings: []string{}}
+		Gateways: []Gateway{}, Proxies: []Proxy{}, NodeAgents: []NodeAgent{}, Unmanaged: []UnmanagedPod{}, Warnings: []string{}}
 	buildRevisions(s, in)
 	r := s.Resolver()
 	nsIndex := buildNamespaces(s, in, r)
 	podOwner := buildWorkloads(s, in, r, nsIndex)
+	buildUnmanaged(s, in, nsIndex, podOwner)
 	buildGateways(s, in)
 	buildProxies(s, in, podOwner)
 	buildAmbient(s, in, nsIndex)
@@ -530,4 +531,66 @@ func callsNamespace(hooks []admregv1.MutatingWebhook, ns string) bool {
 		}
 	}
 	return len(hooks) == 0
+}
+
+// buildUnmanaged lists the injected pods outside every workload of the snapshot (podOwner holds the
+// pods workloads own): what a restart of workloads leaves behind.
+func buildUnmanaged(s *Snapshot, in Inputs, nsIndex map[string]*Namespace, podOwner map[string]string) {
+	known := map[string]bool{}
+	for _, w := range s.Workloads {
+		known[w.Namespace+"/"+lowerKind(w.Kind)+"/"+w.Name] = true
+	}
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		if p.Namespace == in.IstioNamespace || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if o := podOwner[p.Namespace+"/"+p.Name]; o != "" && known[p.Namespace+"/"+o] {
+			continue
+		}
+		rev, injected := istio.InjectedRevision(p.Labels, p.Annotations)
+		if !injected {
+			continue
+		}
+		u := UnmanagedPod{Namespace: p.Namespace, Pod: p.Name, InjectedRevision: rev}
+		if n := nsIndex[p.Namespace]; n != nil {
+			u.DesiredRevision = n.Revision
+		}
+		u.NeedsRestart = u.DesiredRevision != "" && u.DesiredRevision != rev
+		to := u.DesiredRevision
+		if to == "" {
+			to = "the revision its namespace selects"
+		}
+		if kind, name := controllerOf(p); kind != "" {
+			u.Owner = kind + "/" + name
+		}
+		u.Action = u.MoveTo(to)
+		s.Unmanaged = append(s.Unmanaged, u)
+	}
+	sort.Slice(s.Unmanaged, func(i, j int) bool {
+		return s.Unmanaged[i].Namespace+"/"+s.Unmanaged[i].Pod < s.Unmanaged[j].Namespace+"/"+s.Unmanaged[j].Pod
+	})
+}
+
+// controllerOf is the kind and name of a pod's controller, as its owner reference says ("" for none).
+func controllerOf(p *corev1.Pod) (kind, name string) {
+	for _, o := range p.OwnerReferences {
+		if o.Controller != nil && *o.Controller {
+			return o.Kind, o.Name
+		}
+	}
+	return "", ""
+}
+
+// MoveTo is the step that moves the pod onto revision rev: nothing but time for a Job's (its next
+// pods are injected by rev), deleting the pods of another controller, re-creating a bare pod by hand.
+func (u UnmanagedPod) MoveTo(rev string) string {
+	kind, _, _ := strings.Cut(u.Owner, "/")
+	switch kind {
+	case "Job":
+		return "a Job's pod keeps its proxy until it ends; the Job's (or its CronJob's) next pods are injected by " + rev
+	case "":
+		return fmt.Sprintf("no controller: delete and re-create it by hand (kubectl get pod %s -n %s -o yaml) to move it to %s", u.Pod, u.Namespace, rev)
+	}
+	return fmt.Sprintf("a %s no restart reaches: delete its pods (%s re-creates them) to move them to %s", kind, u.Owner, rev)
 }

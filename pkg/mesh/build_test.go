@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	admregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
 	"testing"
 
@@ -237,5 +239,40 @@ func TestWebhooksOfAnotherIstioNamespace(t *testing.T) {
 		if tg.Name == "stable" {
 			t.Errorf("istio-b's tag is listed here: %+v", tg)
 		}
+	}
+}
+
+// Injected pods outside every workload are listed with the step that moves them: a Job's, a bare
+// ReplicaSet's, one without a controller; a pod without a proxy is not.
+func TestUnmanagedPods(t *testing.T) {
+	in := midUpgrade()
+	pod := func(name, owner, rev string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "moved", Annotations: map[string]string{}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if kind, n, ok := strings.Cut(owner, "/"); ok {
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: kind, Name: n, Controller: ptr(true)}}
+		}
+		if rev != "" {
+			p.Annotations[istio.AnnotationStatus] = `{"revision":"` + rev + `"}`
+		}
+		return p
+	}
+	in.Pods = append(in.Pods, pod("backup-1-x", "Job/backup-1", "1-30"), pod("debug", "", "1-30"), pod("rs-x", "ReplicaSet/rs", "1-31"), pod("plain", "", ""))
+	s := Build(in)
+	got := map[string]UnmanagedPod{}
+	for _, u := range s.Unmanaged {
+		got[u.Pod] = u
+	}
+	if len(got) != 3 || got["plain"].Pod != "" {
+		t.Fatalf("unmanaged %+v, want the Job's, the bare pod and the ReplicaSet's", s.Unmanaged)
+	}
+	if j := got["backup-1-x"]; j.Owner != "Job/backup-1" || !j.NeedsRestart || j.DesiredRevision != "1-31" || !strings.Contains(j.Action, "next pods are injected by 1-31") {
+		t.Errorf("the Job's pod: %+v", j)
+	}
+	if b := got["debug"]; b.Owner != "" || !b.NeedsRestart || !strings.Contains(b.Action, "re-create it by hand") {
+		t.Errorf("the bare pod: %+v", b)
+	}
+	if r := got["rs-x"]; r.NeedsRestart || r.Owner != "ReplicaSet/rs" {
+		t.Errorf("the ReplicaSet's pod, already on 1-31: %+v", r)
 	}
 }

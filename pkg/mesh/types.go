@@ -17,6 +17,9 @@ type Snapshot struct {
 	Workloads  []Workload  `json:"workloads"`
 	Gateways   []Gateway   `json:"gateways"`
 	Proxies    []Proxy     `json:"proxies"`
+	// Unmanaged are injected pods no restart can move: a Job's (a CronJob's run), a ReplicaSet's
+	// without a Deployment, a pod without a controller. Named, never skipped silently.
+	Unmanaged []UnmanagedPod `json:"unmanaged"`
 	// NodeAgents are ambient mode's ztunnel and istio-cni pods, node by node.
 	NodeAgents []NodeAgent `json:"nodeAgents"`
 	// ProxiesRead is false when syncz was not asked (status without --proxies skips nothing else).
@@ -153,4 +156,19 @@ func lowerKind(k string) string {
 		return "daemonset"
 	}
 	return k
+}
+
+// UnmanagedPod is an injected pod that no Deployment, StatefulSet or DaemonSet owns: migrate-ns and
+// tag-move --restart cannot move it, so it is reported with the step that does.
+type UnmanagedPod struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	// Owner is its controller, "Job/NAME" or "ReplicaSet/NAME", or "" for none.
+	Owner            string `json:"owner"`
+	InjectedRevision string `json:"injectedRevision"`
+	DesiredRevision  string `json:"desiredRevision,omitempty"`
+	// NeedsRestart: its proxy is not on the revision its namespace selects.
+	NeedsRestart bool `json:"needsRestart"`
+	// Action is the manual step that moves it (a Job's next run moves by itself).
+	Action string `json:"action"`
 }

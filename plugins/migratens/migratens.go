@@ -265,6 +265,19 @@ func (o *Options) Plan(ctx context.Context, r *step.Run) (*step.Plan, error) {
 		o.det.Warnings = append(o.det.Warnings, w)
 		r.Progress.Printf("warning: %s", w)
 	}
+	// Pods no restart moves are named with the step that does, never left behind without a word.
+	o.plan.Unmanaged = []string{}
+	moving := map[string]bool{}
+	for _, n := range o.plan.Namespaces {
+		moving[n.Name] = true
+	}
+	for _, u := range r.Before.Unmanaged {
+		if moving[u.Namespace] && u.InjectedRevision != o.plan.Revision {
+			line := fmt.Sprintf("pod/%s/%s (%s) stays on %s: %s", u.Namespace, u.Pod, orController(u.Owner), u.InjectedRevision, u.MoveTo(o.plan.Revision))
+			o.plan.Unmanaged = append(o.plan.Unmanaged, line)
+			r.Progress.Printf("warning: %s", line)
+		}
+	}
 	p := &step.Plan{Question: fmt.Sprintf("Relabel %d namespaces to %s (%s) and restart %d workloads in gated batches of %d?",
 		o.plan.Relabels(), o.To, o.plan.Revision, o.plan.Restarts(), o.BatchSize), Target: o.plan.Revision}
 	if len(o.plan.Verify) > 0 {
@@ -1048,4 +1061,11 @@ func istiodsOf(pods []corev1.Pod, revisions []string) []corev1.Pod {
 		}
 	}
 	return out
+}
+
+func orController(owner string) string {
+	if owner == "" {
+		return "no controller"
+	}
+	return owner
 }

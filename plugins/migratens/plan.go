@@ -29,6 +29,9 @@ type Plan struct {
 	// Verify are workloads an interrupted run restarted and never gated: gated first, never restarted
 	// again, even when their pods already look done.
 	Verify []kube.WorkloadRef `json:"verify,omitempty"`
+	// Unmanaged are injected pods in the moved namespaces that no restart moves (a Job's, a bare pod),
+	// each with the step that does.
+	Unmanaged []string `json:"unmanaged"`
 }
 
 // unitPrefix names migrate-ns's journal units: one per restart batch.

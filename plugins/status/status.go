@@ -183,6 +183,25 @@ func WriteTables(w io.Writer, s *mesh.Snapshot, proxies, workloads bool) error {
 			return err
 		}
 	}
+	// Pods no restart moves: always shown when one is off its namespace's revision (the manual step).
+	rows = rows[:0]
+	for _, u := range s.Unmanaged {
+		if u.NeedsRestart || workloads {
+			move := "re-create" // the whole text is u.Action, in -o json
+			switch {
+			case strings.HasPrefix(u.Owner, "Job/"):
+				move = "next-run"
+			case u.Owner != "":
+				move = "delete-pods"
+			}
+			rows = append(rows, []string{u.Namespace + "/" + u.Pod, cli.OrNone(u.Owner), cli.OrNone(u.DesiredRevision), u.InjectedRevision, yesNo(u.NeedsRestart), move})
+		}
+	}
+	if len(rows) > 0 {
+		if err := section(w, "PODS NO RESTART MOVES", []string{"pod", "controller", "wants", "runs", "needs-restart", "to-move"}, rows); err != nil {
+			return err
+		}
+	}
 	if workloads {
 		rows = rows[:0]
 		for _, wl := range s.Workloads {
