@@ -124,6 +124,9 @@ type stepResult struct {
 	Actions []struct{ Object, Verb string }
 	Summary string
 	Details struct {
+		Plan struct {
+			Unmanaged []string
+		}
 		Restarted  []string
 		RolledBack bool
 		Halted     string
@@ -399,5 +402,48 @@ func testMigrateNsCanaryThenAll(t *testing.T) {
 	res, r = migrate(t, "--all", "--to", "1-31", "-y")
 	if r.code != 0 || len(res.Details.Restarted) != 0 {
 		t.Errorf("rerun: exit %d restarted %v", r.code, res.Details.Restarted)
+	}
+}
+
+// testUnmanagedPodsAreNamed: an injected bare pod and a Job's pod in a namespace migrate-ns moves are
+// named in its plan with the step that moves each (no restart reaches them), and status lists them.
+func testUnmanagedPodsAreNamed(t *testing.T) {
+	ensureNewRevision(t)
+	const ns = "e2e-unmanaged"
+	t.Cleanup(func() { run(t, binDir+"/kubectl", "delete", "namespace", ns, "--timeout=90s") })
+	kubectl(t, "create", "namespace", ns)
+	kubectl(t, "label", "namespace", ns, "istio.io/rev=1-30")
+	kubectl(t, "-n", ns, "run", "debug", "--image=registry.example/debug:1")
+	kubectl(t, "-n", ns, "create", "job", "backup", "--image=registry.example/backup:1")
+	eventually(t, 60*time.Second, "the bare pod and the Job's pod injected and running", func() error {
+		got := injectedPods(t, ns)
+		if len(got) != 2 {
+			return fmt.Errorf("injected pods %v", got)
+		}
+		return nil
+	})
+	res, r := migrate(t, ns, "--to", "1-31", "--dry-run=client")
+	joined := strings.Join(res.Details.Plan.Unmanaged, "\n")
+	if r.code != 0 || len(res.Details.Plan.Unmanaged) != 2 || !strings.Contains(joined, "pod/"+ns+"/debug (no controller) stays on 1-30: no controller: delete and re-create it by hand") ||
+		!strings.Contains(joined, "(Job/backup) stays on 1-30: a Job's pod keeps its proxy until it ends") {
+		t.Fatalf("migrate-ns plan: exit %d, unmanaged %q\n%s", r.code, res.Details.Plan.Unmanaged, r.stderr)
+	}
+	var d struct {
+		Unmanaged []struct{ Namespace, Pod, Owner, InjectedRevision string }
+	}
+	mustJSON(t, plugin(t, "status", "-n", ns, "-o", "json"), &d)
+	owners := map[string]string{}
+	for _, u := range d.Unmanaged {
+		if u.Namespace == ns && u.InjectedRevision == "1-30" {
+			owners[u.Pod] = u.Owner
+		}
+	}
+	if owners["debug"] != "" || len(owners) != 2 {
+		t.Errorf("status's unmanaged pods: %+v", d.Unmanaged)
+	}
+	for p, o := range owners {
+		if p != "debug" && o != "Job/backup" {
+			t.Errorf("status names %s's controller %q, want Job/backup", p, o)
+		}
 	}
 }

@@ -49,6 +49,7 @@ var istioctlScenarios = []scenario{
 	{"PrecheckRequestData", testPrecheckRequestData},
 	// The fixtures move to the new revision and stay there.
 	{"MigrateNsBadInputChangesNothing", testMigrateNsBadInputChangesNothing},
+	{"UnmanagedPodsAreNamed", testUnmanagedPodsAreNamed},
 	{"MigrateNsServerDryRun", testMigrateNsServerDryRun},
 	{"MigrateNsUndo", testMigrateNsUndo},
 	{"MigrateNsFailureRollsBack", testMigrateNsFailureRollsBack},
