@@ -334,38 +334,9 @@ func TestHelmCommandsFromReleases(t *testing.T) {
 // kept, both through helm's own actions and journaled; cleanup deletes none of the releases' objects
 // itself. Undo rolls both back, and refuses (68) once helm changed a release since, unless forced.
 func TestRunHelmRunsAndUndoRollsBack(t *testing.T) {
-	objs := moved(false)()
-	owned := map[string]bool{"istiod-1-30": true, "istio-sidecar-injector-1-30": true}
-	for _, o := range objs {
-		switch x := o.(type) {
-		case *admregv1.ValidatingWebhookConfiguration:
-			x.Labels[istio.LabelRev] = "1-30"
-			x.Annotations = map[string]string{"meta.helm.sh/release-name": "istio-base", "meta.helm.sh/release-namespace": "istio-system"}
-		case *appsv1.Deployment:
-			if owned[x.Name] {
-				x.Annotations = map[string]string{"meta.helm.sh/release-name": "istiod-1-30", "meta.helm.sh/release-namespace": "istio-system"}
-			}
-		case *admregv1.MutatingWebhookConfiguration:
-			if owned[x.Name] {
-				x.Annotations = map[string]string{"meta.helm.sh/release-name": "istiod-1-30", "meta.helm.sh/release-namespace": "istio-system"}
-			}
-		}
-	}
+	objs := helmOwned()
 	b := steptest.New(t, objs...)
-	for _, r := range []struct {
-		rel  helm.Release
-		vals map[string]any
-	}{
-		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", Objects: validator}, map[string]any{"defaultRevision": "1-30"}},
-		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: istiod130}, map[string]any{"revision": "1-30"}},
-	} {
-		if err := helm.Record(b.Clients.Kube, r.rel, r.vals); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acts := helm.FakeActions(b.Clients.Kube)
-	helm.New = func(*rest.Config) *helm.Actions { return acts }
-	t.Cleanup(func() { helm.New = helm.NewActions })
+	acts := withReleases(t, b, istiod130)
 	history := func(name string) string {
 		h, err := helm.History(b.Clients.Kube, "istio-system", name)
 		if err != nil {
@@ -505,20 +476,7 @@ func TestRunHelmKeepsATagWebhookInTheRelease(t *testing.T) {
 		Labels: map[string]string{istio.LabelRev: "1-31", istio.LabelTag: "prod-stable"}}})
 	b := steptest.New(t, objs...)
 	tagged := append(append([]helm.Object{}, istiod130...), helm.Object{Kind: "MutatingWebhookConfiguration", Name: "istio-revision-tag-prod-stable"})
-	for _, r := range []struct {
-		rel  helm.Release
-		vals map[string]any
-	}{
-		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", Objects: validator}, map[string]any{"defaultRevision": "1-30"}},
-		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: tagged}, map[string]any{"revision": "1-30"}},
-	} {
-		if err := helm.Record(b.Clients.Kube, r.rel, r.vals); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acts := helm.FakeActions(b.Clients.Kube)
-	helm.New = func(*rest.Config) *helm.Actions { return acts }
-	t.Cleanup(func() { helm.New = helm.NewActions })
+	withReleases(t, b, tagged)
 	b.Reset()
 	err := b.Run(&Options{Revision: "1-30", Helm: true}, "none", nil)
 	if cli.CodeOf(err) != cli.ExitBlocked || len(b.Changes()) != 0 {
@@ -547,4 +505,25 @@ func TestRunHelmKeepsATagWebhookInTheRelease(t *testing.T) {
 	if !strings.Contains(b.Out.String(), "istio-system/istiod-1-30: chart istiod 1.0.0 sha256:") {
 		t.Errorf("the plan does not name chart, version and digest:\n%s%s", b.ErrOut, b.Out)
 	}
+}
+
+// withReleases records the base release (the validator) and the istiod-1-30 release holding objects,
+// and gives cleanup the real helm actions on the bed's release Secrets.
+func withReleases(t *testing.T, b *steptest.Bed, objects []helm.Object) *helm.Actions {
+	t.Helper()
+	for _, r := range []struct {
+		rel  helm.Release
+		vals map[string]any
+	}{
+		{helm.Release{Name: "istio-base", Namespace: "istio-system", Chart: "base", Version: "1.0.0", Objects: validator}, map[string]any{"defaultRevision": "1-30"}},
+		{helm.Release{Name: "istiod-1-30", Namespace: "istio-system", Chart: "istiod", Version: "1.0.0", Objects: objects}, map[string]any{"revision": "1-30"}},
+	} {
+		if err := helm.Record(b.Clients.Kube, r.rel, r.vals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acts := helm.FakeActions(b.Clients.Kube)
+	helm.New = func(*rest.Config) *helm.Actions { return acts }
+	t.Cleanup(func() { helm.New = helm.NewActions })
+	return acts
 }
