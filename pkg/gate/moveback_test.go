@@ -27,7 +27,9 @@ func rolledOut(ns, name string) *appsv1.Deployment {
 // 1-30 both batches pass in order, one line each; with b's pod still on 1-31 the second batch fails
 // its gate, and the third is never restarted.
 func TestMoveBackGatesEachBatchBeforeTheNext(t *testing.T) {
-	w := func(name string) kube.WorkloadRef { return kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: name} }
+	w := func(name string) kube.WorkloadRef {
+		return kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: name}
+	}
 	for _, c := range []struct {
 		name      string
 		bRevision string
@@ -59,4 +61,3 @@ func TestMoveBackGatesEachBatchBeforeTheNext(t *testing.T) {
 		})
 	}
 }
-

@@ -65,7 +65,9 @@ func TestUndoRelabelsThenRestarts(t *testing.T) {
 // Undo restarts in the step's batches (its journal units), last first; workloads no unit names (an
 // entry from before units) go last, five at a time.
 func TestUndoBatchesFollowTheUnitsBackwards(t *testing.T) {
-	w := func(name string) kube.WorkloadRef { return kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: name} }
+	w := func(name string) kube.WorkloadRef {
+		return kube.WorkloadRef{Kind: "Deployment", Namespace: "shop", Name: name}
+	}
 	e := &journal.Entry{Units: []journal.Unit{
 		{Name: unitName([]kube.WorkloadRef{w("a")}), Objects: []string{w("a").String()}},
 		{Name: unitName([]kube.WorkloadRef{w("b"), w("c")}), Objects: []string{w("b").String(), w("c").String()}},
