@@ -287,6 +287,15 @@ func (o *Options) finishInterrupted(ctx context.Context, r *step.Run) error {
 		}
 		r.Progress.Printf("%s: an interrupted run began it; uncordoning the nodes it cordoned (%s)", u.Name, orNone(nodeList(cordoned)))
 		for _, n := range cordoned {
+			// Only a cordon this entry's annotation still names: one an operator made (or took over) since stays.
+			node, err := r.C.Kube.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("read node %s: %w", n, err)
+			}
+			if by := node.Annotations[AnnotationCordonedBy]; node.Spec.Unschedulable && by != "entry "+entryID(r) {
+				r.Progress.Printf("warning: node %s left cordoned: its cordon is not this entry's (%s=%q)", n, AnnotationCordonedBy, by)
+				continue
+			}
 			if err := setUnschedulable(ctx, r, n, false, "uncordoned"); err != nil {
 				return err
 			}
@@ -313,7 +322,7 @@ func (o *Options) uncordon(ctx context.Context, r *step.Run, nodes []string) {
 }
 
 func setUnschedulable(ctx context.Context, r *step.Run, node string, on bool, verb string) error {
-	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"unschedulable": on}})
+	patch, err := json.Marshal(cordonPatch(on, "entry "+entryID(r)))
 	if err != nil {
 		return err
 	}
@@ -558,4 +567,21 @@ func orNone(s string) string {
 		return "not connected"
 	}
 	return s
+}
+
+// cordonPatch cordons a node naming who did (by), or uncordons it and removes the name.
+func cordonPatch(on bool, by string) map[string]any {
+	var who any // null removes the annotation
+	if on {
+		who = by
+	}
+	return map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationCordonedBy: who}},
+		"spec": map[string]any{"unschedulable": on}}
+}
+
+func entryID(r *step.Run) string {
+	if e := r.Entry(); e != nil {
+		return e.ID
+	}
+	return "(dry run)"
 }

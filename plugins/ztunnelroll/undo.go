@@ -117,7 +117,7 @@ func Undo(ctx context.Context, c *kube.Clients, _ *journal.Journal, e *journal.E
 		slices.Reverse(nodes)
 		for _, n := range nodes { // one at a time: at most one node without a serving ztunnel
 			// Cordoned while its agents go back, as the roll did; uncordoned after unless it already was.
-			release, err := cordonFor(ctx, c.Kube, n, dryRun)
+			release, err := cordonFor(ctx, c.Kube, n, "undo of entry "+e.ID, dryRun)
 			if err != nil {
 				return actions, fmt.Errorf("undo: %w", err)
 			}
@@ -309,7 +309,7 @@ func revisionTemplate(ctx context.Context, k kubernetes.Interface, ns, dsName, h
 
 // cordonFor cordons node unless it is already, and returns what uncordons it again (nothing when it
 // was cordoned before: an operator's cordon stays).
-func cordonFor(ctx context.Context, k kubernetes.Interface, node string, dryRun []string) (func() error, error) {
+func cordonFor(ctx context.Context, k kubernetes.Interface, node, by string, dryRun []string) (func() error, error) {
 	n, err := k.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", node, err)
@@ -318,8 +318,11 @@ func cordonFor(ctx context.Context, k kubernetes.Interface, node string, dryRun 
 		return func() error { return nil }, nil
 	}
 	set := func(on bool) error {
-		_, err := k.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, on),
-			metav1.PatchOptions{DryRun: dryRun, FieldManager: kube.FieldManager})
+		body, err := json.Marshal(cordonPatch(on, by))
+		if err != nil {
+			return err
+		}
+		_, err = k.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, body, metav1.PatchOptions{DryRun: dryRun, FieldManager: kube.FieldManager})
 		return err
 	}
 	if err := set(true); err != nil {

@@ -64,6 +64,10 @@ type agentSet struct {
 // OnDelete: the run that finishes the last node puts it back, even when an earlier run set OnDelete.
 const AnnotationOwnStrategy = "istio-upgrade.io/update-strategy"
 
+// AnnotationCordonedBy is on every node the step (or its undo) cordoned, naming the journal entry: an
+// operator sees whose cordon it is, and a rerun uncordons only nodes whose cordon is its entry's.
+const AnnotationCordonedBy = "istio-upgrade.io/cordoned-by"
+
 // ownStrategy is the DaemonSet's strategy before a roll: the annotation a staged roll left, else its own.
 func ownStrategy(ds *appsv1.DaemonSet) appsv1.DaemonSetUpdateStrategy {
 	var st appsv1.DaemonSetUpdateStrategy

@@ -363,17 +363,23 @@ func TestUndoCordonsTheNodeItRollsBack(t *testing.T) {
 		}
 		return x.Spec.Unschedulable
 	}
-	release, err := cordonFor(ctx, b.Clients.Kube, steptest.Nodes[0], nil)
+	release, err := cordonFor(ctx, b.Clients.Kube, steptest.Nodes[0], "undo of entry 0001", nil)
 	if err != nil || !unschedulable(steptest.Nodes[0]) {
 		t.Fatalf("cordonFor: %v, cordoned %v", err, unschedulable(steptest.Nodes[0]))
+	}
+	if n, _ := nodes.Get(ctx, steptest.Nodes[0], metav1.GetOptions{}); n.Annotations[AnnotationCordonedBy] != "undo of entry 0001" {
+		t.Errorf("the cordon does not name its entry: %v", n.Annotations)
 	}
 	if err := release(); err != nil || unschedulable(steptest.Nodes[0]) {
 		t.Fatalf("release: %v, still cordoned %v", err, unschedulable(steptest.Nodes[0]))
 	}
+	if n, _ := nodes.Get(ctx, steptest.Nodes[0], metav1.GetOptions{}); n.Annotations[AnnotationCordonedBy] != "" {
+		t.Errorf("the uncordoned node still carries %s: %v", AnnotationCordonedBy, n.Annotations)
+	}
 	if _, err := nodes.Patch(ctx, steptest.Nodes[1], types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	release, err = cordonFor(ctx, b.Clients.Kube, steptest.Nodes[1], nil)
+	release, err = cordonFor(ctx, b.Clients.Kube, steptest.Nodes[1], "undo of entry 0001", nil)
 	if err != nil || release() != nil || !unschedulable(steptest.Nodes[1]) {
 		t.Errorf("an operator's cordon was taken back: %v", err)
 	}
