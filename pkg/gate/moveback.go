@@ -28,9 +28,9 @@ type MoveBack struct {
 	Revision func(ns string) string
 	// Proxies are the sync states istiod reports (namespace/pod → state); nil checks injection only, and
 	// so does the rest of the move-back once istiod does not answer (said once: a move-back goes on).
-	// It is asked of the istiods of the revisions the batch goes back to only: the revision moved away
-	// from may be what failed.
-	Proxies func(ctx context.Context, revisions []string) (map[string]string, error)
+	// It is asked of the istiods of the revisions the batch goes back to only (the revision moved away
+	// from may be what failed), for the batch's namespaces only.
+	Proxies func(ctx context.Context, revisions, namespaces []string) (map[string]string, error)
 	// Timeout bounds each batch.
 	Timeout time.Duration
 	// Say prints a line (one per batch); Update a live progress line.
@@ -82,7 +82,7 @@ func (m *MoveBack) gate(ctx context.Context, k kubernetes.Interface, batch []kub
 		total, reason := 0, ""
 		var proxies map[string]string
 		if m.Proxies != nil {
-			p, err := m.Proxies(ctx, m.revisions(batch))
+			p, err := m.Proxies(ctx, m.revisions(batch), Namespaces(batch))
 			if err != nil {
 				m.Say("%s: istiod's sync state unavailable (%v): gating on rollouts and injection only", label, err)
 				m.Proxies = nil
@@ -139,4 +139,16 @@ func names(batch []kube.WorkloadRef) string {
 		out[i] = w.String()
 	}
 	return strings.Join(out, ", ")
+}
+
+// Namespaces are the namespaces of a batch's workloads, sorted: what its gate asks istiod about.
+func Namespaces(batch []kube.WorkloadRef) []string {
+	var out []string
+	for _, w := range batch {
+		if !slices.Contains(out, w.Namespace) {
+			out = append(out, w.Namespace)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

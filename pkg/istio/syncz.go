@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -292,8 +293,12 @@ const DefaultTimeout = 20 * time.Second
 const DebugHTTPPort = 8080
 
 // FetchSynczHTTP asks istiod's /debug/syncz at base ("http://127.0.0.1:PORT").
-func FetchSynczHTTP(ctx context.Context, base string) ([]ProxySync, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/syncz", nil)
+func FetchSynczHTTP(ctx context.Context, base, namespace string) ([]ProxySync, error) {
+	u := base + "/debug/syncz"
+	if namespace != "" { // istiod answers for that namespace's proxies only
+		u += "?namespace=" + url.QueryEscape(namespace)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -214,12 +214,29 @@ func (i *Istiod) timeout(ctx context.Context) (context.Context, context.CancelFu
 
 // Syncz asks every running pod of istiodPods for syncz, in parallel, or asks --xds-address once.
 func (i *Istiod) Syncz(ctx context.Context, istiodPods []corev1.Pod) []IstiodSyncz {
+	return i.SynczIn(ctx, istiodPods, nil)
+}
+
+// SynczIn is Syncz of the proxies in namespaces only (all when none): istiod's debug endpoint filters
+// by namespace, one request each. --xds-address's xDS syncz has no filter and answers whole.
+func (i *Istiod) SynczIn(ctx context.Context, istiodPods []corev1.Pod, namespaces []string) []IstiodSyncz {
 	ctx, cancel := i.timeout(ctx)
 	defer cancel()
 	fetch := func(p *corev1.Pod) IstiodSyncz {
 		var sz IstiodSyncz
 		if p != nil {
-			sz.Proxies, sz.Err = i.synczHTTP(ctx, *p)
+			if len(namespaces) == 0 {
+				sz.Proxies, sz.Err = i.synczHTTP(ctx, *p, "")
+				return sz
+			}
+			for _, ns := range namespaces {
+				ps, err := i.synczHTTP(ctx, *p, ns)
+				if err != nil {
+					sz.Err = err
+					return sz
+				}
+				sz.Proxies = append(sz.Proxies, ps...)
+			}
 			return sz
 		}
 		sz.Err = i.ask(ctx, p, func(conn grpc.ClientConnInterface) error {
@@ -260,25 +277,23 @@ func (i *Istiod) Syncz(ctx context.Context, istiodPods []corev1.Pod) []IstiodSyn
 
 // synczHTTP reads one istiod pod's /debug/syncz through a port-forward to its debug port (see
 // istio.DebugHTTPPort for why not the xDS syncz).
-func (i *Istiod) synczHTTP(ctx context.Context, p corev1.Pod) ([]istio.ProxySync, error) {
+func (i *Istiod) synczHTTP(ctx context.Context, p corev1.Pod, namespace string) ([]istio.ProxySync, error) {
 	addr, err := i.forward(ctx, p, istio.DebugHTTPPort)
 	if err != nil {
 		return nil, err
 	}
-	ps, err := istio.FetchSynczHTTP(ctx, "http://"+addr)
+	ps, err := istio.FetchSynczHTTP(ctx, "http://"+addr, namespace)
 	if err != nil {
 		i.drop(p, istio.DebugHTTPPort)
 	}
 	return ps, err
 }
 
-// Proxies is namespace/pod → sync state of every proxy the given istiod pods serve: what a gate polls.
-// Pods that do not answer are left out (the gate keeps waiting for their proxies).
-// ProxiesOrError is Proxies, with the first istiod's error when any did not answer.
-func (i *Istiod) ProxiesOrError(ctx context.Context, istiodPods []corev1.Pod) (map[string]string, error) {
+// ProxiesOrError is ProxiesIn, with the first istiod's error when any did not answer.
+func (i *Istiod) ProxiesOrError(ctx context.Context, istiodPods []corev1.Pod, namespaces ...string) (map[string]string, error) {
 	out := map[string]string{}
 	var first error
-	for _, sz := range i.Syncz(ctx, istiodPods) {
+	for _, sz := range i.SynczIn(ctx, istiodPods, namespaces) {
 		if sz.Err != nil && first == nil {
 			first = fmt.Errorf("istiod %s: %w", sz.Pod, sz.Err)
 		}
@@ -289,6 +304,16 @@ func (i *Istiod) ProxiesOrError(ctx context.Context, istiodPods []corev1.Pod) (m
 	return out, first
 }
 
+// ProxiesIn is namespace/pod → sync state of the proxies in namespaces (all when none) the given
+// istiod pods serve: what a gate polls. Each istiod is asked for those namespaces only (syncz's
+// namespace filter): a gate on one batch reads its proxies, not every proxy of a 5,000-proxy mesh
+// each tick. Pods that do not answer are left out (the gate keeps waiting for their proxies).
+func (i *Istiod) ProxiesIn(ctx context.Context, istiodPods []corev1.Pod, namespaces ...string) map[string]string {
+	out, _ := i.ProxiesOrError(ctx, istiodPods, namespaces...)
+	return out
+}
+
+// Proxies is ProxiesIn over every namespace.
 func (i *Istiod) Proxies(ctx context.Context, istiodPods []corev1.Pod) map[string]string {
 	out := map[string]string{}
 	for _, sz := range i.Syncz(ctx, istiodPods) {

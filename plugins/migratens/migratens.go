@@ -825,7 +825,7 @@ func (o *Options) gateBatch(ctx context.Context, r *step.Run, n int, batch []kub
 			return err.Error(), false, nil
 		}
 		var reason string
-		g.Pods, reason = gate.EvaluatePods(batch, pods, r.Istiod.Proxies(ctx, o.istiod), o.plan.Revision)
+		g.Pods, reason = gate.EvaluatePods(batch, pods, r.Istiod.ProxiesIn(ctx, o.istiod, gate.Namespaces(batch)...), o.plan.Revision)
 		return reason, reason == "", nil
 	})
 	if err != nil || baseline == nil {
@@ -895,8 +895,8 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 			return r.Write(w.String(), "restarted (rollback)", func(dry []string) error { return kube.Restart(ctx, r.C.Kube, w, now, dry) })
 		},
 		Revision: func(ns string) string { return before[ns].Revision },
-		Proxies: func(ctx context.Context, revs []string) (map[string]string, error) {
-			return r.Istiod.ProxiesOrError(ctx, istiodsOf(r.Raw.IstiodPods, revs))
+		Proxies: func(ctx context.Context, revs, namespaces []string) (map[string]string, error) {
+			return r.Istiod.ProxiesOrError(ctx, istiodsOf(r.Raw.IstiodPods, revs), namespaces...)
 		}}
 	err := mb.Run(ctx, r.C.Kube, "rollback")
 	r.Progress.Done()

@@ -318,6 +318,20 @@ func TestRunSucceedsWhenTheGatePasses(t *testing.T) {
 	if l := b.Rev("shop"); l != "1-31" {
 		t.Errorf("shop labelled %q, want 1-31", l)
 	}
+	// The gate asks istiod for the batch's namespace only; only the two snapshots (before and after, for
+	// the proxy-status diff) read both istiods whole, however many ticks the gate takes.
+	asked := b.SynczAsked()
+	whole := 0
+	for _, ns := range asked {
+		if ns == "" {
+			whole++
+		} else if ns != "shop" {
+			t.Errorf("syncz asked for namespace %q", ns)
+		}
+	}
+	if whole != 4 || !slices.Contains(asked, "shop") {
+		t.Errorf("syncz asked with namespace filters %q, want 4 whole reads (2 snapshots x 2 istiods) and the gate's for shop", asked)
+	}
 	if revs := b.PodRevisions("shop"); !slices.Equal(revs, []string{"1-31", "1-31"}) {
 		t.Errorf("web's pods injected by %v, want two on 1-31", revs)
 	}

@@ -117,12 +117,12 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 				}
 				return revisions[ns]
 			},
-			Proxies: func(ctx context.Context, revs []string) (map[string]string, error) {
+			Proxies: func(ctx context.Context, revs, namespaces []string) (map[string]string, error) {
 				l, err := c.Kube.CoreV1().Pods(j.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=istiod"})
 				if err != nil {
 					return nil, err
 				}
-				return istiod.ProxiesOrError(ctx, istiodsOf(l.Items, revs))
+				return istiod.ProxiesOrError(ctx, istiodsOf(l.Items, revs), namespaces...)
 			}}
 		err := mb.Run(ctx, c.Kube, "undo")
 		p.Done()

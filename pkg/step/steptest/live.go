@@ -157,7 +157,7 @@ func (b *Bed) Live() {
 		}
 		rev := istio.RevisionOf(p.Labels)
 		if port == istio.DebugHTTPPort || port == mesh.IstiodMonitoringPort {
-			s := httptest.NewServer(istiod(tr, rev))
+			s := httptest.NewServer(b.istiod(tr, rev))
 			b.T.Cleanup(s.Close)
 			addrs[key] = s.Listener.Addr().String()
 			return addrs[key], func() {}, nil
@@ -390,9 +390,13 @@ func injectingRevision(tr k8stesting.ObjectTracker, d *appsv1.Deployment) string
 
 // istiod answers as one istiod pod of revision rev: /debug/syncz lists every running proxy its
 // revision injected, SYNCED; /metrics has none of the error counters.
-func istiod(tr k8stesting.ObjectTracker, rev string) http.Handler {
+func (b *Bed) istiod(tr k8stesting.ObjectTracker, rev string) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, req *http.Request) {
+		only := req.URL.Query().Get("namespace") // as istiod filters
+		b.synczMu.Lock()
+		b.syncz = append(b.syncz, only)
+		b.synczMu.Unlock()
 		o, err := tr.List(pods, corev1.SchemeGroupVersion.WithKind("Pod"), "")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -417,7 +421,7 @@ func istiod(tr k8stesting.ObjectTracker, rev string) http.Handler {
 				_, r = mesh.PodTarget(&p, mesh.ComponentZtunnel)
 				injected, typ = true, "ztunnel"
 			}
-			if !injected || r != rev || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+			if !injected || r != rev || p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || (only != "" && p.Namespace != only) {
 				continue
 			}
 			if strings.Contains(p.Annotations[istio.AnnotationTemplates], "gateway") || p.Labels[istio.LabelIstio] != "" {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +39,17 @@ type Bed struct {
 	Flags string
 	// AllowVersionSkip is --allow-version-skip.
 	AllowVersionSkip bool
+	// syncz are the namespace filters the live bed's istiods were asked syncz with ("" for all).
+	syncz   []string
+	synczMu sync.Mutex
+}
+
+// SynczAsked are the namespace filters of every syncz request the live bed's istiods answered, in
+// order ("" for a request over all namespaces).
+func (b *Bed) SynczAsked() []string {
+	b.synczMu.Lock()
+	defer b.synczMu.Unlock()
+	return append([]string{}, b.syncz...)
 }
 
 // New returns a bed holding objs (see journaltest.New).
