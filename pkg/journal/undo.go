@@ -38,20 +38,27 @@ func (j *Journal) Restore(ctx context.Context, e *Entry, dryRun []string) ([]Act
 // RestoreObject puts one recorded object back (see Restore). Controllers write status between our
 // read and our update, so a conflict re-reads and tries again.
 func (j *Journal) RestoreObject(ctx context.Context, o Object, dryRun []string) (Action, error) {
+	return j.restore(ctx, o, dryRun, false)
+}
+
+// RestoreWithScale is RestoreObject for a workload whose autoscaler the same entry restores too (shift
+// moved both as one split): its replica count the step changed goes back with the autoscaler's range,
+// whatever targets it now.
+func (j *Journal) RestoreWithScale(ctx context.Context, o Object, dryRun []string) (Action, error) {
+	return j.restore(ctx, o, dryRun, true)
+}
+
+func (j *Journal) restore(ctx context.Context, o Object, dryRun []string, ownScale bool) (Action, error) {
 	var a Action
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var err error
-		a, err = j.restoreOnce(ctx, o, dryRun)
+		a, err = j.decide(ctx, o, dryRun, true, ownScale)
 		return err
 	})
 	if err != nil {
 		return Action{}, fmt.Errorf("undo: %s: %w", o.Ref, err)
 	}
 	return a, nil
-}
-
-func (j *Journal) restoreOnce(ctx context.Context, o Object, dryRun []string) (Action, error) {
-	return j.decide(ctx, o, dryRun, true)
 }
 
 // Preview says what undoing e would do to each object, writing nothing, and refuses (a DriftError
@@ -65,7 +72,7 @@ func (j *Journal) Preview(ctx context.Context, e *Entry) ([]Action, error) {
 			actions = append(actions, Action{Ref: o.Ref, Verb: "restarted if the step restarted it"})
 			continue
 		}
-		a, err := j.decide(ctx, o, nil, false)
+		a, err := j.decide(ctx, o, nil, false, false)
 		var d *DriftError
 		switch {
 		case errors.As(err, &d):
@@ -83,7 +90,7 @@ func (j *Journal) Preview(ctx context.Context, e *Entry) ([]Action, error) {
 }
 
 // decide works out what undo does to one object and, when write is set, does it.
-func (j *Journal) decide(ctx context.Context, o Object, dryRun []string, write bool) (Action, error) {
+func (j *Journal) decide(ctx context.Context, o Object, dryRun []string, write, ownScale bool) (Action, error) {
 	if o.Slim {
 		return Action{}, fmt.Errorf("only its restart was recorded: its step's own undo restarts it")
 	}
@@ -139,7 +146,7 @@ func (j *Journal) decide(ctx context.Context, o Object, dryRun []string, write b
 		}
 		return j.restoreWhole(ctx, ri, o, cur, exists, dryRun)
 	}
-	d, fields := Compare(o.State.Object, o.After.Object, Sanitize(cur).Object, j.autoscaled(ctx, o.Ref))
+	d, fields := Compare(o.State.Object, o.After.Object, Sanitize(cur).Object, !ownScale && j.autoscaled(ctx, o.Ref))
 	if len(d.Conflicts) > 0 && !j.Force {
 		return Action{}, &DriftError{Ref: o.Ref, Fields: d.Conflicts, Why: "fields the step changed were changed again since"}
 	}

@@ -42,9 +42,19 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 		return nil, err
 	}
 	var actions []journal.Action
+	// A side whose HPA the entry restores too gets its count back with the HPA's range: shift moved
+	// both as one split (journal.RestoreWithScale); any other count an autoscaler owns stays.
+	scaled := map[journal.ObjectRef]bool{}
+	for _, s := range sides {
+		scaled[s.dep.Ref] = len(s.hpas) > 0
+	}
 	restore := func(objs ...journal.Object) error {
 		for _, o := range objs {
-			a, err := j.RestoreObject(ctx, o, dryRun)
+			restoreOne := j.RestoreObject
+			if scaled[o.Ref] {
+				restoreOne = j.RestoreWithScale
+			}
+			a, err := restoreOne(ctx, o, dryRun)
 			if err != nil {
 				return err
 			}
