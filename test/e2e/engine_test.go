@@ -46,12 +46,37 @@ type background struct {
 	mu     sync.Mutex
 	stderr strings.Builder
 	stdout strings.Builder
+	// seen fires the first time stderr holds its pattern: a signal sent at once, not at the next poll.
+	seen map[string]chan struct{}
 }
 
 func (b *background) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.stderr.Write(p)
+	n, err := b.stderr.Write(p)
+	for pattern, ch := range b.seen {
+		if strings.Contains(b.stderr.String(), pattern) {
+			close(ch)
+			delete(b.seen, pattern)
+		}
+	}
+	return n, err
+}
+
+// on is closed as soon as stderr shows pattern (call it before the text can appear).
+func (b *background) on(pattern string) <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ch := make(chan struct{})
+	if strings.Contains(b.stderr.String(), pattern) {
+		close(ch)
+		return ch
+	}
+	if b.seen == nil {
+		b.seen = map[string]chan struct{}{}
+	}
+	b.seen[pattern] = ch
+	return ch
 }
 
 func (b *background) errors() string {
