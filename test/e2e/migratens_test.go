@@ -414,7 +414,21 @@ func testUnmanagedPodsAreNamed(t *testing.T) {
 	kubectl(t, "create", "namespace", ns)
 	kubectl(t, "label", "namespace", ns, "istio.io/rev=1-30")
 	kubectl(t, "-n", ns, "run", "debug", "--image=registry.example/debug:1")
-	kubectl(t, "-n", ns, "create", "job", "backup", "--image=registry.example/backup:1")
+	// A Job mid-run: the bed completes a Job's pods at once unless run-for keeps them running.
+	job := filepath.Join(t.TempDir(), "job.yaml")
+	if err := os.WriteFile(job, []byte(`apiVersion: batch/v1
+kind: Job
+metadata: {name: backup, namespace: `+ns+`}
+spec:
+  template:
+    metadata: {annotations: {testbed.istio-upgrade.io/run-for: 10m}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: backup, image: registry.example/backup:1}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", job)
 	eventually(t, 60*time.Second, "the bare pod and the Job's pod injected and running", func() error {
 		got := injectedPods(t, ns)
 		if len(got) != 2 {

@@ -55,12 +55,19 @@ link_tools() {
 }
 
 # pod_stages picks KWOK's node stages and its fast pod-complete/delete stages, plus our own pod-ready
-# stage (config/pod-ready.yaml: readiness delay from a pod annotation, readiness gates honoured).
+# stage (config/pod-ready.yaml: readiness delay from a pod annotation, readiness gates honoured). A Job's
+# pod completes at once, as in KWOK's fast stage, unless its annotation testbed.istio-upgrade.io/run-for
+# (a Go duration) keeps it running that long: a Job mid-run, which a migration must name.
 pod_stages() {
   local src
   src=$(cd "$ROOT/test/testbed/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage
+  mkdir -p "$TESTBED_DIR/stages"
+  awk '/^  next:/ && !done { print "  delay:"; print "    durationMilliseconds: 0"; print "    durationFrom:";
+      print "      expressionFrom: '"'"'.metadata.annotations[\"testbed.istio-upgrade.io/run-for\"]'"'"'"; done = 1 } { print }' \
+    "$src/pod/fast/pod-complete.yaml" >"$TESTBED_DIR/stages/pod-complete.yaml"
+  grep -q 'run-for' "$TESTBED_DIR/stages/pod-complete.yaml" || die "KWOK's pod-complete stage changed shape: no run-for delay added"
   STAGE_ARGS=(--config "$src/node/fast/node-initialize.yaml" --config "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
-    --config "$ROOT/test/testbed/config/pod-ready.yaml" --config "$src/pod/fast/pod-complete.yaml" --config "$src/pod/fast/pod-delete.yaml")
+    --config "$ROOT/test/testbed/config/pod-ready.yaml" --config "$TESTBED_DIR/stages/pod-complete.yaml" --config "$src/pod/fast/pod-delete.yaml")
 }
 
 # The ingress gateway Service each profile installs, fronted by the agent's load balancer on
