@@ -325,7 +325,7 @@ func (o *Options) verify(ctx context.Context, r *step.Run) error {
 		pods = l.Items
 		reason := canary.PodsReady(pods, o.Replicas)
 		if reason == "" {
-			_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, r.Istiod.ProxiesIn(ctx, istiod, ref.Namespace), o.Revision)
+			_, reason = gate.EvaluatePods([]kube.WorkloadRef{ref}, pods, r.Istiod.Proxies(ctx, istiod), o.Revision)
 		}
 		return reason, reason == "", nil
 	})

@@ -480,7 +480,7 @@ func (o *Options) capacityText() string {
 func (o *Options) gate(gctx context.Context, r *step.Run, m *mover, want *istio.RoutingConfig) error {
 	istiod := gate.IstiodPods(r.Raw, o.rev)
 	pods, err := m.await(gctx, o.rev, func(ctx context.Context) error { return o.checkCapacity(ctx, r) },
-		func(ctx context.Context) map[string]string { return r.Istiod.ProxiesIn(ctx, istiod, o.Namespace) })
+		func(ctx context.Context) map[string]string { return r.Istiod.Proxies(ctx, istiod) })
 	if err != nil {
 		return err
 	}

@@ -569,7 +569,7 @@ func (o *Options) check(ctx context.Context, s Step) (string, int) {
 			continue
 		}
 		ref := kube.WorkloadRef{Kind: "Deployment", Namespace: side.d.Namespace, Name: side.d.Name}
-		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, o.r.Istiod.ProxiesIn(ctx, o.istiod[side.rev], ref.Namespace), side.rev); why != "" {
+		if _, why := gate.EvaluatePods([]kube.WorkloadRef{ref}, pods.Items, o.r.Istiod.Proxies(ctx, o.istiod[side.rev]), side.rev); why != "" {
 			return why, 0
 		}
 	}

@@ -494,7 +494,7 @@ func (o *Options) replace(ctx context.Context, r *step.Run, a *agentSet, nodes [
 	err := step.WaitOn(ctx, r.Progress, o.Timeout, fmt.Sprintf("%s on %s", a.component, nodeList(nodes)), wake, func(ctx context.Context) (string, bool, error) {
 		var synced map[string]string
 		if a.component == mesh.ComponentZtunnel {
-			synced = r.Istiod.ProxiesIn(ctx, istiod, a.ds.Namespace)
+			synced = r.Istiod.Proxies(ctx, istiod)
 		}
 		var waiting []string
 		for _, n := range nodes {
