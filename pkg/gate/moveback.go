@@ -98,13 +98,7 @@ func (m *MoveBack) gate(ctx context.Context, k kubernetes.Interface, batch []kub
 				reason = err.Error()
 				break
 			}
-			var c int
-			var why string
-			if m.Proxies != nil {
-				c, why = EvaluatePods(byNS[ns], l.Items, proxies, m.Revision(ns))
-			} else {
-				c, why = evaluate(byNS[ns], l.Items, nil, m.Revision(ns), false)
-			}
+			c, why := evaluate(byNS[ns], l.Items, proxies, m.Revision(ns), m.Proxies != nil)
 			total += c
 			if why != "" {
 				reason = why
@@ -123,7 +117,7 @@ func (m *MoveBack) gate(ctx context.Context, k kubernetes.Interface, batch []kub
 	}
 }
 
-func (m MoveBack) revisions(batch []kube.WorkloadRef) []string {
+func (m *MoveBack) revisions(batch []kube.WorkloadRef) []string {
 	var out []string
 	for _, w := range batch {
 		if r := m.Revision(w.Namespace); !slices.Contains(out, r) {

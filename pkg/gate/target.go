@@ -1,6 +1,8 @@
 package gate
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/istio-upgrade/kubectl-istio-upgrade/pkg/cli"
@@ -41,9 +43,14 @@ func RevisionReady(s *mesh.Snapshot, revision string) error {
 
 // IstiodPods returns the istiod pods of one revision.
 func IstiodPods(raw *mesh.Inputs, revision string) []corev1.Pod {
+	return IstiodPodsOf(raw.IstiodPods, revision)
+}
+
+// IstiodPodsOf keeps the istiod pods of the given revisions.
+func IstiodPodsOf(pods []corev1.Pod, revisions ...string) []corev1.Pod {
 	var out []corev1.Pod
-	for _, p := range raw.IstiodPods {
-		if istio.RevisionOf(p.Labels) == revision {
+	for _, p := range pods {
+		if slices.Contains(revisions, istio.RevisionOf(p.Labels)) {
 			out = append(out, p)
 		}
 	}

@@ -112,6 +112,7 @@ func fromRelease(r *release.Release) (Release, bool) {
 	return out, true
 }
 
+// value is a top-level string value as the release sees it: set by the user, else the chart's default.
 func value(r *release.Release, key string) string {
 	for _, vals := range []map[string]any{r.Config, r.Chart.Values} {
 		if v, ok := vals[key]; ok && v != nil {

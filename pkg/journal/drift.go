@@ -99,14 +99,14 @@ func Compare(before, after, live map[string]any, autoscaled bool) (Drift, []stri
 		d.Changed = append(d.Changed, fieldName(k))
 		lv, lok := l[k]
 		switch {
-		case lok == aok && equality.Semantic.DeepEqual(lv, av) && (!settled[k] || !autoscaled || isZero(lv)):
-			restore = append(restore, k) // as the step left it: put back
 		case lok == bok && equality.Semantic.DeepEqual(lv, bv):
 			// already back as it was
 		case settled[k]:
 			if !autoscaled || lok && isZero(lv) {
 				restore = append(restore, k)
 			}
+		case lok == aok && equality.Semantic.DeepEqual(lv, av):
+			restore = append(restore, k) // as the step left it: put back
 		default:
 			d.Conflicts = append(d.Conflicts, fieldName(k))
 			restore = append(restore, k)

@@ -6,7 +6,7 @@ import (
 )
 
 // Credentials are kubectl's credential and connection flags: never recorded (step.CommandLine) and,
-// in entries written before that, never shown (Redact). An entry is readable by everyone who can read
+// in entries written before that, never shown (Entry.redact, on every read). An entry is readable by everyone who can read
 // ConfigMaps in the Istio namespace.
 var Credentials = map[string]bool{
 	"token": true, "password": true, "username": true, "client-key": true, "client-certificate": true,

@@ -286,19 +286,14 @@ type ownerKey struct{ ns, kind, name string }
 func PodOwner(p *corev1.Pod) (kind, name string) { return podOwnerOf(p) }
 
 func podOwnerOf(p *corev1.Pod) (kind, name string) {
-	for _, o := range p.OwnerReferences {
-		if o.Controller == nil || !*o.Controller {
-			continue
+	switch kind, name = controllerOf(p); kind {
+	case "ReplicaSet":
+		if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(name, "-"+h) {
+			return "Deployment", strings.TrimSuffix(name, "-"+h)
 		}
-		switch o.Kind {
-		case "ReplicaSet":
-			if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
-				return "Deployment", strings.TrimSuffix(o.Name, "-"+h)
-			}
-			return "ReplicaSet", o.Name
-		case "StatefulSet", "DaemonSet":
-			return o.Kind, o.Name
-		}
+		return "ReplicaSet", name
+	case "StatefulSet", "DaemonSet":
+		return kind, name
 	}
 	return "", ""
 }

@@ -315,13 +315,7 @@ func (i *Istiod) ProxiesIn(ctx context.Context, istiodPods []corev1.Pod, namespa
 
 // Proxies is ProxiesIn over every namespace.
 func (i *Istiod) Proxies(ctx context.Context, istiodPods []corev1.Pod) map[string]string {
-	out := map[string]string{}
-	for _, sz := range i.Syncz(ctx, istiodPods) {
-		for _, p := range sz.Proxies {
-			out[p.Namespace+"/"+p.Pod] = p.State()
-		}
-	}
-	return out
+	return i.ProxiesIn(ctx, istiodPods)
 }
 
 // Routing asks istiod for the listeners and routes it serves the proxy of pod namespace/name. The proxy

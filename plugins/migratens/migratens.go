@@ -67,8 +67,7 @@ type Options struct {
 	det              *Details
 	istiod           []corev1.Pod // target revision's istiod pods
 	relabel          []string
-	restarts         []kube.WorkloadRef
-	restartedBatches [][]kube.WorkloadRef // the batches restarted, in order: a rollback walks them backwards
+	restartedBatches [][]kube.WorkloadRef // what each batch restarted, in order (a rollback walks them backwards)
 	inflight         []string             // units an interrupted run began and never gated: gated first
 	pins             []pin.Pin
 }
@@ -341,7 +340,7 @@ func (o *Options) Apply(ctx context.Context, r *step.Run) error {
 			len(o.relabel), o.plan.Restarts())
 	default:
 		r.Result.Summary = fmt.Sprintf("migrate-ns: %d namespaces to %s (%s), %d workloads restarted in %d gated batches, %d already on target, in %s",
-			len(o.relabel), o.To, o.plan.Revision, len(o.restarts), len(o.det.Gates), skippedOnTarget, time.Since(start).Round(time.Second))
+			len(o.relabel), o.To, o.plan.Revision, o.restarted(), len(o.det.Gates), skippedOnTarget, time.Since(start).Round(time.Second))
 	}
 	if err != nil {
 		o.det.Halted = err.Error()
@@ -673,7 +672,6 @@ func (o *Options) migrate(ctx context.Context, r *step.Run) error {
 		// The batch an interrupted run restarted: its gate never ran. Gated now, restarted never again.
 		batchNo++
 		r.Progress.Printf("batch %d: gating %d workloads the interrupted run restarted", batchNo, len(o.plan.Verify))
-		o.restarts = append(o.restarts, o.plan.Verify...)
 		o.restartedBatches = append(o.restartedBatches, o.plan.Verify)
 		g, err := o.runBatch(ctx, r, batchNo, o.plan.Verify, baseline, false)
 		o.det.Gates = append(o.det.Gates, g)
@@ -792,6 +790,9 @@ func (o *Options) runBatch(ctx context.Context, r *step.Run, n int, batch []kube
 func (o *Options) restart(ctx context.Context, r *step.Run, n int, batch []kube.WorkloadRef, names []string) error {
 	now := kube.NextRestart(time.Now(), o.restartStamps(r, batch)...)
 	o.lastRestart = now
+	if r.Live() { // grown as each restart lands: a rollback restarts back what a half-done batch restarted
+		o.restartedBatches = append(o.restartedBatches, nil)
+	}
 	for _, w := range batch {
 		if body, err := kube.RestartPatch(now); err == nil {
 			r.Patch(w.String(), string(types.StrategicMergePatchType), body)
@@ -800,12 +801,10 @@ func (o *Options) restart(ctx context.Context, r *step.Run, n int, batch []kube.
 			return err
 		}
 		if r.Live() {
-			o.restarts = append(o.restarts, w)
+			last := len(o.restartedBatches) - 1
+			o.restartedBatches[last] = append(o.restartedBatches[last], w)
 			o.det.Restarted = append(o.det.Restarted, w.String())
 		}
-	}
-	if r.Live() {
-		o.restartedBatches = append(o.restartedBatches, batch)
 	}
 	if r.Live() {
 		r.Progress.Printf("batch %d: restarted %s", n, strings.Join(names, ", "))
@@ -868,7 +867,7 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 	if !o.RollbackOnFailure {
 		return false, nil
 	}
-	r.Progress.Printf("rolling back: %d namespaces, %d workloads", len(o.relabel), len(o.restarts))
+	r.Progress.Printf("rolling back: %d namespaces, %d workloads", len(o.relabel), o.restarted())
 	before := map[string]mesh.Namespace{}
 	for _, n := range r.Before.Namespaces {
 		before[n.Name] = n
@@ -896,7 +895,7 @@ func (o *Options) Revert(ctx context.Context, r *step.Run, _ error) (bool, error
 		},
 		Revision: func(ns string) string { return before[ns].Revision },
 		Proxies: func(ctx context.Context, revs, namespaces []string) (map[string]string, error) {
-			return r.Istiod.ProxiesOrError(ctx, istiodsOf(r.Raw.IstiodPods, revs), namespaces...)
+			return r.Istiod.ProxiesOrError(ctx, gate.IstiodPodsOf(r.Raw.IstiodPods, revs...), namespaces...)
 		}}
 	err := mb.Run(ctx, r.C.Kube, "rollback")
 	r.Progress.Done()
@@ -1052,15 +1051,13 @@ func awaitInjector(ctx context.Context, k kubernetes.Interface, progress *cli.Pr
 	}
 }
 
-// istiodsOf are the istiod pods of revisions.
-func istiodsOf(pods []corev1.Pod, revisions []string) []corev1.Pod {
-	var out []corev1.Pod
-	for _, p := range pods {
-		if slices.Contains(revisions, istio.RevisionOf(p.Labels)) {
-			out = append(out, p)
-		}
+// restarted counts the workloads the run restarted.
+func (o *Options) restarted() int {
+	n := 0
+	for _, b := range o.restartedBatches {
+		n += len(b)
 	}
-	return out
+	return n
 }
 
 func orController(owner string) string {

@@ -122,7 +122,7 @@ func Undo(ctx context.Context, c *kube.Clients, j *journal.Journal, e *journal.E
 				if err != nil {
 					return nil, err
 				}
-				return istiod.ProxiesOrError(ctx, istiodsOf(l.Items, revs), namespaces...)
+				return istiod.ProxiesOrError(ctx, gate.IstiodPodsOf(l.Items, revs...), namespaces...)
 			}}
 		err := mb.Run(ctx, c.Kube, "undo")
 		p.Done()

@@ -292,7 +292,7 @@ func (o *Options) finishInterrupted(ctx context.Context, r *step.Run) error {
 			if err != nil {
 				return fmt.Errorf("read node %s: %w", n, err)
 			}
-			if by := node.Annotations[AnnotationCordonedBy]; node.Spec.Unschedulable && by != "entry "+entryID(r) {
+			if by := node.Annotations[AnnotationCordonedBy]; node.Spec.Unschedulable && by != cordonedBy(r) {
 				r.Progress.Printf("warning: node %s left cordoned: its cordon is not this entry's (%s=%q)", n, AnnotationCordonedBy, by)
 				continue
 			}
@@ -322,7 +322,7 @@ func (o *Options) uncordon(ctx context.Context, r *step.Run, nodes []string) {
 }
 
 func setUnschedulable(ctx context.Context, r *step.Run, node string, on bool, verb string) error {
-	patch, err := json.Marshal(cordonPatch(on, "entry "+entryID(r)))
+	patch, err := json.Marshal(cordonPatch(on, cordonedBy(r)))
 	if err != nil {
 		return err
 	}
@@ -579,9 +579,10 @@ func cordonPatch(on bool, by string) map[string]any {
 		"spec": map[string]any{"unschedulable": on}}
 }
 
-func entryID(r *step.Run) string {
+// cordonedBy is what the run's cordons say of it: its journal entry.
+func cordonedBy(r *step.Run) string {
 	if e := r.Entry(); e != nil {
-		return e.ID
+		return "entry " + e.ID
 	}
-	return "(dry run)"
+	return "entry (dry run)"
 }
